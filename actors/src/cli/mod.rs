@@ -1,0 +1,86 @@
+//! The `edgeray` command line: one module per subcommand, each with its clap `Args` and `run`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub mod bench;
+pub mod generate;
+pub mod init;
+pub mod model_info;
+pub mod node;
+pub mod status;
+
+/// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.
+///
+/// Quick start on one machine:
+///   edgeray generate --model models/gemma-3-270m-q4_k_m.gguf --prompt "The capital of France is"
+///
+/// A cluster of boards:
+///   edgeray init                      # once: writes cluster.toml with a fresh secret; copy it to every board
+///   edgeray node --config cluster.toml --name pi-01   # on every board; they find each other by mDNS
+///   edgeray status --config cluster.toml              # list the members
+#[derive(Debug, Parser)]
+#[command(name = "edgeray", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `edgeray_runtime=debug`.
+    #[arg(long, global = true, env = "EDGERAY_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand of `edgeray`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text with a GGUF model on this machine alone.
+    Generate(generate::GenerateArgs),
+    /// Inspect GGUF model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Measure prompt-processing and generation speed and peak memory.
+    Bench(bench::BenchArgs),
+    /// Write a fresh cluster.toml with a new cluster secret.
+    Init(init::InitArgs),
+    /// Run a cluster node on this board (joins the cluster found by mDNS or seeds).
+    Node(node::NodeArgs),
+    /// Print every member of the cluster.
+    Status(status::StatusArgs),
+}
+
+/// `edgeray model ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Architecture, hyper-parameters, tensor table and per-layer memory of a GGUF file.
+    Info(model_info::ModelInfoArgs),
+}
+
+/// Parse arguments, set up logging, run the subcommand; errors print as `error: ...` with exit 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Model(ModelCommand::Info(args)) => model_info::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Status(args) => status::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,1 @@
+//! edgeray cluster runtime.
