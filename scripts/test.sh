@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: builds the `edgeray` binary (multi-process and network-lab tests drive it)
+# and runs every test of the workspace, real-model exactness tests included.
+#
+# Needs the real models (scripts/setup.sh fetches them). The network-namespace tests need root:
+# without it they print SKIP; with EDGERAY_REQUIRE_NETLAB=1 (CI sets it) a skip is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ]; then
+  export EDGERAY_REQUIRE_NETLAB=1
+fi
+
+cargo build -p edgeray --bins
+cargo test --workspace --no-fail-fast -- --test-threads="${EDGERAY_TEST_THREADS:-2}"
