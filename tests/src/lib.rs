@@ -1,5 +1,7 @@
 //! Shared helpers for edgeray's integration tests (see `tests/tests/`).
 
+pub mod netlab;
+
 use std::path::PathBuf;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
