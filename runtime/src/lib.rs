@@ -1,1 +1,7 @@
 //! edgeray cluster runtime.
+pub mod config;
+pub mod codec;
+pub mod identity;
+pub mod protocol;
+pub mod security;
+pub mod wire;
