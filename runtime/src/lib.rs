@@ -5,3 +5,8 @@ pub mod identity;
 pub mod protocol;
 pub mod security;
 pub mod wire;
+pub mod membership;
+pub mod resources;
+pub mod transport;
+pub mod discovery;
+pub mod node;

@@ -1,0 +1,244 @@
+//! What a node has to offer: memory, load, temperature, a relative compute score, backend and
+//! budgets. Measured from `/proc` and `/sys` (Linux) and overridable from the configuration.
+//!
+//! Parsers are pure functions of the file text (tested with fixed inputs); [`measure`] does the
+//! reading. `/proc/meminfo` is not per container or network namespace: labs inject memory through
+//! `[resources]` in `cluster.toml` or `--memory-budget`.
+//!
+//! The compute score is a relative number: millions of int8 multiply-accumulates per second of a
+//! short single-threaded dot-product loop ([`compute_score`]), so a board twice as fast scores
+//! about twice as high. It is a placeholder for a model-specific benchmark and only meant for
+//! comparing nodes of one cluster.
+
+use crate::config::{Backend, ClusterConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A node's resource report, sent with every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    /// Physical memory, bytes.
+    pub memory_total: u64,
+    /// Memory available for new work (`MemAvailable`), bytes.
+    pub memory_free: u64,
+    /// Memory this node offers to the cluster, bytes (configured, or the free memory at start).
+    pub memory_budget: u64,
+    /// Power budget in milliwatts, when configured.
+    pub power_budget_mw: Option<u64>,
+    /// 1-minute load average.
+    pub load1: f32,
+    /// Hottest thermal zone in °C, when `/sys/class/thermal` exposes one.
+    pub temperature_c: Option<f32>,
+    /// Relative compute score (see the module documentation).
+    pub compute_score: f64,
+    /// Compute backend offered.
+    pub backend: Backend,
+    /// Number of CPUs available to this process.
+    pub cpus: u32,
+}
+
+/// Errors parsing `/proc` text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// A required field is missing or malformed.
+    #[error("cannot parse {file}: {what}")]
+    Parse {
+        /// The file.
+        file: &'static str,
+        /// What is missing.
+        what: String,
+    },
+}
+
+/// Memory figures from `/proc/meminfo`, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    /// `MemTotal`.
+    pub total: u64,
+    /// `MemAvailable` (or `MemFree` on kernels without it).
+    pub available: u64,
+}
+
+/// Parse `/proc/meminfo` text.
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, ResourceError> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            let mut it = rest.split_whitespace();
+            let n: u64 = it.next()?.parse().ok()?;
+            let mult = match it.next() {
+                Some("kB") => 1024,
+                None => 1,
+                Some(_) => return None,
+            };
+            Some(n * mult)
+        })
+    };
+    let total = field("MemTotal").ok_or_else(|| ResourceError::Parse {
+        file: "/proc/meminfo",
+        what: "MemTotal".into(),
+    })?;
+    let available = field("MemAvailable")
+        .or_else(|| field("MemFree"))
+        .ok_or_else(|| ResourceError::Parse {
+            file: "/proc/meminfo",
+            what: "MemAvailable".into(),
+        })?;
+    Ok(MemInfo { total, available })
+}
+
+/// Parse the 1-minute load average from `/proc/loadavg` text.
+pub fn parse_loadavg(text: &str) -> Result<f32, ResourceError> {
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ResourceError::Parse {
+            file: "/proc/loadavg",
+            what: "first field".into(),
+        })
+}
+
+/// Parse a thermal zone's `temp` file (millidegrees Celsius) into °C.
+pub fn parse_thermal_millicelsius(text: &str) -> Option<f32> {
+    let v: i64 = text.trim().parse().ok()?;
+    let c = v as f32 / 1000.0;
+    // Some drivers report nonsense (-273 or 0 for "no sensor"); keep plausible values only.
+    (-40.0..=150.0).contains(&c).then_some(c).filter(|c| *c != 0.0)
+}
+
+/// The hottest plausible reading among `<dir>/thermal_zone*/temp`.
+pub fn read_max_temperature(dir: &Path) -> Option<f32> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("temp")).ok())
+        .filter_map(|t| parse_thermal_millicelsius(&t))
+        .fold(None, |acc: Option<f32>, c| Some(acc.map_or(c, |a| a.max(c))))
+}
+
+/// Relative compute score: millions of int8 multiply-accumulates per second of a single-threaded
+/// dot-product loop run for about `budget`. Higher is faster.
+pub fn compute_score(budget: Duration) -> f64 {
+    const N: usize = 4096;
+    let a: Vec<i8> = (0..N).map(|i| ((i * 31 + 7) % 255) as i8).collect();
+    let b: Vec<i8> = (0..N).map(|i| ((i * 17 + 3) % 253) as i8).collect();
+    let start = Instant::now();
+    let mut macs: u64 = 0;
+    let mut acc: i64 = 0;
+    loop {
+        for _ in 0..64 {
+            acc = acc.wrapping_add(dot_i8(std::hint::black_box(&a), std::hint::black_box(&b)) as i64);
+            macs += N as u64;
+        }
+        if start.elapsed() >= budget {
+            break;
+        }
+    }
+    std::hint::black_box(acc);
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    (macs as f64 / secs / 1e6 * 10.0).round() / 10.0
+}
+
+/// int8 dot product accumulated in i32 (the inner loop of quantized matrix-vector products).
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// Measure this machine: memory, load, temperature, CPUs; `compute_score` is passed in (measured
+/// once at start, it takes ~100 ms). Configured overrides and budgets win over measurements.
+pub fn measure(config: &ClusterConfig, compute_score: f64) -> ResourceReport {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| parse_meminfo(&t).ok())
+        .unwrap_or(MemInfo { total: 0, available: 0 });
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| parse_loadavg(&t).ok())
+        .unwrap_or(0.0);
+    let ov = &config.resources;
+    let memory_total = ov.memory_total.map_or(mem.total, |b| b.0);
+    let memory_free = ov.memory_free.map_or(mem.available, |b| b.0).min(memory_total.max(1));
+    ResourceReport {
+        memory_total,
+        memory_free,
+        memory_budget: config.memory_budget.map_or(memory_free, |b| b.0),
+        power_budget_mw: config.power_budget.map(|p| p.0),
+        load1,
+        temperature_c: read_max_temperature(Path::new("/sys/class/thermal")),
+        compute_score: ov.compute_score.unwrap_or(compute_score),
+        backend: config.backend,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo() {
+        let t = "MemTotal:        8000000 kB\nMemFree:          100 kB\nMemAvailable:    6000000 kB\n";
+        assert_eq!(
+            parse_meminfo(t).unwrap(),
+            MemInfo {
+                total: 8_192_000_000,
+                available: 6_144_000_000
+            }
+        );
+        let old = "MemTotal: 10 kB\nMemFree: 5 kB\n";
+        assert_eq!(parse_meminfo(old).unwrap().available, 5 * 1024);
+        assert!(parse_meminfo("Foo: 1 kB").is_err());
+        assert!(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB").is_err());
+    }
+
+    #[test]
+    fn loadavg_and_thermal() {
+        assert_eq!(parse_loadavg("0.52 0.40 0.30 1/123 4567\n").unwrap(), 0.52);
+        assert!(parse_loadavg("").is_err());
+        assert_eq!(parse_thermal_millicelsius("45500\n"), Some(45.5));
+        assert_eq!(parse_thermal_millicelsius("-273000"), None);
+        assert_eq!(parse_thermal_millicelsius("junk"), None);
+    }
+
+    #[test]
+    fn thermal_dir_takes_the_hottest_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        for (zone, t) in [
+            ("thermal_zone0", "41000"),
+            ("thermal_zone1", "52500"),
+            ("cooling_device0", "99000"),
+        ] {
+            std::fs::create_dir(dir.path().join(zone)).unwrap();
+            std::fs::write(dir.path().join(zone).join("temp"), t).unwrap();
+        }
+        assert_eq!(read_max_temperature(dir.path()), Some(52.5));
+        assert_eq!(read_max_temperature(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn dot_and_score() {
+        assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), 4 - 10 - 18);
+        assert_eq!(dot_i8(&[-128; 4], &[-128; 4]), 4 * 16384);
+        let s = compute_score(Duration::from_millis(20));
+        assert!(s > 1.0, "score {s}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut cfg = ClusterConfig::with_secret([1; 32]);
+        cfg.resources.memory_total = Some(crate::config::ByteSize(8 << 30));
+        cfg.resources.memory_free = Some(crate::config::ByteSize(6 << 30));
+        cfg.resources.compute_score = Some(42.0);
+        cfg.power_budget = Some(crate::config::Power(6000));
+        let r = measure(&cfg, 1.0);
+        assert_eq!(r.memory_total, 8 << 30);
+        assert_eq!(r.memory_free, 6 << 30);
+        assert_eq!(r.memory_budget, 6 << 30);
+        assert_eq!(r.compute_score, 42.0);
+        assert_eq!(r.power_budget_mw, Some(6000));
+        cfg.memory_budget = Some(crate::config::ByteSize(3 << 30));
+        assert_eq!(measure(&cfg, 1.0).memory_budget, 3 << 30);
+    }
+}
