@@ -871,11 +871,16 @@ impl Proc {
         &self.stderr_path
     }
 
-    /// Everything it wrote so far: stdout, then stderr.
+    /// Everything it wrote so far: stdout, then stderr, with ANSI colour sequences removed
+    /// (log lines stay greppable even when a logger colours its output).
     pub fn output(&self) -> String {
-        let out = fs::read_to_string(&self.stdout_path).unwrap_or_default();
-        let err = fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        format!("{out}{err}")
+        let out = fs::read(&self.stdout_path).unwrap_or_default();
+        let err = fs::read(&self.stderr_path).unwrap_or_default();
+        strip_ansi(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        ))
     }
 
     /// The last `n` lines of [`Proc::output`].
@@ -1006,6 +1011,44 @@ impl Drop for Proc {
         if self.try_status().is_none() {
             self.kill();
         }
+    }
+}
+
+/// Remove ANSI CSI escape sequences (`ESC [ ... final byte`) from `text`.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameter and intermediate bytes, then one final byte in 0x40..=0x7e.
+            for c in chars.by_ref() {
+                if ('\u{40}'..='\u{7e}').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_colour_codes_only() {
+        let coloured = "\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m1";
+        assert_eq!(strip_ansi(coloured), "2026  WARN x addr=1");
+        assert_eq!(strip_ansi("plain [text]"), "plain [text]");
+    }
+
+    #[test]
+    fn host_indexes_are_checked_without_a_lab() {
+        let err = LabError::NoSuchHost { index: 0, hosts: 3 };
+        assert!(err.to_string().contains("1..=3"));
     }
 }
 
