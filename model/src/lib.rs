@@ -1,1 +1,3 @@
 //! GGUF models on burn.
+pub mod gguf;
+pub mod quant;

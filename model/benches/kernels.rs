@@ -1,0 +1,71 @@
+//! Throughput of the quantized matvec/matmul kernels, in GB/s of weights streamed.
+//! Shapes follow Qwen2.5-0.5B's FFN (d = 896, ffn = 4864): 4864×896 for Q8_0/Q5_0/Q4_0
+//! (gate/up-like) and 896×4864 for the k-quants (down-like, rows of 19 super-blocks).
+//!
+//! `cargo bench -p edgeray-model --bench kernels`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use edgeray_model::quant::{
+    Activations, GgmlType, KernelPool, QuantMatrix, available_backends, matmul_with_backend,
+};
+use half::f16;
+
+/// Deterministic pseudo-random row data with sane f16 scales.
+fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QuantMatrix {
+    let n = ty.row_bytes(cols).unwrap() * rows;
+    let mut s = 0x9E3779B97F4A7C15u64;
+    let mut data: Vec<u8> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect();
+    let scale = f16::from_f32(0.01).to_bits().to_le_bytes();
+    for b in data.chunks_exact_mut(ty.type_size()) {
+        match ty {
+            GgmlType::Q6_K => b[208..210].copy_from_slice(&scale),
+            GgmlType::Q4_K => {
+                b[0..2].copy_from_slice(&scale);
+                b[2..4].copy_from_slice(&scale);
+            }
+            _ => b[0..2].copy_from_slice(&scale),
+        }
+    }
+    QuantMatrix::new(ty, rows, cols, data).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let shapes = [
+        (GgmlType::Q8_0, 4864, 896),
+        (GgmlType::Q5_0, 4864, 896),
+        (GgmlType::Q4_0, 4864, 896),
+        (GgmlType::Q4_K, 896, 4864),
+        (GgmlType::Q6_K, 896, 4864),
+    ];
+    let pools = [KernelPool::new(1).unwrap(), KernelPool::new(2).unwrap()];
+    for (ty, rows, cols) in shapes {
+        let w = matrix(ty, rows, cols);
+        for n in [1usize, 16] {
+            let mut g = c.benchmark_group(format!("{ty}_{rows}x{cols}_n{n}"));
+            g.throughput(Throughput::Bytes((w.row_bytes() * rows) as u64));
+            g.sample_size(20);
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let acts = Activations::for_matrix(&w, &x, n).unwrap();
+            let mut y = vec![0f32; n * rows];
+            for backend in available_backends() {
+                for pool in &pools {
+                    let id = BenchmarkId::new(backend.name(), format!("{}t", pool.threads()));
+                    g.bench_function(id, |b| {
+                        b.iter(|| matmul_with_backend(&w, &acts, &mut y, pool, backend).unwrap())
+                    });
+                }
+            }
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

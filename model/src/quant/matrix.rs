@@ -1,0 +1,249 @@
+//! [`QuantMatrix`] and the matvec / matmul entry points.
+
+use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0, quantize_row_q8_k};
+use super::bytes::SharedBytes;
+use super::dequant::{can_dequantize, dequantize_row};
+use super::error::QuantError;
+use super::kernels::{Backend, DotFn, backend, dot_fn};
+use super::pool::KernelPool;
+use super::types::GgmlType;
+use half::f16;
+
+/// A weight matrix in ggml layout: `rows` rows of `cols` elements, row `r` stored at bytes
+/// `[r * row_bytes, (r + 1) * row_bytes)`. The bytes are shared (e.g. a slice of a mmapped GGUF).
+#[derive(Clone, Debug)]
+pub struct QuantMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: SharedBytes,
+}
+
+/// The activation format a weight type's vec-dot consumes (ggml's `vec_dot_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActKind {
+    /// f32 activations (F32 weights).
+    F32,
+    /// activations rounded to f16 (F16 weights).
+    F16,
+    /// Q8_0 blocks (Q4_0, Q5_0, Q8_0 weights).
+    Q8_0,
+    /// Q8_K blocks (Q4_K, Q6_K weights).
+    Q8K,
+}
+
+impl ActKind {
+    /// The activation kind for weights of type `ty`, or an error when matvec does not support it.
+    pub fn for_weights(ty: GgmlType) -> Result<Self, QuantError> {
+        Ok(match ty {
+            GgmlType::F32 => Self::F32,
+            GgmlType::F16 => Self::F16,
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Self::Q8_0,
+            GgmlType::Q4_K | GgmlType::Q6_K => Self::Q8K,
+            other => return Err(QuantError::Unsupported { op: "matvec", ty: other }),
+        })
+    }
+}
+
+/// `n` activation rows of `cols` elements, converted once to the format some weights consume.
+/// Reuse one for several matrices of the same [`ActKind`] (e.g. Q, K and V projections).
+#[derive(Debug, Clone)]
+pub struct Activations {
+    kind: ActKind,
+    n: usize,
+    cols: usize,
+    f: Vec<f32>,
+    q8_0: Q8_0Acts,
+    q8k: Q8KActs,
+}
+
+impl Activations {
+    /// Converts `x` (`n` rows of `cols`, row-major) for weights consuming `kind`.
+    pub fn new(kind: ActKind, x: &[f32], n: usize, cols: usize) -> Result<Self, QuantError> {
+        let expected = n.checked_mul(cols).ok_or(QuantError::BadShape { rows: n, cols, reason: "overflow" })?;
+        if x.len() != expected {
+            return Err(QuantError::LengthMismatch { what: "activations", expected, got: x.len() });
+        }
+        let mut a = Self { kind, n, cols, f: Vec::new(), q8_0: Q8_0Acts::default(), q8k: Q8KActs::default() };
+        match kind {
+            ActKind::F32 => a.f = x.to_vec(),
+            ActKind::F16 => a.f = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+            ActKind::Q8_0 => {
+                for row in x.chunks_exact(cols.max(1)) {
+                    quantize_row_q8_0(row, &mut a.q8_0)?;
+                }
+            }
+            ActKind::Q8K => {
+                for row in x.chunks_exact(cols.max(1)) {
+                    quantize_row_q8_k(row, &mut a.q8k)?;
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// Converts `x` for the weights `w` (kind taken from `w.ty()`, `cols` from `w.cols()`).
+    pub fn for_matrix(w: &QuantMatrix, x: &[f32], n: usize) -> Result<Self, QuantError> {
+        Self::new(ActKind::for_weights(w.ty)?, x, n, w.cols)
+    }
+
+    /// The format.
+    pub fn kind(&self) -> ActKind {
+        self.kind
+    }
+
+    /// Number of rows (tokens).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Elements per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub(crate) fn f32_row(&self, t: usize) -> &[f32] {
+        &self.f[t * self.cols..(t + 1) * self.cols]
+    }
+
+    pub(crate) fn q8_0(&self) -> &Q8_0Acts {
+        &self.q8_0
+    }
+
+    pub(crate) fn q8k(&self) -> &Q8KActs {
+        &self.q8k
+    }
+}
+
+impl QuantMatrix {
+    /// Wraps `data` as a `rows` × `cols` matrix of `ty`; the length must match exactly.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: impl Into<SharedBytes>) -> Result<Self, QuantError> {
+        let data = data.into();
+        if rows == 0 || cols == 0 {
+            return Err(QuantError::BadShape { rows, cols, reason: "zero dimension" });
+        }
+        let row_bytes = ty.row_bytes(cols).ok_or(QuantError::NotBlockAligned { ty, n: cols, block: ty.block_size() })?;
+        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::BadShape { rows, cols, reason: "overflow" })?;
+        if data.len() != expected {
+            return Err(QuantError::LengthMismatch { what: "matrix bytes", expected, got: data.len() });
+        }
+        Ok(Self { ty, rows, cols, row_bytes, data })
+    }
+
+    /// Element type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Elements per row (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// All bytes.
+    pub fn data(&self) -> &SharedBytes {
+        &self.data
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> Result<&[u8], QuantError> {
+        if r >= self.rows {
+            return Err(QuantError::RowOutOfRange { index: r, rows: self.rows });
+        }
+        Ok(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+
+    /// Dequantizes the rows `indices` into `out` (`indices.len() * cols` floats, row-major):
+    /// embedding lookup on a table that stays quantized.
+    pub fn dequantize_rows(&self, indices: &[usize], out: &mut [f32]) -> Result<(), QuantError> {
+        if !can_dequantize(self.ty) {
+            return Err(QuantError::Unsupported { op: "dequantize_rows", ty: self.ty });
+        }
+        let expected = indices.len() * self.cols;
+        if out.len() != expected {
+            return Err(QuantError::LengthMismatch { what: "dequantize_rows output", expected, got: out.len() });
+        }
+        for (&r, o) in indices.iter().zip(out.chunks_exact_mut(self.cols)) {
+            dequantize_row(self.ty, self.row(r)?, o)?;
+        }
+        Ok(())
+    }
+
+    /// Dequantizes the whole matrix (`rows * cols` floats).
+    pub fn dequantize_all(&self) -> Result<Vec<f32>, QuantError> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        dequantize_row(self.ty, &self.data, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// `y[r] = dot(row r of w, x)` for every row; `x.len() == w.cols()`, `y.len() == w.rows()`.
+pub fn matvec(w: &QuantMatrix, x: &[f32], y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+    matmul(w, x, 1, y, pool)
+}
+
+/// `y[t * rows + r] = dot(row r of w, x[t])` for `n` activation rows `x` (`n × cols`,
+/// row-major); `y` is `n × rows`, row-major. Activations are quantized once and every weight row
+/// is streamed once for all `n` rows.
+pub fn matmul(w: &QuantMatrix, x: &[f32], n: usize, y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+    let acts = Activations::for_matrix(w, x, n)?;
+    matmul_prepared(w, &acts, y, pool)
+}
+
+/// [`matmul`] with activations already converted (see [`Activations`]).
+pub fn matmul_prepared(w: &QuantMatrix, acts: &Activations, y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+    matmul_with_backend(w, acts, y, pool, backend())
+}
+
+/// [`matmul_prepared`] on an explicit kernel backend (for tests and benchmarks).
+pub fn matmul_with_backend(
+    w: &QuantMatrix,
+    acts: &Activations,
+    y: &mut [f32],
+    pool: &KernelPool,
+    backend: Backend,
+) -> Result<(), QuantError> {
+    let kind = ActKind::for_weights(w.ty)?;
+    if acts.kind != kind {
+        return Err(QuantError::Unsupported { op: "matmul with activations prepared for another kind", ty: w.ty });
+    }
+    if acts.cols != w.cols {
+        return Err(QuantError::LengthMismatch { what: "activation row length", expected: w.cols, got: acts.cols });
+    }
+    let expected = acts.n * w.rows;
+    if y.len() != expected {
+        return Err(QuantError::LengthMismatch { what: "matmul output", expected, got: y.len() });
+    }
+    let dot: DotFn = dot_fn(w.ty, backend)?;
+    let out = SyncPtr(y.as_mut_ptr());
+    let rows = w.rows;
+    let n = acts.n;
+    pool.for_each_range(rows, 4, |range| {
+        let out = &out;
+        for r in range {
+            let wrow = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
+            for t in 0..n {
+                let v = dot(wrow, acts, t);
+                // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written by
+                // exactly one thread because row ranges are disjoint, and `y` outlives the scope.
+                unsafe { *out.0.add(t * rows + r) = v };
+            }
+        }
+    });
+    Ok(())
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: used only for disjoint writes inside `matmul_with_backend` (see there).
+unsafe impl Sync for SyncPtr {}
