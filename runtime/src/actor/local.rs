@@ -1,0 +1,327 @@
+//! A node's local actors: starting them on the actor threads, the table of live actors (by id
+//! and by name), typed delivery for in-process callers and encoded delivery for remote ones.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::oneshot;
+
+use super::envelope::Envelope;
+use super::error::{ActorError, AskError, SpawnError, TellError};
+use super::host::{Deliver, Host, ReplyTo, StopNow};
+use super::kind::{ActorCtx, RemoteActor};
+use super::lifecycle::{Lifecycle, StopReason};
+use super::mailbox::{Mailbox, MailboxClosed, Slot};
+use super::threads::{ActorThreads, ThreadsError};
+
+/// Reply channel of a remote ask: encoded (body, tail) or the handler's error text.
+pub(crate) type EncodedReply = oneshot::Sender<Result<(Bytes, Bytes), String>>;
+
+/// A live local actor, with its kind erased (used by remote delivery, lookup and watch).
+pub(crate) trait LocalCell: Send + Sync + 'static {
+    fn local_id(&self) -> u64;
+    fn kind(&self) -> &'static str;
+    fn mailbox(&self) -> &Mailbox;
+    fn life(&self) -> &Lifecycle;
+    /// Decodes `body` as the actor's message and queues it in the reserved `slot`.
+    fn deliver_encoded(
+        &self,
+        slot: Slot,
+        body: &[u8],
+        tail: Bytes,
+        reply: Option<EncodedReply>,
+    ) -> Result<(), TellError>;
+    fn stop(&self);
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A typed handle to a live local actor.
+pub(crate) struct LocalActor<A: RemoteActor> {
+    local_id: u64,
+    name: Option<String>,
+    addr: Addr<Host<A>>,
+    mailbox: Mailbox,
+    life: Lifecycle,
+}
+
+impl<A: RemoteActor> Clone for LocalActor<A> {
+    fn clone(&self) -> Self {
+        LocalActor {
+            local_id: self.local_id,
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            mailbox: self.mailbox.clone(),
+            life: self.life.clone(),
+        }
+    }
+}
+
+impl<A: RemoteActor> LocalActor<A> {
+    fn push(&self, d: Deliver<A>) -> Result<(), TellError> {
+        match self.addr.try_send(d) {
+            Ok(()) => Ok(()),
+            Err(SendError::Closed(_)) => Err(TellError::ActorDead),
+            // Unreachable by construction (actix's queue is larger than our mailbox); the
+            // message still holds its mailbox slot, so queueing it cannot grow memory unboundedly.
+            Err(SendError::Full(d)) => {
+                self.addr.do_send(d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for mailbox space, then queues the message.
+    pub(crate) async fn tell(&self, env: Envelope<A::Msg>) -> Result<(), TellError> {
+        let slot = self
+            .mailbox
+            .reserve()
+            .await
+            .map_err(|MailboxClosed| TellError::ActorDead)?;
+        self.push(Deliver {
+            env,
+            reply: ReplyTo::None,
+            slot,
+        })
+    }
+
+    /// Queues the message and waits for the reply, all within `timeout`.
+    pub(crate) async fn ask(&self, env: Envelope<A::Msg>, timeout: Duration) -> Result<Envelope<A::Reply>, AskError> {
+        let fut = async {
+            let slot = self
+                .mailbox
+                .reserve()
+                .await
+                .map_err(|MailboxClosed| AskError::ActorDead)?;
+            let (tx, rx) = oneshot::channel();
+            self.push(Deliver {
+                env,
+                reply: ReplyTo::Typed(tx),
+                slot,
+            })?;
+            match rx.await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(AskError::Remote(e)),
+                Err(_) => Err(AskError::ActorDead),
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or(Err(AskError::Timeout))
+    }
+
+    pub(crate) fn local_id(&self) -> u64 {
+        self.local_id
+    }
+
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    pub(crate) fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+
+    pub(crate) fn stop(&self) {
+        if self.life.stopped().is_none() {
+            self.addr.do_send(StopNow);
+        }
+    }
+}
+
+impl<A: RemoteActor> LocalCell for LocalActor<A> {
+    fn local_id(&self) -> u64 {
+        self.local_id
+    }
+    fn kind(&self) -> &'static str {
+        A::kind()
+    }
+    fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+    fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+    fn deliver_encoded(
+        &self,
+        slot: Slot,
+        body: &[u8],
+        tail: Bytes,
+        reply: Option<EncodedReply>,
+    ) -> Result<(), TellError> {
+        let msg: A::Msg = crate::codec::decode(body).map_err(|e| TellError::Codec(e.to_string()))?;
+        let reply = match reply {
+            Some(tx) => ReplyTo::Encoded(tx),
+            None => ReplyTo::None,
+        };
+        self.push(Deliver {
+            env: Envelope { msg, tail },
+            reply,
+            slot,
+        })
+    }
+    fn stop(&self) {
+        LocalActor::stop(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Options for starting a local actor.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalSpawn {
+    pub(crate) name: Option<String>,
+    pub(crate) mailbox: usize,
+    pub(crate) node: Option<crate::identity::NodeId>,
+    pub(crate) cluster: Option<crate::cluster::WeakCluster>,
+}
+
+/// Callback run once an actor has stopped (e.g. to release its resource reservation).
+pub(crate) type OnStop = Box<dyn FnOnce(&StopReason) + Send + 'static>;
+
+/// The live actors of one node.
+pub(crate) struct LocalActors {
+    threads: ActorThreads,
+    next_id: AtomicU64,
+    by_id: Arc<DashMap<u64, Arc<dyn LocalCell>>>,
+    by_name: Arc<DashMap<String, u64>>,
+}
+
+impl LocalActors {
+    /// Starts the actor threads.
+    pub(crate) fn start(workers: usize) -> Result<Self, ThreadsError> {
+        Ok(LocalActors {
+            threads: ActorThreads::start(workers)?,
+            next_id: AtomicU64::new(1),
+            by_id: Arc::new(DashMap::new()),
+            by_name: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// Creates an actor of kind `A` on one of the actor threads.
+    pub(crate) async fn spawn<A: RemoteActor>(
+        &self,
+        args: A::Args,
+        opts: LocalSpawn,
+        on_stop: Option<OnStop>,
+    ) -> Result<LocalActor<A>, SpawnError> {
+        let local_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Reserve the name first so two concurrent spawns cannot both take it.
+        if let Some(name) = &opts.name {
+            match self.by_name.entry(name.clone()) {
+                Entry::Occupied(_) => return Err(SpawnError::NameTaken(name.clone())),
+                Entry::Vacant(v) => {
+                    v.insert(local_id);
+                }
+            }
+        }
+        let res = self.start_host::<A>(local_id, args, &opts).await;
+        let actor = match res {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(name) = &opts.name {
+                    self.by_name.remove_if(name, |_, id| *id == local_id);
+                }
+                if let Some(f) = on_stop {
+                    f(&StopReason::NotFound);
+                }
+                return Err(e);
+            }
+        };
+        self.by_id.insert(local_id, Arc::new(actor.clone()));
+        let (by_id, by_name, name) = (self.by_id.clone(), self.by_name.clone(), opts.name.clone());
+        let wait = actor.life.wait();
+        let cleanup = async move {
+            let reason = wait.await;
+            by_id.remove(&local_id);
+            if let Some(name) = name {
+                by_name.remove_if(&name, |_, id| *id == local_id);
+            }
+            if let Some(f) = on_stop {
+                f(&reason);
+            }
+        };
+        // The cleanup runs on the actor thread; if that thread is gone the system is shutting
+        // down and `shutdown` clears the tables.
+        self.threads.pick().spawn(cleanup);
+        Ok(actor)
+    }
+
+    async fn start_host<A: RemoteActor>(
+        &self,
+        local_id: u64,
+        args: A::Args,
+        opts: &LocalSpawn,
+    ) -> Result<LocalActor<A>, SpawnError> {
+        let mailbox = Mailbox::new(if opts.mailbox == 0 {
+            super::DEFAULT_MAILBOX
+        } else {
+            opts.mailbox
+        });
+        let life = Lifecycle::new();
+        let ctx = ActorCtx::new(local_id, opts.name.clone(), opts.node.clone(), opts.cluster.clone());
+        let (tx, rx) = oneshot::channel();
+        let (mb, lf) = (mailbox.clone(), life.clone());
+        let started = self.threads.pick().spawn(async move {
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| A::create(args, ctx.clone())));
+            let r = match made {
+                Ok(Ok(actor)) => Ok(Host::new(actor, ctx, lf, mb).start()),
+                Ok(Err(ActorError(e))) => Err(SpawnError::Create(e)),
+                Err(_) => Err(SpawnError::Create("constructor panicked".into())),
+            };
+            let _ = tx.send(r);
+        });
+        if !started {
+            return Err(SpawnError::Shutdown);
+        }
+        let addr = rx.await.map_err(|_| SpawnError::Shutdown)??;
+        Ok(LocalActor {
+            local_id,
+            name: opts.name.clone(),
+            addr,
+            mailbox,
+            life,
+        })
+    }
+
+    /// The live actor with this id.
+    pub(crate) fn get(&self, local_id: u64) -> Option<Arc<dyn LocalCell>> {
+        self.by_id.get(&local_id).map(|e| e.value().clone())
+    }
+
+    /// The live actor with this name.
+    pub(crate) fn by_name(&self, name: &str) -> Option<Arc<dyn LocalCell>> {
+        let id = *self.by_name.get(name)?.value();
+        self.get(id)
+    }
+
+    /// The typed handle of a live local actor of kind `A`.
+    pub(crate) fn typed<A: RemoteActor>(&self, local_id: u64) -> Option<LocalActor<A>> {
+        let cell = self.get(local_id)?;
+        cell.as_any().downcast_ref::<LocalActor<A>>().cloned()
+    }
+
+    /// Number of live actors.
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Stops every actor (their watchers see `Shutdown`) and the actor threads.
+    pub(crate) fn shutdown(&self) {
+        let cells: Vec<_> = self.by_id.iter().map(|e| e.value().clone()).collect();
+        for c in &cells {
+            c.life().mark_stopped(StopReason::Shutdown);
+            c.mailbox().close();
+            c.stop();
+        }
+        self.threads.shutdown();
+        self.by_id.clear();
+        self.by_name.clear();
+    }
+}

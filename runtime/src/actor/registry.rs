@@ -1,0 +1,97 @@
+//! The actor-kind registry: kind name → constructor from encoded arguments, so any node can
+//! spawn a kind another node asks for. Filled before the node starts.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::error::SpawnError;
+use super::kind::RemoteActor;
+use super::local::{LocalActors, LocalSpawn, OnStop};
+
+/// Future returned by an erased spawn.
+pub(crate) type SpawnFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, SpawnError>> + Send + 'a>>;
+
+/// A registered kind with its type erased.
+pub(crate) trait KindEntry: Send + Sync + 'static {
+    /// Decodes the arguments and starts a local actor; returns its local id.
+    fn spawn_encoded<'a>(
+        &'a self,
+        locals: &'a LocalActors,
+        args: &'a [u8],
+        opts: LocalSpawn,
+        on_stop: Option<OnStop>,
+    ) -> SpawnFuture<'a>;
+}
+
+struct Entry<A>(PhantomData<fn() -> A>);
+
+impl<A: RemoteActor> KindEntry for Entry<A> {
+    fn spawn_encoded<'a>(
+        &'a self,
+        locals: &'a LocalActors,
+        args: &'a [u8],
+        opts: LocalSpawn,
+        on_stop: Option<OnStop>,
+    ) -> SpawnFuture<'a> {
+        Box::pin(async move {
+            let args: A::Args = match crate::codec::decode(args) {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(f) = on_stop {
+                        f(&super::StopReason::NotFound);
+                    }
+                    return Err(SpawnError::Codec(e.to_string()));
+                }
+            };
+            locals.spawn::<A>(args, opts, on_stop).await.map(|a| a.local_id())
+        })
+    }
+}
+
+/// Actor kinds this node can create, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn KindEntry>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers kind `A` (replacing an earlier registration of the same name).
+    pub fn register<A: RemoteActor>(&mut self) -> &mut Self {
+        self.kinds.insert(A::kind(), Arc::new(Entry::<A>(PhantomData)));
+        self
+    }
+
+    /// Builder form of [`Registry::register`].
+    pub fn with<A: RemoteActor>(mut self) -> Self {
+        self.register::<A>();
+        self
+    }
+
+    /// Whether a kind is registered.
+    pub fn contains(&self, kind: &str) -> bool {
+        self.kinds.contains_key(kind)
+    }
+
+    /// The registered kind names.
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    pub(crate) fn get(&self, kind: &str) -> Option<Arc<dyn KindEntry>> {
+        self.kinds.get(kind).cloned()
+    }
+}

@@ -1,0 +1,484 @@
+//! The public entry point of the actor system: [`Cluster`] spawns actors (locally, on a chosen
+//! node, or wherever the placement function finds room), looks them up by name, messages them
+//! through [`ActorRef`]s and watches them die.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::actor::local::{LocalActors, LocalSpawn, OnStop};
+use crate::actor::placement::{Budget, Candidate, Ledger, Placement};
+use crate::actor::remote::{Remote, RpcRequest, RpcResponse};
+use crate::actor::{
+    ActorId, ActorRef, AskError, Envelope, FirstFit, Registry, RemoteActor, Resources, SpawnError, StopReason,
+    TellError, ThreadsError,
+};
+use crate::identity::NodeId;
+use crate::transport::Transport;
+
+/// Where to spawn an actor and with what.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// A cluster-wide lookup name (unique per node).
+    pub name: Option<String>,
+    /// An explicit node; wins over placement. `None` = let the placement function choose.
+    pub node: Option<NodeId>,
+    /// Resources reserved on the node while the actor lives.
+    pub resources: Resources,
+    /// Mailbox capacity (0 = [`crate::actor::DEFAULT_MAILBOX`]).
+    pub mailbox: usize,
+}
+
+impl SpawnOptions {
+    /// Default options (placement chooses, no name, no resource needs).
+    pub fn new() -> Self {
+        SpawnOptions::default()
+    }
+    /// Sets the lookup name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Pins the actor to a node.
+    pub fn on(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+    /// Sets the resource needs.
+    pub fn resources(mut self, r: Resources) -> Self {
+        self.resources = r;
+        self
+    }
+    /// Sets the mailbox capacity.
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity;
+        self
+    }
+}
+
+/// Errors starting a cluster handle.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The actor threads could not start.
+    #[error(transparent)]
+    Threads(#[from] ThreadsError),
+}
+
+/// Settings of the local actor system.
+#[derive(Clone)]
+pub struct ActorSystemConfig {
+    /// Actor worker threads (actix arbiters).
+    pub workers: usize,
+    /// What this node offers to actors' resource reservations.
+    pub capacity: Resources,
+    /// The placement function.
+    pub placement: Arc<dyn Placement>,
+}
+
+impl std::fmt::Debug for ActorSystemConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorSystemConfig")
+            .field("workers", &self.workers)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ActorSystemConfig {
+    fn default() -> Self {
+        ActorSystemConfig {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+            capacity: Resources {
+                memory_bytes: u64::MAX,
+                power_watts: f64::INFINITY,
+                ..Default::default()
+            },
+            placement: Arc::new(FirstFit),
+        }
+    }
+}
+
+/// A node's handle on the cluster's actor system. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A weak [`Cluster`] (held by actor contexts to avoid reference cycles).
+#[derive(Clone, Debug)]
+pub struct WeakCluster(Weak<Inner>);
+
+impl WeakCluster {
+    /// The cluster, if it is still alive.
+    pub fn upgrade(&self) -> Option<Cluster> {
+        self.0.upgrade().map(|inner| Cluster { inner })
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) node: NodeId,
+    pub(crate) registry: Registry,
+    pub(crate) locals: LocalActors,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    pub(crate) placement: Arc<dyn Placement>,
+    pub(crate) remote: Option<Arc<Remote>>,
+    next_ticket: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Cluster {
+    /// A single-node actor system (no networking) with a random node id: for tests and
+    /// programs that only need local actors.
+    pub fn local(registry: Registry, config: ActorSystemConfig) -> Result<Cluster, ClusterError> {
+        Self::build(NodeId(rand::random()), registry, config, None)
+    }
+
+    /// An actor system reachable over `transport` (R1's QUIC endpoint): registers the actor
+    /// stream handlers, then starts the transport accepting connections. Connecting to peers
+    /// stays the transport's (or the node's) job; every connected peer is a possible placement
+    /// target. Must run inside a tokio runtime.
+    pub fn with_transport(
+        transport: Transport,
+        registry: Registry,
+        config: ActorSystemConfig,
+    ) -> Result<Cluster, ClusterError> {
+        let node = transport.node_id();
+        let remote = Arc::new(Remote::new(transport.clone()));
+        let cluster = Self::build(node, registry, config, Some(remote.clone()))?;
+        remote.serve(Arc::downgrade(&cluster.inner));
+        transport.start();
+        Ok(cluster)
+    }
+
+    pub(crate) fn from_weak(w: &Weak<Inner>) -> Option<Cluster> {
+        w.upgrade().map(|inner| Cluster { inner })
+    }
+
+    fn build(
+        node: NodeId,
+        registry: Registry,
+        config: ActorSystemConfig,
+        remote: Option<Arc<Remote>>,
+    ) -> Result<Cluster, ClusterError> {
+        let locals = LocalActors::start(config.workers)?;
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                node,
+                registry,
+                locals,
+                ledger: Arc::new(Mutex::new(Ledger::new(config.capacity))),
+                placement: config.placement,
+                remote,
+                next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// The kinds this node can create.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// A weak handle.
+    pub fn downgrade(&self) -> WeakCluster {
+        WeakCluster(Arc::downgrade(&self.inner))
+    }
+
+    /// This node's resource budget (capacity and current reservations).
+    pub fn local_budget(&self) -> Budget {
+        self.inner.ledger.lock().budget()
+    }
+
+    /// Number of live actors on this node.
+    pub fn local_actor_count(&self) -> usize {
+        self.inner.locals.len()
+    }
+
+    /// Spawns an actor of kind `A`: on `opts.node` if given, else on the first node (this one
+    /// first) that the placement function picks. Its resources stay reserved on that node until
+    /// it stops.
+    pub async fn spawn<A: RemoteActor>(&self, args: A::Args, opts: SpawnOptions) -> Result<ActorRef<A>, SpawnError> {
+        let target = match opts.node {
+            Some(n) => n,
+            None => {
+                let candidates = self.candidates(A::kind()).await;
+                self.inner
+                    .placement
+                    .place(&opts.resources, &candidates)
+                    .ok_or_else(|| SpawnError::NoNodeFits(format!("{:?}", opts.resources)))?
+            }
+        };
+        if target == self.inner.node {
+            self.spawn_here::<A>(args, &opts).await
+        } else {
+            let args = crate::codec::encode(&args).map_err(|e| SpawnError::Codec(e.to_string()))?;
+            let local = self.remote_spawn(target, A::kind(), args, &opts).await?;
+            Ok(ActorRef::new(ActorId { node: target, local }, None, self.clone()))
+        }
+    }
+
+    async fn spawn_here<A: RemoteActor>(&self, args: A::Args, opts: &SpawnOptions) -> Result<ActorRef<A>, SpawnError> {
+        let on_stop = self.reserve(&opts.resources)?;
+        let actor = self
+            .inner
+            .locals
+            .spawn::<A>(args, self.local_spawn(opts), Some(on_stop))
+            .await?;
+        let id = ActorId {
+            node: self.inner.node,
+            local: actor.local_id(),
+        };
+        Ok(ActorRef::new(id, Some(actor), self.clone()))
+    }
+
+    /// Spawns by kind name with encoded args (the remote side of a spawn request).
+    pub(crate) async fn spawn_encoded(&self, kind: &str, args: &[u8], opts: &SpawnOptions) -> Result<u64, SpawnError> {
+        let entry = self
+            .inner
+            .registry
+            .get(kind)
+            .ok_or_else(|| SpawnError::UnknownKind(kind.to_string()))?;
+        let on_stop = self.reserve(&opts.resources)?;
+        entry
+            .spawn_encoded(&self.inner.locals, args, self.local_spawn(opts), Some(on_stop))
+            .await
+    }
+
+    fn local_spawn(&self, opts: &SpawnOptions) -> LocalSpawn {
+        LocalSpawn {
+            name: opts.name.clone(),
+            mailbox: opts.mailbox,
+            node: Some(self.inner.node),
+            cluster: Some(self.downgrade()),
+        }
+    }
+
+    /// Reserves resources under a fresh ticket; the returned callback releases them.
+    fn reserve(&self, need: &Resources) -> Result<OnStop, SpawnError> {
+        let ticket = self
+            .inner
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .ledger
+            .lock()
+            .reserve(ticket, need)
+            .map_err(|e| SpawnError::NoNodeFits(e.to_string()))?;
+        let ledger = self.inner.ledger.clone();
+        Ok(Box::new(move |_reason: &StopReason| ledger.lock().release(ticket)))
+    }
+
+    /// Placement candidates: this node first, then the reachable remote nodes.
+    async fn candidates(&self, kind: &str) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if self.inner.registry.contains(kind) {
+            out.push(Candidate {
+                node: self.inner.node,
+                budget: self.local_budget(),
+            });
+        }
+        out.extend(self.remote_budgets(kind).await);
+        out
+    }
+
+    /// A reference to an actor known by id (e.g. received inside a message). The kind is not
+    /// checked until the first message.
+    pub fn actor_ref<A: RemoteActor>(&self, id: ActorId) -> ActorRef<A> {
+        let local = if id.node == self.inner.node {
+            self.inner.locals.typed::<A>(id.local)
+        } else {
+            None
+        };
+        ActorRef::new(id, local, self.clone())
+    }
+
+    /// Finds an actor of kind `A` registered under `name`: on this node first, then on the
+    /// other nodes.
+    pub async fn lookup<A: RemoteActor>(&self, name: &str) -> Option<ActorRef<A>> {
+        if let Some(cell) = self.inner.locals.by_name(name) {
+            if cell.kind() == A::kind() {
+                return Some(self.actor_ref::<A>(ActorId {
+                    node: self.inner.node,
+                    local: cell.local_id(),
+                }));
+            }
+        }
+        let id = self.remote_lookup(name, A::kind()).await?;
+        Some(ActorRef::new(id, None, self.clone()))
+    }
+
+    /// Resolves when the actor with this id stops or its node goes down.
+    pub async fn watch(&self, id: ActorId) -> StopReason {
+        if id.node == self.inner.node {
+            return match self.inner.locals.get(id.local) {
+                Some(cell) => cell.life().wait().await,
+                None => StopReason::NotFound,
+            };
+        }
+        self.remote_watch(id).await
+    }
+
+    /// Stops every local actor and the actor threads. Remote nodes see this node leave.
+    pub async fn shutdown(&self) {
+        self.inner.locals.shutdown();
+        if let Some(r) = &self.inner.remote {
+            r.shutdown();
+        }
+    }
+
+    /// The transport, when this cluster is networked.
+    pub fn transport(&self) -> Option<&Transport> {
+        self.inner.remote.as_ref().map(|r| r.transport())
+    }
+
+    /// The connected remote nodes.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.transport()
+            .map(|t| t.peers().into_iter().map(|p| p.node_id).collect())
+            .unwrap_or_default()
+    }
+
+    fn remote(&self, node: NodeId) -> Result<&Arc<Remote>, String> {
+        self.inner
+            .remote
+            .as_ref()
+            .ok_or_else(|| format!("{} is not reachable: no transport", node.short()))
+    }
+
+    // ---- remote operations (see crate::actor::remote) ----
+
+    pub(crate) async fn remote_tell<A: RemoteActor>(
+        &self,
+        id: ActorId,
+        env: Envelope<A::Msg>,
+    ) -> Result<(), TellError> {
+        if id.node == self.inner.node {
+            return match self.inner.locals.typed::<A>(id.local) {
+                Some(l) => l.tell(env).await,
+                None => Err(TellError::ActorDead),
+            };
+        }
+        let remote = self.remote(id.node).map_err(TellError::NodeDown)?;
+        let body = crate::codec::encode(&env.msg).map_err(|e| TellError::Codec(e.to_string()))?;
+        remote.tell(id, body, env.tail).await
+    }
+
+    pub(crate) async fn remote_ask<A: RemoteActor>(
+        &self,
+        id: ActorId,
+        env: Envelope<A::Msg>,
+        timeout: Duration,
+    ) -> Result<Envelope<A::Reply>, AskError> {
+        if id.node == self.inner.node {
+            return match self.inner.locals.typed::<A>(id.local) {
+                Some(l) => l.ask(env, timeout).await,
+                None => Err(AskError::ActorDead),
+            };
+        }
+        let remote = self.remote(id.node).map_err(AskError::NodeDown)?;
+        let body = crate::codec::encode(&env.msg).map_err(|e| AskError::Codec(e.to_string()))?;
+        let (body, tail) = tokio::time::timeout(timeout, remote.ask(id, body, env.tail))
+            .await
+            .unwrap_or(Err(AskError::Timeout))?;
+        let msg = crate::codec::decode(&body).map_err(|e| AskError::Codec(e.to_string()))?;
+        Ok(Envelope { msg, tail })
+    }
+
+    pub(crate) async fn remote_watch(&self, id: ActorId) -> StopReason {
+        if id.node == self.inner.node {
+            return Box::pin(self.watch(id)).await;
+        }
+        match self.inner.remote.as_ref() {
+            Some(r) => r.watch(id).await,
+            None => StopReason::NodeDown,
+        }
+    }
+
+    pub(crate) async fn remote_stop(&self, id: ActorId) {
+        if id.node == self.inner.node {
+            if let Some(c) = self.inner.locals.get(id.local) {
+                c.stop();
+            }
+            return;
+        }
+        if let Ok(r) = self.remote(id.node) {
+            let _ = r.rpc(id.node, &RpcRequest::Stop { local: id.local }).await;
+        }
+    }
+
+    async fn remote_spawn(
+        &self,
+        node: NodeId,
+        kind: &str,
+        args: Vec<u8>,
+        opts: &SpawnOptions,
+    ) -> Result<u64, SpawnError> {
+        let remote = self.remote(node).map_err(SpawnError::NodeDown)?;
+        let req = RpcRequest::Spawn {
+            kind: kind.to_string(),
+            args,
+            name: opts.name.clone(),
+            resources: opts.resources.clone(),
+            mailbox: u32::try_from(opts.mailbox).unwrap_or(u32::MAX),
+        };
+        match remote.rpc(node, &req).await {
+            Ok(RpcResponse::Spawned(r)) => r,
+            Ok(other) => Err(SpawnError::NodeDown(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(SpawnError::NodeDown(format!("{}: {e}", node.short()))),
+        }
+    }
+
+    /// Budgets of the connected nodes that know `kind` (asked in parallel).
+    async fn remote_budgets(&self, kind: &str) -> Vec<Candidate> {
+        let Some(remote) = self.inner.remote.as_ref() else {
+            return Vec::new();
+        };
+        let mut peers = self.peers();
+        peers.sort();
+        let asks = peers.into_iter().map(|node| async move {
+            match remote.rpc(node, &RpcRequest::Budget { kind: kind.to_string() }).await {
+                Ok(RpcResponse::Budget(Some(budget))) => Some(Candidate { node, budget }),
+                _ => None,
+            }
+        });
+        futures::future::join_all(asks).await.into_iter().flatten().collect()
+    }
+
+    async fn remote_lookup(&self, name: &str, kind: &str) -> Option<ActorId> {
+        let remote = self.inner.remote.as_ref()?;
+        let mut peers = self.peers();
+        peers.sort();
+        let asks = peers.into_iter().map(|node| async move {
+            let req = RpcRequest::Lookup {
+                name: name.to_string(),
+                kind: kind.to_string(),
+            };
+            match remote.rpc(node, &req).await {
+                Ok(RpcResponse::Found(Some(local))) => Some(ActorId { node, local }),
+                _ => None,
+            }
+        });
+        futures::future::join_all(asks).await.into_iter().flatten().next()
+    }
+}
