@@ -10,3 +10,5 @@ pub mod resources;
 pub mod transport;
 pub mod discovery;
 pub mod node;
+pub mod actor;
+pub mod cluster;
