@@ -11,10 +11,12 @@ use crate::actor::local::{LocalActors, LocalSpawn, OnStop};
 use crate::actor::placement::{Budget, Candidate, Ledger, Placement};
 use crate::actor::remote::{Remote, RpcRequest, RpcResponse};
 use crate::actor::{
-    ActorId, ActorRef, AskError, Envelope, FirstFit, Registry, RemoteActor, Resources, SpawnError, StopReason,
-    TellError, ThreadsError,
+    ActorId, ActorRef, AskError, Envelope, FirstFit, Registry, RemoteActor, Resources, SpawnError,
+    StopReason, TellError, ThreadsError,
 };
 use crate::identity::NodeId;
+use crate::membership::{Member, MembershipEvent};
+use crate::node::{Node, NodeHandle};
 use crate::transport::Transport;
 
 /// Where to spawn an actor and with what.
@@ -63,6 +65,9 @@ pub enum ClusterError {
     /// The actor threads could not start.
     #[error(transparent)]
     Threads(#[from] ThreadsError),
+    /// The node (config, identity, transport, discovery) could not start.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
 }
 
 /// Settings of the local actor system.
@@ -82,6 +87,23 @@ impl std::fmt::Debug for ActorSystemConfig {
             .field("workers", &self.workers)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
+    }
+}
+
+impl ActorSystemConfig {
+    /// Defaults, with the capacity taken from a node's configuration: `memory_budget` (else the
+    /// measured free memory) and `power_budget` (else unlimited).
+    pub fn from_cluster_config(config: &crate::config::ClusterConfig) -> Self {
+        let report = crate::resources::measure(config, 0.0);
+        let capacity = Resources {
+            memory_bytes: report.memory_budget,
+            power_watts: config.power_budget.map_or(f64::INFINITY, |p| p.watts()),
+            ..Default::default()
+        };
+        ActorSystemConfig {
+            capacity,
+            ..Default::default()
+        }
     }
 }
 
@@ -125,6 +147,7 @@ pub(crate) struct Inner {
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     pub(crate) placement: Arc<dyn Placement>,
     pub(crate) remote: Option<Arc<Remote>>,
+    membership: std::sync::OnceLock<NodeHandle>,
     next_ticket: std::sync::atomic::AtomicU64,
 }
 
@@ -162,7 +185,43 @@ impl Cluster {
         let remote = Arc::new(Remote::new(transport.clone()));
         let cluster = Self::build(node, registry, config, Some(remote.clone()))?;
         remote.serve(Arc::downgrade(&cluster.inner));
+        remote.follow_transport(transport.subscribe());
         transport.start();
+        Ok(cluster)
+    }
+
+    /// Starts a full cluster node from its configuration (R2's [`Node`]: identity, mTLS QUIC,
+    /// mDNS/seeds, membership) with this actor registry, and joins the cluster. Placement
+    /// candidates and lookups cover the Up members.
+    pub async fn start(
+        config: crate::config::ClusterConfig,
+        registry: Registry,
+        actors: ActorSystemConfig,
+    ) -> Result<Cluster, ClusterError> {
+        let node = Node::bind(config).await?;
+        Self::start_node(node, registry, actors).await
+    }
+
+    /// Like [`Cluster::start`] with a node already bound (e.g. to register more handlers on its
+    /// transport first).
+    pub async fn start_node(
+        node: Node,
+        registry: Registry,
+        actors: ActorSystemConfig,
+    ) -> Result<Cluster, ClusterError> {
+        let transport = node.transport().clone();
+        let remote = Arc::new(Remote::new(transport));
+        let cluster = Self::build(
+            node.handle().node_id(),
+            registry,
+            actors,
+            Some(remote.clone()),
+        )?;
+        remote.serve(Arc::downgrade(&cluster.inner));
+        let events = node.handle().subscribe();
+        let handle = node.run().await?;
+        let _ = cluster.inner.membership.set(handle);
+        remote.follow_membership(events);
         Ok(cluster)
     }
 
@@ -185,6 +244,7 @@ impl Cluster {
                 ledger: Arc::new(Mutex::new(Ledger::new(config.capacity))),
                 placement: config.placement,
                 remote,
+                membership: std::sync::OnceLock::new(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
             }),
         })
@@ -218,7 +278,11 @@ impl Cluster {
     /// Spawns an actor of kind `A`: on `opts.node` if given, else on the first node (this one
     /// first) that the placement function picks. Its resources stay reserved on that node until
     /// it stops.
-    pub async fn spawn<A: RemoteActor>(&self, args: A::Args, opts: SpawnOptions) -> Result<ActorRef<A>, SpawnError> {
+    pub async fn spawn<A: RemoteActor>(
+        &self,
+        args: A::Args,
+        opts: SpawnOptions,
+    ) -> Result<ActorRef<A>, SpawnError> {
         let target = match opts.node {
             Some(n) => n,
             None => {
@@ -234,11 +298,22 @@ impl Cluster {
         } else {
             let args = crate::codec::encode(&args).map_err(|e| SpawnError::Codec(e.to_string()))?;
             let local = self.remote_spawn(target, A::kind(), args, &opts).await?;
-            Ok(ActorRef::new(ActorId { node: target, local }, None, self.clone()))
+            Ok(ActorRef::new(
+                ActorId {
+                    node: target,
+                    local,
+                },
+                None,
+                self.clone(),
+            ))
         }
     }
 
-    async fn spawn_here<A: RemoteActor>(&self, args: A::Args, opts: &SpawnOptions) -> Result<ActorRef<A>, SpawnError> {
+    async fn spawn_here<A: RemoteActor>(
+        &self,
+        args: A::Args,
+        opts: &SpawnOptions,
+    ) -> Result<ActorRef<A>, SpawnError> {
         let on_stop = self.reserve(&opts.resources)?;
         let actor = self
             .inner
@@ -253,7 +328,12 @@ impl Cluster {
     }
 
     /// Spawns by kind name with encoded args (the remote side of a spawn request).
-    pub(crate) async fn spawn_encoded(&self, kind: &str, args: &[u8], opts: &SpawnOptions) -> Result<u64, SpawnError> {
+    pub(crate) async fn spawn_encoded(
+        &self,
+        kind: &str,
+        args: &[u8],
+        opts: &SpawnOptions,
+    ) -> Result<u64, SpawnError> {
         let entry = self
             .inner
             .registry
@@ -261,7 +341,12 @@ impl Cluster {
             .ok_or_else(|| SpawnError::UnknownKind(kind.to_string()))?;
         let on_stop = self.reserve(&opts.resources)?;
         entry
-            .spawn_encoded(&self.inner.locals, args, self.local_spawn(opts), Some(on_stop))
+            .spawn_encoded(
+                &self.inner.locals,
+                args,
+                self.local_spawn(opts),
+                Some(on_stop),
+            )
             .await
     }
 
@@ -286,7 +371,9 @@ impl Cluster {
             .reserve(ticket, need)
             .map_err(|e| SpawnError::NoNodeFits(e.to_string()))?;
         let ledger = self.inner.ledger.clone();
-        Ok(Box::new(move |_reason: &StopReason| ledger.lock().release(ticket)))
+        Ok(Box::new(move |_reason: &StopReason| {
+            ledger.lock().release(ticket)
+        }))
     }
 
     /// Placement candidates: this node first, then the reachable remote nodes.
@@ -329,7 +416,15 @@ impl Cluster {
     }
 
     /// Resolves when the actor with this id stops or its node goes down.
-    pub async fn watch(&self, id: ActorId) -> StopReason {
+    pub fn watch(
+        &self,
+        id: ActorId,
+    ) -> impl std::future::Future<Output = StopReason> + Send + use<> {
+        let c = self.clone();
+        async move { c.watch_now(id).await }
+    }
+
+    async fn watch_now(&self, id: ActorId) -> StopReason {
         if id.node == self.inner.node {
             return match self.inner.locals.get(id.local) {
                 Some(cell) => cell.life().wait().await,
@@ -339,11 +434,16 @@ impl Cluster {
         self.remote_watch(id).await
     }
 
-    /// Stops every local actor and the actor threads. Remote nodes see this node leave.
+    /// Stops every local actor and the actor threads; with a node ([`Cluster::start`]) also
+    /// leaves the cluster and closes the endpoint. A transport passed to
+    /// [`Cluster::with_transport`] stays open (shut it down yourself).
     pub async fn shutdown(&self) {
         self.inner.locals.shutdown();
         if let Some(r) = &self.inner.remote {
             r.shutdown();
+        }
+        if let Some(n) = self.node() {
+            n.shutdown().await;
         }
     }
 
@@ -354,9 +454,32 @@ impl Cluster {
 
     /// The connected remote nodes.
     pub fn peers(&self) -> Vec<NodeId> {
+        if let Some(n) = self.node() {
+            return n
+                .up_members()
+                .into_iter()
+                .filter(|m| !m.is_self)
+                .map(|m| m.node_id)
+                .collect();
+        }
         self.transport()
             .map(|t| t.peers().into_iter().map(|p| p.node_id).collect())
             .unwrap_or_default()
+    }
+
+    /// The node handle (membership, status), when started with [`Cluster::start`].
+    pub fn node(&self) -> Option<&NodeHandle> {
+        self.inner.membership.get()
+    }
+
+    /// The cluster members (this node included; Down ones until forgotten). Empty without a node.
+    pub fn members(&self) -> Vec<Member> {
+        self.node().map(|n| n.members()).unwrap_or_default()
+    }
+
+    /// Membership events from now on (`None` without a node).
+    pub fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<MembershipEvent>> {
+        self.node().map(|n| n.subscribe())
     }
 
     fn remote(&self, node: NodeId) -> Result<&Arc<Remote>, String> {
@@ -407,7 +530,7 @@ impl Cluster {
 
     pub(crate) async fn remote_watch(&self, id: ActorId) -> StopReason {
         if id.node == self.inner.node {
-            return Box::pin(self.watch(id)).await;
+            return Box::pin(self.watch_now(id)).await;
         }
         match self.inner.remote.as_ref() {
             Some(r) => r.watch(id).await,
@@ -457,12 +580,24 @@ impl Cluster {
         let mut peers = self.peers();
         peers.sort();
         let asks = peers.into_iter().map(|node| async move {
-            match remote.rpc(node, &RpcRequest::Budget { kind: kind.to_string() }).await {
+            match remote
+                .rpc(
+                    node,
+                    &RpcRequest::Budget {
+                        kind: kind.to_string(),
+                    },
+                )
+                .await
+            {
                 Ok(RpcResponse::Budget(Some(budget))) => Some(Candidate { node, budget }),
                 _ => None,
             }
         });
-        futures::future::join_all(asks).await.into_iter().flatten().collect()
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn remote_lookup(&self, name: &str, kind: &str) -> Option<ActorId> {
@@ -479,6 +614,10 @@ impl Cluster {
                 _ => None,
             }
         });
-        futures::future::join_all(asks).await.into_iter().flatten().next()
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 }

@@ -23,7 +23,10 @@ impl<M> Envelope<M> {
 
     /// An envelope with a raw byte tail.
     pub fn with_tail(msg: M, tail: impl Into<Bytes>) -> Self {
-        Envelope { msg, tail: tail.into() }
+        Envelope {
+            msg,
+            tail: tail.into(),
+        }
     }
 
     /// Maps the typed message, keeping the tail.

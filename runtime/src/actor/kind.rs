@@ -32,7 +32,10 @@ pub trait RemoteActor: Sized + 'static {
 
     /// Handles one message. An `Err` is returned to an `ask` caller as `AskError::Remote`; the
     /// actor keeps running. A panic stops the actor.
-    fn handle(&mut self, msg: Envelope<Self::Msg>) -> impl Future<Output = Result<Envelope<Self::Reply>, ActorError>>;
+    fn handle(
+        &mut self,
+        msg: Envelope<Self::Msg>,
+    ) -> impl Future<Output = Result<Envelope<Self::Reply>, ActorError>>;
 
     /// Called once when the actor stops (for any reason).
     fn stopped(&mut self) {}

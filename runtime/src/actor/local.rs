@@ -91,7 +91,11 @@ impl<A: RemoteActor> LocalActor<A> {
     }
 
     /// Queues the message and waits for the reply, all within `timeout`.
-    pub(crate) async fn ask(&self, env: Envelope<A::Msg>, timeout: Duration) -> Result<Envelope<A::Reply>, AskError> {
+    pub(crate) async fn ask(
+        &self,
+        env: Envelope<A::Msg>,
+        timeout: Duration,
+    ) -> Result<Envelope<A::Reply>, AskError> {
         let fut = async {
             let slot = self
                 .mailbox
@@ -154,7 +158,8 @@ impl<A: RemoteActor> LocalCell for LocalActor<A> {
         tail: Bytes,
         reply: Option<EncodedReply>,
     ) -> Result<(), TellError> {
-        let msg: A::Msg = crate::codec::decode(body).map_err(|e| TellError::Codec(e.to_string()))?;
+        let msg: A::Msg =
+            crate::codec::decode(body).map_err(|e| TellError::Codec(e.to_string()))?;
         let reply = match reply {
             Some(tx) => ReplyTo::Encoded(tx),
             None => ReplyTo::None,
@@ -265,11 +270,18 @@ impl LocalActors {
             opts.mailbox
         });
         let life = Lifecycle::new();
-        let ctx = ActorCtx::new(local_id, opts.name.clone(), opts.node.clone(), opts.cluster.clone());
+        let ctx = ActorCtx::new(
+            local_id,
+            opts.name.clone(),
+            opts.node.clone(),
+            opts.cluster.clone(),
+        );
         let (tx, rx) = oneshot::channel();
         let (mb, lf) = (mailbox.clone(), life.clone());
         let started = self.threads.pick().spawn(async move {
-            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| A::create(args, ctx.clone())));
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                A::create(args, ctx.clone())
+            }));
             let r = match made {
                 Ok(Ok(actor)) => Ok(Host::new(actor, ctx, lf, mb).start()),
                 Ok(Err(ActorError(e))) => Err(SpawnError::Create(e)),

@@ -97,7 +97,9 @@ impl Mailbox {
 
     /// Messages currently queued or being handled.
     pub fn in_flight(&self) -> usize {
-        self.inner.capacity.saturating_sub(self.inner.sem.available_permits())
+        self.inner
+            .capacity
+            .saturating_sub(self.inner.sem.available_permits())
     }
 
     /// The largest number of in-flight messages seen so far.

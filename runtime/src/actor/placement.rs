@@ -112,7 +112,10 @@ pub struct FirstFit;
 
 impl Placement for FirstFit {
     fn place(&self, need: &Resources, candidates: &[Candidate]) -> Option<NodeId> {
-        candidates.iter().find(|c| c.budget.free().fits(need)).map(|c| c.node)
+        candidates
+            .iter()
+            .find(|c| c.budget.free().fits(need))
+            .map(|c| c.node)
     }
 }
 
@@ -216,7 +219,10 @@ mod tests {
             },
         };
         let need = Resources::none().memory(50);
-        assert_eq!(FirstFit.place(&need, &[full.clone(), roomy.clone()]), Some(node(2)));
+        assert_eq!(
+            FirstFit.place(&need, &[full.clone(), roomy.clone()]),
+            Some(node(2))
+        );
         assert_eq!(FirstFit.place(&need, &[full]), None);
         assert_eq!(FirstFit.place(&Resources::none(), &[roomy]), Some(node(2)));
     }
@@ -224,10 +230,12 @@ mod tests {
     #[test]
     fn ledger_reserves_and_releases() {
         let mut l = Ledger::new(Resources::none().memory(100).power(10.0));
-        l.reserve(1, &Resources::none().memory(60).power(4.0)).unwrap();
+        l.reserve(1, &Resources::none().memory(60).power(4.0))
+            .unwrap();
         let err = l.reserve(2, &Resources::none().memory(60)).unwrap_err();
         assert_eq!(err.free.memory_bytes, 40);
-        l.reserve(2, &Resources::none().memory(40).power(6.0)).unwrap();
+        l.reserve(2, &Resources::none().memory(40).power(6.0))
+            .unwrap();
         assert!(l.reserve(3, &Resources::none().power(0.5)).is_err());
         l.release(1);
         assert_eq!(l.budget().free().memory_bytes, 60);

@@ -12,7 +12,8 @@ use super::kind::RemoteActor;
 use super::local::{LocalActors, LocalSpawn, OnStop};
 
 /// Future returned by an erased spawn.
-pub(crate) type SpawnFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, SpawnError>> + Send + 'a>>;
+pub(crate) type SpawnFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<u64, SpawnError>> + Send + 'a>>;
 
 /// A registered kind with its type erased.
 pub(crate) trait KindEntry: Send + Sync + 'static {
@@ -46,7 +47,10 @@ impl<A: RemoteActor> KindEntry for Entry<A> {
                     return Err(SpawnError::Codec(e.to_string()));
                 }
             };
-            locals.spawn::<A>(args, opts, on_stop).await.map(|a| a.local_id())
+            locals
+                .spawn::<A>(args, opts, on_stop)
+                .await
+                .map(|a| a.local_id())
         })
     }
 }
@@ -71,7 +75,8 @@ impl Registry {
 
     /// Registers kind `A` (replacing an earlier registration of the same name).
     pub fn register<A: RemoteActor>(&mut self) -> &mut Self {
-        self.kinds.insert(A::kind(), Arc::new(Entry::<A>(PhantomData)));
+        self.kinds
+            .insert(A::kind(), Arc::new(Entry::<A>(PhantomData)));
         self
     }
 

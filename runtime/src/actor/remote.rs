@@ -20,7 +20,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor_ref::ActorId;
 use super::error::{AskError, SpawnError, TellError};
@@ -29,7 +29,8 @@ use super::local::LocalCell;
 use super::placement::{Budget, Resources};
 use crate::cluster::{Cluster, SpawnOptions};
 use crate::identity::NodeId;
-use crate::transport::{IncomingStream, Transport};
+use crate::membership::MembershipEvent;
+use crate::transport::{IncomingStream, PeerEvent, Transport};
 use crate::wire::{Frame, FrameReader, FrameWriter, TypeSet, WireMessage};
 
 /// Stream kind: messages to one actor.
@@ -43,6 +44,7 @@ const T_REPLY_OK: u16 = 0x0212;
 const T_REPLY_ERR: u16 = 0x0213;
 const T_GONE: u16 = 0x0214;
 const T_FAULT: u16 = 0x0215;
+const T_OPEN_OK: u16 = 0x0216;
 const T_RPC_REQ: u16 = 0x0220;
 const T_RPC_RESP: u16 = 0x0221;
 
@@ -143,9 +145,22 @@ impl Link {
         self.down.borrow().is_some()
     }
 
-    async fn send(&self, frame: Frame, reply: Option<oneshot::Sender<ReplyResult>>) -> Result<(), LinkDown> {
+    async fn send(
+        &self,
+        frame: Frame,
+        reply: Option<oneshot::Sender<ReplyResult>>,
+    ) -> Result<(), LinkDown> {
         let (written, done) = oneshot::channel();
-        if self.tx.send(Outgoing { frame, reply, written }).await.is_err() {
+        if self
+            .tx
+            .send(Outgoing {
+                frame,
+                reply,
+                written,
+            })
+            .await
+            .is_err()
+        {
             return Err(self.reason());
         }
         done.await.unwrap_or_else(|_| Err(self.reason()))
@@ -194,16 +209,18 @@ impl Remote {
 
     /// Starts the stream servers; they hold the cluster weakly.
     pub(crate) fn serve(&self, cluster: Weak<crate::cluster::Inner>) {
-        let mut mail = self
-            .transport
-            .register_streams(KIND_MAIL, TypeSet::new([T_TELL..=T_ASK]), 256);
+        let mut mail =
+            self.transport
+                .register_streams(KIND_MAIL, TypeSet::new([T_TELL..=T_ASK]), 256);
         let mut rpc = self
             .transport
             .register_streams(KIND_RPC, TypeSet::single(T_RPC_REQ), 256);
         let c1 = cluster.clone();
         let t1 = tokio::spawn(async move {
             while let Some(s) = mail.recv().await {
-                let Some(cluster) = Cluster::from_weak(&c1) else { break };
+                let Some(cluster) = Cluster::from_weak(&c1) else {
+                    break;
+                };
                 let cell = cluster.inner.locals.get(s.target);
                 drop(cluster);
                 tokio::spawn(serve_mail(s, cell));
@@ -216,6 +233,63 @@ impl Remote {
             }
         });
         self.tasks.lock().extend([t1, t2]);
+    }
+
+    /// Fails links and watches of nodes that membership declares Down.
+    pub(crate) fn follow_membership(
+        self: &Arc<Self>,
+        mut events: broadcast::Receiver<MembershipEvent>,
+    ) {
+        let me = Arc::downgrade(self);
+        let t = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(MembershipEvent::MemberDown { member, .. }) => match me.upgrade() {
+                        Some(r) => r.node_down(member.node_id, "member down"),
+                        None => break,
+                    },
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        self.tasks.lock().push(t);
+    }
+
+    /// Fails links and watches of peers whose connection ends (no membership layer).
+    pub(crate) fn follow_transport(self: &Arc<Self>, mut events: broadcast::Receiver<PeerEvent>) {
+        let me = Arc::downgrade(self);
+        let t = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(PeerEvent::Disconnected { node_id, .. }) => match me.upgrade() {
+                        Some(r) => r.node_down(node_id, "disconnected"),
+                        None => break,
+                    },
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        self.tasks.lock().push(t);
+    }
+
+    fn node_down(&self, node: NodeId, why: &str) {
+        for l in self.links.iter().filter(|e| e.key().node == node) {
+            l.mark(LinkDown::NodeDown(format!("{}: {why}", node.short())));
+        }
+        self.links.retain(|k, _| k.node != node);
+        let ids: Vec<ActorId> = self
+            .watches
+            .iter()
+            .filter(|e| e.key().node == node)
+            .map(|e| *e.key())
+            .collect();
+        for id in ids {
+            if let Some((_, life)) = self.watches.remove(&id) {
+                life.mark_stopped(StopReason::NodeDown);
+            }
+        }
     }
 
     pub(crate) fn transport(&self) -> &Transport {
@@ -245,11 +319,39 @@ impl Remote {
         {
             return Ok(l.clone());
         }
-        let (writer, reader) = self
+        let (writer, mut reader) = self
             .transport
-            .open_bi(id.node, KIND_MAIL, id.local, TypeSet::new([T_REPLY_OK..=T_FAULT]))
+            .open_bi(
+                id.node,
+                KIND_MAIL,
+                id.local,
+                TypeSet::new([T_REPLY_OK..=T_OPEN_OK]),
+            )
             .await
             .map_err(|e| LinkDown::NodeDown(format!("{}: {e}", id.node.short())))?;
+        // The receiver answers OPEN_OK (actor alive) or GONE first, so a message to an actor
+        // that no longer exists fails instead of vanishing.
+        let first = tokio::time::timeout(RPC_TIMEOUT, reader.read_frame())
+            .await
+            .map_err(|_| {
+                LinkDown::NodeDown(format!("{}: no answer to stream open", id.node.short()))
+            })?
+            .map_err(|e| LinkDown::NodeDown(format!("{}: {e}", id.node.short())))?;
+        match first {
+            Some(f) if f.msg_type == T_OPEN_OK => {}
+            Some(f) if f.msg_type == T_GONE => {
+                let reason =
+                    crate::codec::decode::<StopReason>(&f.body).unwrap_or(StopReason::NotFound);
+                return Err(LinkDown::Gone(reason));
+            }
+            Some(f) => {
+                return Err(LinkDown::Fault(format!(
+                    "unexpected frame type 0x{:04x}",
+                    f.msg_type
+                )));
+            }
+            None => return Err(LinkDown::NodeDown("mail stream closed at open".into())),
+        }
         let (tx, rx) = mpsc::channel(1);
         let link = Arc::new(Link {
             tx,
@@ -263,7 +365,12 @@ impl Remote {
     }
 
     /// Sends a tell frame; returns once QUIC accepted it.
-    pub(crate) async fn tell(&self, id: ActorId, body: Vec<u8>, tail: Bytes) -> Result<(), TellError> {
+    pub(crate) async fn tell(
+        &self,
+        id: ActorId,
+        body: Vec<u8>,
+        tail: Bytes,
+    ) -> Result<(), TellError> {
         let frame = Frame {
             msg_type: T_TELL,
             flags: 0,
@@ -311,7 +418,10 @@ impl Remote {
                 .await
                 .map_err(|e| e.to_string())?;
             w.send(req, Bytes::new()).await.map_err(|e| e.to_string())?;
-            let resp = r.read_message::<RpcResponse>().await.map_err(|e| e.to_string())?;
+            let resp = r
+                .read_message::<RpcResponse>()
+                .await
+                .map_err(|e| e.to_string())?;
             drop(w);
             resp.map(|(m, _)| m)
                 .ok_or_else(|| "stream closed before the answer".to_string())
@@ -327,7 +437,10 @@ impl Remote {
 
     /// Resolves when the remote actor stops or its node becomes unreachable. Watchers of the same
     /// actor share one watch stream.
-    pub(crate) fn watch(self: &Arc<Self>, id: ActorId) -> impl std::future::Future<Output = StopReason> + Send + use<> {
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        id: ActorId,
+    ) -> impl std::future::Future<Output = StopReason> + Send + use<> {
         let (life, start) = match self.watches.entry(id) {
             dashmap::mapref::entry::Entry::Occupied(e) => (e.get().clone(), false),
             dashmap::mapref::entry::Entry::Vacant(v) => (v.insert(Lifecycle::new()).clone(), true),
@@ -337,7 +450,10 @@ impl Remote {
             let me = self.clone();
             let l = life.clone();
             tokio::spawn(async move {
-                let reason = match me.rpc(id.node, &RpcRequest::Watch { local: id.local }).await {
+                let reason = match me
+                    .rpc(id.node, &RpcRequest::Watch { local: id.local })
+                    .await
+                {
                     Ok(RpcResponse::Stopped(r)) => r,
                     Ok(_) => StopReason::NotFound,
                     Err(_) => StopReason::NodeDown,
@@ -384,7 +500,11 @@ async fn link_writer(
     let _ = w.finish();
 }
 
-async fn link_reader(link: Arc<Link>, mut r: FrameReader, pending: Arc<Mutex<VecDeque<oneshot::Sender<ReplyResult>>>>) {
+async fn link_reader(
+    link: Arc<Link>,
+    mut r: FrameReader,
+    pending: Arc<Mutex<VecDeque<oneshot::Sender<ReplyResult>>>>,
+) {
     let why = loop {
         let f = match r.read_frame().await {
             Ok(Some(f)) => f,
@@ -408,11 +528,13 @@ async fn link_reader(link: Arc<Link>, mut r: FrameReader, pending: Arc<Mutex<Vec
                 let _ = tx.send(res);
             }
             T_GONE => {
-                let reason = crate::codec::decode::<StopReason>(&f.body).unwrap_or(StopReason::Stopped);
+                let reason =
+                    crate::codec::decode::<StopReason>(&f.body).unwrap_or(StopReason::Stopped);
                 break LinkDown::Gone(reason);
             }
             _ => {
-                let text = crate::codec::decode::<String>(&f.body).unwrap_or_else(|e| e.to_string());
+                let text =
+                    crate::codec::decode::<String>(&f.body).unwrap_or_else(|e| e.to_string());
                 break LinkDown::Fault(text);
             }
         }
@@ -431,7 +553,9 @@ enum ReplyItem {
 }
 
 async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
-    let IncomingStream { mut reader, writer, .. } = s;
+    let IncomingStream {
+        mut reader, writer, ..
+    } = s;
     let Some(mut writer) = writer else { return };
     let Some(cell) = cell else {
         let _ = write_gone(&mut writer, &StopReason::NotFound).await;
@@ -439,6 +563,18 @@ async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
         let _ = writer.finish();
         return;
     };
+    if writer
+        .write_frame(&Frame {
+            msg_type: T_OPEN_OK,
+            flags: 0,
+            body: Bytes::new(),
+            tail: Bytes::new(),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
     let cap = cell.mailbox().capacity().max(1);
     let (rq_tx, rq_rx) = mpsc::channel::<ReplyItem>(cap);
     let replies = tokio::spawn(reply_writer(writer, rq_rx, cell.clone()));
@@ -482,7 +618,11 @@ async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
     reader.stop(CODE_GONE);
 }
 
-async fn reply_writer(mut w: FrameWriter, mut rx: mpsc::Receiver<ReplyItem>, cell: Arc<dyn LocalCell>) {
+async fn reply_writer(
+    mut w: FrameWriter,
+    mut rx: mpsc::Receiver<ReplyItem>,
+    cell: Arc<dyn LocalCell>,
+) {
     while let Some(item) = rx.recv().await {
         let frame = match item {
             ReplyItem::Reply(r) => match r.await {
@@ -517,7 +657,10 @@ fn fault_frame<T: Serialize>(msg_type: u16, v: &T) -> Frame {
     }
 }
 
-async fn write_gone(w: &mut FrameWriter, reason: &StopReason) -> Result<(), crate::wire::WireError> {
+async fn write_gone(
+    w: &mut FrameWriter,
+    reason: &StopReason,
+) -> Result<(), crate::wire::WireError> {
     w.write_frame(&fault_frame(T_GONE, reason)).await
 }
 
@@ -534,7 +677,9 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::cluster::Inner>) {
         _ => return,
     };
     let resp = {
-        let Some(c) = Cluster::from_weak(&cluster) else { return };
+        let Some(c) = Cluster::from_weak(&cluster) else {
+            return;
+        };
         match req {
             RpcRequest::Spawn {
                 kind,
@@ -552,7 +697,9 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::cluster::Inner>) {
                 tracing::debug!(%kind, from = %peer.short(), "remote spawn");
                 RpcResponse::Spawned(c.spawn_encoded(&kind, &args, &opts).await)
             }
-            RpcRequest::Budget { kind } => RpcResponse::Budget(c.registry().contains(&kind).then(|| c.local_budget())),
+            RpcRequest::Budget { kind } => {
+                RpcResponse::Budget(c.registry().contains(&kind).then(|| c.local_budget()))
+            }
             RpcRequest::Lookup { name, kind } => RpcResponse::Found(
                 c.inner
                     .locals

@@ -77,7 +77,10 @@ async fn ask_and_tell_round_trip_with_tail() {
     assert!(a.is_local());
     assert_eq!(a.node(), c.node_id());
     let r = a
-        .ask(Envelope::with_tail(TestMsg::Echo("hi".into()), vec![1u8, 2, 3]), T)
+        .ask(
+            Envelope::with_tail(TestMsg::Echo("hi".into()), vec![1u8, 2, 3]),
+            T,
+        )
         .await
         .unwrap();
     assert_eq!(r.msg, "hi");
@@ -88,7 +91,10 @@ async fn ask_and_tell_round_trip_with_tail() {
         a.ask(TestMsg::Fail, T).await,
         Err(AskError::Remote("asked to fail".into()))
     );
-    assert_eq!(a.ask(TestMsg::Echo("still".into()), T).await.unwrap().msg, "still");
+    assert_eq!(
+        a.ask(TestMsg::Echo("still".into()), T).await.unwrap().msg,
+        "still"
+    );
     c.shutdown().await;
 }
 
@@ -112,11 +118,17 @@ async fn full_mailbox_makes_tell_wait_and_bounds_in_flight() {
     }
     let elapsed = start.elapsed();
     // The sender could only run ahead by the mailbox capacity...
-    assert!(max_pending <= 4, "pending {max_pending} exceeds the mailbox of 4");
+    assert!(
+        max_pending <= 4,
+        "pending {max_pending} exceeds the mailbox of 4"
+    );
     assert_eq!(a.mailbox_high_water(), Some(4));
     // ...so it had to wait for (n - capacity) messages to be processed.
     let floor = Duration::from_millis(ms * (n as u64 - 4));
-    assert!(elapsed >= floor, "tells took {elapsed:?}, expected at least {floor:?}");
+    assert!(
+        elapsed >= floor,
+        "tells took {elapsed:?}, expected at least {floor:?}"
+    );
     c.shutdown().await;
 }
 
@@ -137,9 +149,18 @@ async fn death_watch_sees_stop_panic_and_explicit_stop() {
     let a = c.spawn::<TestActor>(3, SpawnOptions::new()).await.unwrap();
     let w = tokio::spawn(a.watch());
     assert_eq!(a.ask(TestMsg::StopSelf, T).await.unwrap().msg, "bye");
-    assert_eq!(tokio::time::timeout(T, w).await.unwrap().unwrap(), StopReason::Stopped);
-    assert_eq!(a.tell(TestMsg::Echo("late".into())).await, Err(TellError::ActorDead));
-    assert_eq!(a.ask(TestMsg::Echo("late".into()), T).await, Err(AskError::ActorDead));
+    assert_eq!(
+        tokio::time::timeout(T, w).await.unwrap().unwrap(),
+        StopReason::Stopped
+    );
+    assert_eq!(
+        a.tell(TestMsg::Echo("late".into())).await,
+        Err(TellError::ActorDead)
+    );
+    assert_eq!(
+        a.ask(TestMsg::Echo("late".into()), T).await,
+        Err(AskError::ActorDead)
+    );
 
     let b = c.spawn::<TestActor>(3, SpawnOptions::new()).await.unwrap();
     let r = b.ask(TestMsg::Panic, T).await;
@@ -170,14 +191,23 @@ async fn shutdown_notifies_watchers() {
     let a = c.spawn::<TestActor>(4, SpawnOptions::new()).await.unwrap();
     let w = tokio::spawn(a.watch());
     c.shutdown().await;
-    assert_eq!(tokio::time::timeout(T, w).await.unwrap().unwrap(), StopReason::Shutdown);
-    assert_eq!(a.tell(TestMsg::Echo("x".into())).await, Err(TellError::ActorDead));
+    assert_eq!(
+        tokio::time::timeout(T, w).await.unwrap().unwrap(),
+        StopReason::Shutdown
+    );
+    assert_eq!(
+        a.tell(TestMsg::Echo("x".into())).await,
+        Err(TellError::ActorDead)
+    );
 }
 
 #[tokio::test]
 async fn names_are_unique_and_freed_on_stop() {
     let c = cluster(Resources::none());
-    let a = c.spawn::<TestActor>(5, SpawnOptions::new().name("svc")).await.unwrap();
+    let a = c
+        .spawn::<TestActor>(5, SpawnOptions::new().name("svc"))
+        .await
+        .unwrap();
     let e = c
         .spawn::<TestActor>(5, SpawnOptions::new().name("svc"))
         .await
@@ -186,7 +216,11 @@ async fn names_are_unique_and_freed_on_stop() {
     let found = c.lookup::<TestActor>("svc").await.expect("found by name");
     assert_eq!(found.id(), a.id());
     assert_eq!(
-        found.ask(TestMsg::Echo("via name".into()), T).await.unwrap().msg,
+        found
+            .ask(TestMsg::Echo("via name".into()), T)
+            .await
+            .unwrap()
+            .msg,
         "via name"
     );
     assert!(c.lookup::<TestActor>("nope").await.is_none());
@@ -234,7 +268,10 @@ async fn reservations_limit_spawns_and_are_released() {
         .expect("fits after release");
     // A failing constructor releases its reservation at once.
     let e = c
-        .spawn::<TestActor>(99, SpawnOptions::new().resources(Resources::none().memory(10)))
+        .spawn::<TestActor>(
+            99,
+            SpawnOptions::new().resources(Resources::none().memory(10)),
+        )
         .await
         .unwrap_err();
     assert_eq!(e, SpawnError::Create("slot out of range".into()));
@@ -255,7 +292,10 @@ async fn spawn_by_kind_name_from_encoded_args() {
         local: id,
     });
     assert!(a.is_local());
-    assert_eq!(a.ask(TestMsg::Echo("enc".into()), T).await.unwrap().msg, "enc");
+    assert_eq!(
+        a.ask(TestMsg::Echo("enc".into()), T).await.unwrap().msg,
+        "enc"
+    );
     let e = c
         .spawn_encoded("no.such.kind", &args, &SpawnOptions::new())
         .await
@@ -272,7 +312,10 @@ async fn spawn_by_kind_name_from_encoded_args() {
 #[tokio::test]
 async fn many_concurrent_senders_share_the_bound() {
     let c = cluster(Resources::none());
-    let a = c.spawn::<TestActor>(7, SpawnOptions::new().mailbox(3)).await.unwrap();
+    let a = c
+        .spawn::<TestActor>(7, SpawnOptions::new().mailbox(3))
+        .await
+        .unwrap();
     let sent = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..4 {

@@ -76,7 +76,9 @@ impl ActorThreads {
 
     /// Stops the actix system and joins its threads (idempotent).
     pub(crate) fn shutdown(&self) {
-        let Some(t) = self.thread.lock().take() else { return };
+        let Some(t) = self.thread.lock().take() else {
+            return;
+        };
         self.system.stop();
         if t.thread().id() != std::thread::current().id() {
             let _ = t.join();
