@@ -4,53 +4,170 @@
 //! bit-identical to it.
 
 use super::dequant::{f16_at, scale_min_k4};
-use super::kernels::DotFn;
+use super::kernels::{RowFn, row_from_dot};
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
 use std::arch::x86_64::*;
 
-/// The AVX2 kernel for `ty`, if there is one. Callers must have checked AVX2 support.
-pub(crate) fn dot_fn(ty: GgmlType) -> Option<DotFn> {
+/// The AVX2 row kernel for `ty`, if there is one. Callers must have checked AVX2 and F16C.
+pub(crate) fn row_fn(ty: GgmlType) -> Option<RowFn> {
     Some(match ty {
-        GgmlType::Q8_0 => q8_0,
-        GgmlType::Q5_0 => q5_0,
-        GgmlType::Q4_0 => q4_0,
-        GgmlType::Q4_K => q4_k,
-        GgmlType::Q6_K => q6_k,
+        GgmlType::Q8_0 => legacy_rows::<L_Q8_0>,
+        GgmlType::Q5_0 => legacy_rows::<L_Q5_0>,
+        GgmlType::Q4_0 => legacy_rows::<L_Q4_0>,
+        GgmlType::Q4_K => r_q4_k,
+        GgmlType::Q6_K => r_q6_k,
         _ => return None,
     })
 }
 
-fn q8_0(w: &[u8], a: &Activations, t: usize) -> f32 {
-    let r = a.q8_0().row(t, a.cols());
-    // SAFETY: this backend is only selected when AVX2 is available; lengths: w holds
-    // r.d.len() blocks of 34 bytes (checked by QuantMatrix/Activations).
-    unsafe { q8_0_avx2(w, r.d, r.qs) }
+const L_Q8_0: u8 = 0;
+const L_Q5_0: u8 = 1;
+const L_Q4_0: u8 = 2;
+
+/// Bytes per block of legacy kind `K`.
+const fn block_bytes(k: u8) -> usize {
+    match k {
+        L_Q8_0 => 34,
+        L_Q5_0 => 22,
+        _ => 18,
+    }
 }
 
-fn q5_0(w: &[u8], a: &Activations, t: usize) -> f32 {
-    let r = a.q8_0().row(t, a.cols());
-    // SAFETY: as in `q8_0`.
-    unsafe { q5_0_avx2(w, r.d, r.qs) }
+/// Row kernel for Q8_0 / Q5_0 / Q4_0 weights and 1..=4 tokens.
+fn legacy_rows<const K: u8>(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
+    let q = a.q8_0();
+    let cols = a.cols();
+    macro_rules! go {
+        ($t:literal) => {{
+            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
+            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths are
+            // asserted inside.
+            let r = unsafe { legacy_row::<K, $t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
+            out.copy_from_slice(&r);
+        }};
+    }
+    match out.len() {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
+    }
 }
 
-fn q4_0(w: &[u8], a: &Activations, t: usize) -> f32 {
-    let r = a.q8_0().row(t, a.cols());
-    // SAFETY: as in `q8_0`.
-    unsafe { q4_0_avx2(w, r.d, r.qs) }
+/// Decodes one legacy block at `p` into 32 signed weight bytes (ggml element order).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees a whole block of kind K at `p`.
+    unsafe {
+        match K {
+            L_Q8_0 => load(p.add(2)),
+            L_Q5_0 => {
+                let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
+                let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                _mm256_or_si256(nibbles(p.add(6)), hi)
+            }
+            _ => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
+        }
+    }
+}
+
+/// The 8 block sums of eight 8-lane i32 vectors, in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8(v: &[__m256i; 8]) -> __m256i {
+    let h0 = _mm256_hadd_epi32(v[0], v[1]);
+    let h1 = _mm256_hadd_epi32(v[2], v[3]);
+    let h2 = _mm256_hadd_epi32(v[4], v[5]);
+    let h3 = _mm256_hadd_epi32(v[6], v[7]);
+    let g0 = _mm256_hadd_epi32(h0, h1);
+    let g1 = _mm256_hadd_epi32(h2, h3);
+    _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31))
+}
+
+/// Dots of one legacy-quant weight row with `T` Q8_0 activation rows. Each weight block is
+/// decoded once for all tokens; block int sums come 8 at a time, their f32 products are formed
+/// lane-wise with the scalar reference's operations, then added to the sum in block order.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn legacy_row<const K: u8, const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
+    let bs = block_bytes(K);
+    let nb = d[0].len();
+    assert!(w.len() >= nb * bs);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
+    }
+    let wp = w.as_ptr();
+    let mut sumf = [0f32; T];
+    let mut ib = 0;
+    while ib + 8 <= nb {
+        let mut xs = [_mm256_setzero_si256(); 8];
+        let mut hs = [0u16; 8];
+        for k in 0..8 {
+            // SAFETY: block ib + k < nb lies inside w (asserted).
+            unsafe {
+                let p = wp.add((ib + k) * bs);
+                xs[k] = decode::<K>(p);
+                hs[k] = std::ptr::read_unaligned(p as *const u16);
+            }
+        }
+        // SAFETY: 8 u16 = 16 bytes.
+        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
+        for t in 0..T {
+            let mut v = [_mm256_setzero_si256(); 8];
+            // SAFETY: activation blocks ib..ib+8 and scales ib..ib+8 are in bounds (asserted).
+            let dy = unsafe {
+                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
+                for k in 0..8 {
+                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
+                }
+                _mm256_loadu_ps(d[t].as_ptr().add(ib))
+            };
+            let sf = _mm256_cvtepi32_ps(hsum8(&v));
+            let p = if K == L_Q4_0 {
+                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+            } else {
+                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+            };
+            let mut pa = [0f32; 8];
+            // SAFETY: 8 f32.
+            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
+            for x in pa {
+                sumf[t] += x;
+            }
+        }
+        ib += 8;
+    }
+    while ib < nb {
+        // SAFETY: block ib < nb in bounds (asserted).
+        let x = unsafe { decode::<K>(wp.add(ib * bs)) };
+        let dxs = f16_at(&w[ib * bs..]);
+        for t in 0..T {
+            // SAFETY: activation block ib in bounds (asserted).
+            let sumi = hsum(mul_sum_i8(x, unsafe { load(qs[t].as_ptr().add(ib * QK32) as *const u8) }));
+            let dy = d[t][ib];
+            sumf[t] += if K == L_Q4_0 { sumi as f32 * dxs * dy } else { sumi as f32 * (dxs * dy) };
+        }
+        ib += 1;
+    }
+    sumf
 }
 
 fn q4_k(w: &[u8], a: &Activations, t: usize) -> f32 {
     let r = a.q8k().row(t, a.cols());
-    // SAFETY: as in `q8_0`.
+    // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
     unsafe { q4_k_avx2(w, r.d, r.qs, r.bsums) }
 }
 
 fn q6_k(w: &[u8], a: &Activations, t: usize) -> f32 {
     let r = a.q8k().row(t, a.cols());
-    // SAFETY: as in `q8_0`.
+    // SAFETY: as in `q4_k`.
     unsafe { q6_k_avx2(w, r.d, r.qs) }
 }
+
+row_from_dot!(r_q4_k, q4_k);
+row_from_dot!(r_q6_k, q6_k);
 
 /// Sum of the 32 signed byte products of `x` and `y`, as 8 i32 partial sums.
 #[inline]
@@ -60,16 +177,6 @@ fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
     let sy = _mm256_sign_epi8(y, x);
     let dot = _mm256_maddubs_epi16(ax, sy);
     _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
-}
-
-/// Horizontal sums of four 8-lane i32 vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
-    let ab = _mm256_hadd_epi32(a, b);
-    let cd = _mm256_hadd_epi32(c, d);
-    let abcd = _mm256_hadd_epi32(ab, cd);
-    _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1))
 }
 
 #[inline]
@@ -108,78 +215,6 @@ fn bytes_from_bits_32(x: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
-}
-
-/// Per-block int sums of a legacy-quant row, computed 4 blocks at a time; `block(ib)` gives
-/// the 8-lane partial sums of block `ib`. Then the scalar float combine `combine(ib, sumi)`.
-macro_rules! legacy_row {
-    ($nb:expr, $block:expr, $combine:expr) => {{
-        let nb = $nb;
-        let mut sumf = 0f32;
-        let mut ib = 0;
-        let mut sums = [0i32; 4];
-        while ib + 4 <= nb {
-            let s = hsum4($block(ib), $block(ib + 1), $block(ib + 2), $block(ib + 3));
-            // SAFETY: 4 i32 into a 4-i32 array.
-            unsafe { _mm_storeu_si128(sums.as_mut_ptr() as *mut __m128i, s) };
-            for (k, &si) in sums.iter().enumerate() {
-                sumf = $combine(sumf, ib + k, si);
-            }
-            ib += 4;
-        }
-        while ib < nb {
-            sumf = $combine(sumf, ib, hsum($block(ib)));
-            ib += 1;
-        }
-        sumf
-    }};
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn q8_0_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
-    let nb = d.len();
-    assert!(w.len() >= nb * 34 && qs.len() >= nb * QK32);
-    let wp = w.as_ptr();
-    let qp = qs.as_ptr() as *const u8;
-    // SAFETY: block ib reads w[ib*34+2 .. ib*34+34] and qs[ib*32 .. ib*32+32], in bounds (assert).
-    let block = |ib: usize| unsafe { mul_sum_i8(load(wp.add(ib * 34 + 2)), load(qp.add(ib * QK32))) };
-    let combine = |sumf: f32, ib: usize, sumi: i32| sumf + sumi as f32 * (f16_at(&w[ib * 34..]) * d[ib]);
-    legacy_row!(nb, block, combine)
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn q5_0_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
-    let nb = d.len();
-    assert!(w.len() >= nb * 22 && qs.len() >= nb * QK32);
-    let wp = w.as_ptr();
-    let qp = qs.as_ptr() as *const u8;
-    let block = |ib: usize| {
-        let b = &w[ib * 22..ib * 22 + 22];
-        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-        // SAFETY: nibbles reads b[6..22]; the activation load reads qs[ib*32..ib*32+32].
-        unsafe {
-            let x = nibbles(wp.add(ib * 22 + 6));
-            let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
-            mul_sum_i8(_mm256_or_si256(x, hi), load(qp.add(ib * QK32)))
-        }
-    };
-    let combine = |sumf: f32, ib: usize, sumi: i32| sumf + (f16_at(&w[ib * 22..]) * d[ib]) * sumi as f32;
-    legacy_row!(nb, block, combine)
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn q4_0_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
-    let nb = d.len();
-    assert!(w.len() >= nb * 18 && qs.len() >= nb * QK32);
-    let wp = w.as_ptr();
-    let qp = qs.as_ptr() as *const u8;
-    // SAFETY: nibbles reads w[ib*18+2 .. ib*18+18]; activation load reads qs[ib*32..+32].
-    let block = |ib: usize| unsafe {
-        let x = _mm256_sub_epi8(nibbles(wp.add(ib * 18 + 2)), _mm256_set1_epi8(8));
-        mul_sum_i8(x, load(qp.add(ib * QK32)))
-    };
-    let combine = |sumf: f32, ib: usize, sumi: i32| sumf + sumi as f32 * f16_at(&w[ib * 18..]) * d[ib];
-    legacy_row!(nb, block, combine)
 }
 
 /// Sign-extends the 16 bytes of each 128-bit half of `v` and multiplies by `a` (likewise):

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 pub enum Backend {
     /// Portable scalar code, the reference.
     Scalar,
-    /// x86-64 AVX2 (+FMA-free float combine, identical results to scalar).
+    /// x86-64 AVX2 + F16C (no FMA in the float combine: results identical to scalar).
     Avx2,
 }
 
@@ -37,7 +37,7 @@ impl Backend {
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -61,8 +61,54 @@ pub fn available_backends() -> Vec<Backend> {
     [Backend::Scalar, Backend::Avx2].into_iter().filter(|b| b.is_available()).collect()
 }
 
-/// A dot product of one weight row with activation row `t`.
-pub(crate) type DotFn = fn(&[u8], &Activations, usize) -> f32;
+/// Most activation rows a [`RowFn`] handles per call.
+pub(crate) const MAX_TOKENS: usize = 4;
+
+/// Dots of one weight row with activation rows `t0 .. t0 + out.len()` (`out.len() <= MAX_TOKENS`),
+/// so a kernel can decode each weight block once for several tokens.
+pub(crate) type RowFn = fn(&[u8], &Activations, usize, &mut [f32]);
+
+/// The row kernel for weights of `ty` on `backend` (scalar for types the backend has no SIMD
+/// version of).
+pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2 {
+        if let Some(f) = super::avx2::row_fn(ty) {
+            return Ok(f);
+        }
+    }
+    let _ = backend;
+    Ok(match ty {
+        GgmlType::F32 => r_f32,
+        GgmlType::F16 => r_f16,
+        GgmlType::Q8_0 => r_q8_0,
+        GgmlType::Q5_0 => r_q5_0,
+        GgmlType::Q4_0 => r_q4_0,
+        GgmlType::Q4_K => r_q4_k,
+        GgmlType::Q6_K => r_q6_k,
+        other => return Err(QuantError::Unsupported { op: "matvec", ty: other }),
+    })
+}
+
+/// Defines a [`RowFn`] that loops a single-token [`DotFn`] over the tokens.
+macro_rules! row_from_dot {
+    ($name:ident, $dot:path) => {
+        pub(crate) fn $name(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = $dot(w, a, t0 + k);
+            }
+        }
+    };
+}
+pub(crate) use row_from_dot;
+
+row_from_dot!(r_f32, s_f32);
+row_from_dot!(r_f16, s_f16);
+row_from_dot!(r_q8_0, s_q8_0);
+row_from_dot!(r_q5_0, s_q5_0);
+row_from_dot!(r_q4_0, s_q4_0);
+row_from_dot!(r_q4_k, s_q4_k);
+row_from_dot!(r_q6_k, s_q6_k);
 
 macro_rules! q8_0_dot {
     ($name:ident, $f:path) => {
@@ -92,24 +138,3 @@ fn s_f16(w: &[u8], a: &Activations, t: usize) -> f32 {
     dot::dot_f16_f16(w, a.f32_row(t))
 }
 
-/// The dot kernel for weights of `ty` on `backend` (falls back to scalar for types the backend
-/// has no SIMD version of).
-pub(crate) fn dot_fn(ty: GgmlType, backend: Backend) -> Result<DotFn, QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2 {
-        if let Some(f) = super::avx2::dot_fn(ty) {
-            return Ok(f);
-        }
-    }
-    let _ = backend;
-    Ok(match ty {
-        GgmlType::F32 => s_f32,
-        GgmlType::F16 => s_f16,
-        GgmlType::Q8_0 => s_q8_0,
-        GgmlType::Q5_0 => s_q5_0,
-        GgmlType::Q4_0 => s_q4_0,
-        GgmlType::Q4_K => s_q4_k,
-        GgmlType::Q6_K => s_q6_k,
-        other => return Err(QuantError::Unsupported { op: "matvec", ty: other }),
-    })
-}

@@ -4,7 +4,7 @@ use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0, quantize_row_q8_k};
 use super::bytes::SharedBytes;
 use super::dequant::{can_dequantize, dequantize_row};
 use super::error::QuantError;
-use super::kernels::{Backend, DotFn, backend, dot_fn};
+use super::kernels::{Backend, MAX_TOKENS, RowFn, backend, row_fn};
 use super::pool::KernelPool;
 use super::types::GgmlType;
 use half::f16;
@@ -225,7 +225,7 @@ pub fn matmul_with_backend(
     if y.len() != expected {
         return Err(QuantError::LengthMismatch { what: "matmul output", expected, got: y.len() });
     }
-    let dot: DotFn = dot_fn(w.ty, backend)?;
+    let kernel: RowFn = row_fn(w.ty, backend)?;
     let out = SyncPtr(y.as_mut_ptr());
     let rows = w.rows;
     let n = acts.n;
@@ -233,11 +233,17 @@ pub fn matmul_with_backend(
         let out = &out;
         for r in range {
             let wrow = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
-            for t in 0..n {
-                let v = dot(wrow, acts, t);
-                // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written by
-                // exactly one thread because row ranges are disjoint, and `y` outlives the scope.
-                unsafe { *out.0.add(t * rows + r) = v };
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(MAX_TOKENS);
+                let mut v = [0f32; MAX_TOKENS];
+                kernel(wrow, acts, t0, &mut v[..nt]);
+                for (k, &vk) in v[..nt].iter().enumerate() {
+                    // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written
+                    // by exactly one thread because row ranges are disjoint; `y` outlives the scope.
+                    unsafe { *out.0.add((t0 + k) * rows + r) = vk };
+                }
+                t0 += nt;
             }
         }
     });
