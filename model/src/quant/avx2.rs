@@ -217,24 +217,26 @@ fn bytes_from_bits_32(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
-/// Sign-extends the 16 bytes of each 128-bit half of `v` and multiplies by `a` (likewise):
-/// returns the (low, high) 16 i16 products.
+/// Byte shuffle pairing elements `l` and `l + 8` within each 16-byte half, so that
+/// `maddubs` adds exactly the two products ggml's generic k-quant code adds into lane `l`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn mul_i8_to_i16(x: __m256i, y: __m256i) -> (__m256i, __m256i) {
-    let xl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x));
-    let xh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
-    let yl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y));
-    let yh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
-    (_mm256_mullo_epi16(xl, yl), _mm256_mullo_epi16(xh, yh))
+fn pair_l_l8(v: __m256i) -> __m256i {
+    let p = _mm256_setr_epi8(
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+    );
+    _mm256_shuffle_epi8(v, p)
 }
 
-/// Folds 16 i16 (elements k*8 + l) into 8 i32 lane sums over k (l = lane).
+/// From 16 i16 `[L0..L7 | H0..H7]` returns the 8 i32 lanes `L_l * s_lo + H_l * s_hi`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fold_lanes(p: __m256i) -> __m256i {
-    let s = _mm_add_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-    _mm256_cvtepi16_epi32(s)
+fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
+    let l = _mm256_castsi256_si128(m);
+    let h = _mm256_extracti128_si256(m, 1);
+    let u = _mm256_set_m128i(_mm_unpackhi_epi16(l, h), _mm_unpacklo_epi16(l, h));
+    let s = ((s_hi as u16 as u32) << 16) | s_lo as u16 as u32;
+    _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
 }
 
 #[target_feature(enable = "avx2")]
@@ -271,14 +273,13 @@ unsafe fn q4_k_avx2(w: &[u8], d: &[f32], qs: &[i8], bsums: &[i16]) -> f32 {
                     load(q8.as_ptr().add(64 * c + 32) as *const u8),
                 )
             };
+            let q4 = pair_l_l8(q4);
             let lo = _mm256_and_si256(q4, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            for (x, y, s) in [(lo, ya, sc[2 * c]), (hi, yb, sc[2 * c + 1])] {
-                let (p0, p1) = mul_i8_to_i16(x, y);
-                // elements k*8+l of the 32-element sub-block: p0 holds k = 0, 1; p1 holds k = 2, 3
-                let lanes = fold_lanes(_mm256_add_epi16(p0, p1));
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(lanes, _mm256_set1_epi32(s as i32)));
-            }
+            let s0 = sc[2 * c] as i16;
+            let s1 = sc[2 * c + 1] as i16;
+            acc = _mm256_add_epi32(acc, fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0));
+            acc = _mm256_add_epi32(acc, fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1));
         }
         let dd = _mm256_set1_ps(f16_at(b) * d[i]);
         sums = _mm256_add_ps(sums, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc)));
@@ -329,13 +330,11 @@ unsafe fn q6_k_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
             for (k, ak) in a.into_iter().enumerate() {
                 let base = half * 128 + k * 32;
                 // SAFETY: q8[base .. base + 32] in bounds.
-                let y = unsafe { load(q8.as_ptr().add(base) as *const u8) };
-                let (p0, p1) = mul_i8_to_i16(ak, y);
+                let y = pair_l_l8(unsafe { load(q8.as_ptr().add(base) as *const u8) });
+                let x = pair_l_l8(ak);
+                let m = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
                 let g = base / 16;
-                let s0 = _mm256_set1_epi32(scales[g] as i8 as i32);
-                let s1 = _mm256_set1_epi32(scales[g + 1] as i8 as i32);
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(fold_lanes(p0), s0));
-                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(fold_lanes(p1), s1));
+                acc = _mm256_add_epi32(acc, fold_scaled(m, scales[g] as i8 as i16, scales[g + 1] as i8 as i16));
             }
         }
         let dd = _mm256_set1_ps(f16_at(&b[208..]) * d[i]);
