@@ -48,12 +48,30 @@ fn avx2_available() -> bool {
 /// The best backend for this CPU, unless `EDGERAY_KERNELS=scalar`. Decided once per process.
 pub fn backend() -> Backend {
     static B: OnceLock<Backend> = OnceLock::new();
-    *B.get_or_init(|| {
-        if std::env::var("EDGERAY_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("scalar")) {
-            return Backend::Scalar;
-        }
-        if avx2_available() { Backend::Avx2 } else { Backend::Scalar }
-    })
+    *B.get_or_init(|| choose_backend(std::env::var("EDGERAY_KERNELS").ok().as_deref(), avx2_available()))
+}
+
+/// Pure backend choice from the `EDGERAY_KERNELS` value and CPU support.
+fn choose_backend(env: Option<&str>, avx2: bool) -> Backend {
+    if env.is_some_and(|v| v.eq_ignore_ascii_case("scalar")) {
+        return Backend::Scalar;
+    }
+    if avx2 { Backend::Avx2 } else { Backend::Scalar }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_forces_scalar() {
+        assert_eq!(choose_backend(Some("scalar"), true), Backend::Scalar);
+        assert_eq!(choose_backend(Some("SCALAR"), true), Backend::Scalar);
+        assert_eq!(choose_backend(None, true), Backend::Avx2);
+        assert_eq!(choose_backend(Some("auto"), true), Backend::Avx2);
+        assert_eq!(choose_backend(None, false), Backend::Scalar);
+        assert!(available_backends().contains(&Backend::Scalar));
+    }
 }
 
 /// Backends usable on this CPU (scalar first).

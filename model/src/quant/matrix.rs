@@ -229,26 +229,44 @@ pub fn matmul_with_backend(
     let out = SyncPtr(y.as_mut_ptr());
     let rows = w.rows;
     let n = acts.n;
-    pool.for_each_range(rows, 4, |range| {
+    pool.for_each_range(rows, ROW_TILE, |range| {
         let out = &out;
-        for r in range {
-            let wrow = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
-            let mut t0 = 0;
-            while t0 < n {
-                let nt = (n - t0).min(MAX_TOKENS);
-                let mut v = [0f32; MAX_TOKENS];
-                kernel(wrow, acts, t0, &mut v[..nt]);
-                for (k, &vk) in v[..nt].iter().enumerate() {
-                    // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written
-                    // by exactly one thread because row ranges are disjoint; `y` outlives the scope.
-                    unsafe { *out.0.add((t0 + k) * rows + r) = vk };
+        // Tiles of ROW_TILE weight rows × TOKEN_TILE tokens keep both operands cache-resident
+        // for long prompts; each weight row is read from memory once.
+        let mut r0 = range.start;
+        while r0 < range.end {
+            let r1 = (r0 + ROW_TILE).min(range.end);
+            let mut tt = 0;
+            while tt < n {
+                let tt_end = (tt + TOKEN_TILE).min(n);
+                for r in r0..r1 {
+                    let wrow = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
+                    let mut t0 = tt;
+                    while t0 < tt_end {
+                        let nt = (tt_end - t0).min(MAX_TOKENS);
+                        let mut v = [0f32; MAX_TOKENS];
+                        kernel(wrow, acts, t0, &mut v[..nt]);
+                        for (k, &vk) in v[..nt].iter().enumerate() {
+                            // SAFETY: `y` has n * rows elements (checked above); each (t, r) is
+                            // written by exactly one thread because row ranges are disjoint, and
+                            // `y` outlives the scope.
+                            unsafe { *out.0.add((t0 + k) * rows + r) = vk };
+                        }
+                        t0 += nt;
+                    }
                 }
-                t0 += nt;
+                tt = tt_end;
             }
+            r0 = r1;
         }
     });
     Ok(())
 }
+
+/// Weight rows per cache tile in [`matmul_with_backend`].
+const ROW_TILE: usize = 16;
+/// Tokens per cache tile in [`matmul_with_backend`].
+const TOKEN_TILE: usize = 64;
 
 struct SyncPtr(*mut f32);
 // SAFETY: used only for disjoint writes inside `matmul_with_backend` (see there).

@@ -133,7 +133,7 @@ fn matmul_equals_per_row_dots_and_ignores_thread_count() {
     let mut rng = StdRng::seed_from_u64(2);
     let pools: Vec<KernelPool> = [1, 2, 3].into_iter().map(|t| KernelPool::new(t).unwrap()).collect();
     for ty in TYPES {
-        let (rows, cols, n) = (37, 768, 5);
+        let (rows, cols, n) = (37, 768, 70);
         let data: Vec<u8> = (0..rows).flat_map(|_| random_row(ty, cols, &mut rng)).collect();
         let w = QuantMatrix::new(ty, rows, cols, data).unwrap();
         let x = random_x(n * cols, &mut rng);
