@@ -4,7 +4,7 @@
 //! bit-identical to it.
 
 use super::dequant::{f16_at, scale_min_k4};
-use super::kernels::{RowFn, row_from_dot};
+use super::kernels::RowFn;
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
 use std::arch::x86_64::*;
@@ -154,20 +154,47 @@ unsafe fn legacy_row<const K: u8, const T: usize>(w: &[u8], d: [&[f32]; T], qs: 
     sumf
 }
 
-fn q4_k(w: &[u8], a: &Activations, t: usize) -> f32 {
-    let r = a.q8k().row(t, a.cols());
-    // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
-    unsafe { q4_k_avx2(w, r.d, r.qs, r.bsums) }
+/// Row kernel for Q4_K weights and 1..=4 tokens.
+fn r_q4_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
+    let q = a.q8k();
+    let cols = a.cols();
+    macro_rules! go {
+        ($t:literal) => {{
+            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
+            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
+            let r = unsafe { q4_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums)) };
+            out.copy_from_slice(&r);
+        }};
+    }
+    match out.len() {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
+    }
 }
 
-fn q6_k(w: &[u8], a: &Activations, t: usize) -> f32 {
-    let r = a.q8k().row(t, a.cols());
-    // SAFETY: as in `q4_k`.
-    unsafe { q6_k_avx2(w, r.d, r.qs) }
+/// Row kernel for Q6_K weights and 1..=4 tokens.
+fn r_q6_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
+    let q = a.q8k();
+    let cols = a.cols();
+    macro_rules! go {
+        ($t:literal) => {{
+            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
+            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
+            let r = unsafe { q6_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
+            out.copy_from_slice(&r);
+        }};
+    }
+    match out.len() {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
+    }
 }
-
-row_from_dot!(r_q4_k, q4_k);
-row_from_dot!(r_q6_k, q6_k);
 
 /// Sum of the 32 signed byte products of `x` and `y`, as 8 i32 partial sums.
 #[inline]
@@ -239,16 +266,20 @@ fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
     _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
 }
 
+/// ggml's generic Q4_K × Q8_K dot for `T` activation rows (weights decoded once per token
+/// group): exact per-lane int sums, then the scalar reference's float operations.
 #[target_feature(enable = "avx2")]
-unsafe fn q4_k_avx2(w: &[u8], d: &[f32], qs: &[i8], bsums: &[i16]) -> f32 {
-    let nb = d.len();
-    assert!(w.len() >= nb * 144 && qs.len() >= nb * QK_K && bsums.len() >= nb * 16);
-    let mut sums = _mm256_setzero_ps();
-    let mut sumf = 0f32;
+unsafe fn q4_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T], bsums: [&[i16]; T]) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(w.len() >= nb * 144);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
+    let mut sumf = [0f32; T];
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         let b = &w[i * 144..i * 144 + 144];
-        let q8 = &qs[i * QK_K..(i + 1) * QK_K];
         let mut sc = [0u8; 8];
         let mut mn = [0u8; 8];
         for j in 0..8 {
@@ -260,56 +291,66 @@ unsafe fn q4_k_avx2(w: &[u8], d: &[f32], qs: &[i8], bsums: &[i16]) -> f32 {
             mn[4] as i16, mn[3] as i16, mn[3] as i16, mn[2] as i16, mn[2] as i16, mn[1] as i16, mn[1] as i16,
             mn[0] as i16, mn[0] as i16,
         );
-        // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (assert).
-        let bs = unsafe { _mm256_loadu_si256(bsums.as_ptr().add(i * 16) as *const __m256i) };
-        let summ = hsum(_mm256_madd_epi16(bs, mins16));
-        let mut acc = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            // SAFETY: 32 bytes of b[16 + 32c ..] and of q8[64c ..], q8[64c + 32 ..], in bounds.
-            let (q4, ya, yb) = unsafe {
-                (
-                    load(b.as_ptr().add(16 + 32 * c)),
-                    load(q8.as_ptr().add(64 * c) as *const u8),
-                    load(q8.as_ptr().add(64 * c + 32) as *const u8),
-                )
-            };
-            let q4 = pair_l_l8(q4);
+            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds.
+            let q4 = pair_l_l8(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
             let lo = _mm256_and_si256(q4, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
             let s0 = sc[2 * c] as i16;
             let s1 = sc[2 * c + 1] as i16;
-            acc = _mm256_add_epi32(acc, fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0));
-            acc = _mm256_add_epi32(acc, fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1));
+            for t in 0..T {
+                // SAFETY: q8[64c .. 64c + 64] of block i in bounds (asserted).
+                let (ya, yb) = unsafe {
+                    let p = qs[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                    (load(p), load(p.add(32)))
+                };
+                acc[t] = _mm256_add_epi32(acc[t], fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0));
+                acc[t] = _mm256_add_epi32(acc[t], fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1));
+            }
         }
-        let dd = _mm256_set1_ps(f16_at(b) * d[i]);
-        sums = _mm256_add_ps(sums, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc)));
-        let dmin = f16_at(&b[2..]) * d[i];
-        sumf -= dmin * summ as f32;
+        let dx = f16_at(b);
+        let dmx = f16_at(&b[2..]);
+        for t in 0..T {
+            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
+            let summ = hsum(_mm256_madd_epi16(bs, mins16));
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+            let dmin = dmx * d[t][i];
+            sumf[t] -= dmin * summ as f32;
+        }
     }
-    let mut lanes = [0f32; 8];
-    // SAFETY: 8 f32 into an 8-f32 array.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
-    for s in lanes {
-        sumf += s;
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            sumf[t] += s;
+        }
     }
     sumf
 }
 
+/// ggml's generic Q6_K × Q8_K dot for `T` activation rows (weights decoded once per token
+/// group): exact per-lane int sums, then the scalar reference's float operations.
 #[target_feature(enable = "avx2")]
-unsafe fn q6_k_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
-    let nb = d.len();
-    assert!(w.len() >= nb * 210 && qs.len() >= nb * QK_K);
-    let mut sums = _mm256_setzero_ps();
+unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(w.len() >= nb * 210);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(0x03);
     let m32 = _mm256_set1_epi8(32);
     for i in 0..nb {
         let b = &w[i * 210..i * 210 + 210];
-        let q8 = &qs[i * QK_K..(i + 1) * QK_K];
         let scales = &b[192..208];
-        let mut acc = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_si256(); T];
         for half in 0..2 {
-            // SAFETY: ql[half*64 .. +64], qh[128 + half*32 .. +32] and q8[half*128 .. +128] in bounds.
+            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
             let (ql0, ql1, qh) = unsafe {
                 (
                     load(b.as_ptr().add(half * 64)),
@@ -329,23 +370,32 @@ unsafe fn q6_k_avx2(w: &[u8], d: &[f32], qs: &[i8]) -> f32 {
             ];
             for (k, ak) in a.into_iter().enumerate() {
                 let base = half * 128 + k * 32;
-                // SAFETY: q8[base .. base + 32] in bounds.
-                let y = pair_l_l8(unsafe { load(q8.as_ptr().add(base) as *const u8) });
                 let x = pair_l_l8(ak);
-                let m = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+                let ax = _mm256_sign_epi8(x, x);
                 let g = base / 16;
-                acc = _mm256_add_epi32(acc, fold_scaled(m, scales[g] as i8 as i16, scales[g + 1] as i8 as i16));
+                let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
+                for t in 0..T {
+                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
+                    let y = pair_l_l8(unsafe { load(qs[t].as_ptr().add(i * QK_K + base) as *const u8) });
+                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                    acc[t] = _mm256_add_epi32(acc[t], fold_scaled(m, s0, s1));
+                }
             }
         }
-        let dd = _mm256_set1_ps(f16_at(&b[208..]) * d[i]);
-        sums = _mm256_add_ps(sums, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc)));
+        let dx = f16_at(&b[208..]);
+        for t in 0..T {
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+        }
     }
-    let mut lanes = [0f32; 8];
-    // SAFETY: 8 f32 into an 8-f32 array.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
-    let mut sumf = 0f32;
-    for s in lanes {
-        sumf += s;
+    let mut out = [0f32; T];
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            out[t] += s;
+        }
     }
-    sumf
+    out
 }

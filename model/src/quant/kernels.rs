@@ -118,7 +118,6 @@ macro_rules! row_from_dot {
         }
     };
 }
-pub(crate) use row_from_dot;
 
 row_from_dot!(r_f32, s_f32);
 row_from_dot!(r_f16, s_f16);
