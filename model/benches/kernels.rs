@@ -51,7 +51,9 @@ fn bench(c: &mut Criterion) {
             let mut g = c.benchmark_group(format!("{ty}_{rows}x{cols}_n{n}"));
             g.throughput(Throughput::Bytes((w.row_bytes() * rows) as u64));
             g.sample_size(20);
-            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
             let acts = Activations::for_matrix(&w, &x, n).unwrap();
             let mut y = vec![0f32; n * rows];
             for backend in available_backends() {

@@ -23,7 +23,9 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (2 and 3 are supported)")]
     UnsupportedVersion(u32),
     /// The file ends before a field it must contain.
-    #[error("truncated file: {what} needs {needed} bytes at offset {offset}, {available} available")]
+    #[error(
+        "truncated file: {what} needs {needed} bytes at offset {offset}, {available} available"
+    )]
     Truncated {
         /// The field being read.
         what: &'static str,
@@ -35,7 +37,9 @@ pub enum GgufError {
         available: u64,
     },
     /// A declared length/count cannot fit in the rest of the file.
-    #[error("{what} at offset {offset} declares {count} items/bytes, more than the {remaining} bytes left")]
+    #[error(
+        "{what} at offset {offset} declares {count} items/bytes, more than the {remaining} bytes left"
+    )]
     LengthTooLarge {
         /// The field.
         what: &'static str,
@@ -116,7 +120,9 @@ pub enum GgufError {
         alignment: u64,
     },
     /// Tensor bytes past the end of the file.
-    #[error("tensor {name:?} bytes [{offset}, {offset}+{size}) exceed the data section of {data_len} bytes")]
+    #[error(
+        "tensor {name:?} bytes [{offset}, {offset}+{size}) exceed the data section of {data_len} bytes"
+    )]
     TensorOutOfBounds {
         /// Tensor name.
         name: String,

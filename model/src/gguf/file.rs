@@ -29,7 +29,10 @@ impl GgufFile {
     /// Maps and parses the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the model files are read-only inputs; like every mmap-based model loader we
         // assume nobody truncates or rewrites them while they are mapped.
@@ -44,8 +47,17 @@ impl GgufFile {
 
     fn from_shared(bytes: SharedBytes) -> Result<Self, GgufError> {
         let header = parse_header(&bytes)?;
-        let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Self { bytes, header, by_name })
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            bytes,
+            header,
+            by_name,
+        })
     }
 
     /// GGUF version (2 or 3).
@@ -80,7 +92,8 @@ impl GgufFile {
 
     /// The tensor named `name`, or [`GgufError::TensorNotFound`].
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.tensor(name).ok_or_else(|| GgufError::TensorNotFound(name.to_string()))
+        self.tensor(name)
+            .ok_or_else(|| GgufError::TensorNotFound(name.to_string()))
     }
 
     fn range(&self, info: &TensorInfo) -> std::ops::Range<usize> {
@@ -92,12 +105,14 @@ impl GgufFile {
     /// The exact bytes of a tensor (bounds of this file's tensors were validated at open; an
     /// `info` from elsewhere that lies outside the file gives [`GgufError::TensorOutOfBounds`]).
     pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8], GgufError> {
-        self.bytes.get(self.range(info)).ok_or_else(|| GgufError::TensorOutOfBounds {
-            name: info.name.clone(),
-            offset: info.offset,
-            size: info.size,
-            data_len: self.bytes.len() as u64,
-        })
+        self.bytes
+            .get(self.range(info))
+            .ok_or_else(|| GgufError::TensorOutOfBounds {
+                name: info.name.clone(),
+                offset: info.offset,
+                size: info.size,
+                data_len: self.bytes.len() as u64,
+            })
     }
 
     /// The bytes of a tensor as a shared handle (no copy), e.g. for a
@@ -105,21 +120,30 @@ impl GgufFile {
     pub fn tensor_bytes(&self, name: &str) -> Result<SharedBytes, GgufError> {
         let info = self.require_tensor(name)?;
         let r = self.range(info);
-        self.bytes.slice(r).ok_or_else(|| GgufError::TensorOutOfBounds {
-            name: name.to_string(),
-            offset: info.offset,
-            size: info.size,
-            data_len: self.bytes.len() as u64,
-        })
+        self.bytes
+            .slice(r)
+            .ok_or_else(|| GgufError::TensorOutOfBounds {
+                name: name.to_string(),
+                offset: info.offset,
+                size: info.size,
+                data_len: self.bytes.len() as u64,
+            })
     }
 
     /// The 2-D (or higher) tensor `name` as a [`QuantMatrix`] sharing the file's bytes:
     /// `cols = dims[0]`, `rows = dims[1] * dims[2] * ...` (a 1-D tensor is one row).
     pub fn matrix(&self, name: &str) -> Result<QuantMatrix, GgufError> {
         let info = self.require_tensor(name)?;
-        let cols = usize::try_from(info.row_len()).map_err(|_| GgufError::InvalidInput(format!("{name}: too large")))?;
-        let rows = usize::try_from(info.n_rows()).map_err(|_| GgufError::InvalidInput(format!("{name}: too large")))?;
-        Ok(QuantMatrix::new(info.ggml_type, rows, cols, self.tensor_bytes(name)?)?)
+        let cols = usize::try_from(info.row_len())
+            .map_err(|_| GgufError::InvalidInput(format!("{name}: too large")))?;
+        let rows = usize::try_from(info.n_rows())
+            .map_err(|_| GgufError::InvalidInput(format!("{name}: too large")))?;
+        Ok(QuantMatrix::new(
+            info.ggml_type,
+            rows,
+            cols,
+            self.tensor_bytes(name)?,
+        )?)
     }
 
     /// The whole file.

@@ -252,7 +252,11 @@ impl Metadata {
     }
 
     /// Inserts a pair; error if the key exists.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) -> Result<(), GgufError> {
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<MetadataValue>,
+    ) -> Result<(), GgufError> {
         let key = key.into();
         if self.index.contains_key(&key) {
             return Err(GgufError::DuplicateKey(key));
@@ -301,11 +305,16 @@ impl Metadata {
     }
 
     fn require(&self, key: &str) -> Result<&MetadataValue, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     fn wrong(key: &str, expected: &'static str, v: &MetadataValue) -> GgufError {
-        GgufError::WrongType { key: key.to_string(), expected, found: v.type_name() }
+        GgufError::WrongType {
+            key: key.to_string(),
+            expected,
+            found: v.type_name(),
+        }
     }
 
     int_getters! {
@@ -324,7 +333,11 @@ impl Metadata {
 
     /// Like [`Self::get_str`], but `Ok(None)` when missing.
     pub fn get_str_opt(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        if self.contains(key) { self.get_str(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_str(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The float value of `key` (f32, or f64 narrowed to f32).
@@ -335,7 +348,11 @@ impl Metadata {
 
     /// Like [`Self::get_f32`], but `Ok(None)` when missing.
     pub fn get_f32_opt(&self, key: &str) -> Result<Option<f32>, GgufError> {
-        if self.contains(key) { self.get_f32(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_f32(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The bool value of `key`.
@@ -348,7 +365,11 @@ impl Metadata {
 
     /// Like [`Self::get_bool`], but `Ok(None)` when missing.
     pub fn get_bool_opt(&self, key: &str) -> Result<Option<bool>, GgufError> {
-        if self.contains(key) { self.get_bool(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_bool(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The array value of `key`.
@@ -363,7 +384,10 @@ impl Metadata {
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
         self.get_array(key)?
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| Self::wrong(key, "array of string", v)))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| Self::wrong(key, "array of string", v))
+            })
             .collect()
     }
 
@@ -371,15 +395,24 @@ impl Metadata {
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
         self.get_array(key)?
             .iter()
-            .map(|v| v.as_f32().ok_or_else(|| Self::wrong(key, "array of float", v)))
+            .map(|v| {
+                v.as_f32()
+                    .ok_or_else(|| Self::wrong(key, "array of float", v))
+            })
             .collect()
     }
 
-    fn int_array<T: TryFrom<i128>>(&self, key: &str, target: &'static str) -> Result<Vec<T>, GgufError> {
+    fn int_array<T: TryFrom<i128>>(
+        &self,
+        key: &str,
+        target: &'static str,
+    ) -> Result<Vec<T>, GgufError> {
         self.get_array(key)?
             .iter()
             .map(|v| {
-                let i = v.as_integer().ok_or_else(|| Self::wrong(key, "array of integer", v))?;
+                let i = v
+                    .as_integer()
+                    .ok_or_else(|| Self::wrong(key, "array of integer", v))?;
                 T::try_from(i).map_err(|_| GgufError::OutOfRange {
                     key: key.to_string(),
                     value: i.to_string(),
@@ -413,7 +446,11 @@ mod tests {
         m.insert("a.s", "hi").unwrap();
         m.insert("a.b", true).unwrap();
         m.insert("a.strs", vec!["x", "y"]).unwrap();
-        m.insert("a.ints", MetadataValue::Array(vec![MetadataValue::I8(-1), MetadataValue::U16(300)])).unwrap();
+        m.insert(
+            "a.ints",
+            MetadataValue::Array(vec![MetadataValue::I8(-1), MetadataValue::U16(300)]),
+        )
+        .unwrap();
         m
     }
 
@@ -436,15 +473,40 @@ mod tests {
     fn getter_errors() {
         let m = sample();
         assert!(matches!(m.get_u32("nope"), Err(GgufError::MissingKey(k)) if k == "nope"));
-        assert!(matches!(m.get_u32("a.s"), Err(GgufError::WrongType { expected: "integer", found: "string", .. })));
-        assert!(matches!(m.get_u32("a.i64"), Err(GgufError::OutOfRange { target: "u32", .. })));
-        assert!(matches!(m.get_u32("a.big"), Err(GgufError::OutOfRange { .. })));
+        assert!(matches!(
+            m.get_u32("a.s"),
+            Err(GgufError::WrongType {
+                expected: "integer",
+                found: "string",
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.get_u32("a.i64"),
+            Err(GgufError::OutOfRange { target: "u32", .. })
+        ));
+        assert!(matches!(
+            m.get_u32("a.big"),
+            Err(GgufError::OutOfRange { .. })
+        ));
         assert!(matches!(m.get_str("a.f"), Err(GgufError::WrongType { .. })));
-        assert!(matches!(m.get_f32_array("a.strs"), Err(GgufError::WrongType { .. })));
-        assert!(matches!(m.get_u32_array("a.ints"), Err(GgufError::OutOfRange { .. })));
-        assert!(matches!(m.get_bool_opt("a.u8"), Err(GgufError::WrongType { .. })));
+        assert!(matches!(
+            m.get_f32_array("a.strs"),
+            Err(GgufError::WrongType { .. })
+        ));
+        assert!(matches!(
+            m.get_u32_array("a.ints"),
+            Err(GgufError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.get_bool_opt("a.u8"),
+            Err(GgufError::WrongType { .. })
+        ));
         let mut m2 = sample();
-        assert!(matches!(m2.insert("a.s", 1u32), Err(GgufError::DuplicateKey(_))));
+        assert!(matches!(
+            m2.insert("a.s", 1u32),
+            Err(GgufError::DuplicateKey(_))
+        ));
         m2.set("a.s", 2u32);
         assert_eq!(m2.get_u32("a.s").unwrap(), 2);
     }

@@ -22,7 +22,7 @@ pub use error::GgufError;
 pub use file::GgufFile;
 pub use metadata::{Metadata, MetadataValue, ValueType};
 pub use parse::{
-    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, Header, MAX_ARRAY_DEPTH, MAX_DIMS, TensorInfo, align_up, parse_header,
-    tensor_size,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, Header, MAX_ARRAY_DEPTH, MAX_DIMS, TensorInfo, align_up,
+    parse_header, tensor_size,
 };
 pub use writer::GgufWriter;

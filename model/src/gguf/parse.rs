@@ -107,19 +107,30 @@ impl<'a> Cursor<'a> {
         let at = self.pos as u64;
         let len = self.u64(what)?;
         if len > self.remaining() {
-            return Err(GgufError::LengthTooLarge { what, offset: at, count: len, remaining: self.remaining() });
+            return Err(GgufError::LengthTooLarge {
+                what,
+                offset: at,
+                count: len,
+                remaining: self.remaining(),
+            });
         }
         let start = self.pos as u64;
         let bytes = self.take(len, what)?;
         std::str::from_utf8(bytes)
             .map(str::to_owned)
-            .map_err(|_| GgufError::InvalidUtf8 { what, offset: start })
+            .map_err(|_| GgufError::InvalidUtf8 {
+                what,
+                offset: start,
+            })
     }
 
     fn value_type(&mut self) -> Result<ValueType, GgufError> {
         let at = self.pos as u64;
         let id = self.u32("metadata value type")?;
-        ValueType::from_id(id).ok_or(GgufError::UnknownValueType { type_id: id, offset: at })
+        ValueType::from_id(id).ok_or(GgufError::UnknownValueType {
+            type_id: id,
+            offset: at,
+        })
     }
 
     fn value(&mut self, ty: ValueType, depth: usize) -> Result<MetadataValue, GgufError> {
@@ -140,7 +151,10 @@ impl<'a> Cursor<'a> {
             ValueType::Array => {
                 let at = self.pos as u64;
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::NestingTooDeep { max: MAX_ARRAY_DEPTH, offset: at });
+                    return Err(GgufError::NestingTooDeep {
+                        max: MAX_ARRAY_DEPTH,
+                        offset: at,
+                    });
                 }
                 let elem = self.value_type()?;
                 let count_at = self.pos as u64;
@@ -171,7 +185,11 @@ pub fn align_up(x: u64, align: u64) -> Option<u64> {
 
 /// Byte size of a tensor of `dims` and `ty`, validating the dims.
 pub fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
-    let bad = |reason| GgufError::InvalidDims { name: name.to_string(), dims: dims.to_vec(), reason };
+    let bad = |reason| GgufError::InvalidDims {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        reason,
+    };
     if dims.is_empty() {
         return Err(bad("no dimensions"));
     }
@@ -179,17 +197,21 @@ pub fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufEr
         return Err(bad("zero dimension"));
     }
     let bs = ty.block_size() as u64;
-    if dims[0] % bs != 0 {
+    if !dims[0].is_multiple_of(bs) {
         return Err(bad("row length is not a multiple of the type's block size"));
     }
     let mut n: u64 = 1;
     for &d in dims {
-        n = n.checked_mul(d).ok_or_else(|| bad("element count overflows"))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| bad("element count overflows"))?;
     }
     if n > i64::MAX as u64 {
         return Err(bad("element count overflows"));
     }
-    (n / bs).checked_mul(ty.type_size() as u64).ok_or_else(|| bad("byte size overflows"))
+    (n / bs)
+        .checked_mul(ty.type_size() as u64)
+        .ok_or_else(|| bad("byte size overflows"))
 }
 
 /// Parses and validates a whole GGUF header in `buf` (the complete file).
@@ -227,7 +249,11 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_integer() {
             Some(a) if a > 0 && a <= (1 << 30) && (a as u64).is_power_of_two() => a as u64,
-            Some(a) => return Err(GgufError::InvalidAlignment(a.clamp(0, u64::MAX as i128) as u64)),
+            Some(a) => {
+                return Err(GgufError::InvalidAlignment(
+                    a.clamp(0, u64::MAX as i128) as u64
+                ));
+            }
             None => return Err(GgufError::InvalidAlignment(0)),
         },
     };
@@ -253,17 +279,29 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
             dims.push(c.u64("tensor dim")?);
         }
         let type_id = c.u32("tensor type")?;
-        let ggml_type = GgmlType::from_id(type_id)
-            .ok_or_else(|| GgufError::UnknownGgmlType { name: name.clone(), type_id })?;
+        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownGgmlType {
+            name: name.clone(),
+            type_id,
+        })?;
         let offset = c.u64("tensor offset")?;
         let size = tensor_size(&name, &dims, ggml_type)?;
         if offset % alignment != 0 {
-            return Err(GgufError::MisalignedOffset { name, offset, alignment });
+            return Err(GgufError::MisalignedOffset {
+                name,
+                offset,
+                alignment,
+            });
         }
         if names.insert(name.clone(), ()).is_some() {
             return Err(GgufError::DuplicateTensor(name));
         }
-        tensors.push(TensorInfo { name, dims, ggml_type, offset, size });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            size,
+        });
     }
     let header_end = c.pos as u64;
     let data_offset = align_up(header_end, alignment).unwrap_or(u64::MAX);
@@ -278,7 +316,10 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         });
     }
     for t in &tensors {
-        if t.offset.checked_add(t.size).is_none_or(|end| end > data_len) {
+        if t.offset
+            .checked_add(t.size)
+            .is_none_or(|end| end > data_len)
+        {
             return Err(GgufError::TensorOutOfBounds {
                 name: t.name.clone(),
                 offset: t.offset,
@@ -287,5 +328,11 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
             });
         }
     }
-    Ok(Header { version, metadata, tensors, alignment, data_offset })
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
 }

@@ -29,7 +29,11 @@ impl GgufWriter {
     }
 
     /// Sets (or replaces) a metadata value.
-    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) -> &mut Self {
+    pub fn set_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<MetadataValue>,
+    ) -> &mut Self {
         self.metadata.set(key, value);
         self
     }
@@ -53,7 +57,10 @@ impl GgufWriter {
     ) -> Result<&mut Self, GgufError> {
         let name = name.into();
         if dims.len() > MAX_DIMS {
-            return Err(GgufError::TooManyDims { name, n_dims: dims.len() as u32 });
+            return Err(GgufError::TooManyDims {
+                name,
+                n_dims: dims.len() as u32,
+            });
         }
         let size = tensor_size(&name, dims, ty)?;
         if size != data.len() as u64 {
@@ -65,12 +72,22 @@ impl GgufWriter {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::DuplicateTensor(name));
         }
-        self.tensors.push(PendingTensor { name, dims: dims.to_vec(), ty, data });
+        self.tensors.push(PendingTensor {
+            name,
+            dims: dims.to_vec(),
+            ty,
+            data,
+        });
         Ok(self)
     }
 
     /// Adds an f32 tensor from values.
-    pub fn add_f32_tensor(&mut self, name: impl Into<String>, dims: &[u64], values: &[f32]) -> Result<&mut Self, GgufError> {
+    pub fn add_f32_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        values: &[f32],
+    ) -> Result<&mut Self, GgufError> {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.add_tensor(name, dims, GgmlType::F32, data)
     }
@@ -80,7 +97,9 @@ impl GgufWriter {
             None => Ok(DEFAULT_ALIGNMENT),
             Some(v) => match v.as_integer() {
                 Some(a) if a > 0 && a <= (1 << 30) && (a as u64).is_power_of_two() => Ok(a as u64),
-                _ => Err(GgufError::InvalidAlignment(v.as_integer().unwrap_or(0).clamp(0, u64::MAX as i128) as u64)),
+                _ => Err(GgufError::InvalidAlignment(
+                    v.as_integer().unwrap_or(0).clamp(0, u64::MAX as i128) as u64,
+                )),
             },
         }
     }
@@ -155,9 +174,13 @@ fn put_value(out: &mut Vec<u8>, key: &str, v: &MetadataValue) -> Result<(), Gguf
         MetadataValue::Bool(x) => out.push(*x as u8),
         MetadataValue::String(s) => put_str(out, s),
         MetadataValue::Array(items) => {
-            let elem = items.first().map_or(ValueType::U8, MetadataValue::value_type);
+            let elem = items
+                .first()
+                .map_or(ValueType::U8, MetadataValue::value_type);
             if items.iter().any(|i| i.value_type() != elem) {
-                return Err(GgufError::InvalidInput(format!("metadata array {key:?} mixes element types")));
+                return Err(GgufError::InvalidInput(format!(
+                    "metadata array {key:?} mixes element types"
+                )));
             }
             out.extend_from_slice(&(elem as u32).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());

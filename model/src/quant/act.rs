@@ -44,7 +44,7 @@ impl Q8KActs {
 }
 
 fn aligned(n: usize, block: usize, ty: super::GgmlType) -> Result<(), QuantError> {
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::NotBlockAligned { ty, n, block });
     }
     Ok(())
@@ -62,7 +62,8 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut Q8_0Acts) -> Result<(), QuantError
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         out.d.push(f16::from_f32(d).to_f32());
-        out.qs.extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
+        out.qs
+            .extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
     }
     Ok(())
 }
@@ -106,7 +107,8 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut Q8KActs) -> Result<(), QuantError>
             continue;
         }
         let iscale = -127.0f32 / max;
-        out.qs.extend(b.iter().map(|&v| nearest_int(iscale * v).min(127) as i8));
+        out.qs
+            .extend(b.iter().map(|&v| nearest_int(iscale * v).min(127) as i8));
         let qs = &out.qs[start..];
         for j in 0..QK_K / 16 {
             let s: i32 = qs[j * 16..j * 16 + 16].iter().map(|&q| q as i32).sum();

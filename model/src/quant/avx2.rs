@@ -66,7 +66,8 @@ unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
             L_Q8_0 => load(p.add(2)),
             L_Q5_0 => {
                 let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
-                let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                let hi =
+                    _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
                 _mm256_or_si256(nibbles(p.add(6)), hi)
             }
             _ => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
@@ -84,14 +85,21 @@ fn hsum8(v: &[__m256i; 8]) -> __m256i {
     let h3 = _mm256_hadd_epi32(v[6], v[7]);
     let g0 = _mm256_hadd_epi32(h0, h1);
     let g1 = _mm256_hadd_epi32(h2, h3);
-    _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31))
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(g0, g1, 0x20),
+        _mm256_permute2x128_si256(g0, g1, 0x31),
+    )
 }
 
 /// Dots of one legacy-quant weight row with `T` Q8_0 activation rows. Each weight block is
 /// decoded once for all tokens; block int sums come 8 at a time, their f32 products are formed
 /// lane-wise with the scalar reference's operations, then added to the sum in block order.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn legacy_row<const K: u8, const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
+unsafe fn legacy_row<const K: u8, const T: usize>(
+    w: &[u8],
+    d: [&[f32]; T],
+    qs: [&[i8]; T],
+) -> [f32; T] {
     let bs = block_bytes(K);
     let nb = d[0].len();
     assert!(w.len() >= nb * bs);
@@ -145,9 +153,15 @@ unsafe fn legacy_row<const K: u8, const T: usize>(w: &[u8], d: [&[f32]; T], qs: 
         let dxs = f16_at(&w[ib * bs..]);
         for t in 0..T {
             // SAFETY: activation block ib in bounds (asserted).
-            let sumi = hsum(mul_sum_i8(x, unsafe { load(qs[t].as_ptr().add(ib * QK32) as *const u8) }));
+            let sumi = hsum(mul_sum_i8(x, unsafe {
+                load(qs[t].as_ptr().add(ib * QK32) as *const u8)
+            }));
             let dy = d[t][ib];
-            sumf[t] += if K == L_Q4_0 { sumi as f32 * dxs * dy } else { sumi as f32 * (dxs * dy) };
+            sumf[t] += if K == L_Q4_0 {
+                sumi as f32 * dxs * dy
+            } else {
+                sumi as f32 * (dxs * dy)
+            };
         }
         ib += 1;
     }
@@ -238,7 +252,12 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn bytes_from_bits_32(x: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
@@ -250,7 +269,8 @@ fn bytes_from_bits_32(x: u32) -> __m256i {
 #[target_feature(enable = "avx2")]
 fn pair_l_l8(v: __m256i) -> __m256i {
     let p = _mm256_setr_epi8(
-        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
+        13, 6, 14, 7, 15,
     );
     _mm256_shuffle_epi8(v, p)
 }
@@ -269,7 +289,12 @@ fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
 /// ggml's generic Q4_K × Q8_K dot for `T` activation rows (weights decoded once per token
 /// group): exact per-lane int sums, then the scalar reference's float operations.
 #[target_feature(enable = "avx2")]
-unsafe fn q4_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T], bsums: [&[i16]; T]) -> [f32; T] {
+unsafe fn q4_k_avx2<const T: usize>(
+    w: &[u8],
+    d: [&[f32]; T],
+    qs: [&[i8]; T],
+    bsums: [&[i16]; T],
+) -> [f32; T] {
     let nb = d[0].len();
     assert!(w.len() >= nb * 144);
     for t in 0..T {
@@ -287,9 +312,22 @@ unsafe fn q4_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T], bs
         }
         // summ = sum_j bsums[j] * mins[j / 2]
         let mins16 = _mm256_set_epi16(
-            mn[7] as i16, mn[7] as i16, mn[6] as i16, mn[6] as i16, mn[5] as i16, mn[5] as i16, mn[4] as i16,
-            mn[4] as i16, mn[3] as i16, mn[3] as i16, mn[2] as i16, mn[2] as i16, mn[1] as i16, mn[1] as i16,
-            mn[0] as i16, mn[0] as i16,
+            mn[7] as i16,
+            mn[7] as i16,
+            mn[6] as i16,
+            mn[6] as i16,
+            mn[5] as i16,
+            mn[5] as i16,
+            mn[4] as i16,
+            mn[4] as i16,
+            mn[3] as i16,
+            mn[3] as i16,
+            mn[2] as i16,
+            mn[2] as i16,
+            mn[1] as i16,
+            mn[1] as i16,
+            mn[0] as i16,
+            mn[0] as i16,
         );
         let mut acc = [_mm256_setzero_si256(); T];
         for c in 0..4 {
@@ -305,8 +343,14 @@ unsafe fn q4_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T], bs
                     let p = qs[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
                     (load(p), load(p.add(32)))
                 };
-                acc[t] = _mm256_add_epi32(acc[t], fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0));
-                acc[t] = _mm256_add_epi32(acc[t], fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1));
+                acc[t] = _mm256_add_epi32(
+                    acc[t],
+                    fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0),
+                );
+                acc[t] = _mm256_add_epi32(
+                    acc[t],
+                    fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1),
+                );
             }
         }
         let dx = f16_at(b);
@@ -365,8 +409,14 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) ->
             let a = [
                 _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h0), m32),
                 _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h1), m32),
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2), m32),
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3), m32),
+                _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+                    m32,
+                ),
+                _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+                    m32,
+                ),
             ];
             for (k, ak) in a.into_iter().enumerate() {
                 let base = half * 128 + k * 32;
@@ -376,7 +426,9 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) ->
                 let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
                 for t in 0..T {
                     // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
-                    let y = pair_l_l8(unsafe { load(qs[t].as_ptr().add(i * QK_K + base) as *const u8) });
+                    let y = pair_l_l8(unsafe {
+                        load(qs[t].as_ptr().add(i * QK_K + base) as *const u8)
+                    });
                     let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
                     acc[t] = _mm256_add_epi32(acc[t], fold_scaled(m, s0, s1));
                 }

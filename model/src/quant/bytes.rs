@@ -17,7 +17,11 @@ impl SharedBytes {
     /// Wraps a whole owner.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
         let len = (*owner).as_ref().len();
-        Self { owner, start: 0, len }
+        Self {
+            owner,
+            start: 0,
+            len,
+        }
     }
 
     /// Takes ownership of a vector.
@@ -30,7 +34,11 @@ impl SharedBytes {
         if range.start > range.end || range.end > self.len {
             return None;
         }
-        Some(Self { owner: self.owner.clone(), start: self.start + range.start, len: range.end - range.start })
+        Some(Self {
+            owner: self.owner.clone(),
+            start: self.start + range.start,
+            len: range.end - range.start,
+        })
     }
 
     /// The bytes.

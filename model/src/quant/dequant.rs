@@ -27,12 +27,16 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// Checks that `src` holds exactly the bytes of `n` elements of `ty`.
 fn check(ty: GgmlType, src: &[u8], n: usize) -> Result<(), QuantError> {
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::NotBlockAligned { ty, n, block });
     }
     let expected = n / block * ty.type_size();
     if src.len() != expected {
-        return Err(QuantError::LengthMismatch { what: "quantized row bytes", expected, got: src.len() });
+        return Err(QuantError::LengthMismatch {
+            what: "quantized row bytes",
+            expected,
+            got: src.len(),
+        });
     }
     Ok(())
 }
@@ -40,7 +44,10 @@ fn check(ty: GgmlType, src: &[u8], n: usize) -> Result<(), QuantError> {
 /// True when [`dequantize_row`] supports `ty`.
 pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | Q8_K)
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | Q8_K
+    )
 }
 
 /// Dequantizes `dst.len()` elements of type `ty` from `src` (which must hold exactly their bytes).
@@ -200,7 +207,12 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
                 }
             }
         }
-        other => return Err(QuantError::Unsupported { op: "dequantize_row", ty: other }),
+        other => {
+            return Err(QuantError::Unsupported {
+                op: "dequantize_row",
+                ty: other,
+            });
+        }
     }
     Ok(())
 }
@@ -216,7 +228,10 @@ mod tests {
     #[test]
     fn f32_f16_bf16() {
         let mut out = [0f32; 2];
-        let src: Vec<u8> = [1.5f32, -2.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let src: Vec<u8> = [1.5f32, -2.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         dequantize_row(GgmlType::F32, &src, &mut out).unwrap();
         assert_eq!(out, [1.5, -2.25]);
         // f16 0x3C00 = 1.0, 0xC000 = -2.0
@@ -288,8 +303,8 @@ mod tests {
         b.extend((0..32).map(|j| (j as i8 - 16) as u8));
         let mut out = [0f32; 32];
         dequantize_row(GgmlType::Q8_0, &b, &mut out).unwrap();
-        for j in 0..32 {
-            assert_eq!(out[j], (j as f32 - 16.0) * -0.125);
+        for (j, v) in out.iter().enumerate() {
+            assert_eq!(*v, (j as f32 - 16.0) * -0.125);
         }
     }
 
@@ -333,8 +348,14 @@ mod tests {
                 let hi = (15 - l % 16) as f32;
                 let s0 = 2 * c;
                 let s1 = 2 * c + 1;
-                assert_eq!(out[c * 64 + l], 0.5 * sc[s0] as f32 * lo - 0.25 * m[s0] as f32);
-                assert_eq!(out[c * 64 + 32 + l], 0.5 * sc[s1] as f32 * hi - 0.25 * m[s1] as f32);
+                assert_eq!(
+                    out[c * 64 + l],
+                    0.5 * sc[s0] as f32 * lo - 0.25 * m[s0] as f32
+                );
+                assert_eq!(
+                    out[c * 64 + 32 + l],
+                    0.5 * sc[s1] as f32 * hi - 0.25 * m[s1] as f32
+                );
             }
         }
         // one spot value by hand: sub-block 7 (c=3, high), l=0: 0.5*40*15 - 0.25*20 = 295
@@ -380,7 +401,11 @@ mod tests {
                 for k in 0..4 {
                     let scale = (half * 8 + l / 16 + 2 * k) as i32 - 8;
                     let want = 0.5 * scale as f32 * q[k] as f32;
-                    assert_eq!(out[half * 128 + k * 32 + l], want, "half {half} l {l} k {k}");
+                    assert_eq!(
+                        out[half * 128 + k * 32 + l],
+                        want,
+                        "half {half} l {l} k {k}"
+                    );
                 }
             }
         }
@@ -391,7 +416,7 @@ mod tests {
     #[test]
     fn q8_k_block() {
         let mut b = Vec::from(0.5f32.to_le_bytes());
-        b.extend((0..256).map(|j| (j as i32 - 128) as i8 as u8));
+        b.extend((0..256).map(|j: i32| (j - 128) as i8 as u8));
         b.extend([0u8; 32]);
         let mut out = vec![0f32; 256];
         dequantize_row(GgmlType::Q8_K, &b, &mut out).unwrap();
@@ -404,7 +429,11 @@ mod tests {
         let mut out = [0f32; 32];
         assert!(matches!(
             dequantize_row(GgmlType::Q8_0, &[0; 33], &mut out),
-            Err(QuantError::LengthMismatch { expected: 34, got: 33, .. })
+            Err(QuantError::LengthMismatch {
+                expected: 34,
+                got: 33,
+                ..
+            })
         ));
         assert!(matches!(
             dequantize_row(GgmlType::Q8_0, &[0; 34], &mut out[..31]),

@@ -1,6 +1,8 @@
 //! Scalar reference vec-dot kernels: each computes exactly what ggml's portable
 //! `ggml_vec_dot_<w>_<a>_generic` computes (int32 sums inside a block, then the same f32
 //! operations in the same order). Rust never fuses multiply-adds, so results are reproducible.
+//! Loops index like the C code on purpose, to make the correspondence easy to check.
+#![allow(clippy::needless_range_loop)]
 
 use super::act::{Q8_0Acts, Q8KActs};
 use super::dequant::{f16_at, scale_min_k4};
@@ -30,7 +32,10 @@ impl Q8_0Acts {
     /// Row `t` of `cols` elements.
     pub fn row(&self, t: usize, cols: usize) -> Q8_0Row<'_> {
         let nb = cols / QK32;
-        Q8_0Row { d: &self.d[t * nb..(t + 1) * nb], qs: &self.qs[t * cols..(t + 1) * cols] }
+        Q8_0Row {
+            d: &self.d[t * nb..(t + 1) * nb],
+            qs: &self.qs[t * cols..(t + 1) * cols],
+        }
     }
 }
 
@@ -125,7 +130,11 @@ pub(crate) fn q4_k_block_ints(b: &[u8], q8: &[i8], bsums: &[i16]) -> ([i32; 8], 
         for k in 0..4 {
             for l in 0..8 {
                 let idx = k * 8 + l;
-                let a = if j % 2 == 0 { chunk[idx] & 0xF } else { chunk[idx] >> 4 } as i32;
+                let a = if j % 2 == 0 {
+                    chunk[idx] & 0xF
+                } else {
+                    chunk[idx] >> 4
+                } as i32;
                 let p = (q8[j * 32 + idx] as i32 * a) as i16 as i32;
                 aux32[l] += scale * p;
             }
@@ -140,7 +149,11 @@ pub fn dot_q4_k_q8_k(w: &[u8], a: Q8KRow<'_>) -> f32 {
     let mut sums = [0f32; 8];
     let mut sumf = 0f32;
     for (i, b) in w.chunks_exact(144).enumerate() {
-        let (aux32, summ) = q4_k_block_ints(b, &a.qs[i * QK_K..(i + 1) * QK_K], &a.bsums[i * 16..i * 16 + 16]);
+        let (aux32, summ) = q4_k_block_ints(
+            b,
+            &a.qs[i * QK_K..(i + 1) * QK_K],
+            &a.bsums[i * 16..i * 16 + 16],
+        );
         let d = f16_at(b) * a.d[i];
         for l in 0..8 {
             sums[l] += d * aux32[l] as f32;

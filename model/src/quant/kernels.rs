@@ -48,7 +48,12 @@ fn avx2_available() -> bool {
 /// The best backend for this CPU, unless `EDGERAY_KERNELS=scalar`. Decided once per process.
 pub fn backend() -> Backend {
     static B: OnceLock<Backend> = OnceLock::new();
-    *B.get_or_init(|| choose_backend(std::env::var("EDGERAY_KERNELS").ok().as_deref(), avx2_available()))
+    *B.get_or_init(|| {
+        choose_backend(
+            std::env::var("EDGERAY_KERNELS").ok().as_deref(),
+            avx2_available(),
+        )
+    })
 }
 
 /// Pure backend choice from the `EDGERAY_KERNELS` value and CPU support.
@@ -76,7 +81,10 @@ mod tests {
 
 /// Backends usable on this CPU (scalar first).
 pub fn available_backends() -> Vec<Backend> {
-    [Backend::Scalar, Backend::Avx2].into_iter().filter(|b| b.is_available()).collect()
+    [Backend::Scalar, Backend::Avx2]
+        .into_iter()
+        .filter(|b| b.is_available())
+        .collect()
 }
 
 /// Most activation rows a [`RowFn`] handles per call.
@@ -90,10 +98,10 @@ pub(crate) type RowFn = fn(&[u8], &Activations, usize, &mut [f32]);
 /// version of).
 pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError> {
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2 {
-        if let Some(f) = super::avx2::row_fn(ty) {
-            return Ok(f);
-        }
+    if backend == Backend::Avx2
+        && let Some(f) = super::avx2::row_fn(ty)
+    {
+        return Ok(f);
     }
     let _ = backend;
     Ok(match ty {
@@ -104,7 +112,12 @@ pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError
         GgmlType::Q4_0 => r_q4_0,
         GgmlType::Q4_K => r_q4_k,
         GgmlType::Q6_K => r_q6_k,
-        other => return Err(QuantError::Unsupported { op: "matvec", ty: other }),
+        other => {
+            return Err(QuantError::Unsupported {
+                op: "matvec",
+                ty: other,
+            });
+        }
     })
 }
 
@@ -154,4 +167,3 @@ fn s_f32(w: &[u8], a: &Activations, t: usize) -> f32 {
 fn s_f16(w: &[u8], a: &Activations, t: usize) -> f32 {
     dot::dot_f16_f16(w, a.f32_row(t))
 }
-

@@ -41,7 +41,12 @@ impl ActKind {
             GgmlType::F16 => Self::F16,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Self::Q8_0,
             GgmlType::Q4_K | GgmlType::Q6_K => Self::Q8K,
-            other => return Err(QuantError::Unsupported { op: "matvec", ty: other }),
+            other => {
+                return Err(QuantError::Unsupported {
+                    op: "matvec",
+                    ty: other,
+                });
+            }
         })
     }
 }
@@ -61,11 +66,26 @@ pub struct Activations {
 impl Activations {
     /// Converts `x` (`n` rows of `cols`, row-major) for weights consuming `kind`.
     pub fn new(kind: ActKind, x: &[f32], n: usize, cols: usize) -> Result<Self, QuantError> {
-        let expected = n.checked_mul(cols).ok_or(QuantError::BadShape { rows: n, cols, reason: "overflow" })?;
+        let expected = n.checked_mul(cols).ok_or(QuantError::BadShape {
+            rows: n,
+            cols,
+            reason: "overflow",
+        })?;
         if x.len() != expected {
-            return Err(QuantError::LengthMismatch { what: "activations", expected, got: x.len() });
+            return Err(QuantError::LengthMismatch {
+                what: "activations",
+                expected,
+                got: x.len(),
+            });
         }
-        let mut a = Self { kind, n, cols, f: Vec::new(), q8_0: Q8_0Acts::default(), q8k: Q8KActs::default() };
+        let mut a = Self {
+            kind,
+            n,
+            cols,
+            f: Vec::new(),
+            q8_0: Q8_0Acts::default(),
+            q8k: Q8KActs::default(),
+        };
         match kind {
             ActKind::F32 => a.f = x.to_vec(),
             ActKind::F16 => a.f = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
@@ -118,17 +138,44 @@ impl Activations {
 
 impl QuantMatrix {
     /// Wraps `data` as a `rows` × `cols` matrix of `ty`; the length must match exactly.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: impl Into<SharedBytes>) -> Result<Self, QuantError> {
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: impl Into<SharedBytes>,
+    ) -> Result<Self, QuantError> {
         let data = data.into();
         if rows == 0 || cols == 0 {
-            return Err(QuantError::BadShape { rows, cols, reason: "zero dimension" });
+            return Err(QuantError::BadShape {
+                rows,
+                cols,
+                reason: "zero dimension",
+            });
         }
-        let row_bytes = ty.row_bytes(cols).ok_or(QuantError::NotBlockAligned { ty, n: cols, block: ty.block_size() })?;
-        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::BadShape { rows, cols, reason: "overflow" })?;
+        let row_bytes = ty.row_bytes(cols).ok_or(QuantError::NotBlockAligned {
+            ty,
+            n: cols,
+            block: ty.block_size(),
+        })?;
+        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::BadShape {
+            rows,
+            cols,
+            reason: "overflow",
+        })?;
         if data.len() != expected {
-            return Err(QuantError::LengthMismatch { what: "matrix bytes", expected, got: data.len() });
+            return Err(QuantError::LengthMismatch {
+                what: "matrix bytes",
+                expected,
+                got: data.len(),
+            });
         }
-        Ok(Self { ty, rows, cols, row_bytes, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
     }
 
     /// Element type.
@@ -159,7 +206,10 @@ impl QuantMatrix {
     /// The bytes of row `r`.
     pub fn row(&self, r: usize) -> Result<&[u8], QuantError> {
         if r >= self.rows {
-            return Err(QuantError::RowOutOfRange { index: r, rows: self.rows });
+            return Err(QuantError::RowOutOfRange {
+                index: r,
+                rows: self.rows,
+            });
         }
         Ok(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
@@ -168,11 +218,18 @@ impl QuantMatrix {
     /// embedding lookup on a table that stays quantized.
     pub fn dequantize_rows(&self, indices: &[usize], out: &mut [f32]) -> Result<(), QuantError> {
         if !can_dequantize(self.ty) {
-            return Err(QuantError::Unsupported { op: "dequantize_rows", ty: self.ty });
+            return Err(QuantError::Unsupported {
+                op: "dequantize_rows",
+                ty: self.ty,
+            });
         }
         let expected = indices.len() * self.cols;
         if out.len() != expected {
-            return Err(QuantError::LengthMismatch { what: "dequantize_rows output", expected, got: out.len() });
+            return Err(QuantError::LengthMismatch {
+                what: "dequantize_rows output",
+                expected,
+                got: out.len(),
+            });
         }
         for (&r, o) in indices.iter().zip(out.chunks_exact_mut(self.cols)) {
             dequantize_row(self.ty, self.row(r)?, o)?;
@@ -189,20 +246,36 @@ impl QuantMatrix {
 }
 
 /// `y[r] = dot(row r of w, x)` for every row; `x.len() == w.cols()`, `y.len() == w.rows()`.
-pub fn matvec(w: &QuantMatrix, x: &[f32], y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+pub fn matvec(
+    w: &QuantMatrix,
+    x: &[f32],
+    y: &mut [f32],
+    pool: &KernelPool,
+) -> Result<(), QuantError> {
     matmul(w, x, 1, y, pool)
 }
 
 /// `y[t * rows + r] = dot(row r of w, x[t])` for `n` activation rows `x` (`n × cols`,
 /// row-major); `y` is `n × rows`, row-major. Activations are quantized once and every weight row
 /// is streamed once for all `n` rows.
-pub fn matmul(w: &QuantMatrix, x: &[f32], n: usize, y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+pub fn matmul(
+    w: &QuantMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    pool: &KernelPool,
+) -> Result<(), QuantError> {
     let acts = Activations::for_matrix(w, x, n)?;
     matmul_prepared(w, &acts, y, pool)
 }
 
 /// [`matmul`] with activations already converted (see [`Activations`]).
-pub fn matmul_prepared(w: &QuantMatrix, acts: &Activations, y: &mut [f32], pool: &KernelPool) -> Result<(), QuantError> {
+pub fn matmul_prepared(
+    w: &QuantMatrix,
+    acts: &Activations,
+    y: &mut [f32],
+    pool: &KernelPool,
+) -> Result<(), QuantError> {
     matmul_with_backend(w, acts, y, pool, backend())
 }
 
@@ -216,14 +289,25 @@ pub fn matmul_with_backend(
 ) -> Result<(), QuantError> {
     let kind = ActKind::for_weights(w.ty)?;
     if acts.kind != kind {
-        return Err(QuantError::Unsupported { op: "matmul with activations prepared for another kind", ty: w.ty });
+        return Err(QuantError::Unsupported {
+            op: "matmul with activations prepared for another kind",
+            ty: w.ty,
+        });
     }
     if acts.cols != w.cols {
-        return Err(QuantError::LengthMismatch { what: "activation row length", expected: w.cols, got: acts.cols });
+        return Err(QuantError::LengthMismatch {
+            what: "activation row length",
+            expected: w.cols,
+            got: acts.cols,
+        });
     }
     let expected = acts.n * w.rows;
     if y.len() != expected {
-        return Err(QuantError::LengthMismatch { what: "matmul output", expected, got: y.len() });
+        return Err(QuantError::LengthMismatch {
+            what: "matmul output",
+            expected,
+            got: y.len(),
+        });
     }
     let kernel: RowFn = row_fn(w.ty, backend)?;
     let out = SyncPtr(y.as_mut_ptr());

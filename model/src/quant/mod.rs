@@ -28,15 +28,19 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use act::{Q8_0Acts, Q8KActs, nearest_int, quantize_row_q8_0, quantize_row_q8_0_ref, quantize_row_q8_k};
+pub use act::{
+    Q8_0Acts, Q8KActs, nearest_int, quantize_row_q8_0, quantize_row_q8_0_ref, quantize_row_q8_k,
+};
 pub use bytes::SharedBytes;
 pub use dequant::{can_dequantize, dequantize_row};
 pub use dot::{
-    Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0, dot_q6_k_q8_k,
-    dot_q8_0_q8_0,
+    Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0,
+    dot_q6_k_q8_k, dot_q8_0_q8_0,
 };
 pub use error::QuantError;
 pub use kernels::{Backend, available_backends, backend};
-pub use matrix::{ActKind, Activations, QuantMatrix, matmul, matmul_prepared, matmul_with_backend, matvec};
+pub use matrix::{
+    ActKind, Activations, QuantMatrix, matmul, matmul_prepared, matmul_with_backend, matvec,
+};
 pub use pool::{KernelPool, split_ranges};
 pub use types::{GgmlType, QK_K, QK32};

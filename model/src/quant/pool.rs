@@ -41,7 +41,10 @@ impl KernelPool {
 
     /// A single-threaded pool (runs on the caller's thread).
     pub fn single() -> Self {
-        Self { pool: None, threads: 1 }
+        Self {
+            pool: None,
+            threads: 1,
+        }
     }
 
     /// Number of threads.
@@ -120,7 +123,10 @@ mod tests {
         let named = AtomicUsize::new(0);
         pool.for_each_range(100, 1, |r| {
             count.fetch_add(r.len(), Ordering::Relaxed);
-            if std::thread::current().name().is_some_and(|n| n.starts_with("edgeray-kernel-")) {
+            if std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("edgeray-kernel-"))
+            {
                 named.fetch_add(1, Ordering::Relaxed);
             }
         });

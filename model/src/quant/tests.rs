@@ -19,7 +19,9 @@ pub(crate) fn random_row(ty: GgmlType, cols: usize, rng: &mut StdRng) -> Vec<u8>
     let scale = |rng: &mut StdRng| h(rng.random_range(-0.05f32..0.05));
     for blk in b.chunks_exact_mut(bs) {
         match ty {
-            GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q4_0 => blk[0..2].copy_from_slice(&scale(rng)),
+            GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q4_0 => {
+                blk[0..2].copy_from_slice(&scale(rng))
+            }
             GgmlType::Q4_K => {
                 blk[0..2].copy_from_slice(&scale(rng));
                 blk[2..4].copy_from_slice(&scale(rng));
@@ -37,13 +39,24 @@ fn random_x(n: usize, rng: &mut StdRng) -> Vec<f32> {
     (0..n)
         .map(|i| {
             // include exact zeros and a wide dynamic range
-            if i % 17 == 3 { 0.0 } else { rng.random_range(-3.0f32..3.0) * if i % 5 == 0 { 10.0 } else { 1.0 } }
+            if i % 17 == 3 {
+                0.0
+            } else {
+                rng.random_range(-3.0f32..3.0) * if i % 5 == 0 { 10.0 } else { 1.0 }
+            }
         })
         .collect()
 }
 
-const TYPES: [GgmlType; 7] =
-    [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F32, GgmlType::F16];
+const TYPES: [GgmlType; 7] = [
+    GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::F32,
+    GgmlType::F16,
+];
 
 #[test]
 fn q8_0_dot_by_hand() {
@@ -53,7 +66,9 @@ fn q8_0_dot_by_hand() {
     w.extend(h(-1.0));
     w.extend((0..32).map(|j| (j as i8 - 16) as u8));
     // activations: block 0 d=0.25, q = 1 ; block 1 d=2, q = 1 for j < 16, 0 else
-    let qs: Vec<i8> = (0..64).map(|i| if i < 32 || i < 48 { 1 } else { 0 }).collect();
+    let qs: Vec<i8> = (0..64)
+        .map(|i| if i < 32 || i < 48 { 1 } else { 0 })
+        .collect();
     let d = [0.25f32, 2.0];
     // block 0: sumi = 64, * (0.5*0.25) = 8 ; block 1: sumi = sum_{j<16}(j-16) = -136, * (-1*2) = 272
     assert_eq!(dot_q8_0_q8_0(&w, Q8_0Row { d: &d, qs: &qs }), 280.0);
@@ -95,14 +110,35 @@ fn k_quant_dots_match_dequantized_reference_exactly_on_simple_blocks() {
         }
         let qs: Vec<i8> = (0..512).map(|i| ((i * 7) % 23) as i8 - 11).collect();
         let d = [1.0f32, 0.5];
-        let bsums: Vec<i16> = qs.chunks(16).map(|c| c.iter().map(|&q| q as i16).sum()).collect();
+        let bsums: Vec<i16> = qs
+            .chunks(16)
+            .map(|c| c.iter().map(|&q| q as i16).sum())
+            .collect();
         let got = match ty {
-            GgmlType::Q4_K => dot_q4_k_q8_k(&w, Q8KRow { d: &d, qs: &qs, bsums: &bsums }),
-            _ => dot_q6_k_q8_k(&w, Q8KRow { d: &d, qs: &qs, bsums: &bsums }),
+            GgmlType::Q4_K => dot_q4_k_q8_k(
+                &w,
+                Q8KRow {
+                    d: &d,
+                    qs: &qs,
+                    bsums: &bsums,
+                },
+            ),
+            _ => dot_q6_k_q8_k(
+                &w,
+                Q8KRow {
+                    d: &d,
+                    qs: &qs,
+                    bsums: &bsums,
+                },
+            ),
         };
         let mut deq = vec![0f32; 512];
         dequantize_row(ty, &w, &mut deq).unwrap();
-        let want: f64 = deq.iter().enumerate().map(|(i, &v)| v as f64 * qs[i] as f64 * d[i / 256] as f64).sum();
+        let want: f64 = deq
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f64 * qs[i] as f64 * d[i / 256] as f64)
+            .sum();
         assert_eq!(got as f64, want, "{ty}");
     }
 }
@@ -113,17 +149,27 @@ fn matvec_is_close_to_the_f32_reference() {
     let pool = KernelPool::single();
     for ty in TYPES {
         let (rows, cols) = (9, 512);
-        let data: Vec<u8> = (0..rows).flat_map(|_| random_row(ty, cols, &mut rng)).collect();
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|_| random_row(ty, cols, &mut rng))
+            .collect();
         let w = QuantMatrix::new(ty, rows, cols, data).unwrap();
         let x = random_x(cols, &mut rng);
         let mut y = vec![0f32; rows];
         matvec(&w, &x, &mut y, &pool).unwrap();
         let deq = w.dequantize_all().unwrap();
         for r in 0..rows {
-            let want: f64 = (0..cols).map(|c| deq[r * cols + c] as f64 * x[c] as f64).sum();
-            let norm: f64 = (0..cols).map(|c| (deq[r * cols + c] as f64 * x[c] as f64).abs()).sum();
+            let want: f64 = (0..cols)
+                .map(|c| deq[r * cols + c] as f64 * x[c] as f64)
+                .sum();
+            let norm: f64 = (0..cols)
+                .map(|c| (deq[r * cols + c] as f64 * x[c] as f64).abs())
+                .sum();
             let err = (y[r] as f64 - want).abs();
-            assert!(err <= 0.02 * norm + 1e-6, "{ty} row {r}: got {} want {want} (norm {norm})", y[r]);
+            assert!(
+                err <= 0.02 * norm + 1e-6,
+                "{ty} row {r}: got {} want {want} (norm {norm})",
+                y[r]
+            );
         }
     }
 }
@@ -131,10 +177,15 @@ fn matvec_is_close_to_the_f32_reference() {
 #[test]
 fn matmul_equals_per_row_dots_and_ignores_thread_count() {
     let mut rng = StdRng::seed_from_u64(2);
-    let pools: Vec<KernelPool> = [1, 2, 3].into_iter().map(|t| KernelPool::new(t).unwrap()).collect();
+    let pools: Vec<KernelPool> = [1, 2, 3]
+        .into_iter()
+        .map(|t| KernelPool::new(t).unwrap())
+        .collect();
     for ty in TYPES {
         let (rows, cols, n) = (37, 768, 70);
-        let data: Vec<u8> = (0..rows).flat_map(|_| random_row(ty, cols, &mut rng)).collect();
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|_| random_row(ty, cols, &mut rng))
+            .collect();
         let w = QuantMatrix::new(ty, rows, cols, data).unwrap();
         let x = random_x(n * cols, &mut rng);
         let mut y1 = vec![0f32; n * rows];
@@ -159,27 +210,50 @@ fn matmul_equals_per_row_dots_and_ignores_thread_count() {
 
 #[test]
 fn matrix_errors() {
-    assert!(matches!(QuantMatrix::new(GgmlType::Q8_0, 2, 32, vec![0u8; 67]), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(QuantMatrix::new(GgmlType::Q8_0, 2, 31, vec![0u8; 68]), Err(QuantError::NotBlockAligned { .. })));
-    assert!(matches!(QuantMatrix::new(GgmlType::Q8_0, 0, 32, vec![]), Err(QuantError::BadShape { .. })));
+    assert!(matches!(
+        QuantMatrix::new(GgmlType::Q8_0, 2, 32, vec![0u8; 67]),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        QuantMatrix::new(GgmlType::Q8_0, 2, 31, vec![0u8; 68]),
+        Err(QuantError::NotBlockAligned { .. })
+    ));
+    assert!(matches!(
+        QuantMatrix::new(GgmlType::Q8_0, 0, 32, vec![]),
+        Err(QuantError::BadShape { .. })
+    ));
     let w = QuantMatrix::new(GgmlType::Q8_0, 2, 32, vec![0u8; 68]).unwrap();
     let pool = KernelPool::single();
     let mut y = vec![0f32; 2];
-    assert!(matches!(matvec(&w, &[0.0; 31], &mut y, &pool), Err(QuantError::LengthMismatch { .. })));
-    assert!(matches!(matvec(&w, &[0.0; 32], &mut y[..1], &pool), Err(QuantError::LengthMismatch { .. })));
+    assert!(matches!(
+        matvec(&w, &[0.0; 31], &mut y, &pool),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        matvec(&w, &[0.0; 32], &mut y[..1], &pool),
+        Err(QuantError::LengthMismatch { .. })
+    ));
     let acts = Activations::new(ActKind::Q8K, &[0.0; 256], 1, 256).unwrap();
     assert!(matmul_prepared(&w, &acts, &mut y, &pool).is_err());
     let q2 = QuantMatrix::new(GgmlType::Q2_K, 1, 256, vec![0u8; 84]).unwrap();
-    assert!(matches!(matvec(&q2, &[0.0; 256], &mut y[..1], &pool), Err(QuantError::Unsupported { .. })));
+    assert!(matches!(
+        matvec(&q2, &[0.0; 256], &mut y[..1], &pool),
+        Err(QuantError::Unsupported { .. })
+    ));
     assert!(matches!(w.row(2), Err(QuantError::RowOutOfRange { .. })));
     let mut out = vec![0f32; 32];
-    assert!(matches!(w.dequantize_rows(&[5], &mut out), Err(QuantError::RowOutOfRange { .. })));
+    assert!(matches!(
+        w.dequantize_rows(&[5], &mut out),
+        Err(QuantError::RowOutOfRange { .. })
+    ));
 }
 
 #[test]
 fn dequantize_rows_picks_rows() {
     let mut rng = StdRng::seed_from_u64(3);
-    let data: Vec<u8> = (0..4).flat_map(|_| random_row(GgmlType::Q8_0, 64, &mut rng)).collect();
+    let data: Vec<u8> = (0..4)
+        .flat_map(|_| random_row(GgmlType::Q8_0, 64, &mut rng))
+        .collect();
     let w = QuantMatrix::new(GgmlType::Q8_0, 4, 64, data).unwrap();
     let all = w.dequantize_all().unwrap();
     let mut out = vec![0f32; 3 * 64];
