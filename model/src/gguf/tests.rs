@@ -567,6 +567,24 @@ fn real_models_tensor_tables() {
                 let mut y = vec![0f32; w.rows()];
                 matvec(&w, &x, &mut y, &pool).unwrap();
                 assert!(y.iter().all(|v| v.is_finite()));
+                // matvec (activations quantized like ggml) agrees with the f64 dot of the
+                // dequantized weights, up to the activation quantization error.
+                for r in (0..w.rows()).step_by(w.rows().div_ceil(64)) {
+                    let row = &all[r * w.cols()..(r + 1) * w.cols()];
+                    let want: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let norm: f64 = row
+                        .iter()
+                        .zip(&x)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
+                    let err = (y[r] as f64 - want).abs();
+                    assert!(
+                        err <= 0.02 * norm + 1e-5,
+                        "{} row {r}: {} vs {want}",
+                        t.name,
+                        y[r]
+                    );
+                }
                 println!(
                     "  {} {:?} {}: dequantized, matvec y[0] = {}",
                     t.name, t.dims, ty, y[0]
