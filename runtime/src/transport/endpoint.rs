@@ -39,6 +39,9 @@ pub enum TransportError {
         /// The error.
         source: std::io::Error,
     },
+    /// The configuration is invalid (name too long, no protocol version).
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
     /// Building the TLS configuration failed.
     #[error(transparent)]
     Security(#[from] SecurityError),
@@ -133,6 +136,15 @@ impl Transport {
         security: ClusterSecurity,
         incarnation: Incarnation,
     ) -> Result<Transport, TransportError> {
+        if config.name.len() > crate::protocol::MAX_NAME_LEN {
+            return Err(TransportError::InvalidConfig(format!(
+                "node name longer than {} bytes",
+                crate::protocol::MAX_NAME_LEN
+            )));
+        }
+        if config.versions.is_empty() {
+            return Err(TransportError::InvalidConfig("no protocol version".into()));
+        }
         let server_config = config.quinn_server(&security)?;
         let client_config = config.quinn_client(&security)?;
         let socket =
