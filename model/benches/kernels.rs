@@ -69,5 +69,34 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Gemma's tied output head (262144×640 Q8_0, 171 MiB): one matvec per generated token.
+fn bench_real_head(c: &mut Criterion) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-q4_k_m.gguf");
+    let Ok(file) = edgeray_model::gguf::GgufFile::open(&path) else {
+        eprintln!("SKIP real-model bench: {} not found", path.display());
+        return;
+    };
+    let w = file.matrix("token_embd.weight").unwrap();
+    let x: Vec<f32> = (0..w.cols())
+        .map(|i| ((i * 31) % 200) as f32 / 100.0 - 1.0)
+        .collect();
+    let acts = Activations::for_matrix(&w, &x, 1).unwrap();
+    let mut y = vec![0f32; w.rows()];
+    let mut g = c.benchmark_group("gemma_head_q8_0_262144x640_n1");
+    g.throughput(Throughput::Bytes(w.data().len() as u64));
+    g.sample_size(10);
+    let pools = [KernelPool::new(1).unwrap(), KernelPool::new(2).unwrap()];
+    for backend in available_backends() {
+        for pool in &pools {
+            let id = BenchmarkId::new(backend.name(), format!("{}t", pool.threads()));
+            g.bench_function(id, |b| {
+                b.iter(|| matmul_with_backend(&w, &acts, &mut y, pool, backend).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_real_head);
 criterion_main!(benches);
