@@ -147,6 +147,45 @@ unsafe fn legacy_row<const K: u8, const T: usize>(
         }
         ib += 8;
     }
+    if ib + 4 <= nb {
+        // One batch of 4 blocks (rows of 640 / 896 elements end with 4 blocks after the 8s).
+        let mut xs = [_mm256_setzero_si256(); 4];
+        let mut hs = [0u16; 8];
+        for k in 0..4 {
+            // SAFETY: block ib + k < nb lies inside w (asserted).
+            unsafe {
+                let p = wp.add((ib + k) * bs);
+                xs[k] = decode::<K>(p);
+                hs[k] = std::ptr::read_unaligned(p as *const u16);
+            }
+        }
+        // SAFETY: 8 u16 = 16 bytes (lanes 4..8 are zero).
+        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
+        for t in 0..T {
+            let mut v = [_mm256_setzero_si256(); 8];
+            // SAFETY: activation blocks ib..ib+4 and scales ib..ib+4 are in bounds (asserted).
+            let dy = unsafe {
+                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
+                for k in 0..4 {
+                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
+                }
+                _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(d[t].as_ptr().add(ib)))
+            };
+            let sf = _mm256_cvtepi32_ps(hsum8(&v));
+            let p = if K == L_Q4_0 {
+                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+            } else {
+                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+            };
+            let mut pa = [0f32; 8];
+            // SAFETY: 8 f32.
+            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
+            for x in &pa[..4] {
+                sumf[t] += x;
+            }
+        }
+        ib += 4;
+    }
     while ib < nb {
         // SAFETY: block ib < nb in bounds (asserted).
         let x = unsafe { decode::<K>(wp.add(ib * bs)) };
