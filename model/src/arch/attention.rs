@@ -1,0 +1,142 @@
+//! Grouped-query self-attention with RoPE, optional QK-norm and sliding window, on burn ops.
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+
+use super::error::ArchError;
+use super::kv_cache::KvCache;
+use super::norm::RmsNorm;
+use super::rope::{Rope, RopeTables};
+use crate::ops::QLinear;
+
+/// Fixed attention settings of one layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionSpec {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Scale applied to the scores.
+    pub scale: f32,
+    /// RoPE of the layer.
+    pub rope: Rope,
+    /// Sliding window, `None` for full attention.
+    pub window: Option<usize>,
+}
+
+/// Rounds values through f16 (llama.cpp stores K/V in an F16 cache and converts Q to F16 for the
+/// K·Q product).
+pub(crate) fn f16_round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    t.cast(FloatDType::F16).cast(FloatDType::F32)
+}
+
+/// Self-attention block (projections, QK-norm, RoPE, cache, softmax, output projection).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection.
+    pub wq: QLinear,
+    /// Key projection.
+    pub wk: QLinear,
+    /// Value projection.
+    pub wv: QLinear,
+    /// Output projection.
+    pub wo: QLinear,
+    /// Per-head RMSNorm of queries (gemma3).
+    pub q_norm: Option<RmsNorm>,
+    /// Per-head RMSNorm of keys (gemma3).
+    pub k_norm: Option<RmsNorm>,
+    /// Settings.
+    #[module(skip)]
+    pub spec: AttentionSpec,
+}
+
+/// Additive mask `[1, 1, n, t]`: 0 where query `i` (position `pos0 + i`) may see key `j`, -inf
+/// elsewhere (future keys, keys at distance ≥ window). `None` when nothing is masked.
+pub(crate) fn mask(pos0: usize, n: usize, t: usize, window: Option<usize>, device: &Device) -> Option<Tensor<4>> {
+    let visible = |i: usize, j: usize| {
+        let q = pos0 + i;
+        j <= q && window.is_none_or(|w| q - j < w)
+    };
+    let all_visible = (0..n).all(|i| visible(i, 0) && visible(i, t - 1) && t <= pos0 + i + 1);
+    if all_visible {
+        return None;
+    }
+    let mut m = vec![0f32; n * t];
+    for i in 0..n {
+        for j in 0..t {
+            if !visible(i, j) {
+                m[i * t + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Some(Tensor::from_data(TensorData::new(m, [1, 1, n, t]), device))
+}
+
+impl Attention {
+    /// Attends `x` (`[n, d]`, positions `cache.len()..`) and appends its keys/values to layer
+    /// `layer` of `cache`. `rope` must hold the tables of those `n` positions for this layer's base.
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        rope: &RopeTables,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Tensor<2>, ArchError> {
+        let s = self.spec;
+        let [n, _] = x.dims();
+        let pos0 = cache.len();
+        let device = x.device();
+        let q: Tensor<3> = self.wq.forward(x.clone())?.reshape([n, s.n_head, s.head_dim]);
+        let k: Tensor<3> = self.wk.forward(x.clone())?.reshape([n, s.n_kv_head, s.head_dim]);
+        let v: Tensor<3> = self.wv.forward(x)?.reshape([n, s.n_kv_head, s.head_dim]);
+        let q = match &self.q_norm {
+            Some(norm) => norm.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(norm) => norm.forward(k),
+            None => k,
+        };
+        let q = s.rope.apply(q, rope);
+        let k = s.rope.apply(k, rope);
+        // Cache layout [kv_heads, positions, head_dim], f16-rounded like llama.cpp's F16 cache.
+        let k = f16_round(k.swap_dims(0, 1));
+        let v = f16_round(v.swap_dims(0, 1));
+        let (keys, values) = cache.append(layer, k, v);
+        let t = keys.dims()[1];
+        let group = s.n_head / s.n_kv_head;
+        // Queries [n, heads, hd] -> [kv_heads, group * n, hd]; head h uses kv head h / group.
+        let q = f16_round(q.mul_scalar(s.scale)).swap_dims(0, 1).reshape([s.n_kv_head, group * n, s.head_dim]);
+        let scores = q.matmul(keys.swap_dims(1, 2)); // [kv, group*n, t]
+        let scores: Tensor<4> = scores.reshape([s.n_kv_head, group, n, t]);
+        let scores = match mask(pos0, n, t, s.window, &device) {
+            Some(m) => scores + m,
+            None => scores,
+        };
+        let probs: Tensor<3> = softmax(scores, 3).reshape([s.n_kv_head, group * n, t]);
+        let out = probs.matmul(values); // [kv, group*n, hd]
+        let out: Tensor<3> = out.reshape([s.n_head, n, s.head_dim]).swap_dims(0, 1);
+        let out: Tensor<2> = out.reshape([n, s.n_head * s.head_dim]);
+        self.wo.forward(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_and_windowed() {
+        let d = Device::flex();
+        assert!(mask(5, 1, 6, None, &d).is_none());
+        assert!(mask(5, 1, 6, Some(512), &d).is_none());
+        let m: Vec<f32> = mask(0, 3, 3, None, &d).unwrap().into_data().into_vec().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(m, vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0]);
+        let m: Vec<f32> = mask(3, 1, 4, Some(2), &d).unwrap().into_data().into_vec().unwrap();
+        assert_eq!(m, vec![inf, inf, 0.0, 0.0]);
+    }
+}

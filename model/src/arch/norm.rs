@@ -1,0 +1,53 @@
+//! RMS normalisation over the last dimension, multiplied by a weight (as ggml's `rms_norm` + `mul`).
+//!
+//! GGUF files converted by llama.cpp already hold gemma's `(1 + w)` folded into the stored norm
+//! weights (stored values are around 1, not around 0), so every architecture multiplies by the
+//! stored weight as is, exactly like llama.cpp's graph.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+
+/// RMSNorm with a learned weight vector.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Weight, one value per normalised element.
+    pub weight: Param<Tensor<1>>,
+    /// Epsilon added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// A norm with the given weight.
+    pub fn new(weight: Tensor<1>, eps: f32) -> Self {
+        Self { weight: Param::from_tensor(weight), eps: eps as f64 }
+    }
+
+    /// Normalise `x` over its last dimension and multiply by the weight.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let ms = x.clone().square().mean_dim(D - 1);
+        let scale = (ms + self.eps).sqrt().recip();
+        let w: Tensor<D> = self.weight.val().unsqueeze();
+        x * scale * w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn normalises_rows() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, -4.0, 0.0, 4.0], [2, 3]), &device);
+        let w = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.5, 2.0], [3]), &device);
+        let n = RmsNorm::new(w, 1e-6);
+        let y: Vec<f32> = n.forward(x).into_data().into_vec().unwrap();
+        let r0 = ((1.0f32 + 4.0 + 9.0) / 3.0 + 1e-6).sqrt();
+        let r1 = ((16.0f32 + 0.0 + 16.0) / 3.0 + 1e-6).sqrt();
+        let want = [1.0 / r0, 1.0 / r0, 6.0 / r0, -4.0 / r1, 0.0, 8.0 / r1];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+}
