@@ -8,3 +8,7 @@ pub use edgeray_model as model;
 pub use edgeray_runtime as runtime;
 
 pub mod cli;
+/// Pipeline placement policies (pure).
+pub mod placement;
+/// The OpenAI-compatible HTTP gateway.
+pub mod gateway;

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod init;
 pub mod model_info;
 pub mod node;
+pub mod placement;
 pub mod status;
 
 /// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.
@@ -46,6 +47,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Print every member of the cluster.
     Status(status::StatusArgs),
+    /// Preview pipeline placements of a model on a (synthetic) cluster.
+    Placement(placement::PlacementArgs),
 }
 
 /// `edgeray model ...`
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Node(args) => node::run(args),
         Command::Status(args) => status::run(args),
+        Command::Placement(args) => placement::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

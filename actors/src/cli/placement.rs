@@ -1,0 +1,227 @@
+//! `edgeray placement preview`: show where each policy would put a GGUF model's layers on a
+//! cluster, offline.
+//!
+//! The cluster comes from a nodes file (`--nodes FILE.toml`, format in
+//! [`crate::placement::nodes_file`]); the model profile from the GGUF tensor table (per-layer
+//! bytes = the sizes of the tensors named `blk.<i>.*`).
+
+use crate::placement::{
+    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, PlacementPolicy, PowerPolicy, ProfileParams,
+    policy_by_name, profile_from_tensors,
+    units::{fmt_bytes, fmt_secs},
+};
+use anyhow::{Context, Result, bail};
+use edgeray_model::gguf::GgufFile;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `edgeray placement`.
+#[derive(Debug, clap::Args)]
+pub struct PlacementArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PlacementCommand,
+}
+
+/// `edgeray placement ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum PlacementCommand {
+    /// Print every candidate placement of a policy (and optionally compare all policies).
+    Preview(PreviewArgs),
+}
+
+/// Arguments of `edgeray placement preview`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = NODES_HELP)]
+pub struct PreviewArgs {
+    /// GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Synthetic cluster description (TOML, see below).
+    #[arg(long)]
+    pub nodes: PathBuf,
+    /// Placement policy: memory, power or throughput.
+    #[arg(long, default_value = "throughput")]
+    pub policy: String,
+    /// Context length the KV cache is sized for (default: the model's training context).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Fixed memory overhead per stage, MiB.
+    #[arg(long, default_value_t = 48)]
+    pub overhead_mib: u64,
+    /// Power policy: latency target as a multiple of the fastest placement's latency.
+    #[arg(long)]
+    pub latency_factor: Option<f64>,
+    /// Power policy: absolute per-token latency target, milliseconds.
+    #[arg(long, conflicts_with = "latency_factor")]
+    pub latency_target_ms: Option<f64>,
+    /// Also run every built-in policy and print a comparison table.
+    #[arg(long)]
+    pub compare: bool,
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const NODES_HELP: &str = "\
+Nodes file (TOML):
+  [default_link]            # optional; default 1 ms RTT, 100 Mbit/s
+  rtt_ms = 1.0
+  bandwidth_mbit = 100.0
+  [[node]]
+  name = \"pi-01\"            # id = \"...\" optional (defaults to the name)
+  memory_mib = 2048         # budget; free_mib optional (defaults to memory_mib)
+  power_w = 6.5             # watts while computing (needed by the power policy)
+  compute_mib_s = 900       # measured weight MiB/s the node streams
+  up = true                 # optional; backend = \"flex\" optional
+  [[link]]                  # optional, symmetric
+  a = \"pi-01\"
+  b = \"pi-02\"
+  rtt_ms = 0.4
+  bandwidth_mbit = 940.0";
+
+/// Run `edgeray placement`.
+pub fn run(args: PlacementArgs) -> Result<()> {
+    match args.command {
+        PlacementCommand::Preview(a) => preview(a),
+    }
+}
+
+/// Build a [`ModelProfile`] from a GGUF file.
+pub fn profile_from_gguf(path: &Path, ctx: Option<usize>, overhead_bytes: u64) -> Result<ModelProfile> {
+    let file = GgufFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+    let md = file.metadata();
+    let arch = md.get_str("general.architecture").context("reading general.architecture")?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_layers = md.get_usize(&key("block_count")).context("reading the layer count")?;
+    let hidden = md.get_usize(&key("embedding_length")).context("reading the hidden size")?;
+    let n_head = md.get_usize(&key("attention.head_count")).context("reading the head count")?;
+    let n_kv = match md.get(&key("attention.head_count_kv")) {
+        None => n_head,
+        Some(v) => match v.as_integer() {
+            Some(i) => usize::try_from(i).context("head_count_kv out of range")?,
+            // per-layer arrays: size the cache for the largest layer
+            None => md
+                .get_u32_array(&key("attention.head_count_kv"))
+                .context("reading head_count_kv")?
+                .into_iter()
+                .max()
+                .unwrap_or(0) as usize,
+        },
+    };
+    if n_head == 0 {
+        bail!("{}: attention.head_count is 0", path.display());
+    }
+    let head_dim = md.get_usize_opt(&key("attention.key_length"))?.unwrap_or(hidden / n_head);
+    let value_dim = md.get_usize_opt(&key("attention.value_length"))?.unwrap_or(head_dim);
+    let train_ctx = md.get_usize_opt(&key("context_length"))?.unwrap_or(2048);
+    let name = md.get_str_opt("general.name")?.unwrap_or(arch).to_string();
+    let mut params = ProfileParams::new(name, n_layers, hidden, n_kv, head_dim, ctx.unwrap_or(train_ctx));
+    params.value_dim = value_dim;
+    params.stage_overhead_bytes = overhead_bytes;
+    let tensors = file.tensors().iter().map(|t| (t.name.as_str(), t.size));
+    Ok(profile_from_tensors(&params, tensors)?)
+}
+
+/// Read a nodes file.
+pub fn cluster_from_file(path: &Path) -> Result<ClusterView> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read nodes file {}", path.display()))?;
+    placement::parse_nodes_toml(&text).with_context(|| format!("in {}", path.display()))
+}
+
+fn chosen_policy(args: &PreviewArgs) -> Result<Box<dyn PlacementPolicy>> {
+    let base = policy_by_name(&args.policy)?;
+    if base.name() == "power" {
+        if let Some(f) = args.latency_factor {
+            return Ok(Box::new(PowerPolicy::with_factor(f)));
+        }
+        if let Some(ms) = args.latency_target_ms {
+            return Ok(Box::new(PowerPolicy::with_target_s(ms / 1e3)));
+        }
+    } else if args.latency_factor.is_some() || args.latency_target_ms.is_some() {
+        bail!("--latency-factor / --latency-target-ms apply only to --policy power");
+    }
+    Ok(base)
+}
+
+fn preview(args: PreviewArgs) -> Result<()> {
+    let policy = chosen_policy(&args)?;
+    let model = profile_from_gguf(&args.model, args.ctx, args.overhead_mib << 20)?;
+    let cluster = cluster_from_file(&args.nodes)?;
+    let candidates = policy.candidates(&model, &cluster);
+    let bench = args.compare.then(|| PlacementBench::builtin(&model, &cluster));
+    if args.json {
+        let json = serde_json::json!({
+            "model": model,
+            "policy": policy.name(),
+            "candidates": candidates,
+            "comparison": bench,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", render(&model, &cluster, policy.name(), &candidates, bench.as_ref()));
+    }
+    if !candidates.iter().any(|c| c.chosen) {
+        if let Some(CandidateOutcome::Unplaceable(e)) = candidates.first().map(|c| &c.outcome) {
+            if candidates.len() == 1 {
+                bail!("the model cannot be placed: {e}");
+            }
+        }
+        bail!("policy `{}` found no placement", policy.name());
+    }
+    Ok(())
+}
+
+/// The human-readable preview.
+pub fn render(
+    model: &ModelProfile,
+    cluster: &ClusterView,
+    policy: &str,
+    candidates: &[placement::Candidate],
+    bench: Option<&PlacementBench>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "model {}: {} layers, weights {}, KV cache {} at ctx {}, overhead {} per stage",
+        model.name,
+        model.n_layers(),
+        fmt_bytes(model.total_weight_bytes()),
+        fmt_bytes(model.kv_bytes(model.n_layers())),
+        model.context_length,
+        fmt_bytes(model.stage_overhead_bytes)
+    );
+    let _ = writeln!(out, "cluster: {} nodes", cluster.nodes.len());
+    for n in &cluster.nodes {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>9} usable, {:>6.1} W, {:>9}/s{}",
+            n.name,
+            fmt_bytes(n.usable_bytes()),
+            n.power_watts,
+            fmt_bytes(n.compute_bytes_per_s as u64),
+            if n.up { "" } else { "  (down)" }
+        );
+    }
+    let _ = writeln!(out, "\npolicy `{policy}`: {} candidate(s)", candidates.len());
+    for c in candidates {
+        let mark = if c.chosen { "  <= chosen" } else { "" };
+        match &c.outcome {
+            CandidateOutcome::Placed(p) => {
+                let cost = if c.cost_name.ends_with("(s)") { fmt_secs(c.cost) } else { format!("{:.4}", c.cost) };
+                let _ = writeln!(out, "\n[{}] {} = {cost}{mark}", c.label, c.cost_name);
+                let _ = writeln!(out, "{p}");
+            }
+            CandidateOutcome::Unplaceable(e) => {
+                let _ = writeln!(out, "\n[{}] unplaceable: {e}", c.label);
+            }
+        }
+        for x in &c.excluded {
+            let _ = writeln!(out, "  left out {}: {}", x.name, x.reason);
+        }
+    }
+    if let Some(b) = bench {
+        let _ = writeln!(out, "\ncomparison of all policies:\n{}", b.table());
+    }
+    out
+}

@@ -1,0 +1,37 @@
+//! The OpenAI-compatible HTTP gateway (axum): `GET /v1/models`, `POST /v1/completions`,
+//! `POST /v1/chat/completions` (streamed as server-sent events or whole), `GET /metrics`
+//! (Prometheus text) and `GET /health`.
+//!
+//! The gateway talks to token generation only through [`CompletionBackend`]; the pipeline
+//! implements it. Admission control bounds requests in flight or queued; beyond the bound a
+//! request gets 429 with `Retry-After` at once, and an admitted request is never dropped for
+//! load. Errors use OpenAI's JSON error shape.
+//!
+//! ```no_run
+//! use edgeray::gateway::{EchoBackend, EchoConfig, Gateway, GatewayConfig};
+//! use std::sync::Arc;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let gw = Gateway::new(Arc::new(EchoBackend::new(EchoConfig::default())), GatewayConfig::default())?;
+//! let running = gw.spawn("127.0.0.1:0".parse()?).await?;
+//! println!("OpenAI base URL: {}", running.base_url());
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod admission;
+pub mod backend;
+pub mod echo;
+pub mod error;
+pub mod metrics;
+pub mod openai;
+pub mod server;
+pub mod stop;
+
+pub use backend::{
+    ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, SamplingParams,
+    SubmitError, TokenStream,
+};
+pub use echo::{EchoBackend, EchoConfig};
+pub use error::ApiError;
+pub use metrics::{Counter, Gauge, Histogram, MetricsError, MetricsRegistry};
+pub use server::{Gateway, GatewayConfig, GatewayError, RunningGateway};

@@ -1,0 +1,415 @@
+//! OpenAI wire format: request bodies, responses, streaming chunks, and the pure conversion of
+//! a request into a [`GenerationRequest`].
+
+use super::backend::{ChatMessage, GenerationRequest, PromptInput, SamplingParams};
+use super::error::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Most stop strings a request may give (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    /// One stop string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with `usage` before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Fields shared by both endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CommonParams {
+    /// Model id.
+    pub model: String,
+    /// Max tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Stream with server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Temperature.
+    pub temperature: Option<f32>,
+    /// Top-p.
+    pub top_p: Option<f32>,
+    /// Top-k (extension).
+    pub top_k: Option<u32>,
+    /// Min-p (extension).
+    pub min_p: Option<f32>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Stop strings.
+    pub stop: Option<StopField>,
+    /// Number of choices (only 1 is supported).
+    pub n: Option<u32>,
+    /// Presence penalty.
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty.
+    pub frequency_penalty: Option<f32>,
+    /// Repetition penalty (extension).
+    pub repeat_penalty: Option<f32>,
+    /// Client user id (ignored).
+    pub user: Option<String>,
+}
+
+/// `POST /v1/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    /// The prompt: a string or a one-element list of strings.
+    pub prompt: Value,
+    /// Echo the prompt back (only `false` is supported).
+    #[serde(default)]
+    pub echo: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// A chat message in a request: content is a string or a list of text parts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestMessage {
+    /// Role.
+    pub role: String,
+    /// Content.
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<RequestMessage>,
+    /// Newer name for `max_tokens`.
+    pub max_completion_tokens: Option<u32>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Sum.
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage from the two counts.
+    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+/// One choice of a (non-streamed or streamed) text completion.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionChoice {
+    /// Text.
+    pub text: String,
+    /// Always 0.
+    pub index: u32,
+    /// Always null.
+    pub logprobs: Option<Value>,
+    /// `stop`, `length` or null while streaming.
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A `text_completion` object (full response and stream chunks share it).
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionResponse {
+    /// Response id.
+    pub id: String,
+    /// `text_completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Null.
+    pub system_fingerprint: Option<String>,
+    /// One choice.
+    pub choices: Vec<CompletionChoice>,
+    /// Present on full responses (and the final usage chunk when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// An assistant message in a full chat response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseMessage {
+    /// `assistant`.
+    pub role: &'static str,
+    /// Text.
+    pub content: String,
+}
+
+/// One choice of a full chat response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    /// Always 0.
+    pub index: u32,
+    /// The reply.
+    pub message: ResponseMessage,
+    /// Always null.
+    pub logprobs: Option<Value>,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+}
+
+/// A `chat.completion` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatResponse {
+    /// Response id.
+    pub id: String,
+    /// `chat.completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Null.
+    pub system_fingerprint: Option<String>,
+    /// One choice.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// `delta` of a chat stream chunk.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delta {
+    /// `assistant` on the first chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// New text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice of a chat stream chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    /// Always 0.
+    pub index: u32,
+    /// What is new.
+    pub delta: Delta,
+    /// Always null.
+    pub logprobs: Option<Value>,
+    /// Set on the last chunk.
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A `chat.completion.chunk` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChunk {
+    /// Response id (same for every chunk).
+    pub id: String,
+    /// `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Null.
+    pub system_fingerprint: Option<String>,
+    /// One choice (none on the usage chunk).
+    pub choices: Vec<ChunkChoice>,
+    /// Only on the final usage chunk when `stream_options.include_usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// A validated request, ready for the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The backend request.
+    pub request: GenerationRequest,
+    /// Model id the client named.
+    pub model: String,
+    /// Stream the answer.
+    pub stream: bool,
+    /// Add a usage chunk at the end of the stream.
+    pub include_usage: bool,
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::invalid_request(message, Some(param))
+}
+
+fn check_range(v: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<(), ApiError> {
+    match v {
+        Some(x) if !(x.is_finite() && x >= lo && x <= hi) => {
+            Err(invalid(format!("{x} is not a valid value for '{param}': must be between {lo} and {hi}"), param))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn common_checks(c: &CommonParams, max_tokens: Option<u32>) -> Result<(SamplingParams, Vec<String>), ApiError> {
+    if let Some(n) = c.n
+        && n != 1
+    {
+        return Err(invalid(format!("n = {n} is not supported: only one choice per request"), "n"));
+    }
+    if max_tokens == Some(0) {
+        return Err(invalid("max_tokens must be at least 1", "max_tokens"));
+    }
+    check_range(c.temperature, 0.0, 2.0, "temperature")?;
+    check_range(c.top_p, 0.0, 1.0, "top_p")?;
+    check_range(c.min_p, 0.0, 1.0, "min_p")?;
+    check_range(c.presence_penalty, -2.0, 2.0, "presence_penalty")?;
+    check_range(c.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
+    check_range(c.repeat_penalty, 0.0, 10.0, "repeat_penalty")?;
+    let stop = match &c.stop {
+        None => Vec::new(),
+        Some(StopField::One(s)) => vec![s.clone()],
+        Some(StopField::Many(v)) => v.clone(),
+    };
+    if stop.len() > MAX_STOP_STRINGS {
+        return Err(invalid(format!("at most {MAX_STOP_STRINGS} stop sequences are allowed"), "stop"));
+    }
+    let stop: Vec<String> = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    let sampling = SamplingParams {
+        temperature: c.temperature,
+        top_p: c.top_p,
+        top_k: c.top_k,
+        min_p: c.min_p,
+        seed: c.seed,
+        presence_penalty: c.presence_penalty,
+        frequency_penalty: c.frequency_penalty,
+        repeat_penalty: c.repeat_penalty,
+    };
+    Ok((sampling, stop))
+}
+
+/// Validate a completion request and build the backend request.
+pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared, ApiError> {
+    if req.echo {
+        return Err(invalid("echo = true is not supported", "echo"));
+    }
+    let prompt = match req.prompt {
+        Value::String(s) => s,
+        Value::Array(items) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_string()
+        }
+        Value::Array(items) if items.len() > 1 && items.iter().all(Value::is_string) => {
+            return Err(invalid("batched prompts are not supported: send one prompt per request", "prompt"));
+        }
+        _ => return Err(invalid("prompt must be a string (token-id prompts are not supported)", "prompt")),
+    };
+    let (sampling, stop) = common_checks(&req.common, req.common.max_tokens)?;
+    Ok(Prepared {
+        request: GenerationRequest {
+            id,
+            prompt: PromptInput::Text(prompt),
+            max_tokens: req.common.max_tokens,
+            sampling,
+            stop,
+        },
+        model: req.common.model,
+        stream: req.common.stream,
+        include_usage: req.common.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+fn message_text(content: &Value, index: usize) -> Result<String, ApiError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    _ => {
+                        return Err(invalid(
+                            format!("messages[{index}].content: only text parts are supported"),
+                            &format!("messages[{index}].content"),
+                        ));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(invalid(
+            format!("messages[{index}].content must be a string or a list of text parts"),
+            &format!("messages[{index}].content"),
+        )),
+    }
+}
+
+/// Validate a chat request and build the backend request.
+pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> {
+    if req.messages.is_empty() {
+        return Err(invalid("messages must contain at least one message", "messages"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role.as_str() {
+            "system" | "developer" | "user" | "assistant" | "tool" => {}
+            other => {
+                return Err(invalid(
+                    format!("messages[{i}].role `{other}` is not one of system, developer, user, assistant, tool"),
+                    &format!("messages[{i}].role"),
+                ));
+            }
+        }
+        messages.push(ChatMessage { role: m.role.clone(), content: message_text(&m.content, i)? });
+    }
+    let max_tokens = req.max_completion_tokens.or(req.common.max_tokens);
+    let (sampling, stop) = common_checks(&req.common, max_tokens)?;
+    Ok(Prepared {
+        request: GenerationRequest { id, prompt: PromptInput::Chat(messages), max_tokens, sampling, stop },
+        model: req.common.model,
+        stream: req.common.stream,
+        include_usage: req.common.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_prompt_forms() {
+        let r: CompletionRequest =
+            serde_json::from_str(r#"{"model":"m","prompt":["hi"],"stop":"x","max_tokens":3}"#).unwrap();
+        let p = prepare_completion(r, "id".into()).unwrap();
+        assert_eq!(p.request.prompt, PromptInput::Text("hi".into()));
+        assert_eq!(p.request.stop, vec!["x".to_string()]);
+        let r: CompletionRequest = serde_json::from_str(r#"{"model":"m","prompt":[1,2]}"#).unwrap();
+        assert_eq!(prepare_completion(r, "id".into()).unwrap_err().param.as_deref(), Some("prompt"));
+    }
+
+    #[test]
+    fn chat_parts_and_limits() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"max_completion_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        let p = prepare_chat(r, "id".into()).unwrap();
+        assert_eq!(p.request.prompt, PromptInput::Chat(vec![ChatMessage { role: "user".into(), content: "ab".into() }]));
+        assert_eq!(p.request.max_tokens, Some(5));
+        assert!(p.stream && p.include_usage);
+        let r: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#).unwrap();
+        assert_eq!(prepare_chat(r, "id".into()).unwrap_err().param.as_deref(), Some("temperature"));
+        let r: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
+        assert!(prepare_chat(r, "id".into()).is_err());
+    }
+}

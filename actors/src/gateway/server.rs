@@ -1,0 +1,635 @@
+//! The HTTP server: routes, handlers, streaming, admission and metrics wiring.
+
+use super::admission::{Admission, AdmissionPermit};
+use super::backend::{CompletionBackend, FinishReason, GenerationEvent, TokenStream};
+use super::error::ApiError;
+use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
+use super::openai::{
+    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice, CompletionRequest,
+    CompletionResponse, Delta, Prepared, ResponseMessage, Usage, prepare_chat, prepare_completion,
+};
+use super::stop::{StopMatcher, StopOutcome};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Gateway settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Largest request body accepted (413 beyond it). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Requests in flight or queued at most; more are refused with 429. Default 64.
+    pub max_concurrent_requests: usize,
+    /// `Retry-After` sent with 429 from admission control. Default 1 s.
+    pub retry_after: Duration,
+    /// Interval of SSE keep-alive comments. Default 15 s.
+    pub sse_keep_alive: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_body_bytes: 1 << 20,
+            max_concurrent_requests: 64,
+            retry_after: Duration::from_secs(1),
+            sse_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The gateway's own metrics (names start with `edgeray_gateway_`).
+#[derive(Debug, Clone)]
+struct GatewayMetrics {
+    registry: MetricsRegistry,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    rejected_overload: Counter,
+    in_flight: Gauge,
+    ttft: Histogram,
+}
+
+impl GatewayMetrics {
+    fn new(registry: MetricsRegistry) -> Result<Self, MetricsError> {
+        Ok(GatewayMetrics {
+            prompt_tokens: registry.counter("edgeray_gateway_prompt_tokens_total", "Prompt tokens processed.", &[])?,
+            completion_tokens: registry.counter("edgeray_gateway_completion_tokens_total", "Tokens generated and returned.", &[])?,
+            rejected_overload: registry.counter(
+                "edgeray_gateway_rejected_total",
+                "Requests refused with 429 because the gateway or backend was full.",
+                &[("reason", "overloaded")],
+            )?,
+            in_flight: registry.gauge("edgeray_gateway_in_flight_requests", "Requests admitted and not yet finished.", &[])?,
+            ttft: registry.histogram(
+                "edgeray_gateway_time_to_first_token_seconds",
+                "Time from admission to the first generated token.",
+                &[],
+                LATENCY_BUCKETS,
+            )?,
+            registry,
+        })
+    }
+
+    fn request(&self, endpoint: &str, status: StatusCode) {
+        if let Ok(c) = self.registry.counter(
+            "edgeray_gateway_requests_total",
+            "HTTP requests by endpoint and status code.",
+            &[("endpoint", endpoint), ("code", status.as_str())],
+        ) {
+            c.inc();
+        }
+    }
+
+    fn latency(&self, endpoint: &str, secs: f64) {
+        if let Ok(h) = self.registry.histogram(
+            "edgeray_gateway_request_duration_seconds",
+            "Time from admission to the end of the response, by endpoint.",
+            &[("endpoint", endpoint)],
+            LATENCY_BUCKETS,
+        ) {
+            h.observe(secs);
+        }
+    }
+}
+
+struct Inner {
+    backend: Arc<dyn CompletionBackend>,
+    config: GatewayConfig,
+    metrics: GatewayMetrics,
+    admission: Admission,
+    next_id: AtomicU64,
+    id_salt: u32,
+}
+
+/// The OpenAI-compatible HTTP gateway in front of a [`CompletionBackend`].
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+/// Why the gateway could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Its metrics clash with ones already in the registry.
+    #[error("gateway metrics: {0}")]
+    Metrics(#[from] MetricsError),
+    /// Binding or serving failed.
+    #[error("gateway I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A gateway serving in a background task.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    /// Base URL for OpenAI clients, e.g. `http://127.0.0.1:8080/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.local_addr)
+    }
+
+    /// Stop accepting connections, finish open ones, and wait.
+    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(GatewayError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Gateway {
+    /// A gateway with its own metrics registry.
+    pub fn new(backend: Arc<dyn CompletionBackend>, config: GatewayConfig) -> Result<Self, GatewayError> {
+        Self::with_metrics(backend, config, MetricsRegistry::new())
+    }
+
+    /// A gateway that registers its metrics in `registry` (shared with the pipeline, whose
+    /// metrics then appear on `/metrics` too).
+    pub fn with_metrics(
+        backend: Arc<dyn CompletionBackend>,
+        config: GatewayConfig,
+        registry: MetricsRegistry,
+    ) -> Result<Self, GatewayError> {
+        let metrics = GatewayMetrics::new(registry)?;
+        let admission = Admission::new(config.max_concurrent_requests, metrics.in_flight.clone());
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                metrics,
+                admission,
+                next_id: AtomicU64::new(1),
+                id_salt: rand::random(),
+            }),
+        })
+    }
+
+    /// The metrics registry served on `/metrics`.
+    pub fn metrics(&self) -> &MetricsRegistry {
+        &self.inner.metrics.registry
+    }
+
+    /// Requests currently admitted.
+    pub fn in_flight(&self) -> usize {
+        self.inner.admission.in_flight()
+    }
+
+    /// The axum router: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`,
+    /// `/health`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/models/{id}", get(model_by_id))
+            .route("/v1/completions", post(completions))
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/metrics", get(metrics))
+            .route("/health", get(health))
+            .fallback(fallback)
+            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .with_state(self.inner.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then finish open requests.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    }
+
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in a background task.
+    pub async fn spawn(&self, addr: SocketAddr) -> Result<RunningGateway, GatewayError> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            this.serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Ok(RunningGateway { local_addr, shutdown: Some(tx), task })
+    }
+}
+
+async fn models(State(s): State<Arc<Inner>>) -> Response {
+    let id = s.backend.model_id();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": [{ "id": id, "object": "model", "created": 0, "owned_by": "edgeray" }],
+    });
+    s.metrics.request("models", StatusCode::OK);
+    axum::Json(body).into_response()
+}
+
+async fn model_by_id(State(s): State<Arc<Inner>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let resp = if id == s.backend.model_id() {
+        axum::Json(serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "edgeray" })).into_response()
+    } else {
+        ApiError::model_not_found(&id).into_response()
+    };
+    s.metrics.request("models", resp.status());
+    resp
+}
+
+async fn metrics(State(s): State<Arc<Inner>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.registry.render()).into_response()
+}
+
+async fn health(State(s): State<Arc<Inner>>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "model": s.backend.model_id(),
+        "in_flight": s.admission.in_flight(),
+        "capacity": s.admission.capacity(),
+    }))
+    .into_response()
+}
+
+async fn fallback(uri: Uri) -> Response {
+    ApiError::route_not_found(uri.path()).into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Completion,
+    Chat,
+}
+
+impl Kind {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::Completion => "completions",
+            Kind::Chat => "chat_completions",
+        }
+    }
+}
+
+async fn completions(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(s, Kind::Completion, body).await
+}
+
+async fn chat_completions(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(s, Kind::Chat, body).await
+}
+
+async fn handle(s: Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection>) -> Response {
+    let resp = match generate(&s, kind, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                s.metrics.rejected_overload.inc();
+            }
+            e.into_response()
+        }
+    };
+    s.metrics.request(kind.endpoint(), resp.status());
+    resp
+}
+
+fn parse(s: &Inner, kind: Kind, body: Result<Bytes, BytesRejection>, id: String) -> Result<Prepared, ApiError> {
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(s.config.max_body_bytes)
+        } else {
+            ApiError::invalid_request(format!("could not read the request body: {rej}"), None)
+        }
+    })?;
+    let prepared = match kind {
+        Kind::Completion => {
+            let req: CompletionRequest = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+            prepare_completion(req, id)?
+        }
+        Kind::Chat => {
+            let req: ChatRequest = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+            prepare_chat(req, id)?
+        }
+    };
+    if prepared.model != s.backend.model_id() {
+        return Err(ApiError::model_not_found(&prepared.model));
+    }
+    Ok(prepared)
+}
+
+async fn generate(s: &Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let prefix = match kind {
+        Kind::Completion => "cmpl",
+        Kind::Chat => "chatcmpl",
+    };
+    let id = format!("{prefix}-{:08x}{n:08x}", s.id_salt);
+    let prepared = parse(s, kind, body, id.clone())?;
+    let permit = s.admission.try_admit().ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+    let started = Instant::now();
+    let stops = prepared.request.stop.clone();
+    let stream = s.backend.submit(prepared.request).map_err(|e| {
+        let mut a = ApiError::from(e);
+        if a.code == Some("context_length_exceeded") && kind == Kind::Completion {
+            a.param = Some("prompt".to_string());
+        }
+        a
+    })?;
+    s.metrics.prompt_tokens.add(stream.prompt_tokens as u64);
+    let ctx = ResponseCtx { id, created: unix_now(), model: prepared.model, kind, started };
+    if prepared.stream {
+        Ok(sse_response(s.clone(), ctx, stream, stops, prepared.include_usage, permit))
+    } else {
+        let out = collect(s, &ctx, stream, &stops).await;
+        drop(permit);
+        s.metrics.latency(kind.endpoint(), started.elapsed().as_secs_f64());
+        let out = out?;
+        let usage = Usage::new(out.prompt_tokens, out.completion_tokens);
+        let body = match kind {
+            Kind::Completion => serde_json::to_value(CompletionResponse {
+                id: ctx.id,
+                object: "text_completion",
+                created: ctx.created,
+                model: ctx.model,
+                system_fingerprint: None,
+                choices: vec![CompletionChoice {
+                    text: out.text,
+                    index: 0,
+                    logprobs: None,
+                    finish_reason: Some(out.finish.as_str()),
+                }],
+                usage: Some(usage),
+            }),
+            Kind::Chat => serde_json::to_value(ChatResponse {
+                id: ctx.id,
+                object: "chat.completion",
+                created: ctx.created,
+                model: ctx.model,
+                system_fingerprint: None,
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: ResponseMessage { role: "assistant", content: out.text },
+                    logprobs: None,
+                    finish_reason: out.finish.as_str(),
+                }],
+                usage,
+            }),
+        }
+        .map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))?;
+        Ok(axum::Json(body).into_response())
+    }
+}
+
+struct ResponseCtx {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+    started: Instant,
+}
+
+struct Collected {
+    text: String,
+    finish: FinishReason,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+const UNFINISHED: &str = "the model backend ended the stream without finishing the generation";
+
+async fn collect(s: &Inner, ctx: &ResponseCtx, mut stream: TokenStream, stops: &[String]) -> Result<Collected, ApiError> {
+    let mut matcher = StopMatcher::new(stops);
+    let mut text = String::new();
+    let mut count = 0u32;
+    loop {
+        match stream.events.recv().await {
+            Some(GenerationEvent::Token { text: t, .. }) => {
+                if count == 0 {
+                    s.metrics.ttft.observe(ctx.started.elapsed().as_secs_f64());
+                }
+                count += 1;
+                s.metrics.completion_tokens.inc();
+                match matcher.push(&t) {
+                    StopOutcome::Continue(out) => text.push_str(&out),
+                    StopOutcome::Stopped(out) => {
+                        text.push_str(&out);
+                        // dropping the stream cancels the rest of the generation
+                        return Ok(Collected {
+                            text,
+                            finish: FinishReason::Stop,
+                            prompt_tokens: stream.prompt_tokens,
+                            completion_tokens: count,
+                        });
+                    }
+                }
+            }
+            Some(GenerationEvent::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+                text.push_str(&matcher.finish());
+                return Ok(Collected { text, finish: finish_reason, prompt_tokens, completion_tokens });
+            }
+            Some(GenerationEvent::Error(m)) => return Err(ApiError::internal(format!("generation failed: {m}"))),
+            None => return Err(ApiError::internal(UNFINISHED)),
+        }
+    }
+}
+
+/// State of one streamed response.
+struct Streamer {
+    s: Arc<Inner>,
+    ctx: ResponseCtx,
+    events: Option<TokenStream>,
+    matcher: StopMatcher,
+    include_usage: bool,
+    permit: Option<AdmissionPermit>,
+    queue: VecDeque<Event>,
+    count: u32,
+    started_chat: bool,
+}
+
+impl Streamer {
+    fn data<T: serde::Serialize>(value: &T) -> Event {
+        Event::default().data(serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string()))
+    }
+
+    fn text_chunk(&self, text: String, finish: Option<FinishReason>) -> Event {
+        let finish_reason = finish.map(FinishReason::as_str);
+        match self.ctx.kind {
+            Kind::Completion => Self::data(&CompletionResponse {
+                id: self.ctx.id.clone(),
+                object: "text_completion",
+                created: self.ctx.created,
+                model: self.ctx.model.clone(),
+                system_fingerprint: None,
+                choices: vec![CompletionChoice { text, index: 0, logprobs: None, finish_reason }],
+                usage: None,
+            }),
+            Kind::Chat => Self::data(&ChatChunk {
+                id: self.ctx.id.clone(),
+                object: "chat.completion.chunk",
+                created: self.ctx.created,
+                model: self.ctx.model.clone(),
+                system_fingerprint: None,
+                choices: vec![ChunkChoice {
+                    index: 0,
+                    delta: Delta { role: None, content: if finish.is_some() { None } else { Some(text) } },
+                    logprobs: None,
+                    finish_reason,
+                }],
+                usage: None,
+            }),
+        }
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> Event {
+        match self.ctx.kind {
+            Kind::Completion => Self::data(&CompletionResponse {
+                id: self.ctx.id.clone(),
+                object: "text_completion",
+                created: self.ctx.created,
+                model: self.ctx.model.clone(),
+                system_fingerprint: None,
+                choices: vec![],
+                usage: Some(usage),
+            }),
+            Kind::Chat => Self::data(&ChatChunk {
+                id: self.ctx.id.clone(),
+                object: "chat.completion.chunk",
+                created: self.ctx.created,
+                model: self.ctx.model.clone(),
+                system_fingerprint: None,
+                choices: vec![],
+                usage: Some(usage),
+            }),
+        }
+    }
+
+    /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
+    fn finish(&mut self, pending: String, finish: FinishReason, usage: Usage) {
+        if !pending.is_empty() {
+            let ev = self.text_chunk(pending, None);
+            self.queue.push_back(ev);
+        }
+        let ev = self.text_chunk(String::new(), Some(finish));
+        self.queue.push_back(ev);
+        if self.include_usage {
+            let ev = self.usage_chunk(usage);
+            self.queue.push_back(ev);
+        }
+        self.queue.push_back(Event::default().data("[DONE]"));
+        self.close();
+    }
+
+    fn fail(&mut self, error: ApiError) {
+        self.queue.push_back(Event::default().data(error.to_json()));
+        self.close();
+    }
+
+    fn close(&mut self) {
+        self.events = None;
+        if self.permit.take().is_some() {
+            self.s.metrics.latency(self.ctx.kind.endpoint(), self.ctx.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Next SSE event, or `None` at the end.
+    async fn next(&mut self) -> Option<Event> {
+        if self.ctx.kind == Kind::Chat && !self.started_chat {
+            self.started_chat = true;
+            return Some(Self::data(&ChatChunk {
+                id: self.ctx.id.clone(),
+                object: "chat.completion.chunk",
+                created: self.ctx.created,
+                model: self.ctx.model.clone(),
+                system_fingerprint: None,
+                choices: vec![ChunkChoice {
+                    index: 0,
+                    delta: Delta { role: Some("assistant"), content: Some(String::new()) },
+                    logprobs: None,
+                    finish_reason: None,
+                }],
+                usage: None,
+            }));
+        }
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Some(ev);
+            }
+            let stream = self.events.as_mut()?;
+            let prompt_tokens = stream.prompt_tokens;
+            match stream.events.recv().await {
+                Some(GenerationEvent::Token { text, .. }) => {
+                    if self.count == 0 {
+                        self.s.metrics.ttft.observe(self.ctx.started.elapsed().as_secs_f64());
+                    }
+                    self.count += 1;
+                    self.s.metrics.completion_tokens.inc();
+                    match self.matcher.push(&text) {
+                        StopOutcome::Continue(out) => {
+                            if !out.is_empty() {
+                                return Some(self.text_chunk(out, None));
+                            }
+                        }
+                        StopOutcome::Stopped(out) => {
+                            let usage = Usage::new(prompt_tokens, self.count);
+                            self.finish(out, FinishReason::Stop, usage);
+                        }
+                    }
+                }
+                Some(GenerationEvent::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+                    let pending = self.matcher.finish();
+                    self.finish(pending, finish_reason, Usage::new(prompt_tokens, completion_tokens));
+                }
+                Some(GenerationEvent::Error(m)) => self.fail(ApiError::internal(format!("generation failed: {m}"))),
+                None => self.fail(ApiError::internal(UNFINISHED)),
+            }
+        }
+    }
+}
+
+fn sse_response(
+    s: Arc<Inner>,
+    ctx: ResponseCtx,
+    stream: TokenStream,
+    stops: Vec<String>,
+    include_usage: bool,
+    permit: AdmissionPermit,
+) -> Response {
+    let keep_alive = s.config.sse_keep_alive;
+    let streamer = Streamer {
+        s,
+        ctx,
+        events: Some(stream),
+        matcher: StopMatcher::new(&stops),
+        include_usage,
+        permit: Some(permit),
+        queue: VecDeque::new(),
+        count: 0,
+        started_chat: false,
+    };
+    let events = futures::stream::unfold(streamer, |mut st| async move {
+        st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)).into_response()
+}

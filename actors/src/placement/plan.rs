@@ -1,0 +1,286 @@
+//! What a placement policy produces: placements, candidates, exclusions and failures.
+
+use super::types::NodeId;
+use super::units::{fmt_bytes, fmt_secs};
+use serde::Serialize;
+use std::fmt;
+use std::ops::Range;
+
+/// One pipeline stage: a contiguous range of layers on one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageAssignment {
+    /// Node that runs the stage.
+    pub node: NodeId,
+    /// That node's name.
+    pub node_name: String,
+    /// Transformer layers `start..end` this stage holds.
+    pub layers: Range<usize>,
+    /// The stage holds the token embedding (first stage).
+    pub embed: bool,
+    /// The stage holds final norm, output head and sampler (last stage).
+    pub head: bool,
+    /// Resident weight bytes.
+    pub weight_bytes: u64,
+    /// KV-cache bytes at the configured context.
+    pub kv_bytes: u64,
+    /// Weights + KV cache + fixed overhead: what the node must have.
+    pub memory_bytes: u64,
+    /// The memory the node may use (`min(budget, free)`); always `>= memory_bytes`.
+    pub memory_limit_bytes: u64,
+    /// Predicted compute time per token on this stage, seconds.
+    pub compute_s: f64,
+}
+
+/// Predicted performance of a placement under the shared cost model ([`super::cost`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Single-stream decode speed: 1 / (Σ stage compute + Σ hops incl. the token's way back).
+    pub tokens_per_s: f64,
+    /// Pipelined throughput bound with many concurrent streams: 1 / slowest stage or hop.
+    pub pipelined_tokens_per_s: f64,
+    /// Per-token latency of one stream, seconds.
+    pub latency_s: f64,
+    /// Time of the slowest stage or hop, seconds.
+    pub bottleneck_s: f64,
+    /// Energy per token: Σ power × stage compute time, joules.
+    pub joules_per_token: f64,
+    /// Transfer time of each hop between consecutive stages, seconds.
+    pub hop_s: Vec<f64>,
+    /// Highest fraction of a node's usable memory the placement uses.
+    pub max_memory_utilization: f64,
+}
+
+/// A complete placement of the model on the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Placement {
+    /// Policy that produced it.
+    pub policy: String,
+    /// Stages in pipeline order; their layer ranges cover `0..n_layers` exactly once.
+    pub stages: Vec<StageAssignment>,
+    /// Predicted performance.
+    pub prediction: Prediction,
+}
+
+impl Placement {
+    /// Predicted single-stream tokens per second.
+    pub fn predicted_tokens_per_s(&self) -> f64 {
+        self.prediction.tokens_per_s
+    }
+
+    /// Predicted joules per token.
+    pub fn predicted_joules_per_token(&self) -> f64 {
+        self.prediction.joules_per_token
+    }
+
+    /// Nodes used, in pipeline order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
+        self.stages.iter().map(|s| &s.node)
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.stages.iter().enumerate() {
+            let mut extra = String::new();
+            if s.embed {
+                extra.push_str(" +embed");
+            }
+            if s.head {
+                extra.push_str(" +head");
+            }
+            writeln!(
+                f,
+                "  stage {i}: {:<12} layers {:>3}..{:<3}{extra:<12} mem {:>9} / {:>9} (weights {}, KV {}), {}/token",
+                s.node_name,
+                s.layers.start,
+                s.layers.end,
+                fmt_bytes(s.memory_bytes),
+                fmt_bytes(s.memory_limit_bytes),
+                fmt_bytes(s.weight_bytes),
+                fmt_bytes(s.kv_bytes),
+                fmt_secs(s.compute_s),
+            )?;
+        }
+        let p = &self.prediction;
+        write!(
+            f,
+            "  predicted: {:.1} tokens/s single stream ({}/token), {:.1} tokens/s pipelined bound, {:.3} J/token",
+            p.tokens_per_s,
+            fmt_secs(p.latency_s),
+            p.pipelined_tokens_per_s,
+            p.joules_per_token
+        )
+    }
+}
+
+/// Why a node takes no part in a placement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// The node is not a live member.
+    Down,
+    /// The node offers no memory.
+    ZeroBudget,
+    /// The node has no usable compute score.
+    NoComputeScore,
+    /// The power policy needs a power figure and the node has none.
+    NoPowerBudget,
+    /// Even the smallest possible stage does not fit.
+    TooSmall {
+        /// Memory the node may use.
+        usable_bytes: u64,
+        /// Memory of the smallest possible stage (one layer + KV + overhead).
+        smallest_stage_bytes: u64,
+    },
+    /// The node could take part but this candidate does not use it.
+    Unused,
+}
+
+impl fmt::Display for ExclusionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExclusionReason::Down => f.write_str("node is down"),
+            ExclusionReason::ZeroBudget => f.write_str("memory budget is zero"),
+            ExclusionReason::NoComputeScore => f.write_str("no measured compute score"),
+            ExclusionReason::NoPowerBudget => f.write_str("no power figure (W) for the power policy"),
+            ExclusionReason::TooSmall { usable_bytes, smallest_stage_bytes } => write!(
+                f,
+                "usable memory {} < {} for the smallest stage (one layer + KV cache + overhead)",
+                fmt_bytes(*usable_bytes),
+                fmt_bytes(*smallest_stage_bytes)
+            ),
+            ExclusionReason::Unused => f.write_str("not used by this placement"),
+        }
+    }
+}
+
+/// A node left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exclusion {
+    /// The node.
+    pub node: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Why it was left out.
+    pub reason: ExclusionReason,
+}
+
+/// Why the model cannot be placed; every message names the shortfall.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Unplaceable {
+    /// The model profile is inconsistent.
+    #[error("invalid model profile: {reason}")]
+    InvalidModel {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The cluster view is inconsistent.
+    #[error("invalid cluster view: {reason}")]
+    InvalidCluster {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No node is usable at all.
+    #[error("no usable nodes ({known} known, all excluded)")]
+    NoUsableNodes {
+        /// Number of nodes in the view.
+        known: usize,
+    },
+    /// The usable nodes together have too little memory.
+    #[error(
+        "needs {} more: total budget {} < {} required (weights {} + KV cache {} at ctx {context_length} + overhead {})",
+        b(.shortfall_bytes), b(.total_budget_bytes), b(.required_bytes),
+        b(.weight_bytes), b(.kv_bytes), b(.overhead_bytes)
+    )]
+    InsufficientMemory {
+        /// `required_bytes - total_budget_bytes`.
+        shortfall_bytes: u64,
+        /// Sum of usable memory over usable nodes.
+        total_budget_bytes: u64,
+        /// Lower bound of memory any placement needs.
+        required_bytes: u64,
+        /// Weight bytes (one copy of every tensor).
+        weight_bytes: u64,
+        /// KV-cache bytes at `context_length`.
+        kv_bytes: u64,
+        /// Configured context length.
+        context_length: usize,
+        /// Fixed overhead of one stage.
+        overhead_bytes: u64,
+    },
+    /// Enough memory in total, but whole layers do not pack into the nodes' budgets.
+    #[error("no contiguous split fits: {reason}")]
+    NoFeasibleSplit {
+        /// Which budgets the whole layers do not pack into.
+        reason: String,
+    },
+    /// No placement with the requested number of stages fits.
+    #[error("no {stages}-stage placement fits the memory budgets")]
+    NoSplitWithStages {
+        /// Stage count tried.
+        stages: usize,
+    },
+    /// A placement exists but none meets the latency target.
+    #[error(
+        "latency target {} per token unreachable: the fastest placement{} takes {}",
+        secs(.target_s), with_stages(.stages), secs(.best_s)
+    )]
+    LatencyTarget {
+        /// Requested per-token latency.
+        target_s: f64,
+        /// Best achievable per-token latency.
+        best_s: f64,
+        /// Stage count, when the target was checked for a fixed number of stages.
+        stages: Option<usize>,
+    },
+}
+
+fn b(bytes: &u64) -> String {
+    fmt_bytes(*bytes)
+}
+
+fn secs(s: &f64) -> String {
+    fmt_secs(*s)
+}
+
+fn with_stages(stages: &Option<usize>) -> String {
+    stages.map(|k| format!(" with {k} stages")).unwrap_or_default()
+}
+
+/// One option a policy considered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// Short label, e.g. `3 stages`.
+    pub label: String,
+    /// The placement, or why this option is impossible.
+    pub outcome: CandidateOutcome,
+    /// The policy's objective value (lower is better; `inf` when unplaceable).
+    pub cost: f64,
+    /// What the cost measures, e.g. `slowest stage (s)`.
+    pub cost_name: String,
+    /// This is the candidate [`super::PlacementPolicy::place`] returns.
+    pub chosen: bool,
+    /// Nodes left out of this candidate, with reasons.
+    pub excluded: Vec<Exclusion>,
+}
+
+/// A candidate's placement or failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateOutcome {
+    /// A valid placement.
+    Placed(Placement),
+    /// Why this option cannot be placed.
+    Unplaceable(Unplaceable),
+}
+
+impl CandidateOutcome {
+    /// The placement, if any.
+    pub fn placement(&self) -> Option<&Placement> {
+        match self {
+            CandidateOutcome::Placed(p) => Some(p),
+            CandidateOutcome::Unplaceable(_) => None,
+        }
+    }
+}
