@@ -39,7 +39,7 @@ use crate::membership::{Member, MemberSummary, Membership, MembershipEvent, Memb
 use crate::protocol::SUPPORTED_VERSIONS;
 use crate::resources::{self, ResourceReport};
 use crate::security::{ClusterId, ClusterSecret, ClusterSecurity, SecurityError};
-use crate::transport::{PeerEvent, Transport, TransportConfig, TransportError};
+use crate::transport::{DisconnectReason, PeerEvent, Transport, TransportConfig, TransportError};
 use crate::wire::{FrameLimits, WireMessage};
 use bytes::Bytes;
 use dialer::{DialJob, Dialer, TargetKey};
@@ -552,7 +552,15 @@ impl EventLoop {
                 let now = Instant::now();
                 let mut m = self.shared.membership.lock();
                 let addr = m.get(&node_id).and_then(|x| x.addr);
-                let events = m.on_disconnected(node_id, incarnation, now);
+                // A peer that closes with the normal code on shutdown has left (its Goodbye may
+                // still be in flight on the control stream): report it as such.
+                let left = matches!(&reason, DisconnectReason::ClosedByPeer { code, reason }
+                    if *code == u64::from(crate::transport::CLOSE_NORMAL) && reason == "shutdown");
+                let events = if left {
+                    m.on_goodbye(node_id, incarnation, now)
+                } else {
+                    m.on_disconnected(node_id, incarnation, now)
+                };
                 drop(m);
                 if !events.is_empty() {
                     // Keep trying the lost member until it is forgotten (cable cut and healed).

@@ -63,6 +63,9 @@ pub async fn query_status(config: &ClusterConfig, target: &StatusTarget) -> Resu
     let transport = Transport::bind(tc, security, crate::identity::Incarnation::random())
         .await
         .map_err(|e| StatusError::Setup(e.to_string()))?;
+    // Nodes send their Join/Heartbeat control messages to every peer; accept (and ignore) them,
+    // an unhandled control type would be a protocol violation.
+    let _control = transport.control_messages(super::messages::CONTROL_TYPES, 256);
     let timeout = if target.timeout.is_zero() {
         Duration::from_secs(3)
     } else {

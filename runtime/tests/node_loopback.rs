@@ -1,0 +1,150 @@
+//! Three in-process nodes on 127.0.0.1 joined by seeds (mDNS off): membership, head, status
+//! client, graceful leave, restart as a new incarnation, wrong secret refused.
+
+use edgeray_runtime::config::{ByteSize, ClusterConfig, Power};
+use edgeray_runtime::membership::{DownReason, MemberState, MembershipEvent};
+use edgeray_runtime::node::status_client::{StatusTarget, query_status};
+use edgeray_runtime::node::{Node, NodeHandle};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(secret: [u8; 32], name: &str, port: u16, seeds: &[u16], dir: &std::path::Path) -> ClusterConfig {
+    let mut c = ClusterConfig::with_secret(secret);
+    c.name = Some(name.to_string());
+    c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    c.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    c.mdns = false;
+    c.state_dir = dir.join(name);
+    c.memory_budget = Some(ByteSize(1 << 30));
+    c.power_budget = Some(Power(6000));
+    c.resources.compute_score = Some(100.0);
+    c.timing.heartbeat = Duration::from_millis(200);
+    c.timing.suspect_after = Duration::from_millis(1000);
+    c.timing.down_after = Duration::from_millis(3000);
+    c.timing.keep_alive = Duration::from_millis(300);
+    c.timing.idle_timeout = Duration::from_secs(2);
+    c.timing.gossip = Duration::from_millis(500);
+    c.timing.seed_retry_min = Duration::from_millis(100);
+    c.timing.seed_retry_max = Duration::from_millis(500);
+    c
+}
+
+async fn start3(secret: [u8; 32], dir: &std::path::Path) -> (Vec<NodeHandle>, Vec<u16>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        // Each node only knows the first one: the third learns the second through gossip or
+        // the second's own seed dial.
+        let seeds: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
+        nodes.push(Node::start(config(secret, name, ports[i], &seeds, dir)).await.unwrap());
+    }
+    (nodes, ports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_join_agree_on_head_and_leave() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [42u8; 32];
+    let (mut nodes, ports) = start3(secret, dir.path()).await;
+    for n in &nodes {
+        assert!(
+            n.wait_for_up(3, Duration::from_secs(10)).await,
+            "{} sees {:?}",
+            n.name(),
+            n.members()
+        );
+    }
+    let lowest = nodes.iter().map(|n| n.node_id()).min().unwrap();
+    for n in &nodes {
+        assert_eq!(n.head(), Some(lowest), "head on {}", n.name());
+        let m = n.members();
+        assert!(
+            m.iter()
+                .all(|m| m.resources.as_ref().is_some_and(|r| r.memory_budget == 1 << 30))
+        );
+    }
+
+    // The status client authenticates with the secret and reads the table from a node.
+    let client_cfg = config(secret, "client", ports[2], &[], dir.path());
+    let st = query_status(
+        &client_cfg,
+        &StatusTarget {
+            timeout: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(st.members.len(), 3, "{st:?}");
+    assert_eq!(st.count("Up"), 3);
+    assert_eq!(st.answered_by, nodes[2].node_id().to_hex());
+    assert!(st.members.iter().any(|m| m.is_head && m.node_id == lowest.to_hex()));
+    // The status client did not become a member.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(nodes[2].members().len(), 3);
+
+    // A wrong secret is refused.
+    let wrong = config([7u8; 32], "intruder", ports[2], &[], dir.path());
+    let err = query_status(
+        &wrong,
+        &StatusTarget {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(err.is_err(), "wrong secret must not get the member table");
+
+    // Graceful leave: the others see Down (left) at once, and the head moves if needed.
+    let mut ev = nodes[0].subscribe();
+    let leaving = nodes.remove(1);
+    let (left_id, left_inc) = (leaving.node_id(), leaving.incarnation());
+    leaving.shutdown().await;
+    drop(leaving);
+    let down = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Ok(MembershipEvent::MemberDown { member, reason }) = ev.recv().await
+                && member.node_id == left_id
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("MemberDown within 3 s");
+    assert!(matches!(down, DownReason::Left | DownReason::Disconnected), "{down:?}");
+    let remaining_lowest = nodes.iter().map(|n| n.node_id()).min().unwrap();
+    assert_eq!(nodes[0].head(), Some(remaining_lowest));
+    assert_eq!(nodes[0].member(left_id).unwrap().state, MemberState::Down);
+
+    // Restart with the same identity (on a new port: the old endpoint may linger in this
+    // process while its tasks wind down): a new incarnation comes Up.
+    let again = Node::start(config(secret, "b", free_port(), &[ports[0]], dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(again.node_id(), left_id, "identity persisted in state_dir");
+    assert_ne!(again.incarnation(), left_inc);
+    assert!(
+        again.wait_for_up(3, Duration::from_secs(10)).await,
+        "{:?}",
+        again.members()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes[0].member(again.node_id()).map(|m| (m.state, m.incarnation))
+        != Some((MemberState::Up, again.incarnation()))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", nodes[0].members());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in [&nodes[0], &nodes[1], &again] {
+        n.shutdown().await;
+    }
+}
