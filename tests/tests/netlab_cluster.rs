@@ -153,19 +153,34 @@ compute_score = 100.0
         done: impl Fn(&[Member]) -> bool,
     ) -> Result<Duration> {
         let start = Instant::now();
-        let mut last: Result<Vec<Member>> = Ok(Vec::new());
+        let mut history = Vec::new();
         while start.elapsed() < timeout {
             self.check_nodes_running()?;
-            last = self.status(i, config);
-            if let Ok(members) = &last {
-                if done(members) {
-                    return Ok(start.elapsed());
+            let at = start.elapsed();
+            let result = self.status(i, config);
+            let took = start.elapsed() - at;
+            let summary = match &result {
+                Ok(m) => summarize(m),
+                Err(e) => format!("error: {}", format!("{e:#}").replace('\n', " | ")),
+            };
+            history.push(format!(
+                "  +{:.2}s ({:.2}s) {summary}",
+                at.as_secs_f64(),
+                took.as_secs_f64()
+            ));
+            if result.as_ref().is_ok_and(|m| done(m)) {
+                if verbose() {
+                    println!("host {i} polls until {what}:\n{}", history.join("\n"));
                 }
+                return Ok(start.elapsed());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let logs = self.logs_tail(30);
-        bail!("host {i}: not {what} within {timeout:?}; last status: {last:?}\n{logs}")
+        bail!(
+            "host {i}: not {what} within {timeout:?}; status polls:\n{}\n{logs}",
+            history.join("\n")
+        )
     }
 
     /// The last lines of every node's log, for failure messages.
@@ -217,6 +232,34 @@ fn parse_members(json: &str) -> Result<Vec<Member>> {
         .collect()
 }
 
+/// The reason in a refusal log line: `rejected peer ADDR: REASON` (node) or
+/// `peer connection rejected addr=ADDR reason=REASON` (transport); `None` for other lines.
+fn refusal_reason(line: &str) -> Option<&str> {
+    let lower = line.to_ascii_lowercase();
+    let at = lower.find("rejected")?;
+    let rest = &line[at..];
+    let reason = match rest.split_once("reason=") {
+        Some((_, r)) => r,
+        None => rest.split_once(": ")?.1,
+    };
+    let reason = reason.trim();
+    (!reason.is_empty()).then_some(reason)
+}
+
+/// `EDGERAY_NETLAB_VERBOSE` set: print every status poll.
+fn verbose() -> bool {
+    std::env::var_os("EDGERAY_NETLAB_VERBOSE").is_some()
+}
+
+/// `n1:Up n2:Down ...`
+fn summarize(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}:{}", m.name, m.state))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn state_of<'a>(members: &'a [Member], name: &str) -> Option<&'a str> {
     members
         .iter()
@@ -242,6 +285,19 @@ fn parse_members_accepts_both_shapes() -> Result<()> {
     assert!(is_up(&b, "n1"));
     assert!(parse_members("{}").is_err());
     Ok(())
+}
+
+#[test]
+fn refusal_reasons_are_recognised() {
+    let node = "2026-11-24T16:40:00Z  WARN edgeray_runtime::node: rejected peer 10.77.3.4:7070: TLS handshake failed: invalid peer certificate: UnknownIssuer";
+    assert_eq!(
+        refusal_reason(node),
+        Some("TLS handshake failed: invalid peer certificate: UnknownIssuer")
+    );
+    let transport = "WARN edgeray_runtime::transport::endpoint: peer connection rejected addr=10.77.3.4:7070 reason=wrong cluster";
+    assert_eq!(refusal_reason(transport), Some("wrong cluster"));
+    assert_eq!(refusal_reason("INFO member up name=n1"), None);
+    assert_eq!(refusal_reason("rejected peer 1.2.3.4:7070:  "), None);
 }
 
 /// 1 + 2: four nodes find each other by mDNS alone within 3 s; a cut node is marked Down by
@@ -358,13 +414,7 @@ fn node_with_wrong_secret_is_refused() -> Result<()> {
     let refusal = logs
         .iter()
         .flat_map(|(i, log)| log.lines().map(move |l| (*i, l)))
-        .find(|(_, l)| {
-            let l = l.to_ascii_lowercase();
-            // The transport logs `WARN ... peer connection rejected addr=... reason=...`.
-            (l.contains("reject") || l.contains("refus"))
-                && l.split_once("reason=")
-                    .is_some_and(|(_, r)| !r.trim().is_empty())
-        });
+        .find(|(_, l)| refusal_reason(l).is_some());
     match refusal {
         Some((i, line)) => println!("refusal logged on host {i}: {line}"),
         None => bail!(
