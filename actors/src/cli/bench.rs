@@ -1,10 +1,124 @@
-//! `edgeray bench` (placeholder until its issue lands).
+//! `edgeray bench`: prompt-processing and generation speed (median of repetitions) and peak RSS.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use edgeray_model::arch::{Generator, LogitsFor, StageInput, StageOutput};
+use edgeray_model::sampling::argmax;
+
+use super::generate::{default_threads, load_with_progress};
 
 /// Arguments of `edgeray bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Tokens of the prompt-processing test (one batch).
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Tokens of the generation test (one token per step).
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Kernel threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Deterministic pseudo-random token ids below `vocab` (like llama-bench's random prompt).
+fn synthetic_tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ salt;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn logits(g: &Generator, input: StageInput, cache: &mut edgeray_model::arch::KvCache) -> anyhow::Result<Vec<f32>> {
+    match g.stage.forward(input, cache, LogitsFor::Last)? {
+        StageOutput::Logits(l) => l.into_data().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}")),
+        StageOutput::Hidden(_) => bail!("full model returned hidden states"),
+    }
+}
 
 /// Run the subcommand.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`bench` is not implemented yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.reps == 0 || args.prompt_tokens == 0 || args.gen_tokens == 0 {
+        bail!("--reps, --prompt-tokens and --gen-tokens must be at least 1");
+    }
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let ctx = args.prompt_tokens.max(args.gen_tokens) + 1;
+    let g = load_with_progress(&args.model, threads, Some(ctx))?;
+    let vocab = g.config().vocab_size;
+    let gguf_bytes = std::fs::metadata(&args.model).context("cannot stat the model")?.len();
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for rep in 0..args.reps {
+        let prompt = synthetic_tokens(args.prompt_tokens, vocab, rep as u64);
+        let mut cache = g.stage.new_cache(ctx);
+        let t = Instant::now();
+        let l = logits(&g, StageInput::Tokens(prompt), &mut cache)?;
+        pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
+        drop(l);
+
+        let mut cache = g.stage.new_cache(ctx);
+        let mut tok = synthetic_tokens(1, vocab, 1000 + rep as u64)[0];
+        let t = Instant::now();
+        for _ in 0..args.gen_tokens {
+            let l = logits(&g, StageInput::Tokens(vec![tok]), &mut cache)?;
+            tok = argmax(&l).context("empty logits")? as u32;
+        }
+        tg.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
+        if !args.json {
+            eprintln!("rep {}: pp {:.1} t/s, tg {:.1} t/s", rep + 1, pp[rep], tg[rep]);
+        }
+    }
+    let (pp_m, tg_m) = (median(pp), median(tg));
+    let rss = peak_rss_bytes().unwrap_or(0);
+    let model = args.model.display().to_string();
+    if args.json {
+        let v = serde_json::json!({
+            "model": model,
+            "threads": threads,
+            "gguf_bytes": gguf_bytes,
+            "prompt_tokens": args.prompt_tokens,
+            "gen_tokens": args.gen_tokens,
+            "reps": args.reps,
+            "pp_tokens_per_s": pp_m,
+            "tg_tokens_per_s": tg_m,
+            "peak_rss_bytes": rss,
+        });
+        println!("{v}");
+    } else {
+        println!("model:       {model} ({} bytes)", gguf_bytes);
+        println!("threads:     {threads}");
+        println!("pp{}:       {pp_m:.1} tokens/s (median of {})", args.prompt_tokens, args.reps);
+        println!("tg{}:       {tg_m:.1} tokens/s (median of {})", args.gen_tokens, args.reps);
+        println!("peak RSS:    {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
 }

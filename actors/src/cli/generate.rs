@@ -1,10 +1,112 @@
-//! `edgeray generate` (placeholder until its issue lands).
+//! `edgeray generate`: run a GGUF model on this machine alone and stream the continuation.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use edgeray_model::arch::{GenerateOptions, Generator};
+use edgeray_model::sampling::SamplingParams;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `edgeray generate`.
 #[derive(Debug, clap::Args)]
-pub struct GenerateArgs {}
+pub struct GenerateArgs {
+    /// GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt text (raw, or the user message with `--chat`).
+    #[arg(long)]
+    pub prompt: String,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Random seed of the sampler.
+    #[arg(long, default_value_t = 0x5EED)]
+    pub seed: u64,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Kernel threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Apply the model's chat template to the prompt (as one user message).
+    #[arg(long)]
+    pub chat: bool,
+    /// Context length in tokens (default: min(model context, 4096)).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+/// Default thread count: the available cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Loads a model with an indicatif progress bar on stderr.
+pub fn load_with_progress(model: &PathBuf, threads: usize, ctx: Option<usize>) -> anyhow::Result<Generator> {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("loading {}", model.display()));
+    let generator = Generator::load(model, threads, ctx, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot load {}", model.display()));
+    bar.finish_and_clear();
+    generator
+}
 
 /// Run the subcommand.
-pub fn run(_args: GenerateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`generate` is not implemented yet")
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let t0 = Instant::now();
+    let generator = load_with_progress(&args.model, threads, args.ctx)?;
+    let load_time = t0.elapsed();
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    sampling.validate()?;
+    let prompt = if args.chat { generator.encode_chat(&args.prompt)? } else { generator.encode(&args.prompt)? };
+    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_err = None;
+    let generation = generator.generate_tokens(&prompt, &opts, |e| {
+        if let Err(err) = out.write_all(e.text.as_bytes()).and_then(|_| out.flush()) {
+            write_err = Some(err);
+            return false;
+        }
+        true
+    })?;
+    if let Some(err) = write_err {
+        return Err(err).context("cannot write to stdout");
+    }
+    out.flush()?;
+    eprintln!();
+    eprintln!(
+        "load {:.2} s | prompt {} tokens, {:.1} tokens/s | generated {} tokens, {:.1} tokens/s | stop: {:?} | threads {}",
+        load_time.as_secs_f64(),
+        generation.prompt_tokens.len(),
+        generation.prompt_tokens_per_s(),
+        generation.tokens.len(),
+        generation.gen_tokens_per_s(),
+        generation.stop,
+        threads
+    );
+    Ok(())
 }
