@@ -70,6 +70,11 @@ fn feed(dec: &mut FrameDecoder, bytes: &[u8], chunk: usize) -> Result<Vec<Frame>
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Off)),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn frames_round_trip_under_any_chunking(frames in proptest::collection::vec(arb_frame(), 0..8), chunk in 1usize..200) {
         let mut stream = Vec::new();

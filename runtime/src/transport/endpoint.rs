@@ -312,7 +312,9 @@ impl Transport {
 
     /// Dials `addr` and runs the hello exchange; returns the admitted peer. With
     /// `expected = Some(id)` the TLS handshake fails unless the server is node `id`, and an
-    /// existing connection to `id` is returned without dialling.
+    /// existing connection to `id` is returned without dialling. Without it, if the TLS
+    /// handshake reveals a node that is already connected, the new connection is dropped and
+    /// the existing one returned (re-dialling a seed never disturbs a live connection).
     pub async fn connect(
         &self,
         addr: SocketAddr,
@@ -486,6 +488,12 @@ impl Inner {
         let cert_id = Self::cert_node_id(&conn).map_err(|r| refuse(&conn, r))?;
         let (send, recv) = match tokio::time::timeout(timeout, conn.accept_bi()).await {
             Ok(Ok(s)) => s,
+            Ok(Err(ConnectionError::ApplicationClosed(c)))
+                if c.error_code == VarInt::from_u32(CLOSE_DUPLICATE) =>
+            {
+                debug!(%addr, "dialler was already connected; duplicate connection dropped");
+                return Ok(());
+            }
             Ok(Err(e)) => return Err(format!("connection lost before hello: {e}")),
             Err(_) => return Err(refuse(&conn, "no hello received in time".into())),
         };
@@ -580,6 +588,12 @@ impl Inner {
         let cert_id = Self::cert_node_id(&conn).map_err(refuse)?;
         if cert_id == self.hello.node_id {
             return Err(refuse("connected to itself".into()));
+        }
+        // Already connected to that node (dialled by address, or it dialled us meanwhile): keep
+        // the existing connection; the acceptor drops this one silently before any hello.
+        if let Some(existing) = self.peers.lock().get(&cert_id).map(|e| e.info.clone()) {
+            conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"already connected");
+            return Ok(existing);
         }
         let limits = self.config.limits;
         let (send, recv) = conn.open_bi().await.map_err(|e| hs(e.to_string()))?;
