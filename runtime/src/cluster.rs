@@ -129,6 +129,10 @@ pub struct Cluster {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Future of a death watch: resolves with the reason the actor is gone.
+pub type WatchFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StopReason> + Send + 'static>>;
+
 /// A weak [`Cluster`] (held by actor contexts to avoid reference cycles).
 #[derive(Clone, Debug)]
 pub struct WeakCluster(Weak<Inner>);
@@ -416,22 +420,18 @@ impl Cluster {
     }
 
     /// Resolves when the actor with this id stops or its node goes down.
-    pub fn watch(
-        &self,
-        id: ActorId,
-    ) -> impl std::future::Future<Output = StopReason> + Send + use<> {
-        let c = self.clone();
-        async move { c.watch_now(id).await }
-    }
-
-    async fn watch_now(&self, id: ActorId) -> StopReason {
+    pub fn watch(&self, id: ActorId) -> WatchFuture {
         if id.node == self.inner.node {
             return match self.inner.locals.get(id.local) {
-                Some(cell) => cell.life().wait().await,
-                None => StopReason::NotFound,
+                Some(cell) => Box::pin(cell.life().wait()),
+                None => Box::pin(std::future::ready(StopReason::NotFound)),
             };
         }
-        self.remote_watch(id).await
+        match self.inner.remote.as_ref() {
+            // Registered at once (not when first polled), so a stop right after is seen.
+            Some(r) => Box::pin(r.watch(id)),
+            None => Box::pin(std::future::ready(StopReason::NodeDown)),
+        }
     }
 
     /// Stops every local actor and the actor threads; with a node ([`Cluster::start`]) also
@@ -526,16 +526,6 @@ impl Cluster {
             .unwrap_or(Err(AskError::Timeout))?;
         let msg = crate::codec::decode(&body).map_err(|e| AskError::Codec(e.to_string()))?;
         Ok(Envelope { msg, tail })
-    }
-
-    pub(crate) async fn remote_watch(&self, id: ActorId) -> StopReason {
-        if id.node == self.inner.node {
-            return Box::pin(self.watch_now(id)).await;
-        }
-        match self.inner.remote.as_ref() {
-            Some(r) => r.watch(id).await,
-            None => StopReason::NodeDown,
-        }
     }
 
     pub(crate) async fn remote_stop(&self, id: ActorId) {

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::envelope::Envelope;
 use super::error::{AskError, TellError};
 use super::kind::RemoteActor;
-use super::lifecycle::StopReason;
 use super::local::LocalActor;
 use crate::cluster::Cluster;
 use crate::identity::NodeId;
@@ -111,15 +110,10 @@ impl<A: RemoteActor> ActorRef<A> {
     }
 
     /// Resolves when the actor stops or its node goes down, with the reason.
-    pub fn watch(&self) -> impl std::future::Future<Output = StopReason> + Send + use<A> {
-        let local = self.local.as_ref().map(|l| l.life().wait());
-        let cluster = self.cluster.clone();
-        let id = self.id;
-        async move {
-            match local {
-                Some(w) => w.await,
-                None => cluster.remote_watch(id).await,
-            }
+    pub fn watch(&self) -> crate::cluster::WatchFuture {
+        match &self.local {
+            Some(l) => Box::pin(l.life().wait()),
+            None => self.cluster.watch(self.id),
         }
     }
 

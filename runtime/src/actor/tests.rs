@@ -174,10 +174,17 @@ async fn death_watch_sees_stop_panic_and_explicit_stop() {
     }
 
     let d = c.spawn::<TestActor>(3, SpawnOptions::new()).await.unwrap();
+    let wd = c.watch(d.id());
     d.stop().await;
     assert_eq!(
-        tokio::time::timeout(T, c.watch(d.id())).await.unwrap(),
+        tokio::time::timeout(T, wd).await.unwrap(),
         StopReason::Stopped
+    );
+    // Watching an actor that is already gone answers at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        tokio::time::timeout(T, c.watch(d.id())).await.unwrap(),
+        StopReason::NotFound
     );
     // The table forgets stopped actors.
     tokio::time::sleep(Duration::from_millis(50)).await;
