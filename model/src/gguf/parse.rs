@@ -38,14 +38,14 @@ impl TensorInfo {
         self.dims.iter().product()
     }
 
-    /// Row length (`dims[0]`).
+    /// Row length (`dims[0]`; 0 for a dimensionless info, which the reader never produces).
     pub fn row_len(&self) -> u64 {
-        self.dims[0]
+        self.dims.first().copied().unwrap_or(0)
     }
 
     /// Number of rows (product of `dims[1..]`).
     pub fn n_rows(&self) -> u64 {
-        self.dims[1..].iter().product()
+        self.dims.iter().skip(1).product()
     }
 }
 
