@@ -119,6 +119,21 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut Q8KActs) -> Result<(), QuantError>
     Ok(())
 }
 
+/// Which Q8_0 activation quantizer the kernels use: [`quantize_row_q8_0`] (ggml-cpu's x86 build,
+/// the default) or, with `EDGERAY_Q8_0_ROUNDING=ref`, [`quantize_row_q8_0_ref`] (ggml's portable
+/// reference, as used on targets without AVX/NEON). Read once per process; for comparisons.
+pub fn quantize_row_q8_0_selected(x: &[f32], out: &mut Q8_0Acts) -> Result<(), QuantError> {
+    static USE_REF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let use_ref = *USE_REF.get_or_init(|| {
+        std::env::var("EDGERAY_Q8_0_ROUNDING").is_ok_and(|v| v.eq_ignore_ascii_case("ref"))
+    });
+    if use_ref {
+        quantize_row_q8_0_ref(x, out)
+    } else {
+        quantize_row_q8_0(x, out)
+    }
+}
+
 /// ggml's `nearest_int`: round to nearest, ties to even (valid for |x| < 2^22).
 #[inline(always)]
 pub fn nearest_int(x: f32) -> i32 {

@@ -1,6 +1,6 @@
 //! [`QuantMatrix`] and the matvec / matmul entry points.
 
-use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0, quantize_row_q8_k};
+use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0_selected, quantize_row_q8_k};
 use super::bytes::SharedBytes;
 use super::dequant::{can_dequantize, dequantize_row};
 use super::error::QuantError;
@@ -91,7 +91,7 @@ impl Activations {
             ActKind::F16 => a.f = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
             ActKind::Q8_0 => {
                 for row in x.chunks_exact(cols.max(1)) {
-                    quantize_row_q8_0(row, &mut a.q8_0)?;
+                    quantize_row_q8_0_selected(row, &mut a.q8_0)?;
                 }
             }
             ActKind::Q8K => {

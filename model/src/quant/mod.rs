@@ -29,7 +29,8 @@ mod types;
 mod tests;
 
 pub use act::{
-    Q8_0Acts, Q8KActs, nearest_int, quantize_row_q8_0, quantize_row_q8_0_ref, quantize_row_q8_k,
+    Q8_0Acts, Q8KActs, nearest_int, quantize_row_q8_0, quantize_row_q8_0_ref,
+    quantize_row_q8_0_selected, quantize_row_q8_k,
 };
 pub use bytes::SharedBytes;
 pub use dequant::{can_dequantize, dequantize_row};
