@@ -1,10 +1,113 @@
-//! `edgeray node` (placeholder until its issue lands).
+//! `edgeray node`: run a cluster node on this board until SIGTERM/SIGINT.
+//!
+//! Boards on the same LAN find each other by mDNS within about 2 s; where multicast does not
+//! work, `seeds` in `cluster.toml` join the same way. Logs go to stderr (`--log info` shows
+//! membership changes: `member up name=… id=…`, `member down … reason=…`). On SIGTERM or SIGINT
+//! the node says goodbye to its peers and exits 0.
 
-/// Arguments of `edgeray node`.
+use anyhow::Context;
+use edgeray_runtime::config::{ByteSize, ClusterConfig, Power, validate_node_name};
+use edgeray_runtime::node::Node;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Arguments of `edgeray node`. Flags override the values in the config file.
 #[derive(Debug, clap::Args)]
-pub struct NodeArgs {}
+pub struct NodeArgs {
+    /// The cluster configuration written by `edgeray init`.
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// This node's display name (default: `name` in the config, else the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// UDP address of the QUIC endpoint, e.g. `0.0.0.0:7070`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Memory offered to the cluster, e.g. `3GiB`.
+    #[arg(long)]
+    pub memory_budget: Option<ByteSize>,
+    /// Power budget of this board, e.g. `6W`.
+    #[arg(long)]
+    pub power_budget: Option<Power>,
+    /// Folder for the node identity key.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// mDNS interface (repeatable), e.g. `--interface eth0`; replaces `interfaces` in the config.
+    #[arg(long = "interface")]
+    pub interfaces: Vec<String>,
+    /// Additional seed `host:port` (repeatable), added to `seeds` in the config.
+    #[arg(long = "seed")]
+    pub seeds: Vec<String>,
+    /// Disable mDNS (seeds only).
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+impl NodeArgs {
+    /// The config file with the flags applied, validated.
+    pub fn effective_config(&self) -> anyhow::Result<ClusterConfig> {
+        let mut c = ClusterConfig::load(&self.config)?;
+        if let Some(n) = &self.name {
+            validate_node_name(n)?;
+            c.name = Some(n.clone());
+        }
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(m) = self.memory_budget {
+            c.memory_budget = Some(m);
+        }
+        if let Some(p) = self.power_budget {
+            c.power_budget = Some(p);
+        }
+        if let Some(s) = &self.state_dir {
+            c.state_dir = s.clone();
+        }
+        if !self.interfaces.is_empty() {
+            c.interfaces = self.interfaces.clone();
+        }
+        c.seeds.extend(self.seeds.iter().cloned());
+        if self.no_mdns {
+            c.mdns = false;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 /// Run the subcommand.
-pub fn run(_args: NodeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`node` is not implemented yet")
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.effective_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let node = Node::start(config).await.context("cannot start the node")?;
+        eprintln!(
+            "edgeray node {} ({}) listening on {}; Ctrl-C to leave the cluster",
+            node.name(),
+            node.node_id().short(),
+            node.local_addr()
+        );
+        wait_for_signal().await?;
+        tracing::info!("signal received, leaving the cluster");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }

@@ -241,10 +241,7 @@ impl Node {
             Some((d, rx)) => (Some(d), Some(rx)),
             None => (None, None),
         };
-        let score = match cfg.resources.compute_score {
-            Some(s) => Some(s),
-            None => None,
-        };
+        let score = cfg.resources.compute_score;
         let status_task = tokio::spawn(serve_status(shared.clone(), self.status_streams));
         let event_loop = EventLoop {
             shared: shared.clone(),
