@@ -60,7 +60,7 @@ fn synthetic_tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
 
 fn logits(g: &Generator, input: StageInput, cache: &mut edgeray_model::arch::KvCache) -> anyhow::Result<Vec<f32>> {
     match g.stage.forward(input, cache, LogitsFor::Last)? {
-        StageOutput::Logits(l) => l.into_data().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}")),
+        StageOutput::Logits(l) => l.into_data().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}")),
         StageOutput::Hidden(_) => bail!("full model returned hidden states"),
     }
 }

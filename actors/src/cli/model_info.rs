@@ -50,7 +50,7 @@ pub fn run(args: ModelInfoArgs) -> anyhow::Result<()> {
     println!("rope:            {:?}, base {} (local {})", cfg.rope_style, cfg.rope_base, cfg.rope_base_local);
     println!("sliding window:  {}", cfg.sliding_window.map_or("none".into(), |w| format!("{w} (5 local : 1 global)")));
     println!("rms eps:         {:e}", cfg.rms_eps);
-    println!("attn scale:      {}", cfg.attn_scale);
+    println!("attn scale:      q x {:?}, kq x {}", cfg.q_scale, cfg.kq_scale);
     println!("output head:     {}", if cfg.tied_output { "tied to token_embd" } else { "output.weight" });
     println!("activation:      {:?}", cfg.activation);
 

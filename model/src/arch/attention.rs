@@ -8,7 +8,12 @@ use super::error::ArchError;
 use super::kv_cache::KvCache;
 use super::norm::RmsNorm;
 use super::rope::{Rope, RopeTables};
-use crate::ops::QLinear;
+use crate::ops::{FlashAttnBackend, FlashAttnParams, QLinear};
+use burn::backend::Dispatch;
+
+/// Query batches at least this long take ggml's tiled flash-attention path (f32 throughout);
+/// shorter ones (decode steps) the one-chunk path with f16 accumulation (`GGML_FA_TILE_Q`).
+const TILED_MIN_QUERIES: usize = 32;
 
 /// Fixed attention settings of one layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,16 +24,18 @@ pub struct AttentionSpec {
     pub n_kv_head: usize,
     /// Head dimension.
     pub head_dim: usize,
-    /// Scale applied to the scores.
-    pub scale: f32,
+    /// Scale applied to the queries before attention (gemma3: `attention.scale`, as llama.cpp's
+    /// `ggml_scale` on Q), `None` for none.
+    pub q_scale: Option<f32>,
+    /// Scale applied to each K·Q score inside attention.
+    pub kq_scale: f32,
     /// RoPE of the layer.
     pub rope: Rope,
     /// Sliding window, `None` for full attention.
     pub window: Option<usize>,
 }
 
-/// Rounds values through f16 (llama.cpp stores K/V in an F16 cache and converts Q to F16 for the
-/// K·Q product).
+/// Rounds values through f16 (llama.cpp stores K/V in an F16 cache).
 pub(crate) fn f16_round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     t.cast(FloatDType::F16).cast(FloatDType::F32)
 }
@@ -106,18 +113,36 @@ impl Attention {
         let k = f16_round(k.swap_dims(0, 1));
         let v = f16_round(v.swap_dims(0, 1));
         let (keys, values) = cache.append(layer, k, v);
-        let t = keys.dims()[1];
+        let t = pos0 + n;
         let group = s.n_head / s.n_kv_head;
-        // Queries [n, heads, hd] -> [kv_heads, group * n, hd]; head h uses kv head h / group.
-        let q = f16_round(q.mul_scalar(s.scale)).swap_dims(0, 1).reshape([s.n_kv_head, group * n, s.head_dim]);
-        let scores = q.matmul(keys.swap_dims(1, 2)); // [kv, group*n, t]
-        let scores: Tensor<4> = scores.reshape([s.n_kv_head, group, n, t]);
-        let scores = match mask(pos0, n, t, s.window, &device) {
-            Some(m) => scores + m,
-            None => scores,
+        let q = match s.q_scale {
+            Some(f) => q.mul_scalar(f),
+            None => q,
         };
-        let probs: Tensor<3> = softmax(scores, 3).reshape([s.n_kv_head, group * n, t]);
-        let out = probs.matmul(values); // [kv, group*n, hd]
+        // Queries [n, heads, hd] -> [kv_heads, group * n, hd]; head h uses kv head h / group.
+        let q = q.swap_dims(0, 1).reshape([s.n_kv_head, group * n, s.head_dim]);
+        let out = if n < TILED_MIN_QUERIES {
+            // Decode steps and short batches: ggml's one-chunk flash attention (f16 Q and V sums).
+            let params = FlashAttnParams { n, t, pos0, window: s.window.unwrap_or(0), scale: s.kq_scale };
+            Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
+                q.into_dispatch(),
+                keys.into_dispatch(),
+                values.into_dispatch(),
+                params,
+            ))
+        } else {
+            // Long batches: ggml's tiled path (f32 GEMMs, f32 softmax), on burn ops.
+            let keys = keys.narrow(1, 0, t);
+            let values = values.narrow(1, 0, t);
+            let scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(s.kq_scale); // [kv, group*n, t]
+            let scores: Tensor<4> = scores.reshape([s.n_kv_head, group, n, t]);
+            let scores = match mask(pos0, n, t, s.window, &device) {
+                Some(m) => scores + m,
+                None => scores,
+            };
+            let probs: Tensor<3> = softmax(scores, 3).reshape([s.n_kv_head, group * n, t]);
+            probs.matmul(values) // [kv, group*n, hd]
+        };
         let out: Tensor<3> = out.reshape([s.n_head, n, s.head_dim]).swap_dims(0, 1);
         let out: Tensor<2> = out.reshape([n, s.n_head * s.head_dim]);
         self.wo.forward(out)
@@ -133,10 +158,10 @@ mod tests {
         let d = Device::flex();
         assert!(mask(5, 1, 6, None, &d).is_none());
         assert!(mask(5, 1, 6, Some(512), &d).is_none());
-        let m: Vec<f32> = mask(0, 3, 3, None, &d).unwrap().into_data().into_vec().unwrap();
+        let m: Vec<f32> = mask(0, 3, 3, None, &d).unwrap().into_data().try_into_vec().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0]);
-        let m: Vec<f32> = mask(3, 1, 4, Some(2), &d).unwrap().into_data().into_vec().unwrap();
+        let m: Vec<f32> = mask(3, 1, 4, Some(2), &d).unwrap().into_data().try_into_vec().unwrap();
         assert_eq!(m, vec![inf, inf, 0.0, 0.0]);
     }
 }

@@ -89,8 +89,10 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// RoPE base of sliding-window layers.
     pub rope_base_local: f32,
-    /// Scale applied to queries before attention (the softmax scale).
-    pub attn_scale: f32,
+    /// Scale multiplied into the queries before attention (gemma3), as llama.cpp's graph does.
+    pub q_scale: Option<f32>,
+    /// Scale of the K·Q scores inside attention (`1/sqrt(head_dim)`, 1 for gemma3).
+    pub kq_scale: f32,
     /// Multiplier of the embeddings (`sqrt(d_model)` for gemma3).
     pub embed_scale: Option<f32>,
     /// Whether the output head reuses `token_embd`.
@@ -177,21 +179,23 @@ impl ModelConfig {
         }
         let vocab_size = embd.dims[1] as usize;
         let tied_output = file.tensor("output.weight").is_none();
-        let (rope_style, sliding_window, rope_base_local, attn_scale, embed_scale, activation) = match arch {
-            Arch::Llama => (RopeStyle::Norm, None, rope_base, 1.0 / (head_dim as f32).sqrt(), None, Activation::Silu),
-            Arch::Qwen2 => (RopeStyle::Neox, None, rope_base, 1.0 / (head_dim as f32).sqrt(), None, Activation::Silu),
+        let inv_sqrt = 1.0 / (head_dim as f32).sqrt();
+        let (rope_style, sliding_window, rope_base_local, q_scale, kq_scale, embed_scale, activation) = match arch {
+            Arch::Llama => (RopeStyle::Norm, None, rope_base, None, inv_sqrt, None, Activation::Silu),
+            Arch::Qwen2 => (RopeStyle::Neox, None, rope_base, None, inv_sqrt, None, Activation::Silu),
             Arch::Gemma3 => {
                 // llama.cpp: f_attention_scale = 1/sqrt(n_embd_head_k) (27B: 1/sqrt(n_embd/n_head)),
                 // sliding window from metadata, local RoPE base 10000.
                 let window = opt_usize(m, &k("attention.sliding_window"))?.unwrap_or(512);
                 let scale = m
                     .get_f32_opt(&k("attention.scale"))?
-                    .unwrap_or(1.0 / (head_dim as f32).sqrt());
+                    .unwrap_or(inv_sqrt);
                 (
                     RopeStyle::Neox,
                     Some(window),
                     10_000.0,
-                    scale,
+                    Some(scale),
+                    1.0,
                     Some((d_model as f32).sqrt()),
                     Activation::GeluTanh,
                 )
@@ -213,7 +217,8 @@ impl ModelConfig {
             rope_style,
             sliding_window,
             rope_base_local,
-            attn_scale,
+            q_scale,
+            kq_scale,
             embed_scale,
             tied_output,
             activation,

@@ -197,7 +197,7 @@ impl Generator {
         match self.stage.forward(input, cache, LogitsFor::Last)? {
             StageOutput::Logits(l) => l
                 .into_data()
-                .into_vec::<f32>()
+                .try_into_vec::<f32>()
                 .map_err(|e| ArchError::BadInput(format!("logits are not f32: {e:?}")).into()),
             StageOutput::Hidden(_) => Err(ArchError::BadInput("full stage returned hidden states".into()).into()),
         }

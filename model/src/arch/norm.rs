@@ -42,7 +42,7 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, -4.0, 0.0, 4.0], [2, 3]), &device);
         let w = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.5, 2.0], [3]), &device);
         let n = RmsNorm::new(w, 1e-6);
-        let y: Vec<f32> = n.forward(x).into_data().into_vec().unwrap();
+        let y: Vec<f32> = n.forward(x).into_data().try_into_vec().unwrap();
         let r0 = ((1.0f32 + 4.0 + 9.0) / 3.0 + 1e-6).sqrt();
         let r1 = ((16.0f32 + 0.0 + 16.0) / 3.0 + 1e-6).sqrt();
         let want = [1.0 / r0, 1.0 / r0, 6.0 / r0, -4.0 / r1, 0.0, 8.0 / r1];

@@ -119,7 +119,7 @@ mod tests {
             let x: Vec<f32> = (0..positions.len() * 2 * d).map(|i| (i as f32 * 0.37).sin()).collect();
             let t = rope.tables(&positions, &device);
             let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 2, d]), &device);
-            let got: Vec<f32> = rope.apply(xt, &t).into_data().into_vec().unwrap();
+            let got: Vec<f32> = rope.apply(xt, &t).into_data().try_into_vec().unwrap();
             for (pi, &p) in positions.iter().enumerate() {
                 for h in 0..2 {
                     let off = (pi * 2 + h) * d;

@@ -266,7 +266,7 @@ pub fn hidden_to_vec(h: Tensor<2>) -> Result<(Vec<f32>, [usize; 2]), ArchError> 
     let dims = h.dims();
     let v = h
         .into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| ArchError::BadInput(format!("hidden states are not f32: {e:?}")))?;
     Ok((v, dims))
 }

@@ -99,7 +99,7 @@ fn pool() -> Arc<KernelPool> {
 
 fn logits(out: StageOutput) -> Vec<f32> {
     match out {
-        StageOutput::Logits(l) => l.into_data().into_vec().unwrap(),
+        StageOutput::Logits(l) => l.into_data().try_into_vec().unwrap(),
         StageOutput::Hidden(_) => panic!("expected logits"),
     }
 }

@@ -2,8 +2,10 @@
 //! the product runs on edgeray's CPU kernels (`crate::quant`), called from burn through
 //! `#[backend_extension(Flex)]`.
 
+mod attention;
 mod qlinear;
 mod qweight;
 
+pub use attention::{FlashAttnBackend, FlashAttnParams};
 pub use qlinear::{QLinear, QuantLinearBackend};
 pub use qweight::QuantWeight;

@@ -1,0 +1,103 @@
+//! llama.cpp-exact attention for short query batches: a burn backend extension implemented on
+//! `Flex` that reproduces ggml-cpu's `flash_attn_ext_f16_one_chunk` (the path llama.cpp takes for
+//! decode steps and small batches with an F16 KV cache): queries rounded to f16, K·Q dot products
+//! in f32, online softmax, and the V accumulator kept in **f16** (`ggml_vec_mad_f16` /
+//! `ggml_vec_scale_f16`). Those f16 roundings move logits by up to ~0.1, enough to flip greedy
+//! choices, which is why this is not expressed with burn's f32 tensor ops.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::TensorData;
+use half::f16;
+
+/// Shape and masking parameters of one [`FlashAttnBackend::flash_attn_f16`] call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlashAttnParams {
+    /// Number of query positions in the batch.
+    pub n: usize,
+    /// Number of valid keys (positions `0..t`) in the cache buffers.
+    pub t: usize,
+    /// Position of the first query.
+    pub pos0: usize,
+    /// Sliding window (0 = none): key `j` is visible to query position `p` iff `p - j < window`.
+    pub window: usize,
+    /// Scale applied to each K·Q product.
+    pub scale: f32,
+}
+
+/// Attention with ggml's f16-accumulating CPU flash-attention numerics.
+#[backend_extension(Flex)]
+pub trait FlashAttnBackend: Backend {
+    /// `q`: `[kv_heads, group * n, head_dim]` (row `g * n + i` is query `i` of head `h*group+g`);
+    /// `k`, `v`: `[kv_heads, capacity, head_dim]` cache buffers (f16-representable values), of
+    /// which positions `0..params.t` are used. Returns `[kv_heads, group * n, head_dim]`.
+    fn flash_attn_f16(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        params: FlashAttnParams,
+    ) -> FloatTensor<Self>;
+}
+
+fn slice(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+impl FlashAttnBackend for Flex {
+    fn flash_attn_f16(q: FlexTensor, k: FlexTensor, v: FlexTensor, p: FlashAttnParams) -> FlexTensor {
+        let qs = q.shape();
+        let ks = k.shape();
+        let (kvh, rows, hd) = (qs[0], qs[1], qs[2]);
+        let cap = ks[1];
+        assert!(ks[0] == kvh && ks[2] == hd && p.t <= cap && p.n > 0 && rows % p.n == 0, "flash_attn_f16: shapes");
+        let (q, k, v) = (slice(&q), slice(&k), slice(&v));
+        let qd: &[f32] = q.as_slice().expect("contiguous f32 queries");
+        let kd: &[f32] = k.as_slice().expect("contiguous f32 keys");
+        let vd: &[f32] = v.as_slice().expect("contiguous f32 values");
+        let mut out = vec![0f32; kvh * rows * hd];
+        let mut qq = vec![0f32; hd];
+        let mut acc = vec![f16::ZERO; hd];
+        for h in 0..kvh {
+            let kb = &kd[h * cap * hd..];
+            let vb = &vd[h * cap * hd..];
+            for r in 0..rows {
+                let pos = p.pos0 + r % p.n;
+                let qrow = &qd[(h * rows + r) * hd..(h * rows + r + 1) * hd];
+                for (d, x) in qq.iter_mut().zip(qrow) {
+                    *d = f16::from_f32(*x).to_f32();
+                }
+                acc.fill(f16::ZERO);
+                let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+                let last = pos.min(p.t - 1);
+                let first = if p.window > 0 { (pos + 1).saturating_sub(p.window) } else { 0 };
+                for j in first..=last {
+                    let krow = &kb[j * hd..(j + 1) * hd];
+                    let s = krow.iter().zip(&qq).map(|(a, b)| a * b).sum::<f32>() * p.scale;
+                    let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                    if s > m {
+                        let old = m;
+                        m = s;
+                        ms = (old - m).exp();
+                        for a in acc.iter_mut() {
+                            *a = f16::from_f32(a.to_f32() * ms);
+                        }
+                    } else {
+                        vs = (s - m).exp();
+                    }
+                    let vrow = &vb[j * hd..(j + 1) * hd];
+                    for (a, x) in acc.iter_mut().zip(vrow) {
+                        *a = f16::from_f32(x.mul_add(vs, a.to_f32()));
+                    }
+                    s_sum = s_sum * ms + vs;
+                }
+                let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+                let o = &mut out[(h * rows + r) * hd..(h * rows + r + 1) * hd];
+                for (y, a) in o.iter_mut().zip(&acc) {
+                    *y = a.to_f32() * inv;
+                }
+            }
+        }
+        FlexTensor::from_data(TensorData::new(out, [kvh, rows, hd]))
+    }
+}
