@@ -265,7 +265,7 @@ impl FromStr for Power {
 
 impl fmt::Display for Power {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}W", self.0 / 1000)
         } else {
             write!(f, "{}W", self.watts())
@@ -311,7 +311,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 /// Format a duration the way [`parse_duration`] reads it (`1s`, `250ms`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
