@@ -24,7 +24,12 @@ fn client() -> reqwest::Client {
 }
 
 async fn post(base: &str, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = client().post(format!("{base}{path}")).json(body).send().await.unwrap();
+    let r = client()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, headers, r.text().await.unwrap())
@@ -32,15 +37,25 @@ async fn post(base: &str, path: &str, body: &Value) -> (u16, reqwest::header::He
 
 /// `data:` payloads of an SSE body, in order.
 fn sse_data(body: &str) -> Vec<String> {
-    body.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).map(str::to_string).collect()
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect()
 }
 
 fn assert_error(body: &str, code: Option<&str>) -> Value {
-    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("error body not JSON ({e}): {body}"));
+    let v: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("error body not JSON ({e}): {body}"));
     let err = &v["error"];
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(err["type"].is_string(), "{body}");
-    assert!(err.get("param").is_some() && err.get("code").is_some(), "{body}");
+    assert!(
+        err.get("param").is_some() && err.get("code").is_some(),
+        "{body}"
+    );
     if let Some(code) = code {
         assert_eq!(err["code"], code, "{body}");
     }
@@ -51,17 +66,43 @@ fn assert_error(body: &str, code: Option<&str>) -> Value {
 async fn lists_models_and_health() {
     let (gw, _, _) = start_default().await;
     let base = format!("http://{}", gw.local_addr);
-    let v: Value = client().get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], MODEL);
     assert_eq!(v["data"][0]["object"], "model");
-    let r = client().get(format!("{base}/v1/models/{MODEL}")).send().await.unwrap();
+    let r = client()
+        .get(format!("{base}/v1/models/{MODEL}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client().get(format!("{base}/v1/models/nope")).send().await.unwrap();
+    let r = client()
+        .get(format!("{base}/v1/models/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let h: Value = client().get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    let h: Value = client()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
-    let r = client().get(format!("{base}/v2/whatever")).send().await.unwrap();
+    let r = client()
+        .get(format!("{base}/v2/whatever"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_error(&r.text().await.unwrap(), Some("unknown_url"));
     gw.shutdown().await.unwrap();
@@ -71,8 +112,12 @@ async fn lists_models_and_health() {
 async fn completion_without_streaming() {
     let (gw, _, _) = start_default().await;
     let base = format!("http://{}", gw.local_addr);
-    let (status, _, body) =
-        post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "the quick brown fox", "max_tokens": 10})).await;
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "the quick brown fox", "max_tokens": 10}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["object"], "text_completion");
@@ -81,11 +126,18 @@ async fn completion_without_streaming() {
     assert_eq!(v["choices"][0]["text"], "the quick brown fox");
     assert_eq!(v["choices"][0]["index"], 0);
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert_eq!(v["usage"], json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}));
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})
+    );
 
     // max_tokens cuts the answer: finish_reason length
-    let (status, _, body) =
-        post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": ["a b c d e"], "max_tokens": 2})).await;
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": ["a b c d e"], "max_tokens": 2}),
+    )
+    .await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["choices"][0]["text"], "a b");
@@ -93,8 +145,12 @@ async fn completion_without_streaming() {
     assert_eq!(v["usage"]["completion_tokens"], 2);
 
     // stop strings end the answer and are not returned
-    let (status, _, body) =
-        post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "one two three four", "stop": [" thr"]})).await;
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "one two three four", "stop": [" thr"]}),
+    )
+    .await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["choices"][0]["text"], "one two");
@@ -116,17 +172,26 @@ async fn chat_without_streaming() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
-    assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": "hello there world"}));
+    assert_eq!(
+        v["choices"][0]["message"],
+        json!({"role": "assistant", "content": "hello there world"})
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     // 2 messages: (1 + 2) + (1 + 3) prompt tokens
-    assert_eq!(v["usage"], json!({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}));
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})
+    );
     gw.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn chat_streaming_sends_chunks_then_done() {
     let (gw, _, _) = start(
-        EchoConfig { token_delay: Duration::from_millis(5), ..EchoConfig::default() },
+        EchoConfig {
+            token_delay: Duration::from_millis(5),
+            ..EchoConfig::default()
+        },
         GatewayConfig::default(),
     )
     .await;
@@ -137,9 +202,19 @@ async fn chat_streaming_sends_chunks_then_done() {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
-    let mut r = client().post(format!("{base}/v1/chat/completions")).json(&req).send().await.unwrap();
+    let mut r = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let mut body = String::new();
     let mut reads = 0;
     while let Some(chunk) = r.chunk().await.unwrap() {
@@ -149,7 +224,10 @@ async fn chat_streaming_sends_chunks_then_done() {
     assert!(reads >= 2, "events arrive over time, not in one piece");
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     let id = chunks[0]["id"].clone();
     for c in &chunks {
         assert_eq!(c["object"], "chat.completion.chunk");
@@ -159,17 +237,31 @@ async fn chat_streaming_sends_chunks_then_done() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String = chunks
         .iter()
-        .filter_map(|c| c["choices"].get(0).and_then(|ch| ch["delta"]["content"].as_str()).map(str::to_string))
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)
+                .and_then(|ch| ch["delta"]["content"].as_str())
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(text, "alpha beta gamma delta");
-    let finals: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
-    let finals: Vec<&Value> = finals.into_iter().filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())).collect();
+    let finals: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .collect();
+    let finals: Vec<&Value> = finals
+        .into_iter()
+        .filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0]["choices"][0]["finish_reason"], "stop");
     assert_eq!(finals[0]["choices"][0]["delta"], json!({}));
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"], json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}));
+    assert_eq!(
+        usage["usage"],
+        json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})
+    );
     // token-by-token: 1 role chunk + 4 content chunks + final + usage
     assert_eq!(chunks.len(), 7);
     gw.shutdown().await.unwrap();
@@ -188,16 +280,28 @@ async fn completion_streaming_with_stop_and_length() {
     assert_eq!(status, 200);
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
-    let text: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap().to_string()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(text, "a b c ");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
     assert!(chunks.last().unwrap().get("usage").is_none());
 
-    let (_, _, body) =
-        post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "a b c d e f", "stream": true, "max_tokens": 3}))
-            .await;
+    let (_, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a b c d e f", "stream": true, "max_tokens": 3}),
+    )
+    .await;
     let data = sse_data(&body);
     let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "length");
@@ -207,15 +311,26 @@ async fn completion_streaming_with_stop_and_length() {
 #[tokio::test]
 async fn errors_use_openai_shape_and_status_codes() {
     let (gw, _, _) = start(
-        EchoConfig { context_length: 8, ..EchoConfig::default() },
-        GatewayConfig { max_body_bytes: 4096, ..GatewayConfig::default() },
+        EchoConfig {
+            context_length: 8,
+            ..EchoConfig::default()
+        },
+        GatewayConfig {
+            max_body_bytes: 4096,
+            ..GatewayConfig::default()
+        },
     )
     .await;
     let base = format!("http://{}", gw.local_addr);
     let c = client();
 
     // invalid JSON
-    let r = c.post(format!("{base}/v1/chat/completions")).body("{not json").send().await.unwrap();
+    let r = c
+        .post(format!("{base}/v1/chat/completions"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_error(&r.text().await.unwrap(), Some("invalid_json"));
     // valid JSON, wrong schema
@@ -223,23 +338,48 @@ async fn errors_use_openai_shape_and_status_codes() {
     assert_eq!(s, 400);
     assert_error(&b, None);
     // invalid parameter
-    let (s, _, b) = post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "top_p": 7})).await;
+    let (s, _, b) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "x", "top_p": 7}),
+    )
+    .await;
     assert_eq!(s, 400);
     assert_eq!(assert_error(&b, None)["error"]["param"], "top_p");
     // unknown model
-    let (s, _, b) = post(&base, "/v1/completions", &json!({"model": "gpt-9", "prompt": "x"})).await;
+    let (s, _, b) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": "gpt-9", "prompt": "x"}),
+    )
+    .await;
     assert_eq!(s, 404);
     assert_error(&b, Some("model_not_found"));
     // body too large
     let big = "word ".repeat(2000);
-    let (s, _, b) = post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": big})).await;
+    let (s, _, b) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": big}),
+    )
+    .await;
     assert_eq!(s, 413);
     assert_error(&b, Some("request_too_large"));
     // prompt longer than the context
-    let (s, _, b) = post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "1 2 3 4 5 6 7 8 9"})).await;
+    let (s, _, b) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "1 2 3 4 5 6 7 8 9"}),
+    )
+    .await;
     assert_eq!(s, 400);
     let v = assert_error(&b, Some("context_length_exceeded"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 8 tokens"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 8 tokens")
+    );
     let (s, _, b) = post(
         &base,
         "/v1/chat/completions",
@@ -249,7 +389,12 @@ async fn errors_use_openai_shape_and_status_codes() {
     assert_eq!(s, 400, "context errors come before any stream starts");
     assert_error(&b, Some("context_length_exceeded"));
     // n > 1 unsupported
-    let (s, _, _) = post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "x", "n": 2})).await;
+    let (s, _, _) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "x", "n": 2}),
+    )
+    .await;
     assert_eq!(s, 400);
     gw.shutdown().await.unwrap();
 }
@@ -257,12 +402,20 @@ async fn errors_use_openai_shape_and_status_codes() {
 #[tokio::test]
 async fn backend_overload_is_429_with_retry_after() {
     let (gw, _, _) = start(
-        EchoConfig { max_active: Some(0), ..EchoConfig::default() },
+        EchoConfig {
+            max_active: Some(0),
+            ..EchoConfig::default()
+        },
         GatewayConfig::default(),
     )
     .await;
     let base = format!("http://{}", gw.local_addr);
-    let (s, h, b) = post(&base, "/v1/completions", &json!({"model": MODEL, "prompt": "x"})).await;
+    let (s, h, b) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "x"}),
+    )
+    .await;
     assert_eq!(s, 429);
     assert_eq!(h["retry-after"], "2");
     assert_error(&b, Some("rate_limit_exceeded"));
@@ -274,8 +427,14 @@ async fn overload_burst_rejects_extra_and_completes_every_accepted_request() {
     const CAPACITY: usize = 4;
     const BURST: usize = 24;
     let (running, gw, backend) = start(
-        EchoConfig { token_delay: Duration::from_millis(40), ..EchoConfig::default() },
-        GatewayConfig { max_concurrent_requests: CAPACITY, ..GatewayConfig::default() },
+        EchoConfig {
+            token_delay: Duration::from_millis(40),
+            ..EchoConfig::default()
+        },
+        GatewayConfig {
+            max_concurrent_requests: CAPACITY,
+            ..GatewayConfig::default()
+        },
     )
     .await;
     let base = format!("http://{}", running.local_addr);
@@ -314,12 +473,17 @@ async fn overload_burst_rejects_extra_and_completes_every_accepted_request() {
                         .iter()
                         .filter_map(|d| {
                             let v: Value = serde_json::from_str(d).unwrap();
-                            v["choices"][0]["delta"]["content"].as_str().map(str::to_string)
+                            v["choices"][0]["delta"]["content"]
+                                .as_str()
+                                .map(str::to_string)
                         })
                         .collect::<String>()
                 } else {
                     let v: Value = serde_json::from_str(&body).unwrap();
-                    v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
                 };
                 assert_eq!(text, expected, "accepted request {i} completed in full");
             }
@@ -333,16 +497,34 @@ async fn overload_burst_rejects_extra_and_completes_every_accepted_request() {
     }
     assert_eq!(ok + rejected, BURST);
     assert!(ok >= CAPACITY, "at least the capacity is served, got {ok}");
-    assert!(rejected >= 1, "a burst of {BURST} over capacity {CAPACITY} is partly refused");
+    assert!(
+        rejected >= 1,
+        "a burst of {BURST} over capacity {CAPACITY} is partly refused"
+    );
     assert_eq!(gw.in_flight(), 0);
     assert_eq!(backend.active(), 0);
-    let metrics = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(&format!("edgeray_gateway_rejected_total{{reason=\"overloaded\"}} {rejected}")), "{metrics}");
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "edgeray_gateway_rejected_total{{reason=\"overloaded\"}} {rejected}"
+        )),
+        "{metrics}"
+    );
     assert!(metrics.contains(&format!(
         "edgeray_gateway_requests_total{{code=\"200\",endpoint=\"chat_completions\"}} {ok}"
     )));
     assert!(metrics.contains("edgeray_gateway_in_flight_requests 0"));
-    assert!(metrics.contains(&format!("edgeray_gateway_completion_tokens_total {}", ok * 6)));
+    assert!(metrics.contains(&format!(
+        "edgeray_gateway_completion_tokens_total {}",
+        ok * 6
+    )));
     assert!(metrics.contains("# TYPE edgeray_gateway_request_duration_seconds histogram"));
     running.shutdown().await.unwrap();
 }
@@ -350,7 +532,10 @@ async fn overload_burst_rejects_extra_and_completes_every_accepted_request() {
 #[tokio::test]
 async fn client_disconnect_cancels_generation() {
     let (running, gw, backend) = start(
-        EchoConfig { token_delay: Duration::from_millis(50), ..EchoConfig::default() },
+        EchoConfig {
+            token_delay: Duration::from_millis(50),
+            ..EchoConfig::default()
+        },
         GatewayConfig::default(),
     )
     .await;
@@ -381,12 +566,33 @@ async fn client_disconnect_cancels_generation() {
 #[tokio::test]
 async fn pipeline_metrics_share_the_registry() {
     let (running, gw, _) = start_default().await;
-    let stage = gw.metrics().gauge("edgeray_stage_queue_depth", "Queue depth per stage.", &[("stage", "0")]).unwrap();
+    let stage = gw
+        .metrics()
+        .gauge(
+            "edgeray_stage_queue_depth",
+            "Queue depth per stage.",
+            &[("stage", "0")],
+        )
+        .unwrap();
     stage.set(3.0);
     let base = format!("http://{}", running.local_addr);
-    let r = client().get(format!("{base}/metrics")).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let r = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = r.text().await.unwrap();
-    assert!(text.contains("# TYPE edgeray_stage_queue_depth gauge\nedgeray_stage_queue_depth{stage=\"0\"} 3\n"), "{text}");
+    assert!(
+        text.contains(
+            "# TYPE edgeray_stage_queue_depth gauge\nedgeray_stage_queue_depth{stage=\"0\"} 3\n"
+        ),
+        "{text}"
+    );
     running.shutdown().await.unwrap();
 }

@@ -24,7 +24,10 @@ async fn official_openai_client_works_against_the_gateway() {
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "script failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
     running.shutdown().await.unwrap();
 }

@@ -1,8 +1,9 @@
 //! Placement policies on synthetic models and clusters.
 
 use edgeray::placement::{
-    CandidateOutcome, ClusterView, ExclusionReason, LinkView, MemoryPolicy, ModelProfile, NodeId, NodeView, Placement,
-    PlacementPolicy, PowerPolicy, ThroughputPolicy, Unplaceable, builtin_policies, policy_by_name,
+    CandidateOutcome, ClusterView, ExclusionReason, LinkView, MemoryPolicy, ModelProfile, NodeId,
+    NodeView, Placement, PlacementPolicy, PowerPolicy, ThroughputPolicy, Unplaceable,
+    builtin_policies, policy_by_name,
 };
 use proptest::prelude::*;
 
@@ -46,9 +47,14 @@ fn stage_mem(m: &ModelProfile, start: usize, end: usize) -> u64 {
         w += m.embedding_bytes;
     }
     if head {
-        w += if embed && m.tied_embeddings { m.head_bytes - m.embedding_bytes } else { m.head_bytes };
+        w += if embed && m.tied_embeddings {
+            m.head_bytes - m.embedding_bytes
+        } else {
+            m.head_bytes
+        };
     }
-    w + m.kv_bytes_per_token_per_layer * m.context_length as u64 * (end - start) as u64 + m.stage_overhead_bytes
+    w + m.kv_bytes_per_token_per_layer * m.context_length as u64 * (end - start) as u64
+        + m.stage_overhead_bytes
 }
 
 fn check_valid(m: &ModelProfile, c: &ClusterView, p: &Placement) {
@@ -61,43 +67,77 @@ fn check_valid(m: &ModelProfile, c: &ClusterView, p: &Placement) {
         next = s.layers.end;
         assert_eq!(s.embed, i == 0);
         assert_eq!(s.head, i == p.stages.len() - 1);
-        let n = c.nodes.iter().find(|n| n.id == s.node).expect("stage on a known node");
+        let n = c
+            .nodes
+            .iter()
+            .find(|n| n.id == s.node)
+            .expect("stage on a known node");
         assert!(n.up, "no stage on a down node");
         assert!(used.insert(&s.node), "each node at most once");
         let mem = stage_mem(m, s.layers.start, s.layers.end);
         assert_eq!(mem, s.memory_bytes, "reported memory matches");
-        assert!(mem <= n.memory_budget_bytes.min(n.memory_free_bytes), "stage fits its node");
+        assert!(
+            mem <= n.memory_budget_bytes.min(n.memory_free_bytes),
+            "stage fits its node"
+        );
     }
     assert_eq!(next, m.layer_bytes.len(), "layers cover 0..n");
 }
 
 fn arb_cluster() -> impl Strategy<Value = ClusterView> {
-    prop::collection::vec((1u64..3000, 0u64..100, 1u32..20, 1u32..40, prop::bool::weighted(0.85)), 1..6).prop_map(
-        |specs| {
-            let nodes = specs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (mem, free_pct, power, speed, up))| {
-                    let mut n = node(&format!("n{i}"), mem * MIB, power as f64, speed as f64 * 50.0 * MIB as f64);
-                    n.memory_free_bytes = if free_pct < 20 { n.memory_budget_bytes * free_pct / 20 } else { n.memory_budget_bytes };
-                    n.up = up;
-                    n
-                })
-                .collect();
-            ClusterView::new(nodes)
-        },
+    prop::collection::vec(
+        (
+            1u64..3000,
+            0u64..100,
+            1u32..20,
+            1u32..40,
+            prop::bool::weighted(0.85),
+        ),
+        1..6,
     )
+    .prop_map(|specs| {
+        let nodes = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mem, free_pct, power, speed, up))| {
+                let mut n = node(
+                    &format!("n{i}"),
+                    mem * MIB,
+                    power as f64,
+                    speed as f64 * 50.0 * MIB as f64,
+                );
+                n.memory_free_bytes = if free_pct < 20 {
+                    n.memory_budget_bytes * free_pct / 20
+                } else {
+                    n.memory_budget_bytes
+                };
+                n.up = up;
+                n
+            })
+            .collect();
+        ClusterView::new(nodes)
+    })
 }
 
 fn arb_model() -> impl Strategy<Value = ModelProfile> {
-    (prop::collection::vec(1u64..300, 1..24), 0u64..400, 1u64..400, any::<bool>()).prop_map(|(layers, e, h, tied)| {
-        let mut m = model(layers.into_iter().map(|l| l * MIB).collect(), e * MIB, h * MIB);
-        if tied {
-            m.tied_embeddings = true;
-            m.head_bytes = m.embedding_bytes + MIB;
-        }
-        m
-    })
+    (
+        prop::collection::vec(1u64..300, 1..24),
+        0u64..400,
+        1u64..400,
+        any::<bool>(),
+    )
+        .prop_map(|(layers, e, h, tied)| {
+            let mut m = model(
+                layers.into_iter().map(|l| l * MIB).collect(),
+                e * MIB,
+                h * MIB,
+            );
+            if tied {
+                m.tied_embeddings = true;
+                m.head_bytes = m.embedding_bytes + MIB;
+            }
+            m
+        })
 }
 
 proptest! {
@@ -172,11 +212,16 @@ fn brute_force(m: &ModelProfile, c: &ClusterView) -> Vec<Vec<(usize, std::ops::R
 }
 
 /// (bottleneck, latency, energy) of a brute-force layout, by the documented cost model.
-fn costs(m: &ModelProfile, c: &ClusterView, layout: &[(usize, std::ops::Range<usize>)]) -> (f64, f64, f64) {
+fn costs(
+    m: &ModelProfile,
+    c: &ClusterView,
+    layout: &[(usize, std::ops::Range<usize>)],
+) -> (f64, f64, f64) {
     let l = m.layer_bytes.len();
     let (mut bott, mut lat, mut joules) = (0f64, 0f64, 0f64);
     for (u, r) in layout {
-        let bytes: u64 = m.layer_bytes[r.clone()].iter().sum::<u64>() + if r.end == l { m.head_bytes } else { 0 };
+        let bytes: u64 = m.layer_bytes[r.clone()].iter().sum::<u64>()
+            + if r.end == l { m.head_bytes } else { 0 };
         let t = bytes as f64 / c.nodes[*u].compute_bytes_per_s;
         bott = bott.max(t);
         lat += t;
@@ -189,7 +234,13 @@ fn costs(m: &ModelProfile, c: &ClusterView, layout: &[(usize, std::ops::Range<us
         lat += h;
     }
     if layout.len() > 1 {
-        lat += c.link(&c.nodes[layout[layout.len() - 1].0].id, &c.nodes[layout[0].0].id).rtt_s / 2.0;
+        lat += c
+            .link(
+                &c.nodes[layout[layout.len() - 1].0].id,
+                &c.nodes[layout[0].0].id,
+            )
+            .rtt_s
+            / 2.0;
     }
     (bott, lat, joules)
 }
@@ -247,12 +298,21 @@ fn unplaceable_names_the_shortfall() {
     // 24 layers × 50 MiB = 1200 MiB weights + 100 + 100; KV 1024 B × 4096 × 24 = 96 MiB
     let mut m = model(vec![50 * MIB; 24], 100 * MIB, 100 * MIB);
     m.context_length = 4096;
-    let c = ClusterView::new(vec![node("a", 700 * MIB, 5.0, 1e9), node("b", 600 * MIB, 5.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("a", 700 * MIB, 5.0, 1e9),
+        node("b", 600 * MIB, 5.0, 1e9),
+    ]);
     for policy in builtin_policies() {
         let err = policy.place(&m, &c).unwrap_err();
         let required = 1400 * MIB + 96 * MIB + 16 * MIB;
         match &err {
-            Unplaceable::InsufficientMemory { shortfall_bytes, total_budget_bytes, required_bytes, kv_bytes, .. } => {
+            Unplaceable::InsufficientMemory {
+                shortfall_bytes,
+                total_budget_bytes,
+                required_bytes,
+                kv_bytes,
+                ..
+            } => {
                 assert_eq!(*total_budget_bytes, 1300 * MIB);
                 assert_eq!(*required_bytes, required);
                 assert_eq!(*shortfall_bytes, required - 1300 * MIB);
@@ -261,7 +321,10 @@ fn unplaceable_names_the_shortfall() {
             other => panic!("expected InsufficientMemory, got {other}"),
         }
         let msg = err.to_string();
-        assert!(msg.starts_with("needs 212 MiB more: total budget 1.3 GiB < 1.5 GiB required"), "{msg}");
+        assert!(
+            msg.starts_with("needs 212 MiB more: total budget 1.3 GiB < 1.5 GiB required"),
+            "{msg}"
+        );
         assert!(msg.contains("KV cache 96 MiB at ctx 4096"), "{msg}");
     }
 }
@@ -270,7 +333,10 @@ fn unplaceable_names_the_shortfall() {
 fn whole_layers_that_do_not_pack_are_reported() {
     // enough memory in total, but one 600 MiB layer fits no 400 MiB node
     let m = model(vec![10 * MIB, 600 * MIB, 10 * MIB], MIB, MIB);
-    let c = ClusterView::new(vec![node("a", 400 * MIB, 5.0, 1e9), node("b", 400 * MIB, 5.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("a", 400 * MIB, 5.0, 1e9),
+        node("b", 400 * MIB, 5.0, 1e9),
+    ]);
     let err = MemoryPolicy.place(&m, &c).unwrap_err();
     assert!(matches!(err, Unplaceable::NoFeasibleSplit { .. }), "{err}");
     assert!(err.to_string().contains("largest 600 MiB"), "{err}");
@@ -290,19 +356,33 @@ fn down_and_empty_nodes_are_excluded_with_reasons() {
         assert_eq!(p.stages[0].node, NodeId::new("ok"));
         let cands = policy.candidates(&m, &c);
         assert_eq!(cands.len(), 1, "one usable node: one candidate");
-        let reasons: Vec<(&str, &ExclusionReason)> = cands[0].excluded.iter().map(|e| (e.name.as_str(), &e.reason)).collect();
+        let reasons: Vec<(&str, &ExclusionReason)> = cands[0]
+            .excluded
+            .iter()
+            .map(|e| (e.name.as_str(), &e.reason))
+            .collect();
         assert!(reasons.contains(&("down", &ExclusionReason::Down)));
         assert!(reasons.contains(&("empty", &ExclusionReason::ZeroBudget)));
-        assert!(reasons.iter().any(|(n, r)| *n == "tiny" && matches!(r, ExclusionReason::TooSmall { .. })));
+        assert!(
+            reasons
+                .iter()
+                .any(|(n, r)| *n == "tiny" && matches!(r, ExclusionReason::TooSmall { .. }))
+        );
     }
     let all_down = ClusterView::new(vec![node("empty", 0, 1.0, 1.0)]);
-    assert!(matches!(MemoryPolicy.place(&m, &all_down), Err(Unplaceable::NoUsableNodes { known: 1 })));
+    assert!(matches!(
+        MemoryPolicy.place(&m, &all_down),
+        Err(Unplaceable::NoUsableNodes { known: 1 })
+    ));
 }
 
 #[test]
 fn memory_policy_splits_in_proportion_to_memory() {
     let m = model(vec![40 * MIB; 32], 0, 0);
-    let c = ClusterView::new(vec![node("small", 600 * MIB, 5.0, 1e9), node("big", 1800 * MIB, 5.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("small", 600 * MIB, 5.0, 1e9),
+        node("big", 1800 * MIB, 5.0, 1e9),
+    ]);
     let p = MemoryPolicy.place(&m, &c).unwrap();
     check_valid(&m, &c, &p);
     assert_eq!(p.stages.len(), 2);
@@ -311,7 +391,12 @@ fn memory_policy_splits_in_proportion_to_memory() {
     let small = p.stages[1].layers.len();
     assert_eq!(big + small, 32);
     assert!((23..=25).contains(&big), "about 3:1, got {big}:{small}");
-    assert!((p.stages[0].memory_bytes as f64 / (1800 * MIB) as f64 - p.stages[1].memory_bytes as f64 / (600 * MIB) as f64).abs() < 0.1);
+    assert!(
+        (p.stages[0].memory_bytes as f64 / (1800 * MIB) as f64
+            - p.stages[1].memory_bytes as f64 / (600 * MIB) as f64)
+            .abs()
+            < 0.1
+    );
 }
 
 #[test]
@@ -322,14 +407,32 @@ fn throughput_policy_gives_the_fast_node_more_layers() {
     let c = ClusterView::new(vec![slow, fast]).with_link(
         &NodeId::new("fast"),
         &NodeId::new("slow"),
-        LinkView { rtt_s: 0.0002, bandwidth_bytes_per_s: 100e6 },
+        LinkView {
+            rtt_s: 0.0002,
+            bandwidth_bytes_per_s: 100e6,
+        },
     );
     let p = ThroughputPolicy.place(&m, &c).unwrap();
     check_valid(&m, &c, &p);
     assert_eq!(p.stages.len(), 2, "{p}");
-    let fast_layers = p.stages.iter().find(|s| s.node == NodeId::new("fast")).unwrap().layers.len();
-    let slow_layers = p.stages.iter().find(|s| s.node == NodeId::new("slow")).unwrap().layers.len();
-    assert!(fast_layers >= 2 * slow_layers, "fast {fast_layers} vs slow {slow_layers}");
+    let fast_layers = p
+        .stages
+        .iter()
+        .find(|s| s.node == NodeId::new("fast"))
+        .unwrap()
+        .layers
+        .len();
+    let slow_layers = p
+        .stages
+        .iter()
+        .find(|s| s.node == NodeId::new("slow"))
+        .unwrap()
+        .layers
+        .len();
+    assert!(
+        fast_layers >= 2 * slow_layers,
+        "fast {fast_layers} vs slow {slow_layers}"
+    );
     // better pipelined throughput than the best single node
     let single = 1.0 / ((24 * 30 + 20) as f64 * MIB as f64 / 3e9);
     assert!(p.prediction.pipelined_tokens_per_s > single * 1.1);
@@ -339,7 +442,10 @@ fn throughput_policy_gives_the_fast_node_more_layers() {
 fn power_policy_prefers_efficient_nodes_within_the_latency_target() {
     let m = model(vec![30 * MIB; 16], 20 * MIB, 20 * MIB);
     // same speed, very different power: the efficient node alone is best
-    let c = ClusterView::new(vec![node("hungry", 4 * GIB, 20.0, 1e9), node("frugal", 4 * GIB, 4.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("hungry", 4 * GIB, 20.0, 1e9),
+        node("frugal", 4 * GIB, 4.0, 1e9),
+    ]);
     let p = PowerPolicy::default().place(&m, &c).unwrap();
     assert_eq!(p.stages.len(), 1);
     assert_eq!(p.stages[0].node, NodeId::new("frugal"));
@@ -348,24 +454,45 @@ fn power_policy_prefers_efficient_nodes_within_the_latency_target() {
 
     // a fast hungry node and a slow frugal one: a loose target allows the frugal one,
     // a tight target forces the fast one
-    let c = ClusterView::new(vec![node("fast", 4 * GIB, 20.0, 4e9), node("eco", 4 * GIB, 2.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("fast", 4 * GIB, 20.0, 4e9),
+        node("eco", 4 * GIB, 2.0, 1e9),
+    ]);
     let loose = PowerPolicy::with_factor(5.0).place(&m, &c).unwrap();
-    assert!(loose.stages.iter().all(|s| s.node == NodeId::new("eco")), "{loose}");
+    assert!(
+        loose.stages.iter().all(|s| s.node == NodeId::new("eco")),
+        "{loose}"
+    );
     let tight = PowerPolicy::with_factor(1.0).place(&m, &c).unwrap();
-    assert!(tight.stages.iter().any(|s| s.node == NodeId::new("fast")), "{tight}");
+    assert!(
+        tight.stages.iter().any(|s| s.node == NodeId::new("fast")),
+        "{tight}"
+    );
     assert!(tight.prediction.latency_s < loose.prediction.latency_s);
     let err = PowerPolicy::with_target_s(1e-6).place(&m, &c).unwrap_err();
     assert!(matches!(err, Unplaceable::LatencyTarget { .. }), "{err}");
 
     // nodes without a power figure are left out by the power policy only
-    let c = ClusterView::new(vec![node("unknown", 4 * GIB, 0.0, 1e9), node("known", 4 * GIB, 3.0, 1e9)]);
+    let c = ClusterView::new(vec![
+        node("unknown", 4 * GIB, 0.0, 1e9),
+        node("known", 4 * GIB, 3.0, 1e9),
+    ]);
     let cands = PowerPolicy::default().candidates(&m, &c);
-    assert!(cands[0].excluded.iter().any(|e| e.name == "unknown" && e.reason == ExclusionReason::NoPowerBudget));
+    assert!(
+        cands[0]
+            .excluded
+            .iter()
+            .any(|e| e.name == "unknown" && e.reason == ExclusionReason::NoPowerBudget)
+    );
 }
 
 #[test]
 fn placements_are_deterministic_and_independent_of_node_order() {
-    let m = model((0..20).map(|i| (20 + i % 5) * MIB).collect(), 30 * MIB, 40 * MIB);
+    let m = model(
+        (0..20).map(|i| (20 + i % 5) * MIB).collect(),
+        30 * MIB,
+        40 * MIB,
+    );
     let nodes = vec![
         node("a", 300 * MIB, 5.0, 1.2e9),
         node("b", 500 * MIB, 7.0, 2.0e9),
@@ -377,7 +504,9 @@ fn placements_are_deterministic_and_independent_of_node_order() {
     for policy in builtin_policies() {
         let p1 = policy.place(&m, &ClusterView::new(nodes.clone())).unwrap();
         let p2 = policy.place(&m, &ClusterView::new(nodes.clone())).unwrap();
-        let p3 = policy.place(&m, &ClusterView::new(reversed.clone())).unwrap();
+        let p3 = policy
+            .place(&m, &ClusterView::new(reversed.clone()))
+            .unwrap();
         assert_eq!(p1, p2, "{}", policy.name());
         assert_eq!(p1, p3, "{}", policy.name());
         let c1 = policy.candidates(&m, &ClusterView::new(nodes.clone()));
@@ -389,13 +518,25 @@ fn placements_are_deterministic_and_independent_of_node_order() {
 #[test]
 fn candidates_cover_every_stage_count_and_mark_the_choice() {
     let m = model(vec![25 * MIB; 12], 10 * MIB, 10 * MIB);
-    let c = ClusterView::new(vec![node("a", 200 * MIB, 5.0, 1e9), node("b", 300 * MIB, 5.0, 2e9), node("c", 250 * MIB, 5.0, 1.5e9)]);
+    let c = ClusterView::new(vec![
+        node("a", 200 * MIB, 5.0, 1e9),
+        node("b", 300 * MIB, 5.0, 2e9),
+        node("c", 250 * MIB, 5.0, 1.5e9),
+    ]);
     for policy in builtin_policies() {
         let cands = policy.candidates(&m, &c);
         assert_eq!(cands.len(), 3);
-        assert_eq!(cands.iter().filter(|c| c.chosen).count(), 1, "{}", policy.name());
+        assert_eq!(
+            cands.iter().filter(|c| c.chosen).count(),
+            1,
+            "{}",
+            policy.name()
+        );
         let chosen = cands.iter().find(|c| c.chosen).unwrap();
-        assert_eq!(chosen.outcome.placement(), Some(&policy.place(&m, &c).unwrap()));
+        assert_eq!(
+            chosen.outcome.placement(),
+            Some(&policy.place(&m, &c).unwrap())
+        );
         // one node cannot hold 300 MiB of layers + head/embed + overhead
         assert!(matches!(cands[0].outcome, CandidateOutcome::Unplaceable(_)));
         for (k, cand) in cands.iter().enumerate() {
@@ -413,5 +554,8 @@ fn registry_finds_policies_and_lists_valid_names() {
         assert_eq!(policy_by_name(name).unwrap().name(), name);
     }
     let err = policy_by_name("fastest").err().unwrap().to_string();
-    assert_eq!(err, "unknown placement policy `fastest`; valid policies: memory, power, throughput");
+    assert_eq!(
+        err,
+        "unknown placement policy `fastest`; valid policies: memory, power, throughput"
+    );
 }

@@ -6,8 +6,8 @@
 //! bytes = the sizes of the tensors named `blk.<i>.*`).
 
 use crate::placement::{
-    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, PlacementPolicy, PowerPolicy, ProfileParams,
-    policy_by_name, profile_from_tensors,
+    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, PlacementPolicy,
+    PowerPolicy, ProfileParams, policy_by_name, profile_from_tensors,
     units::{fmt_bytes, fmt_secs},
 };
 use anyhow::{Context, Result, bail};
@@ -87,14 +87,27 @@ pub fn run(args: PlacementArgs) -> Result<()> {
 }
 
 /// Build a [`ModelProfile`] from a GGUF file.
-pub fn profile_from_gguf(path: &Path, ctx: Option<usize>, overhead_bytes: u64) -> Result<ModelProfile> {
-    let file = GgufFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+pub fn profile_from_gguf(
+    path: &Path,
+    ctx: Option<usize>,
+    overhead_bytes: u64,
+) -> Result<ModelProfile> {
+    let file =
+        GgufFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
     let md = file.metadata();
-    let arch = md.get_str("general.architecture").context("reading general.architecture")?;
+    let arch = md
+        .get_str("general.architecture")
+        .context("reading general.architecture")?;
     let key = |k: &str| format!("{arch}.{k}");
-    let n_layers = md.get_usize(&key("block_count")).context("reading the layer count")?;
-    let hidden = md.get_usize(&key("embedding_length")).context("reading the hidden size")?;
-    let n_head = md.get_usize(&key("attention.head_count")).context("reading the head count")?;
+    let n_layers = md
+        .get_usize(&key("block_count"))
+        .context("reading the layer count")?;
+    let hidden = md
+        .get_usize(&key("embedding_length"))
+        .context("reading the hidden size")?;
+    let n_head = md
+        .get_usize(&key("attention.head_count"))
+        .context("reading the head count")?;
     let n_kv = match md.get(&key("attention.head_count_kv")) {
         None => n_head,
         Some(v) => match v.as_integer() {
@@ -111,11 +124,22 @@ pub fn profile_from_gguf(path: &Path, ctx: Option<usize>, overhead_bytes: u64) -
     if n_head == 0 {
         bail!("{}: attention.head_count is 0", path.display());
     }
-    let head_dim = md.get_usize_opt(&key("attention.key_length"))?.unwrap_or(hidden / n_head);
-    let value_dim = md.get_usize_opt(&key("attention.value_length"))?.unwrap_or(head_dim);
+    let head_dim = md
+        .get_usize_opt(&key("attention.key_length"))?
+        .unwrap_or(hidden / n_head);
+    let value_dim = md
+        .get_usize_opt(&key("attention.value_length"))?
+        .unwrap_or(head_dim);
     let train_ctx = md.get_usize_opt(&key("context_length"))?.unwrap_or(2048);
     let name = md.get_str_opt("general.name")?.unwrap_or(arch).to_string();
-    let mut params = ProfileParams::new(name, n_layers, hidden, n_kv, head_dim, ctx.unwrap_or(train_ctx));
+    let mut params = ProfileParams::new(
+        name,
+        n_layers,
+        hidden,
+        n_kv,
+        head_dim,
+        ctx.unwrap_or(train_ctx),
+    );
     params.value_dim = value_dim;
     params.stage_overhead_bytes = overhead_bytes;
     let tensors = file.tensors().iter().map(|t| (t.name.as_str(), t.size));
@@ -124,7 +148,8 @@ pub fn profile_from_gguf(path: &Path, ctx: Option<usize>, overhead_bytes: u64) -
 
 /// Read a nodes file.
 pub fn cluster_from_file(path: &Path) -> Result<ClusterView> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read nodes file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read nodes file {}", path.display()))?;
     placement::parse_nodes_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
@@ -148,7 +173,9 @@ fn preview(args: PreviewArgs) -> Result<()> {
     let model = profile_from_gguf(&args.model, args.ctx, args.overhead_mib << 20)?;
     let cluster = cluster_from_file(&args.nodes)?;
     let candidates = policy.candidates(&model, &cluster);
-    let bench = args.compare.then(|| PlacementBench::builtin(&model, &cluster));
+    let bench = args
+        .compare
+        .then(|| PlacementBench::builtin(&model, &cluster));
     if args.json {
         let json = serde_json::json!({
             "model": model,
@@ -158,13 +185,16 @@ fn preview(args: PreviewArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", render(&model, &cluster, policy.name(), &candidates, bench.as_ref()));
+        print!(
+            "{}",
+            render(&model, &cluster, policy.name(), &candidates, bench.as_ref())
+        );
     }
     if !candidates.iter().any(|c| c.chosen) {
-        if let Some(CandidateOutcome::Unplaceable(e)) = candidates.first().map(|c| &c.outcome) {
-            if candidates.len() == 1 {
-                bail!("the model cannot be placed: {e}");
-            }
+        if candidates.len() == 1
+            && let Some(CandidateOutcome::Unplaceable(e)) = candidates.first().map(|c| &c.outcome)
+        {
+            bail!("the model cannot be placed: {e}");
         }
         bail!("policy `{}` found no placement", policy.name());
     }
@@ -203,12 +233,20 @@ pub fn render(
             if n.up { "" } else { "  (down)" }
         );
     }
-    let _ = writeln!(out, "\npolicy `{policy}`: {} candidate(s)", candidates.len());
+    let _ = writeln!(
+        out,
+        "\npolicy `{policy}`: {} candidate(s)",
+        candidates.len()
+    );
     for c in candidates {
         let mark = if c.chosen { "  <= chosen" } else { "" };
         match &c.outcome {
             CandidateOutcome::Placed(p) => {
-                let cost = if c.cost_name.ends_with("(s)") { fmt_secs(c.cost) } else { format!("{:.4}", c.cost) };
+                let cost = if c.cost_name.ends_with("(s)") {
+                    fmt_secs(c.cost)
+                } else {
+                    format!("{:.4}", c.cost)
+                };
                 let _ = writeln!(out, "\n[{}] {} = {cost}{mark}", c.label, c.cost_name);
                 let _ = writeln!(out, "{p}");
             }

@@ -31,14 +31,21 @@ impl Admission {
     /// A gate for `capacity` concurrent requests (at least 1), reporting to `in_flight`.
     pub fn new(capacity: usize, in_flight: Gauge) -> Self {
         let capacity = capacity.max(1);
-        Admission { permits: Arc::new(Semaphore::new(capacity)), capacity, in_flight }
+        Admission {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            in_flight,
+        }
     }
 
     /// Admit a request now, or `None` when full.
     pub fn try_admit(&self) -> Option<AdmissionPermit> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         self.in_flight.inc();
-        Some(AdmissionPermit { _permit: permit, in_flight: self.in_flight.clone() })
+        Some(AdmissionPermit {
+            _permit: permit,
+            in_flight: self.in_flight.clone(),
+        })
     }
 
     /// Requests currently admitted.

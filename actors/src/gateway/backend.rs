@@ -115,9 +115,18 @@ pub struct TokenStream {
 
 impl TokenStream {
     /// A bounded channel for one request: the backend keeps the sender.
-    pub fn channel(prompt_tokens: u32, capacity: usize) -> (mpsc::Sender<GenerationEvent>, TokenStream) {
+    pub fn channel(
+        prompt_tokens: u32,
+        capacity: usize,
+    ) -> (mpsc::Sender<GenerationEvent>, TokenStream) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (tx, TokenStream { prompt_tokens, events: rx })
+        (
+            tx,
+            TokenStream {
+                prompt_tokens,
+                events: rx,
+            },
+        )
     }
 }
 
@@ -152,7 +161,11 @@ pub enum SubmitError {
 }
 
 fn split(prompt: &u32, requested: &u32) -> String {
-    if *requested > 0 { format!(" ({prompt} in the messages, {requested} in the completion)") } else { String::new() }
+    if *requested > 0 {
+        format!(" ({prompt} in the messages, {requested} in the completion)")
+    } else {
+        String::new()
+    }
 }
 
 /// Something that generates completions: the pipeline implements this.

@@ -3,7 +3,8 @@
 //! HTTP clients and the OpenAI client check script can be exercised without loading weights.
 
 use super::backend::{
-    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, SubmitError, TokenStream,
+    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, SubmitError,
+    TokenStream,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +56,10 @@ impl Drop for ActiveGuard {
 impl EchoBackend {
     /// A backend with `config`.
     pub fn new(config: EchoConfig) -> Self {
-        EchoBackend { config, active: Arc::new(AtomicUsize::new(0)) }
+        EchoBackend {
+            config,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Requests generating right now.
@@ -72,8 +76,14 @@ impl EchoBackend {
             }
             PromptInput::Chat(msgs) => {
                 // role marker + words, like a chat template adds tokens per message
-                let total: usize = msgs.iter().map(|m| 1 + m.content.split_whitespace().count()).sum();
-                let last = msgs.last().map(|m| m.content.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+                let total: usize = msgs
+                    .iter()
+                    .map(|m| 1 + m.content.split_whitespace().count())
+                    .sum();
+                let last = msgs
+                    .last()
+                    .map(|m| m.content.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default();
                 (total as u32, last)
             }
         }
@@ -102,10 +112,15 @@ impl CompletionBackend for EchoBackend {
         if let Some(max) = self.config.max_active
             && prev >= max
         {
-            return Err(SubmitError::Overloaded { retry_after: Duration::from_secs(2) });
+            return Err(SubmitError::Overloaded {
+                retry_after: Duration::from_secs(2),
+            });
         }
         let room = self.config.context_length - prompt_tokens;
-        let max_tokens = req.max_tokens.unwrap_or(self.config.default_max_tokens).min(room);
+        let max_tokens = req
+            .max_tokens
+            .unwrap_or(self.config.default_max_tokens)
+            .min(room);
         let delay = self.config.token_delay;
         let (tx, stream) = TokenStream::channel(prompt_tokens, 8);
         tokio::spawn(async move {
@@ -119,14 +134,26 @@ impl CompletionBackend for EchoBackend {
                     tokio::time::sleep(delay).await;
                 }
                 let text = if i == 0 { w.clone() } else { format!(" {w}") };
-                if tx.send(GenerationEvent::Token { id: i as u32, text }).await.is_err() {
+                if tx
+                    .send(GenerationEvent::Token { id: i as u32, text })
+                    .await
+                    .is_err()
+                {
                     return; // the client went away
                 }
                 sent += 1;
             }
-            let finish_reason = if (sent as usize) < words.len() { FinishReason::Length } else { FinishReason::Stop };
+            let finish_reason = if (sent as usize) < words.len() {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
             let _ = tx
-                .send(GenerationEvent::Done { finish_reason, prompt_tokens, completion_tokens: sent })
+                .send(GenerationEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens: sent,
+                })
                 .await;
         });
         Ok(stream)

@@ -47,7 +47,14 @@ pub struct ErrorObject<'a> {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, param: None, code: None, retry_after: None }
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
     }
 
     /// 400 `invalid_request_error`.
@@ -59,7 +66,10 @@ impl ApiError {
 
     /// 400 for a body that is not valid JSON or does not match the schema.
     pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
-        let mut e = Self::invalid_request(format!("We could not parse the JSON body of your request: {detail}"), None);
+        let mut e = Self::invalid_request(
+            format!("We could not parse the JSON body of your request: {detail}"),
+            None,
+        );
         e.code = Some("invalid_json");
         e
     }
@@ -78,7 +88,11 @@ impl ApiError {
 
     /// 404 for an unknown path.
     pub fn route_not_found(path: &str) -> Self {
-        let mut e = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("Unknown request URL: {path}"));
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown request URL: {path}"),
+        );
         e.code = Some("unknown_url");
         e
     }
@@ -151,7 +165,12 @@ impl From<SubmitError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, [(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response();
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response();
         if let Some(d) = self.retry_after {
             let secs = d.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

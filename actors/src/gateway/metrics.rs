@@ -58,7 +58,11 @@ impl Gauge {
     }
     /// Add `d` (may be negative).
     pub fn add(&self, d: f64) {
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((f64::from_bits(b) + d).to_bits()));
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + d).to_bits())
+            });
     }
     /// Add one.
     pub fn inc(&self) {
@@ -107,7 +111,9 @@ impl Histogram {
 }
 
 /// Default latency buckets in seconds.
-pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
 
 #[derive(Debug, Clone)]
 enum Series {
@@ -139,7 +145,9 @@ fn valid_name(name: &str, allow_colon: bool) -> bool {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn render_labels(labels: &[(&str, &str)]) -> Result<String, MetricsError> {
@@ -186,28 +194,53 @@ impl MetricsRegistry {
         }
         let key = render_labels(labels)?;
         let mut fams = self.families.lock();
-        let fam = fams
-            .entry(name.to_string())
-            .or_insert_with(|| Family { help: help.to_string(), kind, series: BTreeMap::new() });
+        let fam = fams.entry(name.to_string()).or_insert_with(|| Family {
+            help: help.to_string(),
+            kind,
+            series: BTreeMap::new(),
+        });
         if fam.kind != kind {
-            return Err(MetricsError::KindMismatch { name: name.to_string(), existing: fam.kind });
+            return Err(MetricsError::KindMismatch {
+                name: name.to_string(),
+                existing: fam.kind,
+            });
         }
         Ok(fam.series.entry(key).or_insert_with(make).clone())
     }
 
     /// The counter `name{labels}`, created on first use (same handle afterwards).
-    pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Result<Counter, MetricsError> {
-        match self.get_or_insert(name, help, "counter", labels, || Series::Counter(Counter::default()))? {
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Counter, MetricsError> {
+        match self.get_or_insert(name, help, "counter", labels, || {
+            Series::Counter(Counter::default())
+        })? {
             Series::Counter(c) => Ok(c),
-            _ => Err(MetricsError::KindMismatch { name: name.to_string(), existing: "other" }),
+            _ => Err(MetricsError::KindMismatch {
+                name: name.to_string(),
+                existing: "other",
+            }),
         }
     }
 
     /// The gauge `name{labels}`, created on first use.
-    pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Result<Gauge, MetricsError> {
-        match self.get_or_insert(name, help, "gauge", labels, || Series::Gauge(Gauge::default()))? {
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Gauge, MetricsError> {
+        match self.get_or_insert(name, help, "gauge", labels, || {
+            Series::Gauge(Gauge::default())
+        })? {
             Series::Gauge(g) => Ok(g),
-            _ => Err(MetricsError::KindMismatch { name: name.to_string(), existing: "other" }),
+            _ => Err(MetricsError::KindMismatch {
+                name: name.to_string(),
+                existing: "other",
+            }),
         }
     }
 
@@ -220,7 +253,10 @@ impl MetricsRegistry {
         labels: &[(&str, &str)],
         buckets: &[f64],
     ) -> Result<Histogram, MetricsError> {
-        if buckets.is_empty() || buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite())
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
             return Err(MetricsError::BadBuckets(name.to_string()));
         }
         let make = || {
@@ -233,7 +269,10 @@ impl MetricsRegistry {
         };
         match self.get_or_insert(name, help, "histogram", labels, make)? {
             Series::Histogram(h) => Ok(h),
-            _ => Err(MetricsError::KindMismatch { name: name.to_string(), existing: "other" }),
+            _ => Err(MetricsError::KindMismatch {
+                name: name.to_string(),
+                existing: "other",
+            }),
         }
     }
 
@@ -266,7 +305,11 @@ impl MetricsRegistry {
                         let mut cum = 0;
                         for (b, c) in s.bounds.iter().zip(&s.counts) {
                             cum += c;
-                            let _ = writeln!(out, "{name}_bucket{} {cum}", braces(&format!("le=\"{}\"", fmt_value(*b))));
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {cum}",
+                                braces(&format!("le=\"{}\"", fmt_value(*b)))
+                            );
                         }
                         let _ = writeln!(out, "{name}_bucket{} {}", braces("le=\"+Inf\""), s.count);
                         let _ = writeln!(out, "{name}_sum{} {}", braces(""), fmt_value(s.sum));
@@ -286,21 +329,46 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let r = MetricsRegistry::new();
-        let c = r.counter("req_total", "Requests.", &[("endpoint", "chat"), ("code", "200")]).unwrap();
+        let c = r
+            .counter(
+                "req_total",
+                "Requests.",
+                &[("endpoint", "chat"), ("code", "200")],
+            )
+            .unwrap();
         c.inc();
-        r.counter("req_total", "Requests.", &[("code", "200"), ("endpoint", "chat")]).unwrap().add(2);
+        r.counter(
+            "req_total",
+            "Requests.",
+            &[("code", "200"), ("endpoint", "chat")],
+        )
+        .unwrap()
+        .add(2);
         r.gauge("in_flight", "In flight.", &[]).unwrap().set(3.0);
-        let h = r.histogram("lat_seconds", "Latency.", &[], &[0.1, 1.0]).unwrap();
+        let h = r
+            .histogram("lat_seconds", "Latency.", &[], &[0.1, 1.0])
+            .unwrap();
         h.observe(0.05);
         h.observe(0.5);
         h.observe(5.0);
         let text = r.render();
-        assert!(text.contains("# TYPE req_total counter\nreq_total{code=\"200\",endpoint=\"chat\"} 3\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE req_total counter\nreq_total{code=\"200\",endpoint=\"chat\"} 3\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("in_flight 3\n"));
         assert!(text.contains("lat_seconds_bucket{le=\"0.1\"} 1\nlat_seconds_bucket{le=\"1\"} 2\nlat_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("lat_seconds_count 3\n"));
-        assert!(matches!(r.gauge("req_total", "", &[]), Err(MetricsError::KindMismatch { .. })));
-        assert!(matches!(r.counter("bad name", "", &[]), Err(MetricsError::InvalidName(_))));
+        assert!(matches!(
+            r.gauge("req_total", "", &[]),
+            Err(MetricsError::KindMismatch { .. })
+        ));
+        assert!(matches!(
+            r.counter("bad name", "", &[]),
+            Err(MetricsError::InvalidName(_))
+        ));
         assert!(r.histogram("h2", "", &[], &[1.0, 1.0]).is_err());
     }
 }

@@ -28,8 +28,8 @@ pub mod server;
 pub mod stop;
 
 pub use backend::{
-    ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, SamplingParams,
-    SubmitError, TokenStream,
+    ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
+    SamplingParams, SubmitError, TokenStream,
 };
 pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;

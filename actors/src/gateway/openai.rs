@@ -112,7 +112,11 @@ pub struct Usage {
 impl Usage {
     /// Usage from the two counts.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 
@@ -253,18 +257,25 @@ fn invalid(message: impl Into<String>, param: &str) -> ApiError {
 
 fn check_range(v: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<(), ApiError> {
     match v {
-        Some(x) if !(x.is_finite() && x >= lo && x <= hi) => {
-            Err(invalid(format!("{x} is not a valid value for '{param}': must be between {lo} and {hi}"), param))
-        }
+        Some(x) if !(x.is_finite() && x >= lo && x <= hi) => Err(invalid(
+            format!("{x} is not a valid value for '{param}': must be between {lo} and {hi}"),
+            param,
+        )),
         _ => Ok(()),
     }
 }
 
-fn common_checks(c: &CommonParams, max_tokens: Option<u32>) -> Result<(SamplingParams, Vec<String>), ApiError> {
+fn common_checks(
+    c: &CommonParams,
+    max_tokens: Option<u32>,
+) -> Result<(SamplingParams, Vec<String>), ApiError> {
     if let Some(n) = c.n
         && n != 1
     {
-        return Err(invalid(format!("n = {n} is not supported: only one choice per request"), "n"));
+        return Err(invalid(
+            format!("n = {n} is not supported: only one choice per request"),
+            "n",
+        ));
     }
     if max_tokens == Some(0) {
         return Err(invalid("max_tokens must be at least 1", "max_tokens"));
@@ -281,7 +292,10 @@ fn common_checks(c: &CommonParams, max_tokens: Option<u32>) -> Result<(SamplingP
         Some(StopField::Many(v)) => v.clone(),
     };
     if stop.len() > MAX_STOP_STRINGS {
-        return Err(invalid(format!("at most {MAX_STOP_STRINGS} stop sequences are allowed"), "stop"));
+        return Err(invalid(
+            format!("at most {MAX_STOP_STRINGS} stop sequences are allowed"),
+            "stop",
+        ));
     }
     let stop: Vec<String> = stop.into_iter().filter(|s| !s.is_empty()).collect();
     let sampling = SamplingParams {
@@ -308,9 +322,17 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             items[0].as_str().unwrap_or_default().to_string()
         }
         Value::Array(items) if items.len() > 1 && items.iter().all(Value::is_string) => {
-            return Err(invalid("batched prompts are not supported: send one prompt per request", "prompt"));
+            return Err(invalid(
+                "batched prompts are not supported: send one prompt per request",
+                "prompt",
+            ));
         }
-        _ => return Err(invalid("prompt must be a string (token-id prompts are not supported)", "prompt")),
+        _ => {
+            return Err(invalid(
+                "prompt must be a string (token-id prompts are not supported)",
+                "prompt",
+            ));
+        }
     };
     let (sampling, stop) = common_checks(&req.common, req.common.max_tokens)?;
     Ok(Prepared {
@@ -323,7 +345,11 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
         },
         model: req.common.model,
         stream: req.common.stream,
-        include_usage: req.common.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        include_usage: req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
     })
 }
 
@@ -334,7 +360,10 @@ fn message_text(content: &Value, index: usize) -> Result<String, ApiError> {
         Value::Array(parts) => {
             let mut text = String::new();
             for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => text.push_str(t),
                     _ => {
                         return Err(invalid(
@@ -356,7 +385,10 @@ fn message_text(content: &Value, index: usize) -> Result<String, ApiError> {
 /// Validate a chat request and build the backend request.
 pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> {
     if req.messages.is_empty() {
-        return Err(invalid("messages must contain at least one message", "messages"));
+        return Err(invalid(
+            "messages must contain at least one message",
+            "messages",
+        ));
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -364,20 +396,35 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             "system" | "developer" | "user" | "assistant" | "tool" => {}
             other => {
                 return Err(invalid(
-                    format!("messages[{i}].role `{other}` is not one of system, developer, user, assistant, tool"),
+                    format!(
+                        "messages[{i}].role `{other}` is not one of system, developer, user, assistant, tool"
+                    ),
                     &format!("messages[{i}].role"),
                 ));
             }
         }
-        messages.push(ChatMessage { role: m.role.clone(), content: message_text(&m.content, i)? });
+        messages.push(ChatMessage {
+            role: m.role.clone(),
+            content: message_text(&m.content, i)?,
+        });
     }
     let max_tokens = req.max_completion_tokens.or(req.common.max_tokens);
     let (sampling, stop) = common_checks(&req.common, max_tokens)?;
     Ok(Prepared {
-        request: GenerationRequest { id, prompt: PromptInput::Chat(messages), max_tokens, sampling, stop },
+        request: GenerationRequest {
+            id,
+            prompt: PromptInput::Chat(messages),
+            max_tokens,
+            sampling,
+            stop,
+        },
         model: req.common.model,
         stream: req.common.stream,
-        include_usage: req.common.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        include_usage: req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
     })
 }
 
@@ -388,12 +435,19 @@ mod tests {
     #[test]
     fn completion_prompt_forms() {
         let r: CompletionRequest =
-            serde_json::from_str(r#"{"model":"m","prompt":["hi"],"stop":"x","max_tokens":3}"#).unwrap();
+            serde_json::from_str(r#"{"model":"m","prompt":["hi"],"stop":"x","max_tokens":3}"#)
+                .unwrap();
         let p = prepare_completion(r, "id".into()).unwrap();
         assert_eq!(p.request.prompt, PromptInput::Text("hi".into()));
         assert_eq!(p.request.stop, vec!["x".to_string()]);
         let r: CompletionRequest = serde_json::from_str(r#"{"model":"m","prompt":[1,2]}"#).unwrap();
-        assert_eq!(prepare_completion(r, "id".into()).unwrap_err().param.as_deref(), Some("prompt"));
+        assert_eq!(
+            prepare_completion(r, "id".into())
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
     }
 
     #[test]
@@ -403,12 +457,23 @@ mod tests {
         )
         .unwrap();
         let p = prepare_chat(r, "id".into()).unwrap();
-        assert_eq!(p.request.prompt, PromptInput::Chat(vec![ChatMessage { role: "user".into(), content: "ab".into() }]));
+        assert_eq!(
+            p.request.prompt,
+            PromptInput::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: "ab".into()
+            }])
+        );
         assert_eq!(p.request.max_tokens, Some(5));
         assert!(p.stream && p.include_usage);
-        let r: ChatRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#).unwrap();
-        assert_eq!(prepare_chat(r, "id".into()).unwrap_err().param.as_deref(), Some("temperature"));
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            prepare_chat(r, "id".into()).unwrap_err().param.as_deref(),
+            Some("temperature")
+        );
         let r: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
         assert!(prepare_chat(r, "id".into()).is_err());
     }

@@ -5,8 +5,9 @@ use super::backend::{CompletionBackend, FinishReason, GenerationEvent, TokenStre
 use super::error::ApiError;
 use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
 use super::openai::{
-    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice, CompletionRequest,
-    CompletionResponse, Delta, Prepared, ResponseMessage, Usage, prepare_chat, prepare_completion,
+    ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice,
+    CompletionRequest, CompletionResponse, Delta, Prepared, ResponseMessage, Usage, prepare_chat,
+    prepare_completion,
 };
 use super::stop::{StopMatcher, StopOutcome};
 use axum::Router;
@@ -66,14 +67,26 @@ struct GatewayMetrics {
 impl GatewayMetrics {
     fn new(registry: MetricsRegistry) -> Result<Self, MetricsError> {
         Ok(GatewayMetrics {
-            prompt_tokens: registry.counter("edgeray_gateway_prompt_tokens_total", "Prompt tokens processed.", &[])?,
-            completion_tokens: registry.counter("edgeray_gateway_completion_tokens_total", "Tokens generated and returned.", &[])?,
+            prompt_tokens: registry.counter(
+                "edgeray_gateway_prompt_tokens_total",
+                "Prompt tokens processed.",
+                &[],
+            )?,
+            completion_tokens: registry.counter(
+                "edgeray_gateway_completion_tokens_total",
+                "Tokens generated and returned.",
+                &[],
+            )?,
             rejected_overload: registry.counter(
                 "edgeray_gateway_rejected_total",
                 "Requests refused with 429 because the gateway or backend was full.",
                 &[("reason", "overloaded")],
             )?,
-            in_flight: registry.gauge("edgeray_gateway_in_flight_requests", "Requests admitted and not yet finished.", &[])?,
+            in_flight: registry.gauge(
+                "edgeray_gateway_in_flight_requests",
+                "Requests admitted and not yet finished.",
+                &[],
+            )?,
             ttft: registry.histogram(
                 "edgeray_gateway_time_to_first_token_seconds",
                 "Time from admission to the first generated token.",
@@ -160,12 +173,18 @@ impl RunningGateway {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Gateway {
     /// A gateway with its own metrics registry.
-    pub fn new(backend: Arc<dyn CompletionBackend>, config: GatewayConfig) -> Result<Self, GatewayError> {
+    pub fn new(
+        backend: Arc<dyn CompletionBackend>,
+        config: GatewayConfig,
+    ) -> Result<Self, GatewayError> {
         Self::with_metrics(backend, config, MetricsRegistry::new())
     }
 
@@ -221,7 +240,9 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 
     /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in a background task.
@@ -236,7 +257,11 @@ impl Gateway {
             })
             .await
         });
-        Ok(RunningGateway { local_addr, shutdown: Some(tx), task })
+        Ok(RunningGateway {
+            local_addr,
+            shutdown: Some(tx),
+            task,
+        })
     }
 }
 
@@ -250,9 +275,15 @@ async fn models(State(s): State<Arc<Inner>>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn model_by_id(State(s): State<Arc<Inner>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+async fn model_by_id(
+    State(s): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
     let resp = if id == s.backend.model_id() {
-        axum::Json(serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "edgeray" })).into_response()
+        axum::Json(
+            serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "edgeray" }),
+        )
+        .into_response()
     } else {
         ApiError::model_not_found(&id).into_response()
     };
@@ -261,7 +292,14 @@ async fn model_by_id(State(s): State<Arc<Inner>>, axum::extract::Path(id): axum:
 }
 
 async fn metrics(State(s): State<Arc<Inner>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.registry.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.registry.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(s): State<Arc<Inner>>) -> Response {
@@ -297,7 +335,10 @@ async fn completions(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejec
     handle(s, Kind::Completion, body).await
 }
 
-async fn chat_completions(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(
+    State(s): State<Arc<Inner>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     handle(s, Kind::Chat, body).await
 }
 
@@ -315,7 +356,12 @@ async fn handle(s: Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection>) 
     resp
 }
 
-fn parse(s: &Inner, kind: Kind, body: Result<Bytes, BytesRejection>, id: String) -> Result<Prepared, ApiError> {
+fn parse(
+    s: &Inner,
+    kind: Kind,
+    body: Result<Bytes, BytesRejection>,
+    id: String,
+) -> Result<Prepared, ApiError> {
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::body_too_large(s.config.max_body_bytes)
@@ -325,7 +371,8 @@ fn parse(s: &Inner, kind: Kind, body: Result<Bytes, BytesRejection>, id: String)
     })?;
     let prepared = match kind {
         Kind::Completion => {
-            let req: CompletionRequest = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+            let req: CompletionRequest =
+                serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
             prepare_completion(req, id)?
         }
         Kind::Chat => {
@@ -339,7 +386,11 @@ fn parse(s: &Inner, kind: Kind, body: Result<Bytes, BytesRejection>, id: String)
     Ok(prepared)
 }
 
-async fn generate(s: &Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn generate(
+    s: &Arc<Inner>,
+    kind: Kind,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let n = s.next_id.fetch_add(1, Ordering::Relaxed);
     let prefix = match kind {
         Kind::Completion => "cmpl",
@@ -347,7 +398,10 @@ async fn generate(s: &Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection
     };
     let id = format!("{prefix}-{:08x}{n:08x}", s.id_salt);
     let prepared = parse(s, kind, body, id.clone())?;
-    let permit = s.admission.try_admit().ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+    let permit = s
+        .admission
+        .try_admit()
+        .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
     let started = Instant::now();
     let stops = prepared.request.stop.clone();
     let stream = s.backend.submit(prepared.request).map_err(|e| {
@@ -358,13 +412,27 @@ async fn generate(s: &Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection
         a
     })?;
     s.metrics.prompt_tokens.add(stream.prompt_tokens as u64);
-    let ctx = ResponseCtx { id, created: unix_now(), model: prepared.model, kind, started };
+    let ctx = ResponseCtx {
+        id,
+        created: unix_now(),
+        model: prepared.model,
+        kind,
+        started,
+    };
     if prepared.stream {
-        Ok(sse_response(s.clone(), ctx, stream, stops, prepared.include_usage, permit))
+        Ok(sse_response(
+            s.clone(),
+            ctx,
+            stream,
+            stops,
+            prepared.include_usage,
+            permit,
+        ))
     } else {
         let out = collect(s, &ctx, stream, &stops).await;
         drop(permit);
-        s.metrics.latency(kind.endpoint(), started.elapsed().as_secs_f64());
+        s.metrics
+            .latency(kind.endpoint(), started.elapsed().as_secs_f64());
         let out = out?;
         let usage = Usage::new(out.prompt_tokens, out.completion_tokens);
         let body = match kind {
@@ -390,7 +458,10 @@ async fn generate(s: &Arc<Inner>, kind: Kind, body: Result<Bytes, BytesRejection
                 system_fingerprint: None,
                 choices: vec![ChatChoice {
                     index: 0,
-                    message: ResponseMessage { role: "assistant", content: out.text },
+                    message: ResponseMessage {
+                        role: "assistant",
+                        content: out.text,
+                    },
                     logprobs: None,
                     finish_reason: out.finish.as_str(),
                 }],
@@ -419,7 +490,12 @@ struct Collected {
 
 const UNFINISHED: &str = "the model backend ended the stream without finishing the generation";
 
-async fn collect(s: &Inner, ctx: &ResponseCtx, mut stream: TokenStream, stops: &[String]) -> Result<Collected, ApiError> {
+async fn collect(
+    s: &Inner,
+    ctx: &ResponseCtx,
+    mut stream: TokenStream,
+    stops: &[String],
+) -> Result<Collected, ApiError> {
     let mut matcher = StopMatcher::new(stops);
     let mut text = String::new();
     let mut count = 0u32;
@@ -445,11 +521,22 @@ async fn collect(s: &Inner, ctx: &ResponseCtx, mut stream: TokenStream, stops: &
                     }
                 }
             }
-            Some(GenerationEvent::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+            Some(GenerationEvent::Done {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
                 text.push_str(&matcher.finish());
-                return Ok(Collected { text, finish: finish_reason, prompt_tokens, completion_tokens });
+                return Ok(Collected {
+                    text,
+                    finish: finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                });
             }
-            Some(GenerationEvent::Error(m)) => return Err(ApiError::internal(format!("generation failed: {m}"))),
+            Some(GenerationEvent::Error(m)) => {
+                return Err(ApiError::internal(format!("generation failed: {m}")));
+            }
             None => return Err(ApiError::internal(UNFINISHED)),
         }
     }
@@ -482,7 +569,12 @@ impl Streamer {
                 created: self.ctx.created,
                 model: self.ctx.model.clone(),
                 system_fingerprint: None,
-                choices: vec![CompletionChoice { text, index: 0, logprobs: None, finish_reason }],
+                choices: vec![CompletionChoice {
+                    text,
+                    index: 0,
+                    logprobs: None,
+                    finish_reason,
+                }],
                 usage: None,
             }),
             Kind::Chat => Self::data(&ChatChunk {
@@ -493,7 +585,10 @@ impl Streamer {
                 system_fingerprint: None,
                 choices: vec![ChunkChoice {
                     index: 0,
-                    delta: Delta { role: None, content: if finish.is_some() { None } else { Some(text) } },
+                    delta: Delta {
+                        role: None,
+                        content: if finish.is_some() { None } else { Some(text) },
+                    },
                     logprobs: None,
                     finish_reason,
                 }],
@@ -549,7 +644,10 @@ impl Streamer {
     fn close(&mut self) {
         self.events = None;
         if self.permit.take().is_some() {
-            self.s.metrics.latency(self.ctx.kind.endpoint(), self.ctx.started.elapsed().as_secs_f64());
+            self.s.metrics.latency(
+                self.ctx.kind.endpoint(),
+                self.ctx.started.elapsed().as_secs_f64(),
+            );
         }
     }
 
@@ -565,7 +663,10 @@ impl Streamer {
                 system_fingerprint: None,
                 choices: vec![ChunkChoice {
                     index: 0,
-                    delta: Delta { role: Some("assistant"), content: Some(String::new()) },
+                    delta: Delta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                    },
                     logprobs: None,
                     finish_reason: None,
                 }],
@@ -581,7 +682,10 @@ impl Streamer {
             match stream.events.recv().await {
                 Some(GenerationEvent::Token { text, .. }) => {
                     if self.count == 0 {
-                        self.s.metrics.ttft.observe(self.ctx.started.elapsed().as_secs_f64());
+                        self.s
+                            .metrics
+                            .ttft
+                            .observe(self.ctx.started.elapsed().as_secs_f64());
                     }
                     self.count += 1;
                     self.s.metrics.completion_tokens.inc();
@@ -597,11 +701,21 @@ impl Streamer {
                         }
                     }
                 }
-                Some(GenerationEvent::Done { finish_reason, prompt_tokens, completion_tokens }) => {
+                Some(GenerationEvent::Done {
+                    finish_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
                     let pending = self.matcher.finish();
-                    self.finish(pending, finish_reason, Usage::new(prompt_tokens, completion_tokens));
+                    self.finish(
+                        pending,
+                        finish_reason,
+                        Usage::new(prompt_tokens, completion_tokens),
+                    );
                 }
-                Some(GenerationEvent::Error(m)) => self.fail(ApiError::internal(format!("generation failed: {m}"))),
+                Some(GenerationEvent::Error(m)) => {
+                    self.fail(ApiError::internal(format!("generation failed: {m}")))
+                }
                 None => self.fail(ApiError::internal(UNFINISHED)),
             }
         }
@@ -631,5 +745,7 @@ fn sse_response(
     let events = futures::stream::unfold(streamer, |mut st| async move {
         st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)).into_response()
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response()
 }

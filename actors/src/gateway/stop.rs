@@ -20,7 +20,10 @@ pub struct StopMatcher {
 impl StopMatcher {
     /// A matcher for `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> Self {
-        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), pending: String::new() }
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
     }
 
     /// Feed the next piece of text.
@@ -29,7 +32,12 @@ impl StopMatcher {
             return StopOutcome::Continue(text.to_string());
         }
         self.pending.push_str(text);
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(pos) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let out = self.pending[..pos].to_string();
             self.pending.clear();
             return StopOutcome::Stopped(out);
@@ -80,10 +88,19 @@ mod tests {
 
     #[test]
     fn stops_across_pieces_and_holds_prefixes() {
-        assert_eq!(run(&["END"], &["hello E", "N", "D tail"]), ("hello ".to_string(), true));
-        assert_eq!(run(&["END"], &["hello E", "N", "x"]), ("hello ENx".to_string(), false));
+        assert_eq!(
+            run(&["END"], &["hello E", "N", "D tail"]),
+            ("hello ".to_string(), true)
+        );
+        assert_eq!(
+            run(&["END"], &["hello E", "N", "x"]),
+            ("hello ENx".to_string(), false)
+        );
         assert_eq!(run(&[], &["a", "b"]), ("ab".to_string(), false));
-        assert_eq!(run(&["\n\n", "é!"], &["ab é", "!"]), ("ab ".to_string(), true));
+        assert_eq!(
+            run(&["\n\n", "é!"], &["ab é", "!"]),
+            ("ab ".to_string(), true)
+        );
         let stops = vec!["xyz".to_string()];
         let mut m = StopMatcher::new(&stops);
         assert_eq!(m.push("abx"), StopOutcome::Continue("ab".into()));

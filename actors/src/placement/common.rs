@@ -2,7 +2,9 @@
 //! search and turning its results into candidates.
 
 use super::cost::CostModel;
-use super::plan::{Candidate, CandidateOutcome, Exclusion, ExclusionReason, Placement, Unplaceable};
+use super::plan::{
+    Candidate, CandidateOutcome, Exclusion, ExclusionReason, Placement, Unplaceable,
+};
 use super::search::{self, Acc, Finished, Keys, OrderMode};
 use super::types::{ClusterView, ModelProfile, NodeView};
 use super::units::fmt_bytes;
@@ -40,7 +42,10 @@ pub(crate) fn prepare<'a>(
             return Err((Unplaceable::InvalidCluster { reason }, Vec::new()));
         }
         if !(node.power_watts.is_finite() && node.power_watts >= 0.0) {
-            let reason = format!("node {} has an invalid power figure {}", node.name, node.power_watts);
+            let reason = format!(
+                "node {} has an invalid power figure {}",
+                node.name, node.power_watts
+            );
             return Err((Unplaceable::InvalidCluster { reason }, Vec::new()));
         }
     }
@@ -79,12 +84,21 @@ pub(crate) fn prepare<'a>(
             None
         };
         match reason {
-            Some(reason) => excluded.push(Exclusion { node: node.id.clone(), name: node.name.clone(), reason }),
+            Some(reason) => excluded.push(Exclusion {
+                node: node.id.clone(),
+                name: node.name.clone(),
+                reason,
+            }),
             None => usable.push(node),
         }
     }
     if usable.is_empty() {
-        return Err((Unplaceable::NoUsableNodes { known: cluster.nodes.len() }, excluded));
+        return Err((
+            Unplaceable::NoUsableNodes {
+                known: cluster.nodes.len(),
+            },
+            excluded,
+        ));
     }
     usable.sort_by(|a, b| (spec.sort)(a, b).then_with(|| a.id.cmp(&b.id)));
 
@@ -129,11 +143,20 @@ pub(crate) fn prepare<'a>(
         );
         return Err((Unplaceable::NoFeasibleSplit { reason }, excluded));
     }
-    Ok(Prepared { cost, usable, excluded, finals })
+    Ok(Prepared {
+        cost,
+        usable,
+        excluded,
+        finals,
+    })
 }
 
 fn validate_model(model: &ModelProfile) -> Result<(), Unplaceable> {
-    let bad = |reason: &str| Err(Unplaceable::InvalidModel { reason: reason.to_string() });
+    let bad = |reason: &str| {
+        Err(Unplaceable::InvalidModel {
+            reason: reason.to_string(),
+        })
+    };
     if model.n_layers() == 0 {
         return bad("the model has no layers");
     }
@@ -166,9 +189,17 @@ pub(crate) fn argmin_by(finals: &[&Finished], key: impl Fn(&Acc) -> (f64, f64)) 
 pub(crate) type Select<'s> = dyn Fn(&[&Finished], Option<usize>) -> Result<usize, Unplaceable> + 's;
 
 /// Evaluate finished pipeline `f` into a [`Placement`].
-pub(crate) fn to_placement(p: &Prepared<'_>, cluster: &ClusterView, policy: &str, f: &Finished) -> Placement {
-    let stages: Vec<(&NodeView, std::ops::Range<usize>)> =
-        f.stages.iter().map(|(i, r)| (p.usable[*i], r.clone())).collect();
+pub(crate) fn to_placement(
+    p: &Prepared<'_>,
+    cluster: &ClusterView,
+    policy: &str,
+    f: &Finished,
+) -> Placement {
+    let stages: Vec<(&NodeView, std::ops::Range<usize>)> = f
+        .stages
+        .iter()
+        .map(|(i, r)| (p.usable[*i], r.clone()))
+        .collect();
     p.cost.evaluate(policy, cluster, &stages)
 }
 
@@ -231,11 +262,22 @@ pub(crate) fn candidates(
                     }
                 }
                 let chosen = best.as_ref() == Some(&f.stages);
-                (CandidateOutcome::Placed(to_placement(&p, cluster, policy, f)), cost(&f.acc), chosen)
+                (
+                    CandidateOutcome::Placed(to_placement(&p, cluster, policy, f)),
+                    cost(&f.acc),
+                    chosen,
+                )
             }
             Err(e) => (CandidateOutcome::Unplaceable(e), f64::INFINITY, false),
         };
-        out.push(Candidate { label, outcome, cost: c, cost_name: cost_name.to_string(), chosen, excluded });
+        out.push(Candidate {
+            label,
+            outcome,
+            cost: c,
+            cost_name: cost_name.to_string(),
+            chosen,
+            excluded,
+        });
     }
     out
 }

@@ -27,12 +27,24 @@ pub struct PlacementBench {
 
 impl PlacementBench {
     /// Run `policies` on the same model and view.
-    pub fn run(policies: &[Box<dyn PlacementPolicy>], model: &ModelProfile, cluster: &ClusterView) -> Self {
+    pub fn run(
+        policies: &[Box<dyn PlacementPolicy>],
+        model: &ModelProfile,
+        cluster: &ClusterView,
+    ) -> Self {
         let rows = policies
             .iter()
             .map(|p| match p.place(model, cluster) {
-                Ok(pl) => BenchRow { policy: p.name().to_string(), placement: Some(pl), error: None },
-                Err(e) => BenchRow { policy: p.name().to_string(), placement: None, error: Some(e) },
+                Ok(pl) => BenchRow {
+                    policy: p.name().to_string(),
+                    placement: Some(pl),
+                    error: None,
+                },
+                Err(e) => BenchRow {
+                    policy: p.name().to_string(),
+                    placement: None,
+                    error: Some(e),
+                },
             })
             .collect();
         PlacementBench { rows }
@@ -58,7 +70,15 @@ impl PlacementBench {
                     let layout: Vec<String> = p
                         .stages
                         .iter()
-                        .map(|s| format!("{}[{}..{}] {}", s.node_name, s.layers.start, s.layers.end, fmt_bytes(s.memory_bytes)))
+                        .map(|s| {
+                            format!(
+                                "{}[{}..{}] {}",
+                                s.node_name,
+                                s.layers.start,
+                                s.layers.end,
+                                fmt_bytes(s.memory_bytes)
+                            )
+                        })
                         .collect();
                     let _ = writeln!(
                         out,

@@ -151,8 +151,16 @@ impl<'a> CostModel<'a> {
             policy: policy.to_string(),
             stages: out,
             prediction: Prediction {
-                tokens_per_s: if latency > 0.0 { 1.0 / latency } else { f64::INFINITY },
-                pipelined_tokens_per_s: if bottleneck > 0.0 { 1.0 / bottleneck } else { f64::INFINITY },
+                tokens_per_s: if latency > 0.0 {
+                    1.0 / latency
+                } else {
+                    f64::INFINITY
+                },
+                pipelined_tokens_per_s: if bottleneck > 0.0 {
+                    1.0 / bottleneck
+                } else {
+                    f64::INFINITY
+                },
                 latency_s: latency,
                 bottleneck_s: bottleneck,
                 joules_per_token: joules,

@@ -4,11 +4,11 @@
 //! contiguous ranges so that the highest memory utilization of any node is as low as possible —
 //! every node fills to about the same fraction of its budget. Ties go to the faster pipeline.
 
+use super::PlacementPolicy;
 use super::common::{self, SearchSpec};
 use super::plan::{Candidate, Placement, Unplaceable};
 use super::search::{Acc, OrderMode};
 use super::types::{ClusterView, ModelProfile};
-use super::PlacementPolicy;
 
 /// Layers in proportion to memory budget; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,8 +26,9 @@ fn spec() -> SearchSpec {
 }
 
 fn select(finals: &[&super::search::Finished], _k: Option<usize>) -> Result<usize, Unplaceable> {
-    common::argmin_by(finals, |a| (a.max_util, a.latency_s))
-        .ok_or(Unplaceable::NoFeasibleSplit { reason: "no candidates".into() })
+    common::argmin_by(finals, |a| (a.max_util, a.latency_s)).ok_or(Unplaceable::NoFeasibleSplit {
+        reason: "no candidates".into(),
+    })
 }
 
 impl PlacementPolicy for MemoryPolicy {
@@ -36,11 +37,23 @@ impl PlacementPolicy for MemoryPolicy {
     }
 
     fn place(&self, model: &ModelProfile, cluster: &ClusterView) -> Result<Placement, Unplaceable> {
-        common::place(common::prepare(model, cluster, &spec()), cluster, self.name(), &select)
+        common::place(
+            common::prepare(model, cluster, &spec()),
+            cluster,
+            self.name(),
+            &select,
+        )
     }
 
     fn candidates(&self, model: &ModelProfile, cluster: &ClusterView) -> Vec<Candidate> {
         let prepared = common::prepare(model, cluster, &spec());
-        common::candidates(prepared, cluster, self.name(), COST_NAME, |a| a.max_util, &select)
+        common::candidates(
+            prepared,
+            cluster,
+            self.name(),
+            COST_NAME,
+            |a| a.max_util,
+            &select,
+        )
     }
 }

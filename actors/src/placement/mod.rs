@@ -26,7 +26,10 @@ pub mod units;
 pub use compare::{BenchRow, PlacementBench};
 pub use memory::MemoryPolicy;
 pub use nodes_file::{NodesFileError, parse_nodes_toml};
-pub use plan::{Candidate, CandidateOutcome, Exclusion, ExclusionReason, Placement, Prediction, StageAssignment, Unplaceable};
+pub use plan::{
+    Candidate, CandidateOutcome, Exclusion, ExclusionReason, Placement, Prediction,
+    StageAssignment, Unplaceable,
+};
 pub use power::{LatencyTarget, PowerPolicy};
 pub use profile::{ProfileError, ProfileParams, profile_from_tensors};
 pub use throughput::ThroughputPolicy;
@@ -62,11 +65,17 @@ pub fn policy_by_name(name: &str) -> Result<Box<dyn PlacementPolicy>, UnknownPol
         "memory" => Ok(Box::new(MemoryPolicy)),
         "power" => Ok(Box::new(PowerPolicy::default())),
         "throughput" => Ok(Box::new(ThroughputPolicy)),
-        _ => Err(UnknownPolicy { name: name.to_string() }),
+        _ => Err(UnknownPolicy {
+            name: name.to_string(),
+        }),
     }
 }
 
 /// Every built-in policy with default settings, in [`POLICY_NAMES`] order.
 pub fn builtin_policies() -> Vec<Box<dyn PlacementPolicy>> {
-    vec![Box::new(MemoryPolicy), Box::new(PowerPolicy::default()), Box::new(ThroughputPolicy)]
+    vec![
+        Box::new(MemoryPolicy),
+        Box::new(PowerPolicy::default()),
+        Box::new(ThroughputPolicy),
+    ]
 }

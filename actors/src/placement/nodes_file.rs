@@ -100,7 +100,11 @@ fn check(what: &str, field: &'static str, value: f64) -> Result<f64, NodesFileEr
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
-        Err(NodesFileError::BadNumber { what: what.to_string(), field, value })
+        Err(NodesFileError::BadNumber {
+            what: what.to_string(),
+            field,
+            value,
+        })
     }
 }
 
@@ -108,9 +112,16 @@ fn link(what: &str, rtt_ms: f64, bandwidth_mbit: f64) -> Result<LinkView, NodesF
     let rtt = check(what, "rtt_ms", rtt_ms)?;
     let bw = check(what, "bandwidth_mbit", bandwidth_mbit)?;
     if bw == 0.0 {
-        return Err(NodesFileError::BadNumber { what: what.to_string(), field: "bandwidth_mbit", value: bw });
+        return Err(NodesFileError::BadNumber {
+            what: what.to_string(),
+            field: "bandwidth_mbit",
+            value: bw,
+        });
     }
-    Ok(LinkView { rtt_s: rtt / 1e3, bandwidth_bytes_per_s: bw * 1e6 / 8.0 })
+    Ok(LinkView {
+        rtt_s: rtt / 1e3,
+        bandwidth_bytes_per_s: bw * 1e6 / 8.0,
+    })
 }
 
 /// Parse a nodes file (see the module docs) into a [`ClusterView`].
@@ -124,7 +135,9 @@ pub fn parse_nodes_toml(text: &str) -> Result<ClusterView, NodesFileError> {
     for n in &file.node {
         let id = NodeId(n.id.clone().unwrap_or_else(|| n.name.clone()));
         for key in [n.name.clone(), id.0.clone()] {
-            if by_key.get(&key).is_some_and(|other| *other != id) || nodes.iter().any(|x: &NodeView| x.id == id) {
+            if by_key.get(&key).is_some_and(|other| *other != id)
+                || nodes.iter().any(|x: &NodeView| x.id == id)
+            {
                 return Err(NodesFileError::Duplicate(key));
             }
             by_key.insert(key, id.clone());
@@ -147,8 +160,14 @@ pub fn parse_nodes_toml(text: &str) -> Result<ClusterView, NodesFileError> {
         view.default_link = link("default_link", l.rtt_ms, l.bandwidth_mbit)?;
     }
     for l in &file.link {
-        let a = by_key.get(&l.a).ok_or_else(|| NodesFileError::UnknownLinkNode(l.a.clone()))?.clone();
-        let b = by_key.get(&l.b).ok_or_else(|| NodesFileError::UnknownLinkNode(l.b.clone()))?.clone();
+        let a = by_key
+            .get(&l.a)
+            .ok_or_else(|| NodesFileError::UnknownLinkNode(l.a.clone()))?
+            .clone();
+        let b = by_key
+            .get(&l.b)
+            .ok_or_else(|| NodesFileError::UnknownLinkNode(l.b.clone()))?
+            .clone();
         let lv = link(&format!("{}–{}", l.a, l.b), l.rtt_ms, l.bandwidth_mbit)?;
         view.set_link(&a, &b, lv);
     }
@@ -200,11 +219,23 @@ mod tests {
     fn rejects_bad_input() {
         assert!(matches!(parse_nodes_toml(""), Err(NodesFileError::NoNodes)));
         let dup = "[[node]]\nname='a'\nmemory_mib=1\ncompute_mib_s=1\n[[node]]\nname='a'\nmemory_mib=1\ncompute_mib_s=1\n";
-        assert!(matches!(parse_nodes_toml(dup), Err(NodesFileError::Duplicate(_))));
+        assert!(matches!(
+            parse_nodes_toml(dup),
+            Err(NodesFileError::Duplicate(_))
+        ));
         let neg = "[[node]]\nname='a'\nmemory_mib=-1\ncompute_mib_s=1\n";
-        assert!(matches!(parse_nodes_toml(neg), Err(NodesFileError::BadNumber { .. })));
+        assert!(matches!(
+            parse_nodes_toml(neg),
+            Err(NodesFileError::BadNumber { .. })
+        ));
         let unk = "[[node]]\nname='a'\nmemory_mib=1\ncompute_mib_s=1\n[[link]]\na='a'\nb='zz'\nrtt_ms=1\nbandwidth_mbit=1\n";
-        assert!(matches!(parse_nodes_toml(unk), Err(NodesFileError::UnknownLinkNode(_))));
-        assert!(matches!(parse_nodes_toml("[[node]]\nname=3"), Err(NodesFileError::Toml(_))));
+        assert!(matches!(
+            parse_nodes_toml(unk),
+            Err(NodesFileError::UnknownLinkNode(_))
+        ));
+        assert!(matches!(
+            parse_nodes_toml("[[node]]\nname=3"),
+            Err(NodesFileError::Toml(_))
+        ));
     }
 }

@@ -142,8 +142,13 @@ impl fmt::Display for ExclusionReason {
             ExclusionReason::Down => f.write_str("node is down"),
             ExclusionReason::ZeroBudget => f.write_str("memory budget is zero"),
             ExclusionReason::NoComputeScore => f.write_str("no measured compute score"),
-            ExclusionReason::NoPowerBudget => f.write_str("no power figure (W) for the power policy"),
-            ExclusionReason::TooSmall { usable_bytes, smallest_stage_bytes } => write!(
+            ExclusionReason::NoPowerBudget => {
+                f.write_str("no power figure (W) for the power policy")
+            }
+            ExclusionReason::TooSmall {
+                usable_bytes,
+                smallest_stage_bytes,
+            } => write!(
                 f,
                 "usable memory {} < {} for the smallest stage (one layer + KV cache + overhead)",
                 fmt_bytes(*usable_bytes),
@@ -245,7 +250,9 @@ fn secs(s: &f64) -> String {
 }
 
 fn with_stages(stages: &Option<usize>) -> String {
-    stages.map(|k| format!(" with {k} stages")).unwrap_or_default()
+    stages
+        .map(|k| format!(" with {k} stages"))
+        .unwrap_or_default()
 }
 
 /// One option a policy considered.

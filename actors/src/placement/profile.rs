@@ -34,7 +34,14 @@ pub struct ProfileParams {
 
 impl ProfileParams {
     /// Parameters with edgeray's defaults for element sizes and overhead.
-    pub fn new(name: impl Into<String>, n_layers: usize, hidden_size: usize, n_kv_heads: usize, head_dim: usize, context_length: usize) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        n_layers: usize,
+        hidden_size: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        context_length: usize,
+    ) -> Self {
         ProfileParams {
             name: name.into(),
             n_layers,
@@ -96,7 +103,12 @@ pub fn profile_from_tensors<'a>(
                     layer_bytes[i] += bytes;
                     layer_seen[i] = true;
                 }
-                _ => return Err(ProfileError::BadLayerTensor { name: name.to_string(), n_layers: params.n_layers }),
+                _ => {
+                    return Err(ProfileError::BadLayerTensor {
+                        name: name.to_string(),
+                        n_layers: params.n_layers,
+                    });
+                }
             }
         } else if name.starts_with("token_embd.") {
             *embedding.get_or_insert(0) += bytes;
@@ -114,7 +126,9 @@ pub fn profile_from_tensors<'a>(
     let embedding_bytes = embedding.ok_or(ProfileError::NoEmbedding)?;
     let tied = output.is_none();
     let head_bytes = output_norm + output.unwrap_or(embedding_bytes);
-    let kv = params.n_kv_heads as u64 * (params.key_dim + params.value_dim) as u64 * params.kv_elem_bytes;
+    let kv = params.n_kv_heads as u64
+        * (params.key_dim + params.value_dim) as u64
+        * params.kv_elem_bytes;
     Ok(ModelProfile {
         name: params.name.clone(),
         layer_bytes,

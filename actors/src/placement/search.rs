@@ -77,10 +77,18 @@ pub fn search(
     }
     let any_order = mode == OrderMode::Any && n <= MAX_ANY_ORDER_NODES;
     let hop: Vec<Vec<f64>> = (0..n)
-        .map(|a| (0..n).map(|b| cost.hop_time_s(&cluster.link(&nodes[a].id, &nodes[b].id))).collect())
+        .map(|a| {
+            (0..n)
+                .map(|b| cost.hop_time_s(&cluster.link(&nodes[a].id, &nodes[b].id)))
+                .collect()
+        })
         .collect();
     let ret: Vec<Vec<f64>> = (0..n)
-        .map(|a| (0..n).map(|b| cost.return_time_s(&cluster.link(&nodes[a].id, &nodes[b].id))).collect())
+        .map(|a| {
+            (0..n)
+                .map(|b| cost.return_time_s(&cluster.link(&nodes[a].id, &nodes[b].id)))
+                .collect()
+        })
         .collect();
 
     let mut arena: Vec<Label> = Vec::new();
@@ -90,13 +98,13 @@ pub fn search(
     let mut finals: BTreeMap<(u64, usize, usize), Vec<usize>> = BTreeMap::new();
 
     let extend = |arena: &mut Vec<Label>,
-                      states: &mut BTreeMap<(usize, u64, usize, usize), Vec<usize>>,
-                      finals: &mut BTreeMap<(u64, usize, usize), Vec<usize>>,
-                      prev: Option<(usize, Acc, usize)>, // (label, acc, last node)
-                      set: u64,
-                      first: usize,
-                      u: usize,
-                      start: usize| {
+                  states: &mut BTreeMap<(usize, u64, usize, usize), Vec<usize>>,
+                  finals: &mut BTreeMap<(u64, usize, usize), Vec<usize>>,
+                  prev: Option<(usize, Acc, usize)>, // (label, acc, last node)
+                  set: u64,
+                  first: usize,
+                  u: usize,
+                  start: usize| {
         let node = nodes[u];
         let limit = node.usable_bytes();
         for end in start + 1..=n_layers {
@@ -116,12 +124,23 @@ pub fn search(
             acc.latency_s += t + h;
             acc.bottleneck_s = acc.bottleneck_s.max(t).max(h);
             acc.joules += node.power_watts * t;
-            acc.max_util = acc.max_util.max(mem.total_bytes as f64 / limit.max(1) as f64);
-            let new_set = if any_order { set | (1u64 << u) } else { set + 1 };
+            acc.max_util = acc
+                .max_util
+                .max(mem.total_bytes as f64 / limit.max(1) as f64);
+            let new_set = if any_order {
+                set | (1u64 << u)
+            } else {
+                set + 1
+            };
             if head && first != u {
                 acc.latency_s += ret[u][first];
             }
-            let label = Label { acc, node: u, layers, parent: prev.map(|p| p.0) };
+            let label = Label {
+                acc,
+                node: u,
+                layers,
+                parent: prev.map(|p| p.0),
+            };
             let frontier = if head {
                 finals.entry((new_set, first, u)).or_default()
             } else {
@@ -139,9 +158,22 @@ pub fn search(
         for li in frontier {
             let acc = arena[li].acc;
             for u in 0..n {
-                let allowed = if any_order { set & (1u64 << u) == 0 } else { u > last };
+                let allowed = if any_order {
+                    set & (1u64 << u) == 0
+                } else {
+                    u > last
+                };
                 if allowed {
-                    extend(&mut arena, &mut states, &mut finals, Some((li, acc, last)), set, first, u, start);
+                    extend(
+                        &mut arena,
+                        &mut states,
+                        &mut finals,
+                        Some((li, acc, last)),
+                        set,
+                        first,
+                        u,
+                        start,
+                    );
                 }
             }
         }
@@ -157,7 +189,10 @@ pub fn search(
                 cur = arena[c].parent;
             }
             stages.reverse();
-            out.push(Finished { acc: arena[li].acc, stages });
+            out.push(Finished {
+                acc: arena[li].acc,
+                stages,
+            });
         }
     }
     out
@@ -181,7 +216,11 @@ fn insert(arena: &mut Vec<Label>, frontier: &mut Vec<usize>, label: Label, keys:
         let worst = frontier
             .iter()
             .enumerate()
-            .max_by(|p, q| keys(&arena[*p.1].acc).0.total_cmp(&keys(&arena[*q.1].acc).0))
+            .max_by(|p, q| {
+                keys(&arena[*p.1].acc)
+                    .0
+                    .total_cmp(&keys(&arena[*q.1].acc).0)
+            })
             .map(|(pos, _)| pos);
         if let Some(pos) = worst {
             frontier.remove(pos);

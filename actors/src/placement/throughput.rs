@@ -5,11 +5,11 @@
 //! node order (larger clusters keep the fastest-first order). Among placements with the same
 //! slowest stage it picks the lowest single-stream latency.
 
+use super::PlacementPolicy;
 use super::common::{self, SearchSpec};
 use super::plan::{Candidate, Placement, Unplaceable};
 use super::search::{Acc, Finished, OrderMode};
 use super::types::{ClusterView, ModelProfile};
-use super::PlacementPolicy;
 
 /// Minimises the slowest stage; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,8 +27,11 @@ fn spec() -> SearchSpec {
 }
 
 fn select(finals: &[&Finished], _k: Option<usize>) -> Result<usize, Unplaceable> {
-    common::argmin_by(finals, |a| (a.bottleneck_s, a.latency_s))
-        .ok_or(Unplaceable::NoFeasibleSplit { reason: "no candidates".into() })
+    common::argmin_by(finals, |a| (a.bottleneck_s, a.latency_s)).ok_or(
+        Unplaceable::NoFeasibleSplit {
+            reason: "no candidates".into(),
+        },
+    )
 }
 
 impl PlacementPolicy for ThroughputPolicy {
@@ -37,11 +40,23 @@ impl PlacementPolicy for ThroughputPolicy {
     }
 
     fn place(&self, model: &ModelProfile, cluster: &ClusterView) -> Result<Placement, Unplaceable> {
-        common::place(common::prepare(model, cluster, &spec()), cluster, self.name(), &select)
+        common::place(
+            common::prepare(model, cluster, &spec()),
+            cluster,
+            self.name(),
+            &select,
+        )
     }
 
     fn candidates(&self, model: &ModelProfile, cluster: &ClusterView) -> Vec<Candidate> {
         let prepared = common::prepare(model, cluster, &spec());
-        common::candidates(prepared, cluster, self.name(), COST_NAME, |a| a.bottleneck_s, &select)
+        common::candidates(
+            prepared,
+            cluster,
+            self.name(),
+            COST_NAME,
+            |a| a.bottleneck_s,
+            &select,
+        )
     }
 }

@@ -123,7 +123,10 @@ pub struct LinkView {
 
 impl LinkView {
     /// A link assumed when nothing was measured: 1 ms RTT, 100 Mbit/s (12.5 MB/s).
-    pub const DEFAULT: LinkView = LinkView { rtt_s: 0.001, bandwidth_bytes_per_s: 12.5e6 };
+    pub const DEFAULT: LinkView = LinkView {
+        rtt_s: 0.001,
+        bandwidth_bytes_per_s: 12.5e6,
+    };
 }
 
 impl Default for LinkView {
@@ -146,7 +149,11 @@ pub struct ClusterView {
 impl ClusterView {
     /// A view of `nodes` with no measured links (every pair uses [`LinkView::DEFAULT`]).
     pub fn new(nodes: Vec<NodeView>) -> Self {
-        ClusterView { nodes, links: BTreeMap::new(), default_link: LinkView::DEFAULT }
+        ClusterView {
+            nodes,
+            links: BTreeMap::new(),
+            default_link: LinkView::DEFAULT,
+        }
     }
 
     /// Record the measured link between `a` and `b` (both directions).
@@ -162,7 +169,10 @@ impl ClusterView {
 
     /// The link between `a` and `b`: measured, or the default link.
     pub fn link(&self, a: &NodeId, b: &NodeId) -> LinkView {
-        self.links.get(&Self::key(a, b)).copied().unwrap_or(self.default_link)
+        self.links
+            .get(&Self::key(a, b))
+            .copied()
+            .unwrap_or(self.default_link)
     }
 
     /// Every measured link.
@@ -171,6 +181,10 @@ impl ClusterView {
     }
 
     fn key(a: &NodeId, b: &NodeId) -> (NodeId, NodeId) {
-        if a <= b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) }
+        if a <= b {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        }
     }
 }
