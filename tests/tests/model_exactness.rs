@@ -91,7 +91,8 @@ fn gemma3_pancakes() {
     check(&Reference {
         model: GEMMA3,
         prompt: "My favourite recipe for pancakes",
-        prompt_ids: None,
+        // Whole-word pieces of the GGUF vocabulary (no space prefix for the first word).
+        prompt_ids: Some(&[2, 4754, 17797, 15028, 573, 69084]),
         continuation: " is the one I made with my mom. I love the texture of the batter and the way it cooks. I love the way it looks and the way it",
         strict: false,
     });
