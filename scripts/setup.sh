@@ -38,6 +38,11 @@ fi
 
 command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with rustup" >&2; exit 1; }
 
+# The OpenAI-compatibility test drives `edgeray serve` with the unmodified `openai` client library.
+if ! python3 -c 'import openai' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check openai
+fi
+
 scripts/fetch-models.sh
 
 if [ "$build" = 1 ]; then

@@ -24,8 +24,9 @@ pub mod status;
 #[command(name = "edgeray", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `edgeray_runtime=debug`.
-    #[arg(long, global = true, env = "EDGERAY_LOG", default_value = "warn")]
-    pub log: String,
+    /// Default: `info` for `edgeray node` (membership changes are its output), `warn` otherwise.
+    #[arg(long, global = true, env = "EDGERAY_LOG")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -61,7 +62,11 @@ pub enum ModelCommand {
 /// Parse arguments, set up logging, run the subcommand; errors print as `error: ...` with exit 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_log = match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log));
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Model(ModelCommand::Info(args)) => model_info::run(args),
@@ -86,5 +91,6 @@ fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
