@@ -32,13 +32,9 @@ impl MergeTable {
     }
 
     /// Number of merges.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ranks.len()
-    }
-
-    /// True when there are no merges.
-    pub fn is_empty(&self) -> bool {
-        self.ranks.is_empty()
     }
 
     fn rank(&self, key_buf: &mut String, left: &str, right: &str) -> Option<u32> {

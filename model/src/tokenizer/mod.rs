@@ -573,14 +573,13 @@ fn piece_into(kind: &Kind, text: &str, attr: TokenAttr, out: &mut Vec<u8>) {
             Kind::Spm => out.extend_from_slice(text.replace('\u{2581}', " ").as_bytes()),
             Kind::Bpe { .. } => bytelevel::decode_into(text, out),
         }
-    } else if attr.has(TokenAttr::BYTE) {
-        if let Some(b) = text
+    } else if attr.has(TokenAttr::BYTE)
+        && let Some(b) = text
             .strip_prefix("<0x")
             .and_then(|h| h.strip_suffix('>'))
             .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-        }
+    {
+        out.push(b);
     }
 }
 
@@ -607,7 +606,7 @@ fn detect_eog(
     }
     let mut eog = BTreeSet::new();
     for group in vocab::FIM_EOG_TEXTS {
-        if let Some(id) = find(*group) {
+        if let Some(id) = find(group) {
             attrs[id as usize].insert(TokenAttr::CONTROL);
             eog.insert(id);
         }
