@@ -44,6 +44,19 @@ fn slice(t: &FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
 
+/// `x` rounded to the nearest f16 (ties to even), as an f32: a bit trick in the f16 normal range,
+/// `half` elsewhere (subnormals, overflow, NaN). Same result as `f16::from_f32(x).to_f32()`.
+#[inline]
+pub fn round_f16(x: f32) -> f32 {
+    let a = x.abs();
+    if (6.103_515_6e-5..65504.0).contains(&a) {
+        let b = x.to_bits();
+        f32::from_bits((b + 0x0FFF + ((b >> 13) & 1)) & !0x1FFF)
+    } else {
+        f16::from_f32(x).to_f32()
+    }
+}
+
 impl FlashAttnBackend for Flex {
     fn flash_attn_f16(q: FlexTensor, k: FlexTensor, v: FlexTensor, p: FlashAttnParams) -> FlexTensor {
         let qs = q.shape();
@@ -57,7 +70,8 @@ impl FlashAttnBackend for Flex {
         let vd: &[f32] = v.as_slice().expect("contiguous f32 values");
         let mut out = vec![0f32; kvh * rows * hd];
         let mut qq = vec![0f32; hd];
-        let mut acc = vec![f16::ZERO; hd];
+        // The f16 accumulator, held as f16-exact f32 values.
+        let mut acc = vec![0f32; hd];
         for h in 0..kvh {
             let kb = &kd[h * cap * hd..];
             let vb = &vd[h * cap * hd..];
@@ -65,9 +79,9 @@ impl FlashAttnBackend for Flex {
                 let pos = p.pos0 + r % p.n;
                 let qrow = &qd[(h * rows + r) * hd..(h * rows + r + 1) * hd];
                 for (d, x) in qq.iter_mut().zip(qrow) {
-                    *d = f16::from_f32(*x).to_f32();
+                    *d = round_f16(*x);
                 }
-                acc.fill(f16::ZERO);
+                acc.fill(0.0);
                 let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
                 let last = pos.min(p.t - 1);
                 let first = if p.window > 0 { (pos + 1).saturating_sub(p.window) } else { 0 };
@@ -80,24 +94,48 @@ impl FlashAttnBackend for Flex {
                         m = s;
                         ms = (old - m).exp();
                         for a in acc.iter_mut() {
-                            *a = f16::from_f32(a.to_f32() * ms);
+                            *a = round_f16(*a * ms);
                         }
                     } else {
                         vs = (s - m).exp();
                     }
                     let vrow = &vb[j * hd..(j + 1) * hd];
                     for (a, x) in acc.iter_mut().zip(vrow) {
-                        *a = f16::from_f32(x.mul_add(vs, a.to_f32()));
+                        *a = round_f16(x.mul_add(vs, *a));
                     }
                     s_sum = s_sum * ms + vs;
                 }
                 let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
                 let o = &mut out[(h * rows + r) * hd..(h * rows + r + 1) * hd];
                 for (y, a) in o.iter_mut().zip(&acc) {
-                    *y = a.to_f32() * inv;
+                    *y = a * inv;
                 }
             }
         }
         FlexTensor::from_data(TensorData::new(out, [kvh, rows, hd]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_f16_matches_half_everywhere_it_matters() {
+        let mut x = 1u32;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = f32::from_bits(x);
+            if v.is_nan() {
+                continue;
+            }
+            let want = f16::from_f32(v).to_f32();
+            assert_eq!(round_f16(v).to_bits(), want.to_bits(), "{v:e}");
+        }
+        for v in [0.0f32, -0.0, 1.0, 65504.0, 65519.0, 65520.0, 6.1e-5, 6.103_515_6e-5, -3.3, 1e-8] {
+            assert_eq!(round_f16(v).to_bits(), f16::from_f32(v).to_f32().to_bits(), "{v:e}");
+        }
     }
 }
