@@ -6,7 +6,8 @@
 //! let file = GgufFile::open("models/gemma-3-270m-q4_k_m.gguf")?;
 //! let cfg = ModelConfig::from_gguf(&file)?;
 //! let device = burn::tensor::Device::flex();
-//! let stage = Stage::load(&file, &StageSpec::full(cfg.n_layers), &device)?;
+//! let pool = std::sync::Arc::new(edgeray_model::quant::KernelPool::new(1)?);
+//! let stage = Stage::load(&file, &StageSpec::full(cfg.n_layers), &device, &pool)?;
 //! let mut cache = stage.new_cache(1024);
 //! let out = stage.forward(StageInput::Tokens(vec![2, 818]), &mut cache, LogitsFor::Last)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
