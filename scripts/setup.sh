@@ -23,6 +23,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v tc >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v kill >/dev/null || need+=(procps)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v cc >/dev/null || need+=(gcc)
@@ -40,7 +41,8 @@ command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with
 
 # The OpenAI-compatibility test drives `edgeray serve` with the unmodified `openai` client library.
 if ! python3 -c 'import openai' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check openai
+  python3 -m pip install --quiet --disable-pip-version-check openai \
+    || echo "warning: could not install the openai package; the OpenAI-client test will fail to run" >&2
 fi
 
 scripts/fetch-models.sh
