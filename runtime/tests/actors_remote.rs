@@ -273,10 +273,12 @@ async fn placement_uses_remote_budgets_and_releases_them() {
         tokio::time::timeout(T, wn).await.unwrap().unwrap(),
         StopReason::Stopped
     );
-    // Watching an actor that is already gone answers at once.
-    assert_eq!(
-        tokio::time::timeout(T, big.watch()).await.unwrap(),
-        StopReason::NotFound
+    // Watching an actor that is already gone answers at once (its node may still remember why
+    // it stopped, or have forgotten it).
+    let again = tokio::time::timeout(T, big.watch()).await.unwrap();
+    assert!(
+        matches!(again, StopReason::Stopped | StopReason::NotFound),
+        "{again:?}"
     );
     let deadline = Instant::now() + T;
     while p.b.local_budget().free().memory_bytes != 4 * gib && Instant::now() < deadline {

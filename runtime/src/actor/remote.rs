@@ -192,7 +192,41 @@ pub(crate) struct Remote {
     links: DashMap<ActorId, Arc<Link>>,
     link_create: tokio::sync::Mutex<()>,
     watches: DashMap<ActorId, Lifecycle>,
+    /// Remote actors known to have stopped (their node said so); messages to them fail at once.
+    tombstones: Mutex<Tombstones>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A bounded set of actor ids known to be gone, oldest forgotten first.
+#[derive(Default)]
+struct Tombstones {
+    order: VecDeque<ActorId>,
+    set: std::collections::HashSet<ActorId>,
+}
+
+impl Tombstones {
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, id: ActorId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &ActorId) -> bool {
+        self.set.contains(id)
+    }
+
+    /// Forgets a node's actors (it restarted or went down: its ids may be reused).
+    fn forget_node(&mut self, node: NodeId) {
+        self.order.retain(|id| id.node != node);
+        self.set.retain(|id| id.node != node);
+    }
 }
 
 impl Remote {
@@ -203,6 +237,7 @@ impl Remote {
             links: DashMap::new(),
             link_create: tokio::sync::Mutex::new(()),
             watches: DashMap::new(),
+            tombstones: Mutex::new(Tombstones::default()),
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -279,6 +314,7 @@ impl Remote {
             l.mark(LinkDown::NodeDown(format!("{}: {why}", node.short())));
         }
         self.links.retain(|k, _| k.node != node);
+        self.tombstones.lock().forget_node(node);
         let ids: Vec<ActorId> = self
             .watches
             .iter()
@@ -377,6 +413,9 @@ impl Remote {
             body: Bytes::from(body),
             tail,
         };
+        if self.tombstones.lock().contains(&id) {
+            return Err(TellError::ActorDead);
+        }
         let link = self.link(id).await.map_err(|d| d.tell_error())?;
         let r = link.send(frame, None).await;
         self.forget_if_down(id, &link);
@@ -391,6 +430,9 @@ impl Remote {
             body: Bytes::from(body),
             tail,
         };
+        if self.tombstones.lock().contains(&id) {
+            return Err(AskError::ActorDead);
+        }
         let link = self.link(id).await.map_err(|d| d.ask_error())?;
         let (tx, rx) = oneshot::channel();
         let sent = link.send(frame, Some(tx)).await;
@@ -405,7 +447,20 @@ impl Remote {
 
     fn forget_if_down(&self, id: ActorId, link: &Arc<Link>) {
         if link.is_down() {
+            if matches!(link.reason(), LinkDown::Gone(_)) {
+                self.tombstones.lock().insert(id);
+            }
             self.links.remove_if(&id, |_, l| Arc::ptr_eq(l, link));
+        }
+    }
+
+    /// Records that a remote actor is gone for good (not merely unreachable).
+    fn bury(&self, id: ActorId, reason: &StopReason) {
+        if !matches!(reason, StopReason::NodeDown) {
+            self.tombstones.lock().insert(id);
+            if let Some((_, l)) = self.links.remove(&id) {
+                l.mark(LinkDown::Gone(reason.clone()));
+            }
         }
     }
 
@@ -459,6 +514,7 @@ impl Remote {
                     Err(_) => StopReason::NodeDown,
                 };
                 me.watches.remove(&id);
+                me.bury(id, &reason);
                 l.mark_stopped(reason);
             });
         }
@@ -487,7 +543,16 @@ async fn link_writer(
                 let _ = out.written.send(Ok(()));
             }
             Err(e) => {
-                link.mark(LinkDown::NodeDown(e.to_string()));
+                let why = if stopped_because_gone(&e) {
+                    // The receiver sends GONE (with the actor's stop reason) before it stops the
+                    // stream; give the reader a moment to deliver that reason.
+                    let _ =
+                        tokio::time::timeout(GONE_GRACE, down.wait_for(|d| d.is_some())).await;
+                    LinkDown::Gone(StopReason::Stopped)
+                } else {
+                    LinkDown::NodeDown(e.to_string())
+                };
+                link.mark(why);
                 let _ = out.written.send(Err(link.reason()));
                 break;
             }
@@ -498,6 +563,15 @@ async fn link_writer(
         let _ = out.written.send(Err(link.reason()));
     }
     let _ = w.finish();
+}
+
+/// How long a writer whose stream the receiver stopped waits for the GONE frame's reason.
+const GONE_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether a write failed because the receiving node stopped the stream as the actor is gone.
+fn stopped_because_gone(e: &crate::wire::WireError) -> bool {
+    matches!(e, crate::wire::WireError::Write(quinn::WriteError::Stopped(code))
+        if *code == quinn::VarInt::from_u32(CODE_GONE))
 }
 
 async fn link_reader(
