@@ -12,3 +12,5 @@ pub mod cli;
 pub mod placement;
 /// The OpenAI-compatible HTTP gateway.
 pub mod gateway;
+/// Distributed pipeline inference: scheduler, stage actors, weight shipping.
+pub mod pipeline;

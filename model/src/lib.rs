@@ -6,3 +6,4 @@ pub mod ops;
 pub mod sampling;
 pub mod chat;
 pub mod tokenizer;
+pub mod shard;

@@ -58,9 +58,16 @@ fn synthetic_tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
         .collect()
 }
 
-fn logits(g: &Generator, input: StageInput, cache: &mut edgeray_model::arch::KvCache) -> anyhow::Result<Vec<f32>> {
+fn logits(
+    g: &Generator,
+    input: StageInput,
+    cache: &mut edgeray_model::arch::KvCache,
+) -> anyhow::Result<Vec<f32>> {
     match g.stage.forward(input, cache, LogitsFor::Last)? {
-        StageOutput::Logits(l) => l.into_data().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}")),
+        StageOutput::Logits(l) => l
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}")),
         StageOutput::Hidden(_) => bail!("full model returned hidden states"),
     }
 }
@@ -74,7 +81,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ctx = args.prompt_tokens.max(args.gen_tokens) + 1;
     let g = load_with_progress(&args.model, threads, Some(ctx))?;
     let vocab = g.config().vocab_size;
-    let gguf_bytes = std::fs::metadata(&args.model).context("cannot stat the model")?.len();
+    let gguf_bytes = std::fs::metadata(&args.model)
+        .context("cannot stat the model")?
+        .len();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for rep in 0..args.reps {
@@ -94,7 +103,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         tg.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
         if !args.json {
-            eprintln!("rep {}: pp {:.1} t/s, tg {:.1} t/s", rep + 1, pp[rep], tg[rep]);
+            eprintln!(
+                "rep {}: pp {:.1} t/s, tg {:.1} t/s",
+                rep + 1,
+                pp[rep],
+                tg[rep]
+            );
         }
     }
     let (pp_m, tg_m) = (median(pp), median(tg));
@@ -116,8 +130,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         println!("model:       {model} ({} bytes)", gguf_bytes);
         println!("threads:     {threads}");
-        println!("pp{}:       {pp_m:.1} tokens/s (median of {})", args.prompt_tokens, args.reps);
-        println!("tg{}:       {tg_m:.1} tokens/s (median of {})", args.gen_tokens, args.reps);
+        println!(
+            "pp{}:       {pp_m:.1} tokens/s (median of {})",
+            args.prompt_tokens, args.reps
+        );
+        println!(
+            "tg{}:       {tg_m:.1} tokens/s (median of {})",
+            args.gen_tokens, args.reps
+        );
         println!("peak RSS:    {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
     }
     Ok(())

@@ -46,11 +46,17 @@ pub struct GenerateArgs {
 
 /// Default thread count: the available cores.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Loads a model with an indicatif progress bar on stderr.
-pub fn load_with_progress(model: &PathBuf, threads: usize, ctx: Option<usize>) -> anyhow::Result<Generator> {
+pub fn load_with_progress(
+    model: &PathBuf,
+    threads: usize,
+    ctx: Option<usize>,
+) -> anyhow::Result<Generator> {
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers")
@@ -81,8 +87,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         ..SamplingParams::default()
     };
     sampling.validate()?;
-    let prompt = if args.chat { generator.encode_chat(&args.prompt)? } else { generator.encode(&args.prompt)? };
-    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling };
+    let prompt = if args.chat {
+        generator.encode_chat(&args.prompt)?
+    } else {
+        generator.encode(&args.prompt)?
+    };
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;

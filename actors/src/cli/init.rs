@@ -22,8 +22,13 @@ pub struct InitArgs {
 /// Run the subcommand.
 pub fn run(args: InitArgs) -> anyhow::Result<()> {
     let path = write_config(&args.dir, args.force)?;
-    println!("wrote {} (mode 0600) with a new cluster secret", path.display());
-    println!("copy this file to every board, then run on each: edgeray node --config {FILE_NAME} --name <board-name>");
+    println!(
+        "wrote {} (mode 0600) with a new cluster secret",
+        path.display()
+    );
+    println!(
+        "copy this file to every board, then run on each: edgeray node --config {FILE_NAME} --name <board-name>"
+    );
     Ok(())
 }
 
@@ -41,7 +46,8 @@ pub fn write_config(dir: &Path, force: bool) -> anyhow::Result<PathBuf> {
     let secret: [u8; 32] = rand::random();
     let text = ClusterConfig::sample_toml(secret);
     // Parse back what we write: a template error must never produce an unusable file.
-    ClusterConfig::from_toml_str(&text).context("internal error: generated config does not parse")?;
+    ClusterConfig::from_toml_str(&text)
+        .context("internal error: generated config does not parse")?;
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -78,11 +84,21 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let err = write_config(dir.path(), false).unwrap_err().to_string();
-        assert!(err.contains("already exists") && err.contains("--force"), "{err}");
-        assert_eq!(ClusterConfig::load(&p).unwrap().secret, cfg.secret, "not overwritten");
+        assert!(
+            err.contains("already exists") && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(
+            ClusterConfig::load(&p).unwrap().secret,
+            cfg.secret,
+            "not overwritten"
+        );
         write_config(dir.path(), true).unwrap();
         assert_ne!(
             ClusterConfig::load(&p).unwrap().secret,

@@ -4,11 +4,15 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod deploy_args;
 pub mod generate;
+pub mod hosting;
 pub mod init;
 pub mod model_info;
 pub mod node;
 pub mod placement;
+pub mod run;
+pub mod serve;
 pub mod status;
 
 /// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.
@@ -20,6 +24,11 @@ pub mod status;
 ///   edgeray init                      # once: writes cluster.toml with a fresh secret; copy it to every board
 ///   edgeray node --config cluster.toml --name pi-01   # on every board; they find each other by mDNS
 ///   edgeray status --config cluster.toml              # list the members
+///   edgeray run --config cluster.toml --prompt "..."  # generate across the boards
+///   edgeray serve --config cluster.toml --http 0.0.0.0:8080   # OpenAI-compatible API
+///
+/// The distributed path on one machine (an embedded 2-node cluster over loopback QUIC):
+///   edgeray run --prompt "The capital of France is"
 #[derive(Debug, Parser)]
 #[command(name = "edgeray", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
@@ -50,6 +59,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Preview pipeline placements of a model on a (synthetic) cluster.
     Placement(placement::PlacementArgs),
+    /// Generate across the cluster (or an embedded 2-node cluster) and stream the answer.
+    Run(run::RunArgs),
+    /// Serve the model from the cluster with an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 /// `edgeray model ...`
@@ -64,6 +77,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Node(_) => "info",
+        Command::Run(_) | Command::Serve(_) => "warn,edgeray::pipeline=info",
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log));
@@ -75,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Node(args) => node::run(args),
         Command::Status(args) => status::run(args),
         Command::Placement(args) => placement::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

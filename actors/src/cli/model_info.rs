@@ -31,7 +31,8 @@ fn layer_of(name: &str) -> Option<usize> {
 
 /// Run the subcommand.
 pub fn run(args: ModelInfoArgs) -> anyhow::Result<()> {
-    let file = GgufFile::open(&args.path).with_context(|| format!("cannot open {}", args.path.display()))?;
+    let file = GgufFile::open(&args.path)
+        .with_context(|| format!("cannot open {}", args.path.display()))?;
     let cfg = ModelConfig::from_gguf(&file)?;
     let ctx = args.ctx.unwrap_or(cfg.context_length.min(4096));
     let md = file.metadata();
@@ -47,18 +48,44 @@ pub fn run(args: ModelInfoArgs) -> anyhow::Result<()> {
     println!("head dim:        {}", cfg.head_dim);
     println!("vocab:           {}", cfg.vocab_size);
     println!("context (train): {}", cfg.context_length);
-    println!("rope:            {:?}, base {} (local {})", cfg.rope_style, cfg.rope_base, cfg.rope_base_local);
-    println!("sliding window:  {}", cfg.sliding_window.map_or("none".into(), |w| format!("{w} (5 local : 1 global)")));
+    println!(
+        "rope:            {:?}, base {} (local {})",
+        cfg.rope_style, cfg.rope_base, cfg.rope_base_local
+    );
+    println!(
+        "sliding window:  {}",
+        cfg.sliding_window
+            .map_or("none".into(), |w| format!("{w} (5 local : 1 global)"))
+    );
     println!("rms eps:         {:e}", cfg.rms_eps);
-    println!("attn scale:      q x {:?}, kq x {}", cfg.q_scale, cfg.kq_scale);
-    println!("output head:     {}", if cfg.tied_output { "tied to token_embd" } else { "output.weight" });
+    println!(
+        "attn scale:      q x {:?}, kq x {}",
+        cfg.q_scale, cfg.kq_scale
+    );
+    println!(
+        "output head:     {}",
+        if cfg.tied_output {
+            "tied to token_embd"
+        } else {
+            "output.weight"
+        }
+    );
     println!("activation:      {:?}", cfg.activation);
 
     if !args.no_tensors {
         println!();
-        println!("{:<36} {:>7} {:>22} {:>14}", "tensor", "type", "dims", "bytes");
+        println!(
+            "{:<36} {:>7} {:>22} {:>14}",
+            "tensor", "type", "dims", "bytes"
+        );
         for t in file.tensors() {
-            println!("{:<36} {:>7} {:>22} {:>14}", t.name, t.ggml_type.to_string(), format!("{:?}", t.dims), t.size);
+            println!(
+                "{:<36} {:>7} {:>22} {:>14}",
+                t.name,
+                t.ggml_type.to_string(),
+                format!("{:?}", t.dims),
+                t.size
+            );
         }
     }
 
@@ -72,8 +99,13 @@ pub fn run(args: ModelInfoArgs) -> anyhow::Result<()> {
     }
     let kv_tok = cfg.kv_bytes_per_token_per_layer() as u64;
     println!();
-    println!("memory per layer at ctx {ctx} (KV cache: f32 K+V, {kv_tok} bytes per token per layer):");
-    println!("{:>5} {:>14} {:>14} {:>14}", "layer", "weights", "kv cache", "total");
+    println!(
+        "memory per layer at ctx {ctx} (KV cache: f32 K+V, {kv_tok} bytes per token per layer):"
+    );
+    println!(
+        "{:>5} {:>14} {:>14} {:>14}",
+        "layer", "weights", "kv cache", "total"
+    );
     for (l, w) in &per_layer {
         let kv = kv_tok * ctx as u64;
         println!("{l:>5} {:>14} {:>14} {:>14}", mib(*w), mib(kv), mib(w + kv));
@@ -84,7 +116,11 @@ pub fn run(args: ModelInfoArgs) -> anyhow::Result<()> {
     println!("first stage extra (token_embd): {}", mib(embd));
     println!(
         "last stage extra (output_norm + {}): {}",
-        if cfg.tied_output { "tied token_embd" } else { "output" },
+        if cfg.tied_output {
+            "tied token_embd"
+        } else {
+            "output"
+        },
         mib(norm + if cfg.tied_output { embd } else { out })
     );
     println!("non-layer tensors total: {}", mib(other));

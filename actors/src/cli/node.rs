@@ -7,7 +7,6 @@
 
 use anyhow::Context;
 use edgeray_runtime::config::{ByteSize, ClusterConfig, Power, validate_node_name};
-use edgeray_runtime::node::Node;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -41,6 +40,9 @@ pub struct NodeArgs {
     /// Disable mDNS (seeds only).
     #[arg(long)]
     pub no_mdns: bool,
+    /// Kernel threads of the stages this node hosts (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl NodeArgs {
@@ -78,9 +80,18 @@ impl NodeArgs {
 /// Run the subcommand.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.effective_config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let threads = args
+        .threads
+        .unwrap_or_else(super::generate::default_threads);
     rt.block_on(async move {
-        let node = Node::start(config).await.context("cannot start the node")?;
+        let cluster = super::hosting::start_hosting_node(config, threads).await?;
+        let node = cluster
+            .node()
+            .context("the actor system has no node")?
+            .clone();
         eprintln!(
             "edgeray node {} ({}) listening on {}; Ctrl-C to leave the cluster",
             node.name(),
@@ -89,13 +100,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
         wait_for_signal().await?;
         tracing::info!("signal received, leaving the cluster");
-        node.shutdown().await;
+        cluster.shutdown().await;
         anyhow::Ok(())
     })
 }
 
+/// Resolves on SIGTERM or SIGINT.
 #[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -106,8 +118,9 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves on Ctrl-C.
 #[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

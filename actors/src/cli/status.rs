@@ -44,7 +44,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         discovery_timeout: args.discover,
         timeout: args.timeout,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let status = rt
         .block_on(query_status(&config, &target))
         .context("cannot reach the cluster")?;

@@ -1,6 +1,6 @@
 //! Hyper-parameters of a supported architecture, read from GGUF metadata.
 
-use crate::gguf::{GgufFile, Metadata};
+use crate::gguf::{GgufError, GgufFile, Metadata};
 
 use super::error::ArchError;
 use super::rope::{Rope, RopeStyle};
@@ -101,6 +101,13 @@ pub struct ModelConfig {
     pub activation: Activation,
 }
 
+/// Metadata key a stage shard (a GGUF holding only some layers) uses for the vocabulary size,
+/// since it may lack `token_embd.weight`, where a full model's vocabulary size comes from.
+pub const SHARD_VOCAB_KEY: &str = "edgeray.shard.vocab_size";
+/// Metadata key a stage shard uses to record whether the full model's output head is tied to
+/// the token embedding.
+pub const SHARD_TIED_KEY: &str = "edgeray.shard.tied_output";
+
 fn key(arch: Arch, k: &str) -> String {
     format!("{}.{k}", arch.name())
 }
@@ -170,15 +177,24 @@ impl ModelConfig {
         let rms_eps = m.get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6);
         let context_length = opt_usize(m, &k("context_length"))?.unwrap_or(4096);
         let rope_base = m.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0);
-        let embd = file.require_tensor("token_embd.weight")?;
-        if embd.dims.len() != 2 || embd.dims[0] as usize != d_model {
-            return Err(ArchError::BadTensor {
-                name: embd.name.clone(),
-                reason: format!("dims {:?}, expected [{d_model}, vocab]", embd.dims),
-            });
-        }
-        let vocab_size = embd.dims[1] as usize;
-        let tied_output = file.tensor("output.weight").is_none();
+        let (vocab_size, tied_output) = match file.tensor("token_embd.weight") {
+            Some(embd) => {
+                if embd.dims.len() != 2 || embd.dims[0] as usize != d_model {
+                    return Err(ArchError::BadTensor {
+                        name: embd.name.clone(),
+                        reason: format!("dims {:?}, expected [{d_model}, vocab]", embd.dims),
+                    });
+                }
+                (embd.dims[1] as usize, file.tensor("output.weight").is_none())
+            }
+            // A stage shard (see `SHARD_VOCAB_KEY`) carries only its own layers' tensors.
+            None if m.contains(SHARD_VOCAB_KEY) => {
+                let vocab = req_usize(m, SHARD_VOCAB_KEY)?;
+                let tied = m.get_bool_opt(SHARD_TIED_KEY)?.unwrap_or(false);
+                (vocab, tied)
+            }
+            None => return Err(GgufError::TensorNotFound("token_embd.weight".into()).into()),
+        };
         let inv_sqrt = 1.0 / (head_dim as f32).sqrt();
         let (rope_style, sliding_window, rope_base_local, q_scale, kq_scale, embed_scale, activation) = match arch {
             Arch::Llama => (RopeStyle::Norm, None, rope_base, None, inv_sqrt, None, Activation::Silu),

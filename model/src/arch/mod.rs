@@ -30,7 +30,7 @@ mod tests;
 
 pub use attention::{Attention, AttentionSpec};
 pub use block::Block;
-pub use config::{Activation, Arch, LayerSpec, ModelConfig};
+pub use config::{Activation, Arch, LayerSpec, ModelConfig, SHARD_TIED_KEY, SHARD_VOCAB_KEY};
 pub use error::ArchError;
 pub use generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason, TokenEvent};
 pub use kv_cache::KvCache;

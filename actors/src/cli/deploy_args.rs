@@ -1,0 +1,174 @@
+//! What `edgeray run`, `edgeray serve` and `edgeray bench --local` share: where the cluster comes
+//! from and how the model is deployed on it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use edgeray_runtime::cluster::Cluster;
+use edgeray_runtime::config::{ClusterConfig, parse_duration};
+
+use super::hosting::{default_local_dir, embedded_cluster, start_hosting_node, wait_for_members};
+use crate::pipeline::{DeployOptions, Pipeline, WireDtype, deploy};
+
+/// Default model of the embedded demo cluster.
+pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
+
+/// Cluster and deployment options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeployArgs {
+    /// Cluster configuration (`edgeray init`); this process joins that cluster as the
+    /// coordinator. Without it, an embedded cluster of `--local` nodes runs in this process
+    /// (separate actor systems talking QUIC over loopback).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// GGUF model file (only the coordinator needs it: stages receive their shards).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Placement policy: throughput, memory or power.
+    #[arg(long, default_value = "throughput")]
+    pub policy: String,
+    /// Exactly this many pipeline stages (the policy's best such placement). Default: the
+    /// policy decides; with the embedded cluster, one stage per node.
+    #[arg(long)]
+    pub stages: Option<usize>,
+    /// Nodes of the embedded cluster (without `--config`).
+    #[arg(long = "local", default_value_t = 2)]
+    pub local_nodes: usize,
+    /// Folder of the embedded cluster's node state and shard caches.
+    #[arg(long)]
+    pub local_dir: Option<PathBuf>,
+    /// With `--config`: wait until this many members (this process included) are up.
+    #[arg(long, default_value_t = 1)]
+    pub min_nodes: usize,
+    /// With `--config`: how long to wait for members to be discovered.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub discover: Duration,
+    /// With `--config`: this process's QUIC address (default: an ephemeral port, so a node
+    /// running on the same board keeps its own).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub listen: SocketAddr,
+    /// Context length per sequence.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+    /// Kernel threads per stage (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Hidden states between stages: f16 (half the bytes) or f32 (bit-identical to one node).
+    #[arg(long, default_value = "f16")]
+    pub wire_dtype: WireDtype,
+    /// Sequences generated at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_sequences: usize,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A deployed pipeline and the cluster nodes this process runs.
+pub struct Deployment {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Nodes of this process (the coordinator first).
+    pub nodes: Vec<Cluster>,
+}
+
+impl Deployment {
+    /// Stops the pipeline and this process's nodes.
+    pub async fn shutdown(self) {
+        self.pipeline.shutdown().await;
+        for n in self.nodes.into_iter().rev() {
+            n.shutdown().await;
+        }
+    }
+}
+
+impl DeployArgs {
+    /// Kernel threads per stage.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(super::generate::default_threads)
+    }
+
+    /// Starts (or joins) the cluster and deploys the model.
+    pub async fn deploy(&self) -> anyhow::Result<Deployment> {
+        anyhow::ensure!(
+            self.model.is_file(),
+            "model file {} not found (run scripts/fetch-models.sh, or pass --model)",
+            self.model.display()
+        );
+        let threads = self.threads();
+        let (nodes, stages) = match &self.config {
+            Some(path) => {
+                let mut config = ClusterConfig::load(path)?;
+                config.listen = self.listen;
+                config.name = Some(format!(
+                    "{}-coordinator",
+                    config.node_name().chars().take(40).collect::<String>()
+                ));
+                // The coordinator keeps its own identity beside the node's.
+                config.state_dir = config.state_dir.join("coordinator");
+                config.validate()?;
+                let cluster = start_hosting_node(config, threads).await?;
+                let seen = wait_for_members(&cluster, self.min_nodes, self.discover).await;
+                anyhow::ensure!(
+                    seen >= self.min_nodes,
+                    "only {seen} of {} members came up within {:?}",
+                    self.min_nodes,
+                    self.discover
+                );
+                (vec![cluster], self.stages)
+            }
+            None => {
+                let dir = self.local_dir.clone().unwrap_or_else(default_local_dir);
+                let nodes = embedded_cluster(self.local_nodes, &dir, threads).await?;
+                (nodes, Some(self.stages.unwrap_or(self.local_nodes)))
+            }
+        };
+        let opts = DeployOptions {
+            policy: self.policy.clone(),
+            stages,
+            ctx: self.ctx,
+            threads,
+            dtype: self.wire_dtype,
+            max_sequences: self.max_sequences,
+            max_queued: self.max_sequences * 4,
+            progress: !self.quiet,
+        };
+        let pipeline = match deploy(&nodes[0], &self.model, &opts).await {
+            Ok(p) => p,
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.shutdown().await;
+                }
+                return Err(e).context("deployment failed");
+            }
+        };
+        Ok(Deployment { pipeline, nodes })
+    }
+}
+
+/// One line per stage: layers, node, memory.
+pub fn describe_placement(p: &Pipeline) -> String {
+    let pl = p.placement();
+    let mut s = format!(
+        "placement ({} policy, {} stage{}, hidden states {:?} on the wire):\n",
+        pl.policy,
+        pl.stages.len(),
+        if pl.stages.len() == 1 { "" } else { "s" },
+        p.wire_dtype()
+    );
+    for (k, st) in pl.stages.iter().enumerate() {
+        s.push_str(&format!(
+            "  stage {k}: layers {:>2}..{:<2} on {:<24} {:>6.1} MiB weights{}{}\n",
+            st.layers.start,
+            st.layers.end,
+            st.node_name,
+            st.weight_bytes as f64 / (1 << 20) as f64,
+            if st.embed { " +embed" } else { "" },
+            if st.head { " +head" } else { "" },
+        ));
+    }
+    s
+}

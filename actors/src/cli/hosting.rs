@@ -1,0 +1,113 @@
+//! Starting this process as a cluster node that can host pipeline stages: shared by
+//! `edgeray node`, `edgeray run` and `edgeray serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgeray_runtime::cluster::{ActorSystemConfig, Cluster};
+use edgeray_runtime::config::{ByteSize, ClusterConfig};
+use edgeray_runtime::node::Node;
+
+use crate::pipeline::{measure_compute_score, registry, scheduler::cluster_view, set_shard_dir};
+
+/// Starts a node hosting the pipeline's actor kinds. Its compute score is measured with the
+/// quantized kernels (unless `resources.compute_score` is configured); its shard cache is
+/// `state_dir/shards`.
+pub async fn start_hosting_node(
+    mut config: ClusterConfig,
+    threads: usize,
+) -> anyhow::Result<Cluster> {
+    if config.resources.compute_score.is_none() {
+        config.resources.compute_score = tokio::task::spawn_blocking(move || {
+            measure_compute_score(threads, Duration::from_millis(150))
+        })
+        .await
+        .ok()
+        .flatten();
+    }
+    let node = Node::bind(config.clone())
+        .await
+        .context("cannot start the node")?;
+    set_shard_dir(node.transport().node_id(), config.state_dir.join("shards"));
+    let actors = ActorSystemConfig::from_cluster_config(&config);
+    let cluster = Cluster::start_node(node, registry(), actors)
+        .await
+        .context("cannot start the actor system")?;
+    Ok(cluster)
+}
+
+/// Waits until `want` members (this node included) are Up and have reported their resources,
+/// or `timeout` passes; returns how many were seen.
+pub async fn wait_for_members(cluster: &Cluster, want: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = cluster_view(cluster).nodes.len();
+        if n >= want || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An embedded cluster of `n` nodes in this process: separate actor systems talking mutual-TLS
+/// QUIC over loopback, seeded to each other (no mDNS), each with its own state and shard cache
+/// under `dir` (kept, so a second run finds its shards cached).
+pub async fn embedded_cluster(
+    n: usize,
+    dir: &Path,
+    threads: usize,
+) -> anyhow::Result<Vec<Cluster>> {
+    anyhow::ensure!(n >= 1, "an embedded cluster needs at least one node");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let secret_file = dir.join("secret");
+    let secret: [u8; 32] = match std::fs::read(&secret_file) {
+        Ok(b) if b.len() == 32 => b.try_into().unwrap_or([7u8; 32]),
+        _ => {
+            let s: [u8; 32] = rand::random();
+            std::fs::write(&secret_file, s)
+                .with_context(|| format!("cannot write {}", secret_file.display()))?;
+            s
+        }
+    };
+    let mut nodes: Vec<Cluster> = Vec::new();
+    let mut first_addr: Option<SocketAddr> = None;
+    for i in 0..n {
+        let mut c = ClusterConfig::with_secret(secret);
+        c.cluster_name = "edgeray-local".into();
+        c.name = Some(format!("local-{i}"));
+        c.listen = "127.0.0.1:0".parse().expect("literal address");
+        c.mdns = false;
+        c.state_dir = dir.join(format!("node-{i}"));
+        if let Some(a) = first_addr {
+            c.seeds = vec![a.to_string()];
+        }
+        // Each embedded node offers an equal share of this machine's memory.
+        let total = edgeray_runtime::resources::measure(&c, 0.0).memory_budget;
+        c.memory_budget = Some(ByteSize(total / n as u64));
+        c.validate().context("embedded node config")?;
+        let cluster = start_hosting_node(c, threads).await?;
+        if first_addr.is_none() {
+            first_addr = cluster.node().map(|h| h.local_addr());
+        }
+        nodes.push(cluster);
+    }
+    let seen = wait_for_members(&nodes[0], n, Duration::from_secs(20)).await;
+    anyhow::ensure!(
+        seen >= n,
+        "only {seen} of {n} embedded nodes joined within 20 s"
+    );
+    Ok(nodes)
+}
+
+/// Default folder of the embedded cluster: `$XDG_CACHE_HOME/edgeray/local` or
+/// `~/.cache/edgeray/local`.
+pub fn default_local_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("edgeray")
+        .join("local")
+}

@@ -1,0 +1,129 @@
+//! `edgeray run`: generate across the cluster's nodes and stream the answer to stdout.
+//!
+//! Without `--config`, an embedded cluster of two nodes (separate actor systems talking QUIC
+//! over loopback) serves the default model, so the distributed path runs with one command.
+
+use std::io::Write;
+
+use edgeray_model::sampling::SamplingParams;
+use tokio::sync::mpsc;
+
+use super::deploy_args::{DeployArgs, describe_placement};
+use crate::pipeline::{Finish, GenOptions};
+
+/// Arguments of `edgeray run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Cluster and deployment.
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Prompt text (raw, or the user message with `--chat`).
+    #[arg(long)]
+    pub prompt: String,
+    /// Apply the model's chat template to the prompt (as one user message).
+    #[arg(long)]
+    pub chat: bool,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Random seed of the sampler.
+    #[arg(long, default_value_t = 0x5EED)]
+    pub seed: u64,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Print the generated token ids (one line, on stderr) at the end.
+    #[arg(long)]
+    pub print_ids: bool,
+}
+
+/// Run the subcommand.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..SamplingParams::greedy()
+    };
+    sampling.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let d = args.deploy.deploy().await?;
+        eprint!("{}", describe_placement(&d.pipeline));
+        if d.pipeline.shipped_bytes() == 0 {
+            eprintln!("weights: every stage node had its shard cached (nothing sent)");
+        } else {
+            eprintln!(
+                "weights: {:.1} MiB shipped to stage nodes",
+                d.pipeline.shipped_bytes() as f64 / (1 << 20) as f64
+            );
+        }
+        let result = async {
+            let ids = if args.chat {
+                d.pipeline
+                    .encode_chat(&[("user".to_string(), args.prompt.clone())])?
+            } else {
+                d.pipeline.encode(&args.prompt)?
+            };
+            let (tx, mut rx) = mpsc::channel(8);
+            let printer = tokio::spawn(async move {
+                while let Some(t) = rx.recv().await {
+                    let t: crate::pipeline::GenToken = t;
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(t.text.as_bytes());
+                    let _ = out.flush();
+                }
+                let _ = std::io::stdout().write_all(b"\n");
+            });
+            let opts = GenOptions {
+                max_tokens: args.max_tokens,
+                sampling,
+            };
+            let summary = d.pipeline.generate(ids, &opts, &tx).await;
+            drop(tx);
+            let _ = printer.await;
+            anyhow::Ok(summary?)
+        }
+        .await;
+        let hops = d.pipeline.hop_totals();
+        d.shutdown().await;
+        let s = result?;
+        eprintln!(
+            "{} prompt tokens, {} generated ({}); first token after {:.0} ms, {:.2} tokens/s",
+            s.prompt_tokens,
+            s.tokens.len(),
+            match s.finish {
+                Finish::EndOfGeneration => "end of text",
+                Finish::MaxTokens => "max tokens",
+                Finish::ContextFull => "context full",
+                Finish::Cancelled => "cancelled",
+            },
+            s.prompt_time.as_secs_f64() * 1e3,
+            s.gen_tokens_per_s()
+        );
+        for (k, h) in hops.iter().enumerate() {
+            if h.batches > 0 {
+                eprintln!(
+                    "  stage {k}: compute {:.1} ms/batch, queue+transfer {:.1} ms, hand-off {:.1} ms, {:.0} bytes/batch out",
+                    h.compute_us as f64 / h.batches as f64 / 1e3,
+                    h.wait_us as f64 / h.batches as f64 / 1e3,
+                    h.send_us as f64 / h.batches as f64 / 1e3,
+                    h.bytes_out as f64 / h.batches as f64
+                );
+            }
+        }
+        if args.print_ids {
+            eprintln!("ids: {:?}", s.tokens);
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,68 @@
+//! `edgeray serve`: deploy the model on the cluster and expose an OpenAI-compatible HTTP API
+//! (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`, `/health`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::deploy_args::{DeployArgs, describe_placement};
+use crate::gateway::{Gateway, GatewayConfig, MetricsRegistry};
+use crate::pipeline::PipelineBackend;
+
+/// Arguments of `edgeray serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Cluster and deployment.
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// HTTP address of the API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Tokens generated when a request gives no `max_tokens`.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: usize,
+    /// HTTP requests in flight or queued at most; more get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_requests: usize,
+}
+
+/// Run the subcommand.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let d = args.deploy.deploy().await?;
+        eprint!("{}", describe_placement(&d.pipeline));
+        let registry = MetricsRegistry::new();
+        d.pipeline.export_metrics(&registry);
+        let backend = Arc::new(PipelineBackend::new(
+            d.pipeline.clone(),
+            args.default_max_tokens,
+        ));
+        let gateway = Gateway::with_metrics(
+            backend,
+            GatewayConfig {
+                max_concurrent_requests: args.max_requests,
+                ..GatewayConfig::default()
+            },
+            registry,
+        )?;
+        let running = gateway
+            .spawn(args.http)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http))?;
+        // The line scripts and tests wait for.
+        eprintln!(
+            "serving {} at {} (OpenAI API); Ctrl-C to stop",
+            d.pipeline.model_id(),
+            running.base_url()
+        );
+        super::node::wait_for_signal().await?;
+        eprintln!("stopping");
+        let _ = running.shutdown().await;
+        d.shutdown().await;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,146 @@
+//! The pipeline behind the OpenAI-compatible gateway.
+
+use std::time::Duration;
+
+use edgeray_model::sampling::SamplingParams as ModelSampling;
+use tokio::sync::mpsc;
+
+use super::engine::{Finish, GenOptions, Pipeline, PipelineError};
+use crate::gateway::{
+    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
+    SamplingParams, SubmitError, TokenStream,
+};
+
+/// Serves a [`Pipeline`] through [`crate::gateway::Gateway`].
+pub struct PipelineBackend {
+    pipeline: Pipeline,
+    default_max_tokens: usize,
+    retry_after: Duration,
+}
+
+impl PipelineBackend {
+    /// A backend generating at most `default_max_tokens` when a request names no `max_tokens`.
+    pub fn new(pipeline: Pipeline, default_max_tokens: usize) -> Self {
+        PipelineBackend {
+            pipeline,
+            default_max_tokens,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The model's sampling settings for an API request: llama.cpp's server defaults (temperature
+/// 0.8, top-k 40, top-p 0.95, min-p 0.05) where the request is silent; `temperature: 0` is greedy.
+pub fn sampling_for(p: &SamplingParams) -> Result<ModelSampling, SubmitError> {
+    for (name, v) in [
+        ("presence_penalty", p.presence_penalty),
+        ("frequency_penalty", p.frequency_penalty),
+    ] {
+        if let Some(v) = v
+            && v != 0.0
+        {
+            return Err(SubmitError::Invalid(format!(
+                "{name} is not supported by this server (use repeat_penalty)"
+            )));
+        }
+    }
+    let s = ModelSampling {
+        temperature: p.temperature.unwrap_or(0.8),
+        top_k: p.top_k.map_or(40, |k| k as usize),
+        top_p: p.top_p.unwrap_or(0.95),
+        min_p: p.min_p.unwrap_or(0.05),
+        repetition_penalty: p.repeat_penalty.unwrap_or(1.0),
+        repeat_last_n: 64,
+        seed: p.seed.unwrap_or_else(rand::random),
+    };
+    s.validate()
+        .map_err(|e| SubmitError::Invalid(format!("invalid sampling settings: {e}")))?;
+    Ok(s)
+}
+
+impl CompletionBackend for PipelineBackend {
+    fn model_id(&self) -> String {
+        self.pipeline.model_id().to_string()
+    }
+
+    fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
+        if let Some(why) = self.pipeline.broken() {
+            return Err(SubmitError::Unavailable(why));
+        }
+        let sampling = sampling_for(&req.sampling)?;
+        let ids = match &req.prompt {
+            PromptInput::Text(t) => self.pipeline.encode(t),
+            PromptInput::Chat(msgs) => self.pipeline.encode_chat(
+                &msgs
+                    .iter()
+                    .map(|m| (m.role.clone(), m.content.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+        .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let ctx = self.pipeline.context_length();
+        if ids.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        let requested = req.max_tokens.unwrap_or(0);
+        if ids.len() + requested as usize > ctx || ids.len() >= ctx {
+            return Err(SubmitError::PromptTooLong {
+                prompt_tokens: ids.len() as u32,
+                requested_tokens: requested,
+                max_context: ctx as u32,
+            });
+        }
+        let max_tokens = req
+            .max_tokens
+            .map_or(self.default_max_tokens, |m| m as usize)
+            .min(ctx - ids.len());
+        let admitted = self.pipeline.try_admit().map_err(|e| match e {
+            PipelineError::Overloaded { .. } => SubmitError::Overloaded {
+                retry_after: self.retry_after,
+            },
+            other => SubmitError::Unavailable(other.to_string()),
+        })?;
+        let prompt_tokens = ids.len() as u32;
+        let (tx, stream) = TokenStream::channel(prompt_tokens, 16);
+        let pipeline = self.pipeline.clone();
+        tokio::spawn(async move {
+            let slot = admitted.await;
+            let (tok_tx, mut tok_rx) = mpsc::channel::<super::engine::GenToken>(4);
+            let opts = GenOptions {
+                max_tokens,
+                sampling,
+            };
+            let events = tx.clone();
+            let forward = tokio::spawn(async move {
+                while let Some(t) = tok_rx.recv().await {
+                    if events
+                        .send(GenerationEvent::Token {
+                            id: t.id,
+                            text: t.text,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break; // client gone: dropping tok_rx cancels the generation
+                    }
+                }
+            });
+            let result = pipeline.generate_admitted(&slot, ids, &opts, &tok_tx).await;
+            drop(tok_tx);
+            let _ = forward.await;
+            let event = match result {
+                Ok(s) => GenerationEvent::Done {
+                    finish_reason: match s.finish {
+                        Finish::EndOfGeneration | Finish::Cancelled => FinishReason::Stop,
+                        Finish::MaxTokens | Finish::ContextFull => FinishReason::Length,
+                    },
+                    prompt_tokens,
+                    completion_tokens: s.tokens.len() as u32,
+                },
+                Err(e) => GenerationEvent::Error(e.to_string()),
+            };
+            let _ = tx.send(event).await;
+        });
+        Ok(stream)
+    }
+}

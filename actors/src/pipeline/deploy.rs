@@ -1,0 +1,286 @@
+//! Deploying a model on the cluster: schedule, ship each stage node its shard, spawn the stage
+//! actors wired point-to-point (last to first, so each knows its successor), and the sink.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use edgeray_model::arch::{ModelConfig, StageSpec};
+use edgeray_model::chat::ChatTemplate;
+use edgeray_model::gguf::GgufFile;
+use edgeray_model::shard::build_stage_shard;
+use edgeray_model::tokenizer::Tokenizer;
+use edgeray_runtime::actor::{Resources, SpawnError};
+use edgeray_runtime::cluster::{Cluster, SpawnOptions};
+
+use super::engine::{Deployed, Pipeline};
+use super::hidden::WireDtype;
+use super::protocol::StageArgs;
+use super::scheduler::{ScheduleError, cluster_view, runtime_id, schedule};
+use super::shard_store::content_hash;
+use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
+use super::stage_actor::StageActor;
+use super::weights::{ShipError, ship_shard};
+use crate::placement::policy_by_name;
+use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
+
+/// How to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Placement policy name (`throughput`, `memory`, `power`).
+    pub policy: String,
+    /// Exactly this many stages (the policy's best such candidate); `None`: the policy decides.
+    pub stages: Option<usize>,
+    /// Positions per sequence (KV cache size).
+    pub ctx: usize,
+    /// Kernel threads per stage.
+    pub threads: usize,
+    /// Element type of hidden states between stages.
+    pub dtype: WireDtype,
+    /// Sequences generated at once.
+    pub max_sequences: usize,
+    /// Requests allowed to wait for a slot before new ones are refused.
+    pub max_queued: usize,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            policy: "throughput".into(),
+            stages: None,
+            ctx: 2048,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dtype: WireDtype::F16,
+            max_sequences: 4,
+            max_queued: 16,
+            progress: false,
+        }
+    }
+}
+
+/// Why a deployment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The model file is unusable.
+    #[error("model {path}: {reason}")]
+    Model {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Invalid options.
+    #[error("{0}")]
+    Options(String),
+    /// No placement.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// A shard could not be built.
+    #[error("cannot build the shard of stage {stage}: {reason}")]
+    Shard {
+        /// Stage index.
+        stage: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A shard could not be shipped.
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    /// An actor could not be spawned.
+    #[error("cannot start {what} on node {node}: {error}")]
+    Spawn {
+        /// Which actor.
+        what: String,
+        /// Node name.
+        node: String,
+        /// Why.
+        error: SpawnError,
+    },
+}
+
+/// Deploys the GGUF model at `model` on `cluster` (this node coordinates).
+pub async fn deploy(
+    cluster: &Cluster,
+    model: &Path,
+    opts: &DeployOptions,
+) -> Result<Pipeline, DeployError> {
+    let model_err = |reason: String| DeployError::Model {
+        path: model.display().to_string(),
+        reason,
+    };
+    if opts.max_sequences == 0 || opts.ctx < 2 || opts.threads == 0 {
+        return Err(DeployError::Options(
+            "max_sequences and threads must be > 0 and the context at least 2".into(),
+        ));
+    }
+    let file = Arc::new(GgufFile::open(model).map_err(|e| model_err(e.to_string()))?);
+    let config = ModelConfig::from_gguf(&file).map_err(|e| model_err(e.to_string()))?;
+    let tokenizer = Arc::new(Tokenizer::from_gguf(&file).map_err(|e| model_err(e.to_string()))?);
+    let chat =
+        ChatTemplate::from_metadata(file.metadata()).map_err(|e| model_err(e.to_string()))?;
+    let ctx = opts.ctx.min(config.context_length);
+    let profile =
+        crate::cli::placement::profile_from_gguf(model, Some(ctx), DEFAULT_STAGE_OVERHEAD_BYTES)
+            .map_err(|e| model_err(format!("{e:#}")))?;
+    let policy = policy_by_name(&opts.policy).map_err(|e| DeployError::Options(e.to_string()))?;
+    let view = cluster_view(cluster);
+    let placement = schedule(policy.as_ref(), &profile, &view, opts.stages)?;
+    tracing::info!(
+        policy = %placement.policy,
+        stages = placement.stages.len(),
+        predicted_tokens_per_s = placement.prediction.tokens_per_s,
+        "placement chosen"
+    );
+
+    // Ship every stage its shard (one shard in memory at a time).
+    let mut shards = Vec::new();
+    let mut shipped = 0u64;
+    let bars = opts.progress.then(indicatif::MultiProgress::new);
+    for (k, st) in placement.stages.iter().enumerate() {
+        let node = runtime_id(&st.node)?;
+        let spec = StageSpec::for_range(st.layers.clone(), config.n_layers);
+        let f = file.clone();
+        let bytes = tokio::task::spawn_blocking(move || build_stage_shard(&f, &spec))
+            .await
+            .map_err(|e| DeployError::Shard {
+                stage: k,
+                reason: e.to_string(),
+            })?
+            .map_err(|e| DeployError::Shard {
+                stage: k,
+                reason: e.to_string(),
+            })?;
+        let hash = content_hash(&bytes);
+        let bar = bars.as_ref().map(|m| {
+            let b = m.add(indicatif::ProgressBar::new(bytes.len() as u64));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!(
+                "stage {k} {}..{} → {}",
+                st.layers.start, st.layers.end, st.node_name
+            ));
+            b
+        });
+        let report = ship_shard(cluster, node, &hash, Bytes::from(bytes), |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        })
+        .await?;
+        if let Some(b) = bar {
+            b.finish();
+        }
+        tracing::info!(
+            stage = k,
+            node = %st.node_name,
+            sent = report.bytes_sent,
+            cached = report.cached_bytes,
+            attempts = report.attempts,
+            "shard in place"
+        );
+        shipped += report.bytes_sent;
+        shards.push(hash);
+    }
+
+    // The sink on this node, then the stages from last to first.
+    let routes: Arc<Routes> = Arc::new(Routes::new());
+    let sink_key = register_routes(routes.clone());
+    let mailbox = opts.max_sequences * 2 + 4;
+    let sink = match cluster
+        .spawn::<SinkActor>(
+            sink_key,
+            SpawnOptions::new().on(cluster.node_id()).mailbox(mailbox),
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(error) => {
+            unregister_routes(sink_key);
+            return Err(DeployError::Spawn {
+                what: "the token sink".into(),
+                node: "this node".into(),
+                error,
+            });
+        }
+    };
+    let mut stages = Vec::new();
+    let mut next = None;
+    for (k, st) in placement.stages.iter().enumerate().rev() {
+        let node = runtime_id(&st.node)?;
+        let args = StageArgs {
+            shard: shards[k].clone(),
+            layers: st.layers.clone(),
+            n_layers: config.n_layers,
+            index: k as u16,
+            ctx,
+            threads: opts.threads,
+            max_sequences: opts.max_sequences,
+            next,
+            sink: sink.id(),
+            dtype: opts.dtype,
+        };
+        let spawned = cluster
+            .spawn::<StageActor>(
+                args,
+                SpawnOptions::new()
+                    .on(node)
+                    .mailbox(mailbox)
+                    .resources(Resources::none().memory(st.memory_bytes)),
+            )
+            .await;
+        match spawned {
+            Ok(s) => {
+                next = Some(s.id());
+                stages.push(s);
+            }
+            Err(error) => {
+                for s in &stages {
+                    s.stop().await;
+                }
+                sink.stop().await;
+                unregister_routes(sink_key);
+                return Err(DeployError::Spawn {
+                    what: format!("stage {k} (layers {:?})", st.layers),
+                    node: st.node_name.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    stages.reverse();
+    let model_id = file
+        .metadata()
+        .get_str_opt("general.name")
+        .ok()
+        .flatten()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        });
+    Ok(Pipeline::new(Deployed {
+        cluster: cluster.clone(),
+        stages,
+        placement,
+        sink,
+        sink_key,
+        routes,
+        tokenizer,
+        chat,
+        model_id,
+        ctx,
+        dtype: opts.dtype,
+        max_sequences: opts.max_sequences,
+        max_queued: opts.max_queued,
+        shipped_bytes: shipped,
+    }))
+}

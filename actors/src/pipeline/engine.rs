@@ -1,0 +1,658 @@
+//! A deployed pipeline, seen from the coordinator: admission, one driver per sequence, and the
+//! per-stage metrics gathered from the timings each batch carries.
+//!
+//! A sequence's prompt goes to the first stage in batches; the last stage samples and sends the
+//! token id to the coordinator's sink; the driver streams it out and feeds it to the first stage
+//! as the next batch. Between stages, batches travel point-to-point. Each sequence has at most
+//! one batch in flight, so the ring of bounded mailboxes can never deadlock while the number of
+//! admitted sequences stays below the mailbox capacity.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use edgeray_model::chat::{ChatMessage as ModelChatMessage, ChatTemplate};
+use edgeray_model::sampling::SamplingParams;
+use edgeray_model::tokenizer::{TokenStreamDecoder, Tokenizer};
+use edgeray_runtime::actor::ActorRef;
+use edgeray_runtime::cluster::Cluster;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use super::hidden::WireDtype;
+use super::protocol::{Forward, HopTiming, SeqId, SeqStart, SinkMsg, StageMsg, StageStats, now_us};
+use super::sink::{Routes, SinkActor, unregister_routes};
+use super::stage_actor::StageActor;
+use crate::gateway::MetricsRegistry;
+use crate::placement::Placement;
+
+/// Most prompt tokens per batch (bounds the hidden-state message size).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Why a generation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PipelineError {
+    /// The prompt has no tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// The prompt does not leave room for one generated token.
+    #[error("the prompt has {prompt} tokens; the context holds {ctx}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context length.
+        ctx: usize,
+    },
+    /// Too many requests are running or queued.
+    #[error("the pipeline is saturated ({active} running, {queued} queued)")]
+    Overloaded {
+        /// Sequences running.
+        active: usize,
+        /// Requests waiting.
+        queued: usize,
+    },
+    /// The prompt could not be tokenized or templated.
+    #[error("bad prompt: {0}")]
+    BadPrompt(String),
+    /// A stage failed the sequence.
+    #[error("stage {stage} failed: {error}")]
+    StageFailed {
+        /// Stage index.
+        stage: u16,
+        /// Its error.
+        error: String,
+    },
+    /// A stage (or its node) is gone: the pipeline must be redeployed.
+    #[error("the pipeline is broken: {0}")]
+    Broken(String),
+    /// A message could not be delivered to the first stage.
+    #[error("cannot reach the first stage: {0}")]
+    Unreachable(String),
+}
+
+/// How to generate.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings (applied on the last stage).
+    pub sampling: SamplingParams,
+}
+
+/// One generated token, as it streams out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenToken {
+    /// Token id.
+    pub id: u32,
+    /// Its text (whole UTF-8 characters; may be empty while a character is incomplete).
+    pub text: String,
+    /// Gap between the two highest logits at this step.
+    pub top2_gap: f32,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// `max_tokens` reached.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// The receiver of the tokens went away.
+    Cancelled,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct GenSummary {
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Generated token ids (the end-of-generation token excluded).
+    pub tokens: Vec<u32>,
+    /// Generated text.
+    pub text: String,
+    /// Why it ended.
+    pub finish: Finish,
+    /// From submission to the first token.
+    pub prompt_time: Duration,
+    /// From the first token to the end.
+    pub gen_time: Duration,
+}
+
+impl GenSummary {
+    /// Generated tokens per second after the first.
+    pub fn gen_tokens_per_s(&self) -> f64 {
+        let n = self.tokens.len().saturating_sub(1) as f64;
+        if self.gen_time.is_zero() {
+            0.0
+        } else {
+            n / self.gen_time.as_secs_f64()
+        }
+    }
+}
+
+/// Accumulated timings of one stage, from the batches that came back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HopTotals {
+    /// Batches.
+    pub batches: u64,
+    /// Transfer + queueing, µs.
+    pub wait_us: u64,
+    /// Compute, µs.
+    pub compute_us: u64,
+    /// Handing on, µs.
+    pub send_us: u64,
+    /// Hidden-state bytes sent on.
+    pub bytes_out: u64,
+}
+
+pub(crate) struct Deployed {
+    pub cluster: Cluster,
+    pub stages: Vec<ActorRef<StageActor>>,
+    pub placement: Placement,
+    pub sink: ActorRef<SinkActor>,
+    pub sink_key: u64,
+    pub routes: Arc<Routes>,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat: ChatTemplate,
+    pub model_id: String,
+    pub ctx: usize,
+    pub dtype: WireDtype,
+    pub max_sequences: usize,
+    pub max_queued: usize,
+    pub shipped_bytes: u64,
+}
+
+struct Inner {
+    d: Deployed,
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+    next_seq: AtomicU64,
+    broken: watch::Sender<Option<String>>,
+    hops: Mutex<Vec<HopTotals>>,
+    metrics: Mutex<Option<PipelineMetrics>>,
+}
+
+/// A model deployed as a pipeline of stage actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+/// A slot to run one sequence (released when dropped).
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pipeline {
+    pub(crate) fn new(d: Deployed) -> Self {
+        let n = d.stages.len();
+        let (broken, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(d.max_sequences)),
+            queued: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(1),
+            broken,
+            hops: Mutex::new(vec![HopTotals::default(); n]),
+            metrics: Mutex::new(None),
+            d,
+        });
+        // Death watch: a stage that stops (or whose node goes down) breaks the pipeline, and
+        // every running sequence fails at once instead of waiting forever.
+        for (k, s) in inner.d.stages.iter().enumerate() {
+            let w = s.watch();
+            let weak = Arc::downgrade(&inner);
+            let node = inner.d.placement.stages[k].node_name.clone();
+            tokio::spawn(async move {
+                let reason = w.await;
+                if let Some(inner) = weak.upgrade() {
+                    let why = format!("stage {k} on {node} stopped ({reason:?})");
+                    tracing::warn!("{why}");
+                    inner.broken.send_replace(Some(why));
+                }
+            });
+        }
+        Pipeline { inner }
+    }
+
+    /// Where each stage runs.
+    pub fn placement(&self) -> &Placement {
+        &self.inner.d.placement
+    }
+
+    /// The model id (GGUF `general.name`, else the file stem).
+    pub fn model_id(&self) -> &str {
+        &self.inner.d.model_id
+    }
+
+    /// Positions per sequence.
+    pub fn context_length(&self) -> usize {
+        self.inner.d.ctx
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.inner.d.tokenizer
+    }
+
+    /// Element type of hidden states between stages.
+    pub fn wire_dtype(&self) -> WireDtype {
+        self.inner.d.dtype
+    }
+
+    /// Shard bytes sent to nodes while deploying (0 when every node had its shard cached).
+    pub fn shipped_bytes(&self) -> u64 {
+        self.inner.d.shipped_bytes
+    }
+
+    /// The cluster the pipeline runs on.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.d.cluster
+    }
+
+    /// Why the pipeline is broken, if it is.
+    pub fn broken(&self) -> Option<String> {
+        self.inner.broken.borrow().clone()
+    }
+
+    /// Tokenizes a raw prompt (BOS added when the model wants it).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        self.inner
+            .d
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| PipelineError::BadPrompt(e.to_string()))
+    }
+
+    /// Renders a conversation with the model's chat template and tokenizes it.
+    pub fn encode_chat(&self, messages: &[(String, String)]) -> Result<Vec<u32>, PipelineError> {
+        let msgs: Vec<ModelChatMessage> = messages
+            .iter()
+            .map(|(r, c)| ModelChatMessage::new(r.clone(), c.clone()))
+            .collect();
+        let text = self
+            .inner
+            .d
+            .chat
+            .render(&msgs, true)
+            .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
+        self.encode(&text)
+    }
+
+    /// Sends this pipeline's metrics to `registry` (per-stage compute/wait/send time, bytes,
+    /// tokens) from now on.
+    pub fn export_metrics(&self, registry: &MetricsRegistry) {
+        *self.inner.metrics.lock() = PipelineMetrics::new(registry, self.inner.d.stages.len()).ok();
+    }
+
+    /// Takes a slot now, or says the pipeline is saturated when `max_queued` requests already
+    /// wait for one. The future resolves when a slot frees up.
+    pub fn try_admit(
+        &self,
+    ) -> Result<impl std::future::Future<Output = Admission> + Send + 'static, PipelineError> {
+        let inner = self.inner.clone();
+        if let Ok(p) = inner.slots.clone().try_acquire_owned() {
+            return Ok(futures::future::Either::Left(std::future::ready(
+                Admission { _permit: p },
+            )));
+        }
+        let queued = inner.queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= inner.d.max_queued {
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(PipelineError::Overloaded {
+                active: inner.d.max_sequences,
+                queued,
+            });
+        }
+        Ok(futures::future::Either::Right(async move {
+            let p = inner
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the admission semaphore is never closed");
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            Admission { _permit: p }
+        }))
+    }
+
+    /// Waits for a slot (no queue limit).
+    pub async fn admit(&self) -> Admission {
+        let p = self
+            .inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the admission semaphore is never closed");
+        Admission { _permit: p }
+    }
+
+    /// Generates from prompt token ids, waiting for a slot first; tokens stream into `out`
+    /// (generation stops early when its receiver is dropped).
+    pub async fn generate(
+        &self,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &mpsc::Sender<GenToken>,
+    ) -> Result<GenSummary, PipelineError> {
+        let slot = self.admit().await;
+        self.generate_admitted(&slot, prompt, opts, out).await
+    }
+
+    /// Like [`Pipeline::generate`] with a slot already taken.
+    pub async fn generate_admitted(
+        &self,
+        _slot: &Admission,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &mpsc::Sender<GenToken>,
+    ) -> Result<GenSummary, PipelineError> {
+        let d = &self.inner.d;
+        if prompt.is_empty() {
+            return Err(PipelineError::EmptyPrompt);
+        }
+        if prompt.len() >= d.ctx {
+            return Err(PipelineError::PromptTooLong {
+                prompt: prompt.len(),
+                ctx: d.ctx,
+            });
+        }
+        if let Some(why) = self.broken() {
+            return Err(PipelineError::Broken(why));
+        }
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel::<SinkMsg>(4);
+        d.routes.insert(seq, tx);
+        let _guard = SeqGuard {
+            seq,
+            routes: d.routes.clone(),
+            first: d.stages[0].clone(),
+        };
+        if let Some(m) = &*self.inner.metrics.lock() {
+            m.active.add(1.0);
+        }
+        let _active = ActiveGuard(self.inner.clone());
+        let mut summary = GenSummary {
+            prompt_tokens: prompt.len(),
+            tokens: Vec::new(),
+            text: String::new(),
+            finish: Finish::MaxTokens,
+            prompt_time: Duration::ZERO,
+            gen_time: Duration::ZERO,
+        };
+        if opts.max_tokens == 0 {
+            return Ok(summary);
+        }
+        let t0 = Instant::now();
+        let mut t_first = None;
+        let start = SeqStart {
+            sampling: opts.sampling.clone(),
+            prompt: prompt.clone(),
+        };
+        let chunks: Vec<&[u32]> = prompt.chunks(PREFILL_CHUNK).collect();
+        let mut pos = 0usize;
+        for (i, c) in chunks.iter().enumerate() {
+            self.send(Forward {
+                seq,
+                pos: pos as u32,
+                n: c.len() as u32,
+                tokens: c.to_vec(),
+                dtype: d.dtype,
+                start: (i == 0).then(|| start.clone()),
+                sample: i + 1 == chunks.len(),
+                sent_at_us: now_us(),
+                hops: Vec::new(),
+            })
+            .await?;
+            pos += c.len();
+        }
+        let mut broken = self.inner.broken.subscribe();
+        let mut decoder = TokenStreamDecoder::new();
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = broken.wait_for(|b| b.is_some()) => {
+                    return Err(PipelineError::Broken(self.broken().unwrap_or_default()));
+                }
+            };
+            let (token, gap, hops) = match msg {
+                Some(SinkMsg::Token {
+                    token,
+                    top2_gap,
+                    hops,
+                    ..
+                }) => (token, top2_gap, hops),
+                Some(SinkMsg::Failed { stage, error, .. }) => {
+                    return Err(PipelineError::StageFailed { stage, error });
+                }
+                None => return Err(PipelineError::Broken("the sink went away".into())),
+            };
+            self.record_hops(&hops);
+            if t_first.is_none() {
+                summary.prompt_time = t0.elapsed();
+                t_first = Some(Instant::now());
+            }
+            if d.tokenizer.is_eog(token) {
+                summary.finish = Finish::EndOfGeneration;
+                break;
+            }
+            let text = decoder
+                .push(&d.tokenizer, token)
+                .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
+            summary.tokens.push(token);
+            summary.text.push_str(&text);
+            if let Some(m) = &*self.inner.metrics.lock() {
+                m.tokens.inc();
+            }
+            if out
+                .send(GenToken {
+                    id: token,
+                    text,
+                    top2_gap: gap,
+                })
+                .await
+                .is_err()
+            {
+                summary.finish = Finish::Cancelled;
+                break;
+            }
+            if summary.tokens.len() >= opts.max_tokens {
+                summary.finish = Finish::MaxTokens;
+                break;
+            }
+            if pos + 1 >= d.ctx {
+                summary.finish = Finish::ContextFull;
+                break;
+            }
+            self.send(Forward {
+                seq,
+                pos: pos as u32,
+                n: 1,
+                tokens: vec![token],
+                dtype: d.dtype,
+                start: None,
+                sample: true,
+                sent_at_us: now_us(),
+                hops: Vec::new(),
+            })
+            .await?;
+            pos += 1;
+        }
+        let rest = decoder.finish();
+        if !rest.is_empty() {
+            summary.text.push_str(&rest);
+            let _ = out
+                .send(GenToken {
+                    id: *summary.tokens.last().unwrap_or(&0),
+                    text: rest,
+                    top2_gap: f32::INFINITY,
+                })
+                .await;
+        }
+        summary.gen_time = t_first.map(|t| t.elapsed()).unwrap_or_default();
+        Ok(summary)
+    }
+
+    async fn send(&self, f: Forward) -> Result<(), PipelineError> {
+        self.inner.d.stages[0]
+            .tell(StageMsg::Forward(f))
+            .await
+            .map_err(|e| PipelineError::Unreachable(e.to_string()))
+    }
+
+    fn record_hops(&self, hops: &[HopTiming]) {
+        let mut totals = self.inner.hops.lock();
+        let metrics = self.inner.metrics.lock();
+        for h in hops {
+            if let Some(t) = totals.get_mut(h.stage as usize) {
+                t.batches += 1;
+                t.wait_us += h.wait_us;
+                t.compute_us += h.compute_us;
+                t.send_us += h.send_us;
+                t.bytes_out += h.bytes_out;
+            }
+            if let Some(m) = &*metrics {
+                m.record(h);
+            }
+        }
+    }
+
+    /// Timings per stage accumulated from the batches that came back.
+    pub fn hop_totals(&self) -> Vec<HopTotals> {
+        self.inner.hops.lock().clone()
+    }
+
+    /// Asks every stage for its counters.
+    pub async fn stage_stats(&self) -> Vec<Result<StageStats, String>> {
+        let mut out = Vec::new();
+        for s in &self.inner.d.stages {
+            out.push(match s.ask(StageMsg::Stats, Duration::from_secs(5)).await {
+                Ok(env) => match env.msg {
+                    super::protocol::StageReply::Stats(st) => Ok(st),
+                    other => Err(format!("unexpected reply {other:?}")),
+                },
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        out
+    }
+
+    /// Stops the stage actors and the sink.
+    pub async fn shutdown(&self) {
+        for s in &self.inner.d.stages {
+            s.stop().await;
+        }
+        self.inner.d.sink.stop().await;
+        unregister_routes(self.inner.d.sink_key);
+    }
+}
+
+/// Forgets the sequence's route and releases its caches on every stage when the driver ends.
+struct SeqGuard {
+    seq: SeqId,
+    routes: Arc<Routes>,
+    first: ActorRef<StageActor>,
+}
+
+impl Drop for SeqGuard {
+    fn drop(&mut self) {
+        self.routes.remove(&self.seq);
+        let first = self.first.clone();
+        let seq = self.seq;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = first.tell(StageMsg::Release { seq }).await;
+            });
+        }
+    }
+}
+
+struct ActiveGuard(Arc<Inner>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Some(m) = &*self.0.metrics.lock() {
+            m.active.add(-1.0);
+        }
+    }
+}
+
+/// Prometheus series of a pipeline.
+struct PipelineMetrics {
+    tokens: crate::gateway::metrics::Counter,
+    active: crate::gateway::metrics::Gauge,
+    per_stage: Vec<StageSeries>,
+}
+
+struct StageSeries {
+    batches: crate::gateway::metrics::Counter,
+    compute_us: crate::gateway::metrics::Counter,
+    wait_us: crate::gateway::metrics::Counter,
+    send_us: crate::gateway::metrics::Counter,
+    bytes: crate::gateway::metrics::Counter,
+}
+
+impl PipelineMetrics {
+    fn new(
+        r: &MetricsRegistry,
+        stages: usize,
+    ) -> Result<Self, crate::gateway::metrics::MetricsError> {
+        let mut per_stage = Vec::new();
+        for k in 0..stages {
+            let label = k.to_string();
+            let l = [("stage", label.as_str())];
+            per_stage.push(StageSeries {
+                batches: r.counter(
+                    "edgeray_stage_batches_total",
+                    "Batches run by each pipeline stage.",
+                    &l,
+                )?,
+                compute_us: r.counter(
+                    "edgeray_stage_compute_microseconds_total",
+                    "Time each stage spent computing its layers.",
+                    &l,
+                )?,
+                wait_us: r.counter(
+                    "edgeray_stage_queue_microseconds_total",
+                    "Transfer plus mailbox time before each stage started a batch.",
+                    &l,
+                )?,
+                send_us: r.counter(
+                    "edgeray_stage_transfer_microseconds_total",
+                    "Time each stage spent handing its output on (waits under back-pressure).",
+                    &l,
+                )?,
+                bytes: r.counter(
+                    "edgeray_stage_bytes_out_total",
+                    "Hidden-state bytes each stage sent to the next.",
+                    &l,
+                )?,
+            });
+        }
+        Ok(PipelineMetrics {
+            tokens: r.counter(
+                "edgeray_pipeline_tokens_total",
+                "Tokens generated by the pipeline.",
+                &[],
+            )?,
+            active: r.gauge(
+                "edgeray_pipeline_sequences_active",
+                "Sequences being generated now.",
+                &[],
+            )?,
+            per_stage,
+        })
+    }
+
+    fn record(&self, h: &HopTiming) {
+        if let Some(s) = self.per_stage.get(h.stage as usize) {
+            s.batches.inc();
+            s.compute_us.add(h.compute_us);
+            s.wait_us.add(h.wait_us);
+            s.send_us.add(h.send_us);
+            s.bytes.add(h.bytes_out);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Hidden states on the wire: a raw little-endian tensor tail after the typed message (never
+//! serde), f16 by default to halve the bytes per hop, f32 when exactness matters more.
+
+use serde::{Deserialize, Serialize};
+
+/// Element type of hidden states between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum WireDtype {
+    /// IEEE half precision (2 bytes per value).
+    #[default]
+    F16,
+    /// IEEE single precision (4 bytes per value): bit-identical to a single node.
+    F32,
+}
+
+impl WireDtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            WireDtype::F16 => 2,
+            WireDtype::F32 => 4,
+        }
+    }
+}
+
+impl std::str::FromStr for WireDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(WireDtype::F16),
+            "f32" => Ok(WireDtype::F32),
+            other => Err(format!(
+                "unknown wire dtype `{other}` (expected f16 or f32)"
+            )),
+        }
+    }
+}
+
+/// A tail that does not hold the announced tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hidden-state tail has {got} bytes, expected {rows} x {cols} {dtype:?} = {want}")]
+pub struct HiddenTailError {
+    /// Announced rows (tokens).
+    pub rows: usize,
+    /// Announced columns (hidden size).
+    pub cols: usize,
+    /// Announced element type.
+    pub dtype: WireDtype,
+    /// Bytes expected.
+    pub want: usize,
+    /// Bytes received.
+    pub got: usize,
+}
+
+/// Encodes `values` as the raw tail.
+pub fn encode_hidden(values: &[f32], dtype: WireDtype) -> Vec<u8> {
+    match dtype {
+        WireDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        WireDtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+    }
+}
+
+/// Decodes a raw tail announced as `rows x cols` values of `dtype`.
+pub fn decode_hidden(
+    tail: &[u8],
+    rows: usize,
+    cols: usize,
+    dtype: WireDtype,
+) -> Result<Vec<f32>, HiddenTailError> {
+    let want = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(dtype.size()))
+        .unwrap_or(usize::MAX);
+    if tail.len() != want {
+        return Err(HiddenTailError {
+            rows,
+            cols,
+            dtype,
+            want,
+            got: tail.len(),
+        });
+    }
+    Ok(match dtype {
+        WireDtype::F32 => tail
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        WireDtype::F16 => tail
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn f32_round_trip_is_exact() {
+        let v = vec![1.0f32, -0.0, f32::MIN_POSITIVE, 3.25e7, -1.5e-3, 0.1];
+        let t = encode_hidden(&v, WireDtype::F32);
+        assert_eq!(t.len(), 24);
+        let back = decode_hidden(&t, 2, 3, WireDtype::F32).unwrap();
+        assert_eq!(
+            back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn f16_halves_the_bytes_and_rounds_to_nearest() {
+        let v = vec![1.0f32, 0.1, 65504.0, -2.5];
+        let t = encode_hidden(&v, WireDtype::F16);
+        assert_eq!(t.len(), 8);
+        let back = decode_hidden(&t, 1, 4, WireDtype::F16).unwrap();
+        assert_eq!(back[0], 1.0);
+        assert_eq!(back[2], 65504.0);
+        assert_eq!(back[3], -2.5);
+        assert!((back[1] - 0.1).abs() < 1e-4 && back[1] != 0.1);
+    }
+
+    #[test]
+    fn wrong_length_and_overflow_are_errors() {
+        let e = decode_hidden(&[0u8; 7], 1, 2, WireDtype::F32).unwrap_err();
+        assert_eq!((e.want, e.got), (8, 7));
+        assert!(decode_hidden(&[], usize::MAX, 2, WireDtype::F16).is_err());
+        assert!(decode_hidden(&[], 0, 2, WireDtype::F16).unwrap().is_empty());
+    }
+
+    #[test]
+    fn dtype_parses() {
+        assert_eq!("F16".parse::<WireDtype>(), Ok(WireDtype::F16));
+        assert_eq!("f32".parse::<WireDtype>(), Ok(WireDtype::F32));
+        assert!("bf16".parse::<WireDtype>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_f32_tensor_round_trips(v in proptest::collection::vec(any::<f32>(), 0..64)) {
+            let t = encode_hidden(&v, WireDtype::F32);
+            let back = decode_hidden(&t, v.len(), 1, WireDtype::F32).unwrap();
+            prop_assert_eq!(
+                back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+}

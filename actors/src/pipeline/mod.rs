@@ -1,0 +1,41 @@
+//! Distributed pipeline inference: a model split into contiguous layer ranges, one stage actor
+//! per range on the node the scheduler picked, hidden states flowing stage to stage over QUIC.
+//!
+//! - [`deploy`]: schedule ([`scheduler`]), ship each node its shard ([`weights`]), spawn the
+//!   stage actors ([`StageActor`]) and the coordinator's token sink.
+//! - [`Pipeline`]: admission and one driver per sequence; [`PipelineBackend`] serves it through
+//!   the OpenAI-compatible gateway.
+//! - [`registry`]: the actor kinds every node must register to host stages.
+
+pub mod backend;
+pub mod compute;
+pub mod deploy;
+pub mod engine;
+pub mod hidden;
+pub mod node_env;
+pub mod protocol;
+pub mod scheduler;
+pub mod shard_store;
+pub mod sink;
+pub mod stage_actor;
+pub mod weights;
+
+pub use backend::PipelineBackend;
+pub use compute::measure_compute_score;
+pub use deploy::{DeployError, DeployOptions, deploy};
+pub use engine::{Finish, GenOptions, GenSummary, GenToken, HopTotals, Pipeline, PipelineError};
+pub use hidden::WireDtype;
+pub use node_env::{set_shard_dir, shard_dir};
+pub use sink::SinkActor;
+pub use stage_actor::StageActor;
+pub use weights::WeightsActor;
+
+use edgeray_runtime::actor::Registry;
+
+/// A registry with the pipeline's actor kinds (stage, weight receiver, sink).
+pub fn registry() -> Registry {
+    Registry::new()
+        .with::<StageActor>()
+        .with::<WeightsActor>()
+        .with::<SinkActor>()
+}

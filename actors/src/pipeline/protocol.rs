@@ -1,0 +1,172 @@
+//! Messages between the coordinator, the stage actors and the token sink.
+//!
+//! Hidden states never go through serde: they travel as the raw tail of the envelope (see
+//! [`super::hidden`]); the typed part is a small header.
+
+use edgeray_model::sampling::SamplingParams;
+use edgeray_runtime::actor::ActorId;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+use super::hidden::WireDtype;
+
+/// A sequence (one generation request), unique per coordinator.
+pub type SeqId = u64;
+
+/// What a stage actor is built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageArgs {
+    /// Content hash of the stage's shard in the node's shard cache.
+    pub shard: String,
+    /// Layers this stage holds.
+    pub layers: Range<usize>,
+    /// Layers of the whole model.
+    pub n_layers: usize,
+    /// Index of this stage in the pipeline (0 = embeds tokens).
+    pub index: u16,
+    /// Positions per sequence.
+    pub ctx: usize,
+    /// Kernel threads.
+    pub threads: usize,
+    /// Most sequences held at once (one KV cache each).
+    pub max_sequences: usize,
+    /// The next stage (`None`: this is the last stage, it samples).
+    pub next: Option<ActorId>,
+    /// Where the last stage sends sampled tokens and any stage reports failures.
+    pub sink: ActorId,
+    /// Element type of the hidden states this stage sends.
+    pub dtype: WireDtype,
+}
+
+/// How a sequence starts: carried by its first batch through every stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeqStart {
+    /// Sampling settings (used by the last stage only).
+    pub sampling: SamplingParams,
+    /// The prompt's token ids (the last stage feeds them to the repetition penalty).
+    pub prompt: Vec<u32>,
+}
+
+/// Time one stage spent on one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HopTiming {
+    /// Stage index.
+    pub stage: u16,
+    /// From the sender's timestamp to the start of compute: transfer plus mailbox queueing
+    /// (across nodes this depends on their clocks agreeing).
+    pub wait_us: u64,
+    /// Running the stage's layers (and sampling, on the last stage).
+    pub compute_us: u64,
+    /// Handing the result to the next stage (waits while its mailbox is full).
+    pub send_us: u64,
+    /// Bytes of hidden states sent to the next stage.
+    pub bytes_out: u64,
+}
+
+/// One batch of consecutive positions of one sequence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forward {
+    /// The sequence.
+    pub seq: SeqId,
+    /// Position of the first token of the batch (the sequence's cache length before it).
+    pub pos: u32,
+    /// Tokens in the batch.
+    pub n: u32,
+    /// Token ids (for the first stage; empty for later stages, which get hidden states in the
+    /// tail).
+    pub tokens: Vec<u32>,
+    /// Element type of the hidden states in the tail.
+    pub dtype: WireDtype,
+    /// Present on a sequence's first batch.
+    pub start: Option<SeqStart>,
+    /// Whether the last stage samples a token after this batch (false for all but the last
+    /// chunk of a long prompt).
+    pub sample: bool,
+    /// Sender's wall clock, microseconds since the Unix epoch.
+    pub sent_at_us: u64,
+    /// Timings of the stages already passed.
+    pub hops: Vec<HopTiming>,
+}
+
+/// Messages to a stage actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StageMsg {
+    /// Run a batch (tell).
+    Forward(Forward),
+    /// Forget a sequence's cache here and on the following stages (tell).
+    Release {
+        /// The sequence.
+        seq: SeqId,
+    },
+    /// Counters since the stage started (ask).
+    Stats,
+}
+
+/// Counters of one stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageStats {
+    /// Stage index.
+    pub index: u16,
+    /// Layers held.
+    pub layers: Range<usize>,
+    /// Weight bytes held.
+    pub weight_bytes: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Tokens run.
+    pub tokens: u64,
+    /// Total compute time, µs.
+    pub compute_us: u64,
+    /// Total time handing results on, µs.
+    pub send_us: u64,
+    /// Total bytes of hidden states sent.
+    pub bytes_out: u64,
+    /// Sequences currently held.
+    pub sequences: usize,
+    /// Batches that failed.
+    pub failures: u64,
+}
+
+/// Replies of a stage actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StageReply {
+    /// Done (reply to tells, discarded).
+    Ok,
+    /// Reply to [`StageMsg::Stats`].
+    Stats(StageStats),
+}
+
+/// What reaches the coordinator's sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SinkMsg {
+    /// The last stage sampled the token at position `pos`.
+    Token {
+        /// The sequence.
+        seq: SeqId,
+        /// Position of the sampled token.
+        pos: u32,
+        /// The token id.
+        token: u32,
+        /// Gap between the two highest logits (how close greedy decoding was to a tie).
+        top2_gap: f32,
+        /// Per-stage timings of the batch that produced it.
+        hops: Vec<HopTiming>,
+    },
+    /// A stage could not run a batch of `seq`; the sequence is over.
+    Failed {
+        /// The sequence.
+        seq: SeqId,
+        /// Stage index.
+        stage: u16,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Microseconds since the Unix epoch (wall clock).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

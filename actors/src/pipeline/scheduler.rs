@@ -1,0 +1,115 @@
+//! The scheduler: turns the live cluster into a [`ClusterView`] (memory, power, measured compute
+//! and RTT of every Up member), and asks a [`PlacementPolicy`] where each stage goes.
+
+use edgeray_runtime::cluster::Cluster;
+use edgeray_runtime::identity::NodeId;
+use edgeray_runtime::membership::MemberState;
+
+use crate::placement::{
+    CandidateOutcome, ClusterView, LinkView, ModelProfile, NodeId as PlaceId, NodeView, Placement,
+    PlacementPolicy, Unplaceable,
+};
+
+/// Power assumed for a node that reports no power budget, in watts.
+pub const DEFAULT_NODE_WATTS: f64 = 10.0;
+
+/// Compute scores are weight megabytes per second streamed through our kernels (see
+/// [`super::compute::measure_compute_score`]).
+const SCORE_UNIT_BYTES_PER_S: f64 = 1e6;
+
+/// Why no placement came out.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The policy found no valid placement.
+    #[error(transparent)]
+    Unplaceable(#[from] Unplaceable),
+    /// A fixed number of stages was asked for and the policy cannot place that many.
+    #[error("no valid placement with {stages} stages: {reason}")]
+    NoSuchSplit {
+        /// Stages asked for.
+        stages: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A placement names a node that is not a member.
+    #[error("placement names unknown node {0}")]
+    UnknownNode(String),
+}
+
+/// The scheduler's view of `cluster`: every Up member that reports resources, and the measured
+/// RTT from this node to each.
+pub fn cluster_view(cluster: &Cluster) -> ClusterView {
+    let members = cluster.members();
+    let me = cluster.node_id();
+    let mut view = ClusterView::new(
+        members
+            .iter()
+            .filter(|m| m.is_self || m.state == MemberState::Up)
+            .filter_map(|m| {
+                let r = m.resources.as_ref()?;
+                Some(NodeView {
+                    id: place_id(&m.node_id),
+                    name: m.name.clone(),
+                    memory_budget_bytes: r.memory_budget,
+                    memory_free_bytes: r.memory_free,
+                    power_watts: r
+                        .power_budget_mw
+                        .map_or(DEFAULT_NODE_WATTS, |mw| mw as f64 / 1000.0),
+                    compute_bytes_per_s: r.compute_score.max(1.0) * SCORE_UNIT_BYTES_PER_S,
+                    backend: r.backend.to_string(),
+                    up: true,
+                })
+            })
+            .collect(),
+    );
+    for m in &members {
+        if let Some(rtt) = m.rtt
+            && !m.is_self
+        {
+            view.set_link(
+                &place_id(&me),
+                &place_id(&m.node_id),
+                LinkView {
+                    rtt_s: rtt.as_secs_f64(),
+                    ..LinkView::DEFAULT
+                },
+            );
+        }
+    }
+    view
+}
+
+/// The placement id of a runtime node id.
+pub fn place_id(id: &NodeId) -> PlaceId {
+    PlaceId(id.to_hex())
+}
+
+/// The runtime node id of a placement id.
+pub fn runtime_id(id: &PlaceId) -> Result<NodeId, ScheduleError> {
+    id.0.parse()
+        .map_err(|_| ScheduleError::UnknownNode(id.0.clone()))
+}
+
+/// Places `model` on `view` with `policy`; with `stages`, the policy's best candidate with
+/// exactly that many stages.
+pub fn schedule(
+    policy: &dyn PlacementPolicy,
+    model: &ModelProfile,
+    view: &ClusterView,
+    stages: Option<usize>,
+) -> Result<Placement, ScheduleError> {
+    let Some(n) = stages else {
+        return Ok(policy.place(model, view)?);
+    };
+    let mut reason = format!("the policy offers no {n}-stage candidate");
+    for c in policy.candidates(model, view) {
+        match c.outcome {
+            CandidateOutcome::Placed(p) if p.stages.len() == n => return Ok(p),
+            CandidateOutcome::Unplaceable(u) if c.label.starts_with(&format!("{n} stage")) => {
+                reason = u.to_string();
+            }
+            _ => {}
+        }
+    }
+    Err(ScheduleError::NoSuchSplit { stages: n, reason })
+}

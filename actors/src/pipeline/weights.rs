@@ -1,0 +1,302 @@
+//! Weight shipping: the coordinator streams each stage node only its shard, in checksummed
+//! chunks, resuming after a dropped connection; a node that already has the shard (by content
+//! hash) receives nothing.
+
+use bytes::Bytes;
+use edgeray_runtime::actor::{ActorCtx, ActorError, AskError, Envelope, RemoteActor};
+use edgeray_runtime::cluster::{Cluster, SpawnOptions};
+use edgeray_runtime::identity::NodeId;
+use futures::stream::{FuturesOrdered, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::node_env::shard_dir;
+use super::shard_store::{ShardStore, chunk_digest};
+
+/// Chunk size on the wire.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks in flight per transfer.
+const WINDOW: usize = 4;
+/// Attempts before a transfer is given up (each resumes where the last stopped).
+const ATTEMPTS: usize = 8;
+const ASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Messages to a node's weight receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WeightsMsg {
+    /// "I am about to send shard `hash` of `len` bytes in `chunk`-byte chunks."
+    Offer {
+        /// Content hash.
+        hash: String,
+        /// Total bytes.
+        len: u64,
+        /// Chunk size.
+        chunk: u64,
+    },
+    /// One chunk in the tail.
+    Chunk {
+        /// Content hash.
+        hash: String,
+        /// Total bytes.
+        len: u64,
+        /// Offset of the chunk.
+        offset: u64,
+        /// SHA-256 of the chunk.
+        digest: [u8; 32],
+    },
+    /// All chunks sent: check and keep.
+    Finish {
+        /// Content hash.
+        hash: String,
+        /// Total bytes.
+        len: u64,
+    },
+}
+
+/// Replies of the weight receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WeightsReply {
+    /// Bytes of the shard already stored (`len`: complete, send nothing).
+    Have(u64),
+    /// Stored length after a chunk.
+    Stored(u64),
+    /// The shard is in the cache.
+    Done,
+}
+
+/// Receives shards into its node's cache (actor kind `edgeray.weights`).
+pub struct WeightsActor {
+    store: ShardStore,
+}
+
+impl RemoteActor for WeightsActor {
+    type Args = ();
+    type Msg = WeightsMsg;
+    type Reply = WeightsReply;
+
+    fn kind() -> &'static str {
+        "edgeray.weights"
+    }
+
+    fn create(_: (), ctx: ActorCtx) -> Result<Self, ActorError> {
+        let store = ShardStore::open(shard_dir(ctx.node().as_ref()))
+            .map_err(|e| ActorError::new(e.to_string()))?;
+        Ok(WeightsActor { store })
+    }
+
+    async fn handle(
+        &mut self,
+        msg: Envelope<WeightsMsg>,
+    ) -> Result<Envelope<WeightsReply>, ActorError> {
+        let store = self.store.clone();
+        let Envelope { msg, tail } = msg;
+        // File I/O and hashing off the actor thread.
+        let reply = tokio::task::spawn_blocking(move || match msg {
+            WeightsMsg::Offer { hash, len, chunk } => {
+                store.begin(&hash, len, chunk).map(WeightsReply::Have)
+            }
+            WeightsMsg::Chunk {
+                hash,
+                len,
+                offset,
+                digest,
+            } => store
+                .write_chunk(&hash, len, offset, &tail, &digest)
+                .map(WeightsReply::Stored),
+            WeightsMsg::Finish { hash, len } => {
+                store.finish(&hash, len).map(|_| WeightsReply::Done)
+            }
+        })
+        .await
+        .map_err(|e| ActorError::new(format!("weight receiver panicked: {e}")))?
+        .map_err(|e| ActorError::new(e.to_string()))?;
+        Ok(Envelope::new(reply))
+    }
+}
+
+/// Why a shard could not be shipped.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The receiver refused (checksum, disk, ...): retrying would not help.
+    #[error("node {node} refused shard {hash}: {reason}")]
+    Refused {
+        /// Target node.
+        node: String,
+        /// Shard hash.
+        hash: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The node stayed unreachable through every attempt.
+    #[error("shard {hash} could not be shipped to node {node} after {attempts} attempts: {last}")]
+    Unreachable {
+        /// Target node.
+        node: String,
+        /// Shard hash.
+        hash: String,
+        /// Attempts made.
+        attempts: usize,
+        /// The last error.
+        last: String,
+    },
+}
+
+/// What a transfer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShipReport {
+    /// Shard bytes sent over the network (0 when the node had it cached).
+    pub bytes_sent: u64,
+    /// Attempts needed (1 without interruption).
+    pub attempts: usize,
+    /// Bytes the node already had when the first attempt started.
+    pub cached_bytes: u64,
+}
+
+enum AttemptError {
+    Retry(String),
+    Fatal(String),
+}
+
+fn classify(e: AskError) -> AttemptError {
+    match e {
+        AskError::Remote(s) | AskError::Codec(s) => AttemptError::Fatal(s),
+        other => AttemptError::Retry(other.to_string()),
+    }
+}
+
+/// Ships shard `data` (content hash `hash`) into `node`'s cache. `progress(stored, total)` is
+/// called as chunks are acknowledged. Interrupted transfers resume from the last stored chunk.
+pub async fn ship_shard(
+    cluster: &Cluster,
+    node: NodeId,
+    hash: &str,
+    data: Bytes,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ShipReport, ShipError> {
+    let mut report = ShipReport::default();
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        report.attempts = attempt;
+        match ship_once(
+            cluster,
+            node.clone(),
+            hash,
+            &data,
+            &mut report,
+            &mut progress,
+        )
+        .await
+        {
+            Ok(()) => return Ok(report),
+            Err(AttemptError::Fatal(reason)) => {
+                return Err(ShipError::Refused {
+                    node: node.short(),
+                    hash: hash.into(),
+                    reason,
+                });
+            }
+            Err(AttemptError::Retry(e)) => {
+                tracing::warn!(node = %node.short(), attempt, error = %e, "shard transfer interrupted; resuming");
+                last = e;
+                tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+            }
+        }
+    }
+    Err(ShipError::Unreachable {
+        node: node.short(),
+        hash: hash.into(),
+        attempts: ATTEMPTS,
+        last,
+    })
+}
+
+async fn ship_once(
+    cluster: &Cluster,
+    node: NodeId,
+    hash: &str,
+    data: &Bytes,
+    report: &mut ShipReport,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), AttemptError> {
+    let len = data.len() as u64;
+    let receiver = cluster
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(node).mailbox(WINDOW + 2))
+        .await
+        .map_err(|e| match e {
+            edgeray_runtime::actor::SpawnError::NodeDown(s) => AttemptError::Retry(s),
+            other => AttemptError::Fatal(other.to_string()),
+        })?;
+    let result = async {
+        let have = match receiver
+            .ask(
+                WeightsMsg::Offer {
+                    hash: hash.into(),
+                    len,
+                    chunk: CHUNK_BYTES as u64,
+                },
+                ASK_TIMEOUT,
+            )
+            .await
+            .map_err(classify)?
+            .msg
+        {
+            WeightsReply::Have(h) => h.min(len),
+            other => return Err(AttemptError::Fatal(format!("unexpected reply {other:?}"))),
+        };
+        if report.attempts == 1 {
+            report.cached_bytes = have;
+        }
+        progress(have, len);
+        let mut inflight = FuturesOrdered::new();
+        let mut offset = have;
+        loop {
+            while inflight.len() < WINDOW && offset < len {
+                let end = (offset + CHUNK_BYTES as u64).min(len);
+                let chunk = data.slice(offset as usize..end as usize);
+                let msg = WeightsMsg::Chunk {
+                    hash: hash.into(),
+                    len,
+                    offset,
+                    digest: chunk_digest(&chunk),
+                };
+                let r = receiver.clone();
+                let n = chunk.len() as u64;
+                inflight.push_back(async move {
+                    r.ask(Envelope::with_tail(msg, chunk), ASK_TIMEOUT)
+                        .await
+                        .map(|rep| (rep.msg, n))
+                });
+                offset = end;
+            }
+            match inflight.next().await {
+                None => break,
+                Some(Ok((WeightsReply::Stored(stored), n))) => {
+                    report.bytes_sent += n;
+                    progress(stored, len);
+                }
+                Some(Ok((other, _))) => {
+                    return Err(AttemptError::Fatal(format!("unexpected reply {other:?}")));
+                }
+                Some(Err(e)) => return Err(classify(e)),
+            }
+        }
+        match receiver
+            .ask(
+                WeightsMsg::Finish {
+                    hash: hash.into(),
+                    len,
+                },
+                ASK_TIMEOUT,
+            )
+            .await
+            .map_err(classify)?
+            .msg
+        {
+            WeightsReply::Done => Ok(()),
+            other => Err(AttemptError::Fatal(format!("unexpected reply {other:?}"))),
+        }
+    }
+    .await;
+    receiver.stop().await;
+    result
+}
