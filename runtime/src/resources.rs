@@ -36,6 +36,54 @@ pub struct ResourceReport {
     pub backend: Backend,
     /// Number of CPUs available to this process.
     pub cpus: u32,
+    /// Short free-form descriptions of what this node hosts (e.g. `stage 1/3 layers 6..12
+    /// gemma-3-270m (coordinator local-0)`), at most [`MAX_ROLES`] of at most [`MAX_ROLE_CHARS`]
+    /// characters each (see [`bound_roles`]). Empty when it hosts nothing.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Most roles a [`ResourceReport`] carries; extra ones are dropped.
+pub const MAX_ROLES: usize = 16;
+
+/// Most characters (Unicode scalar values) of one role; longer roles are truncated.
+pub const MAX_ROLE_CHARS: usize = 200;
+
+/// Bring a role list within bounds: keep the first [`MAX_ROLES`] roles, truncate each to
+/// [`MAX_ROLE_CHARS`] characters (on a character boundary) and replace control characters
+/// (newlines, tabs, escapes) by spaces so a role always prints on one line. Never fails.
+pub fn bound_roles(mut roles: Vec<String>) -> Vec<String> {
+    roles.truncate(MAX_ROLES);
+    roles
+        .into_iter()
+        .map(|r| {
+            r.chars()
+                .take(MAX_ROLE_CHARS)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+impl ResourceReport {
+    /// Whether the roles are within the bounds [`bound_roles`] enforces.
+    pub fn roles_within_bounds(&self) -> bool {
+        self.roles.len() <= MAX_ROLES
+            && self
+                .roles
+                .iter()
+                .all(|r| r.chars().count() <= MAX_ROLE_CHARS && !r.chars().any(char::is_control))
+    }
+
+    /// Enforce the role bounds on a report (e.g. one received from a peer); returns whether
+    /// anything had to be changed.
+    pub fn enforce_role_bounds(&mut self) -> bool {
+        if self.roles_within_bounds() {
+            return false;
+        }
+        self.roles = bound_roles(std::mem::take(&mut self.roles));
+        true
+    }
 }
 
 /// Errors parsing `/proc` text.
@@ -170,6 +218,7 @@ pub fn measure(config: &ClusterConfig, compute_score: f64) -> ResourceReport {
         compute_score: ov.compute_score.unwrap_or(compute_score),
         backend: config.backend,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        roles: Vec::new(),
     }
 }
 
@@ -223,6 +272,45 @@ mod tests {
         assert_eq!(dot_i8(&[-128; 4], &[-128; 4]), 4 * 16384);
         let s = compute_score(Duration::from_millis(20));
         assert!(s > 1.0, "score {s}");
+    }
+
+    #[test]
+    fn roles_are_bounded() {
+        // Within bounds: unchanged.
+        let ok = vec!["stage 1/3 layers 6..12 gemma-3-270m (coordinator local-0)".to_string()];
+        assert_eq!(bound_roles(ok.clone()), ok);
+        // Too many roles: the first MAX_ROLES are kept, in order.
+        let many: Vec<String> = (0..40).map(|i| format!("role {i}")).collect();
+        let b = bound_roles(many);
+        assert_eq!(b.len(), MAX_ROLES);
+        assert_eq!(b[0], "role 0");
+        assert_eq!(b[MAX_ROLES - 1], format!("role {}", MAX_ROLES - 1));
+        // Too long: truncated on a character boundary (multi-byte characters included).
+        let long = "é".repeat(MAX_ROLE_CHARS + 50);
+        let b = bound_roles(vec![long, "x".repeat(MAX_ROLE_CHARS)]);
+        assert_eq!(b[0].chars().count(), MAX_ROLE_CHARS);
+        assert!(b[0].chars().all(|c| c == 'é'));
+        assert_eq!(b[1].len(), MAX_ROLE_CHARS);
+        // Control characters become spaces (one line per role in the table).
+        assert_eq!(bound_roles(vec!["a\nb\tc\u{1b}".into()]), vec!["a b c ".to_string()]);
+        assert!(bound_roles(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn received_report_with_oversized_roles_is_truncated() {
+        let mut cfg = ClusterConfig::with_secret([1; 32]);
+        cfg.resources.compute_score = Some(1.0);
+        let mut r = measure(&cfg, 1.0);
+        assert!(r.roles.is_empty() && r.roles_within_bounds());
+        r.roles = vec!["ok".into()];
+        assert!(!r.enforce_role_bounds());
+        assert_eq!(r.roles, vec!["ok".to_string()]);
+        r.roles = (0..1000).map(|_| "y".repeat(10_000)).collect();
+        assert!(!r.roles_within_bounds());
+        assert!(r.enforce_role_bounds());
+        assert!(r.roles_within_bounds());
+        assert_eq!(r.roles.len(), MAX_ROLES);
+        assert!(r.roles.iter().all(|x| x.len() == MAX_ROLE_CHARS));
     }
 
     #[test]

@@ -120,6 +120,15 @@ impl Membership {
         }
     }
 
+    /// Replace the roles in this node's own resource report at once (the rest of the report
+    /// is refreshed by the next [`Membership::update_self`]). Roles are bounded as by
+    /// [`crate::resources::bound_roles`].
+    pub fn set_self_roles(&mut self, roles: Vec<String>) {
+        if let Some(r) = self.members.get_mut(&self.me).and_then(|m| m.resources.as_mut()) {
+            r.roles = crate::resources::bound_roles(roles);
+        }
+    }
+
     /// Set this node's advertised address (known once the endpoint is bound).
     pub fn set_self_addr(&mut self, addr: Option<SocketAddr>) {
         if let Some(m) = self.members.get_mut(&self.me) {
@@ -201,12 +210,13 @@ impl Membership {
 
     /// A heartbeat from a connected peer: refreshes last-seen, resources and uptime; Joining,
     /// Suspect and Down members of the current incarnation become Up. Heartbeats of unknown
-    /// members or other incarnations are ignored (the peer must connect first).
+    /// members or other incarnations are ignored (the peer must connect first). Roles beyond
+    /// the bounds of [`crate::resources::bound_roles`] are truncated.
     pub fn on_heartbeat(
         &mut self,
         node_id: NodeId,
         incarnation: Incarnation,
-        resources: ResourceReport,
+        mut resources: ResourceReport,
         uptime: Duration,
         now: Instant,
     ) -> Vec<MembershipEvent> {
@@ -218,6 +228,7 @@ impl Membership {
             return events;
         }
         m.last_heard = now;
+        resources.enforce_role_bounds();
         m.resources = Some(resources);
         m.uptime = uptime;
         if m.state != MemberState::Up {
@@ -386,6 +397,7 @@ mod tests {
             compute_score: 100.0,
             backend: Backend::Cpu,
             cpus: 4,
+            roles: Vec::new(),
         }
     }
     fn s(secs: u64) -> Duration {
@@ -429,6 +441,24 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(m.head(), Some(id(5)));
+    }
+
+    #[test]
+    fn roles_from_heartbeats_are_bounded_and_self_roles_apply_at_once() {
+        use crate::resources::{MAX_ROLE_CHARS, MAX_ROLES};
+        let (mut m, c) = setup(5);
+        m.on_connected(summary(7, 1), c.at(0.0)).unwrap();
+        let mut r = res(2);
+        r.roles = (0..100).map(|i| format!("{i}{}", "z".repeat(1000))).collect();
+        m.on_heartbeat(id(7), Incarnation(1), r, s(1), c.at(0.5));
+        let got = m.get(&id(7)).unwrap().resources.as_ref().unwrap().roles.clone();
+        assert_eq!(got.len(), MAX_ROLES);
+        assert!(got.iter().all(|x| x.chars().count() == MAX_ROLE_CHARS));
+        assert!(got[3].starts_with("3z"));
+        m.set_self_roles(vec!["stage 0/2 layers 0..9 m (coordinator n5)".into()]);
+        let me = m.get(&id(5)).unwrap().resources.as_ref().unwrap();
+        assert_eq!(me.roles, vec!["stage 0/2 layers 0..9 m (coordinator n5)".to_string()]);
+        assert_eq!(me.memory_free, 1, "the rest of the report is kept");
     }
 
     #[test]

@@ -31,14 +31,22 @@
 //!       "cpus": 4,
 //!       "rtt_ms": 0.42,                    // from the answering node; null for itself / unknown
 //!       "uptime_s": 3605.2,
-//!       "last_heard_ms": 120               // ms since the answering node heard from it
+//!       "last_heard_ms": 120,              // ms since the answering node heard from it
+//!       "roles": [                         // what it hosts ([] when nothing or unknown)
+//!         "stage 1/3 layers 6..12 gemma-3-270m (coordinator local-0)"
+//!       ]
 //!     }
 //!   ]
 //! }
 //! ```
 //!
-//! Members are sorted by name, then node id. Fields are only ever added in later versions (with
-//! `schema` raised); existing fields keep their meaning.
+//! Members are sorted by name, then node id. Fields are only ever added (incompatible changes
+//! raise `schema`); existing fields keep their meaning.
+//!
+//! `roles` (added within schema 1; readers of older replies get `[]`): short strings a node
+//! advertises for what it hosts (`NodeHandle::set_roles`), carried in its heartbeats, at most 16
+//! of at most 200 characters each, control characters replaced by spaces. The table prints them
+//! under their member's row as `    role: ...`.
 
 use super::{Member, Membership};
 use crate::config::{Backend, ByteSize, Power};
@@ -111,6 +119,10 @@ pub struct MemberStatus {
     pub uptime_s: f64,
     /// Milliseconds since the answering node last heard from it.
     pub last_heard_ms: u64,
+    /// What it hosts, e.g. `stage 1/3 layers 6..12 gemma-3-270m (coordinator local-0)`; empty
+    /// when nothing or before its first heartbeat.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl MemberStatus {
@@ -139,6 +151,7 @@ impl MemberStatus {
             rtt_ms: m.rtt.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
             uptime_s: (m.uptime_at(now).as_secs_f64() * 10.0).round() / 10.0,
             last_heard_ms: now.saturating_duration_since(m.last_heard).as_millis() as u64,
+            roles: r.map(|r| r.roles.clone()).unwrap_or_default(),
         }
     }
 }
@@ -167,7 +180,7 @@ impl ClusterStatus {
         self.members.iter().filter(|m| m.state == state).count()
     }
 
-    /// A human table: one line per member.
+    /// A human table: one line per member, followed by one indented `role:` line per role.
     pub fn render_table(&self) -> String {
         let header = [
             "NAME",
@@ -224,9 +237,17 @@ impl ClusterStatus {
             self.members.iter().find(|m| m.is_head).map_or("-", |m| m.name.as_str()),
             self.members.iter().find(|m| m.is_self).map_or("-", |m| m.name.as_str()),
         );
-        for r in rows {
+        let no_roles: &[String] = &[];
+        let roles = std::iter::once(no_roles).chain(self.members.iter().map(|m| m.roles.as_slice()));
+        for (r, roles) in rows.into_iter().zip(roles) {
             let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
+            for role in roles {
+                // Control characters are replaced on the node already; a hand-made status
+                // must not break the layout either.
+                let role: String = role.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+                let _ = writeln!(out, "    role: {role}");
+            }
         }
         out
     }
@@ -271,6 +292,7 @@ mod tests {
             compute_score: 812.0,
             backend: Backend::Cpu,
             cpus: 4,
+            roles: vec!["stage 0/2 layers 0..9 gemma-3-270m (coordinator pi-02)".into()],
         }
     }
 
@@ -313,6 +335,10 @@ mod tests {
         assert_eq!(json["members"][0]["memory_budget_bytes"], 3u64 << 30);
         assert_eq!(json["members"][0]["power_budget_mw"], 6000);
         assert_eq!(json["members"][1]["node_id_short"], "09090909");
+        assert_eq!(
+            json["members"][0]["roles"][0],
+            "stage 0/2 layers 0..9 gemma-3-270m (coordinator pi-02)"
+        );
         let back: ClusterStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, st);
         let table = st.render_table();
@@ -321,6 +347,18 @@ mod tests {
             table.contains("3.0GiB") && table.contains("6W") && table.contains("0.42ms"),
             "{table}"
         );
+        // Roles print under their member's row.
+        let lines: Vec<&str> = table.lines().collect();
+        let row = lines.iter().position(|l| l.starts_with("pi-01 *")).unwrap();
+        assert_eq!(
+            lines[row + 1],
+            "    role: stage 0/2 layers 0..9 gemma-3-270m (coordinator pi-02)"
+        );
+        // A reply without `roles` (older node) still parses.
+        let mut old = serde_json::to_value(&st).unwrap();
+        old["members"][0].as_object_mut().unwrap().remove("roles");
+        let back: ClusterStatus = serde_json::from_value(old).unwrap();
+        assert!(back.members[0].roles.is_empty());
         assert_eq!(format_uptime(3725.0), "1h 02m");
         assert_eq!(format_uptime(59.0), "59s");
         assert_eq!(parse_backend("wgpu"), Some(Backend::Wgpu));

@@ -127,6 +127,7 @@ mod tests {
                 compute_score: 7.5,
                 backend: crate::config::Backend::Cpu,
                 cpus: 2,
+                roles: vec!["stage 1/2 layers 0..9 gemma-3-270m (coordinator a)".into()],
             },
         };
         let f = Frame::from_message(&hb, bytes::Bytes::new()).unwrap();

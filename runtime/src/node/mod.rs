@@ -16,7 +16,8 @@
 //!
 //! Life of a peer: discovery (mDNS candidate, seed, gossip) → dial → mTLS + hello (transport) →
 //! both sides send [`messages::Join`] → `Joining` → first [`messages::Heartbeat`] → `Up`.
-//! Heartbeats every `timing.heartbeat` carry resource reports; silence makes a member Suspect
+//! Heartbeats every `timing.heartbeat` carry resource reports (including the node's roles, see
+//! [`NodeHandle::set_roles`]); silence makes a member Suspect
 //! then Down; a transport disconnect (QUIC idle timeout, close) makes it Down at once; a
 //! [`messages::Goodbye`] makes it Down (`left`). Peers that connect without sending `Join`
 //! (`edgeray status` clients) are never members.
@@ -82,6 +83,9 @@ struct Shared {
     name: String,
     transport: Transport,
     membership: Mutex<Membership>,
+    /// What this node hosts (see [`NodeHandle::set_roles`]); read by the heartbeat builder.
+    /// Lock order: `membership` before `roles`.
+    roles: Mutex<Vec<String>>,
     events: broadcast::Sender<MembershipEvent>,
     started: Instant,
     shutdown_tx: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
@@ -166,6 +170,7 @@ impl Node {
                 name,
                 transport,
                 membership: Mutex::new(membership),
+                roles: Mutex::new(Vec::new()),
                 events,
                 started: now,
                 shutdown_tx: Mutex::new(None),
@@ -320,6 +325,22 @@ impl NodeHandle {
     /// Membership events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
         self.shared.events.subscribe()
+    }
+    /// Advertise what this node hosts: short role strings such as
+    /// `stage 1/3 layers 6..12 gemma-3-270m (coordinator local-0)`. Replaces the previous roles
+    /// (an empty list clears them). Bounded by [`resources::bound_roles`] (at most
+    /// [`resources::MAX_ROLES`] roles of at most [`resources::MAX_ROLE_CHARS`] characters;
+    /// longer input is truncated). This node's own member entry shows them at once; peers see
+    /// them with the next heartbeat (every `timing.heartbeat`).
+    pub fn set_roles(&self, roles: Vec<String>) {
+        let roles = resources::bound_roles(roles);
+        let mut m = self.shared.membership.lock();
+        m.set_self_roles(roles.clone());
+        *self.shared.roles.lock() = roles;
+    }
+    /// The roles this node currently advertises (as bounded by [`NodeHandle::set_roles`]).
+    pub fn roles(&self) -> Vec<String> {
+        self.shared.roles.lock().clone()
     }
     /// The member table as `edgeray status` shows it.
     pub fn status(&self) -> ClusterStatus {
@@ -649,7 +670,8 @@ impl EventLoop {
     /// Refresh our own report; `None` until the compute score is known.
     fn heartbeat(&mut self, _now: Instant) -> Option<Heartbeat> {
         let score = self.compute_score?;
-        let res: ResourceReport = resources::measure(&self.shared.config, score);
+        let mut res: ResourceReport = resources::measure(&self.shared.config, score);
+        res.roles = self.shared.roles.lock().clone();
         self.seq += 1;
         Some(Heartbeat {
             incarnation: self.shared.incarnation,
@@ -660,11 +682,14 @@ impl EventLoop {
     }
 
     fn send_heartbeats(&mut self, now: Instant) {
-        let Some(hb) = self.heartbeat(now) else { return };
-        self.shared
-            .membership
-            .lock()
-            .update_self(hb.resources.clone(), self.shared.started.elapsed(), now);
+        let Some(mut hb) = self.heartbeat(now) else { return };
+        {
+            // Re-read the roles under the membership lock so a concurrent `set_roles` (which
+            // takes both locks) is never overwritten by the older value.
+            let mut m = self.shared.membership.lock();
+            hb.resources.roles = self.shared.roles.lock().clone();
+            m.update_self(hb.resources.clone(), self.shared.started.elapsed(), now);
+        }
         let peers = self.member_peers();
         self.broadcast(peers, hb);
     }
