@@ -2,8 +2,12 @@
 //!
 //! A short-lived client: it authenticates with the secret from `cluster.toml` under a throw-away
 //! identity, asks one node (the local one, `--node`, a seed, or one found by mDNS) for its member
-//! table and prints it. `--json` prints [`edgeray_runtime::membership::status::ClusterStatus`]
-//! (schema documented there; stable, fields only ever added).
+//! table and prints it: one row per member, then one indented `role: ...` line per role the
+//! member advertises (what it hosts, e.g. `stage 1/3 layers 6..12 gemma-3-270m (coordinator
+//! local-0)`, set with `NodeHandle::set_roles` and carried in heartbeats), so any node's answer
+//! shows the whole pipeline placement. `--json` prints
+//! [`edgeray_runtime::membership::status::ClusterStatus`] (schema documented there; stable,
+//! fields only ever added; roles are in each member's `roles`).
 
 use anyhow::Context;
 use edgeray_runtime::config::{ClusterConfig, parse_duration};
@@ -19,7 +23,7 @@ pub struct StatusArgs {
     /// Ask this node (`host:port`) instead of searching.
     #[arg(long)]
     pub node: Option<String>,
-    /// Print JSON (schema version 1) instead of a table.
+    /// Print JSON (schema version 1, members' roles in `roles`) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Per-node timeout, e.g. `3s`.
@@ -53,6 +57,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
+        // One row per member, each followed by its `role:` lines (the current placement).
         print!("{}", status.render_table());
     }
     Ok(())
