@@ -10,11 +10,29 @@ use edgeray_model::sampling::argmax;
 use super::generate::{default_threads, load_with_progress};
 
 /// Arguments of `edgeray bench`.
+///
+/// Without `--local`/`--config`: one node, prompt processing and generation speed. With them:
+/// single node vs the pipeline in the same run (see [`super::bench_pipeline`]).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// GGUF model file.
     #[arg(long)]
     pub model: PathBuf,
+    /// Benchmark the pipeline on an embedded cluster of N nodes in this process.
+    #[arg(long = "local")]
+    pub local_nodes: Option<usize>,
+    /// Benchmark the pipeline on the cluster of this configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Pipeline stages (default: one per embedded node; the policy decides with `--config`).
+    #[arg(long)]
+    pub stages: Option<usize>,
+    /// Hidden states between stages: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub wire_dtype: crate::pipeline::WireDtype,
+    /// With `--config`: wait until this many members are up.
+    #[arg(long, default_value_t = 1)]
+    pub min_nodes: usize,
     /// Tokens of the prompt-processing test (one batch).
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: usize,
@@ -76,6 +94,25 @@ fn logits(
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.reps == 0 || args.prompt_tokens == 0 || args.gen_tokens == 0 {
         bail!("--reps, --prompt-tokens and --gen-tokens must be at least 1");
+    }
+    if args.local_nodes.is_some() || args.config.is_some() {
+        let deploy = super::deploy_args::DeployArgs {
+            config: args.config.clone(),
+            model: args.model.clone(),
+            policy: "throughput".into(),
+            stages: args.stages,
+            local_nodes: args.local_nodes.unwrap_or(2),
+            local_dir: None,
+            min_nodes: args.min_nodes,
+            discover: std::time::Duration::from_secs(5),
+            listen: "0.0.0.0:0".parse().expect("literal address"),
+            ctx: (args.gen_tokens + 64).max(256),
+            threads: args.threads,
+            wire_dtype: args.wire_dtype,
+            max_sequences: 4,
+            quiet: args.json,
+        };
+        return super::bench_pipeline::run(deploy, args.gen_tokens, args.json);
     }
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
     let ctx = args.prompt_tokens.max(args.gen_tokens) + 1;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod bench_pipeline;
 pub mod deploy_args;
 pub mod generate;
 pub mod hosting;

@@ -210,6 +210,11 @@ pub async fn deploy(
             });
         }
     };
+    let model_name = model_display_name(&file, model);
+    let coordinator = cluster
+        .node()
+        .map(|n| n.name().to_string())
+        .unwrap_or_else(|| cluster.node_id().short());
     let mut stages = Vec::new();
     let mut next = None;
     for (k, st) in placement.stages.iter().enumerate().rev() {
@@ -225,6 +230,13 @@ pub async fn deploy(
             next,
             sink: sink.id(),
             dtype: opts.dtype,
+            label: format!(
+                "stage {}/{} layers {}..{} of {model_name} (coordinator {coordinator})",
+                k + 1,
+                placement.stages.len(),
+                st.layers.start,
+                st.layers.end
+            ),
         };
         let spawned = cluster
             .spawn::<StageActor>(
@@ -255,18 +267,7 @@ pub async fn deploy(
         }
     }
     stages.reverse();
-    let model_id = file
-        .metadata()
-        .get_str_opt("general.name")
-        .ok()
-        .flatten()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            model
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+    let model_id = model_name;
     Ok(Pipeline::new(Deployed {
         cluster: cluster.clone(),
         stages,
@@ -283,4 +284,18 @@ pub async fn deploy(
         max_queued: opts.max_queued,
         shipped_bytes: shipped,
     }))
+}
+
+/// The model's id: GGUF `general.name`, else the file stem.
+fn model_display_name(file: &GgufFile, path: &Path) -> String {
+    file.metadata()
+        .get_str_opt("general.name")
+        .ok()
+        .flatten()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        })
 }

@@ -170,6 +170,8 @@ struct Inner {
     queued: AtomicUsize,
     next_seq: AtomicU64,
     broken: watch::Sender<Option<String>>,
+    /// Set by [`Pipeline::shutdown`]: stages stopping then is expected.
+    closing: std::sync::atomic::AtomicBool,
     hops: Mutex<Vec<HopTotals>>,
     metrics: Mutex<Option<PipelineMetrics>>,
 }
@@ -194,6 +196,7 @@ impl Pipeline {
             queued: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             broken,
+            closing: std::sync::atomic::AtomicBool::new(false),
             hops: Mutex::new(vec![HopTotals::default(); n]),
             metrics: Mutex::new(None),
             d,
@@ -208,6 +211,12 @@ impl Pipeline {
                 let reason = w.await;
                 if let Some(inner) = weak.upgrade() {
                     let why = format!("stage {k} on {node} stopped ({reason:?})");
+                    if inner.closing.load(Ordering::Acquire) {
+                        inner
+                            .broken
+                            .send_replace(Some("the pipeline was shut down".into()));
+                        return;
+                    }
                     tracing::warn!("{why}");
                     inner.broken.send_replace(Some(why));
                 }
@@ -541,6 +550,7 @@ impl Pipeline {
 
     /// Stops the stage actors and the sink.
     pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
         for s in &self.inner.d.stages {
             s.stop().await;
         }

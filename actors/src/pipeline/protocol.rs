@@ -36,6 +36,9 @@ pub struct StageArgs {
     pub sink: ActorId,
     /// Element type of the hidden states this stage sends.
     pub dtype: WireDtype,
+    /// What `edgeray status` shows for this stage on its node, e.g. `stage 2/3 layers 6..12 of
+    /// Gemma 3 270m`.
+    pub label: String,
 }
 
 /// How a sequence starts: carried by its first batch through every stage.

@@ -35,6 +35,8 @@ struct SeqState {
 
 /// A pipeline stage (actor kind `edgeray.stage`).
 pub struct StageActor {
+    /// The hosting node (its status shows this stage's role while it runs).
+    node: Option<edgeray_runtime::node::NodeHandle>,
     stage: Arc<Stage>,
     args: StageArgs,
     seqs: HashMap<SeqId, SeqState>,
@@ -82,6 +84,13 @@ impl RemoteActor for StageActor {
             weight_mib = stage.weight_bytes() >> 20,
             "stage loaded"
         );
+        let node = cluster.node().cloned();
+        if let Some(n) = &node {
+            let _g = ROLES.lock();
+            let mut roles = n.roles();
+            roles.push(args.label.clone());
+            n.set_roles(roles);
+        }
         let stats = StageStats {
             index: args.index,
             layers: args.layers.clone(),
@@ -89,6 +98,7 @@ impl RemoteActor for StageActor {
             ..Default::default()
         };
         Ok(StageActor {
+            node,
             stage: Arc::new(stage),
             next: args.next.map(|id| cluster.actor_ref(id)),
             sink: cluster.actor_ref(args.sink),
@@ -133,7 +143,21 @@ impl RemoteActor for StageActor {
         }
         Ok(Envelope::new(StageReply::Ok))
     }
+
+    fn stopped(&mut self) {
+        if let Some(n) = &self.node {
+            let _g = ROLES.lock();
+            let mut roles = n.roles();
+            if let Some(i) = roles.iter().position(|r| *r == self.args.label) {
+                roles.remove(i);
+            }
+            n.set_roles(roles);
+        }
+    }
 }
+
+/// Serializes read-modify-write of a node's roles by the stage actors of this process.
+static ROLES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 impl StageActor {
     async fn release_downstream(&self, seq: SeqId) {

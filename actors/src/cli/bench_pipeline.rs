@@ -1,0 +1,208 @@
+//! `edgeray bench --local N` / `--config FILE`: single node vs the pipeline, measured in the same
+//! run — decode tokens/s of one stream on one node (the baseline) and across the stages, their
+//! ratio, hidden-state bytes per token per hop, and aggregate tokens/s at 1 and 4 streams.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use edgeray_model::arch::{GenerateOptions, Generator};
+use edgeray_model::sampling::SamplingParams;
+use tokio::sync::mpsc;
+
+use super::deploy_args::{DeployArgs, describe_placement};
+use crate::pipeline::{GenOptions, Pipeline, WireDtype};
+
+/// Prompts of the streams (long enough continuations: none of them ends early greedily).
+const PROMPTS: [&str; 4] = [
+    "The history of the Roman Empire began",
+    "Here is a long story about a dragon and a knight:",
+    "The following is a detailed guide to growing tomatoes.",
+    "In the year 2050, cities will",
+];
+
+/// What the pipeline benchmark measures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineBench {
+    /// Model file.
+    pub model: String,
+    /// Pipeline stages.
+    pub stages: usize,
+    /// Hidden-state element type on the wire.
+    pub wire_dtype: String,
+    /// Kernel threads per stage (and of the single-node baseline).
+    pub threads: usize,
+    /// Tokens generated per stream.
+    pub gen_tokens: usize,
+    /// Baseline: one stream on one node, in this process.
+    pub single_node_tokens_per_s: f64,
+    /// One stream across the pipeline.
+    pub pipeline_tokens_per_s: f64,
+    /// `pipeline / single node` (target >= 0.95).
+    pub pipeline_vs_single_node: f64,
+    /// Aggregate tokens/s of 4 concurrent streams across the pipeline.
+    pub pipeline_4_streams_tokens_per_s: f64,
+    /// `4 streams / 1 stream` (target >= 1.7).
+    pub four_streams_vs_one: f64,
+    /// Hidden-state bytes per generated token per hop.
+    pub bytes_per_token_per_hop: f64,
+    /// Mean per-stage compute per decode batch, ms.
+    pub stage_compute_ms: Vec<f64>,
+}
+
+async fn stream(p: &Pipeline, prompt: &str, tokens: usize) -> anyhow::Result<(usize, f64)> {
+    let ids = p.encode(prompt)?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let opts = GenOptions {
+        max_tokens: tokens,
+        sampling: SamplingParams::greedy(),
+    };
+    let t = Instant::now();
+    let s = p.generate(ids, &opts, &tx).await?;
+    drop(tx);
+    let _ = drain.await;
+    Ok((s.tokens.len(), t.elapsed().as_secs_f64()))
+}
+
+/// Runs the benchmark on `deploy` (stages default to one per embedded node).
+pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<()> {
+    let threads = deploy.threads();
+    let model: PathBuf = deploy.model.clone();
+    // Baseline first, alone on the machine.
+    let g = Generator::load(&model, threads, Some(deploy.ctx), |_, _| {})?;
+    let ids = g.encode(PROMPTS[0])?;
+    let opts = GenerateOptions {
+        max_tokens: gen_tokens,
+        ..Default::default()
+    };
+    let out = g.generate_tokens(&ids, &opts, |_| true)?;
+    let single = out.gen_tokens_per_s();
+    drop(g);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        let d = deploy.deploy().await?;
+        if !json {
+            eprint!("{}", describe_placement(&d.pipeline));
+        }
+        let result = async {
+            let p = &d.pipeline;
+            let before = p.hop_totals();
+            // One stream: tokens after the first, over the time after the first.
+            let (n1, _) = stream(p, PROMPTS[0], 1).await?;
+            anyhow::ensure!(n1 == 1, "the pipeline produced no token");
+            let ids = p.encode(PROMPTS[0])?;
+            let (tx, mut rx) = mpsc::channel(64);
+            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let s = p
+                .generate(
+                    ids,
+                    &GenOptions {
+                        max_tokens: gen_tokens,
+                        sampling: SamplingParams::greedy(),
+                    },
+                    &tx,
+                )
+                .await?;
+            drop(tx);
+            let _ = drain.await;
+            let one = s.gen_tokens_per_s();
+            let after = p.hop_totals();
+            // Four streams at once.
+            let t = Instant::now();
+            let runs: Vec<_> = PROMPTS
+                .iter()
+                .map(|pr| {
+                    let p = p.clone();
+                    let pr = pr.to_string();
+                    tokio::spawn(async move { stream(&p, &pr, gen_tokens).await })
+                })
+                .collect();
+            let mut total = 0usize;
+            for r in runs {
+                total += r.await??.0;
+            }
+            let four = total as f64 / t.elapsed().as_secs_f64();
+            let hops = p.placement().stages.len().saturating_sub(1);
+            let decode_batches = after
+                .first()
+                .zip(before.first())
+                .map_or(0, |(a, b)| a.batches - b.batches);
+            let bytes: u64 = after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a.bytes_out - b.bytes_out)
+                .sum();
+            let per_token_per_hop = if hops == 0 || decode_batches == 0 {
+                0.0
+            } else {
+                bytes as f64 / decode_batches as f64 / hops as f64
+            };
+            let compute: Vec<f64> = after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| {
+                    let n = (a.batches - b.batches).max(1) as f64;
+                    (a.compute_us - b.compute_us) as f64 / n / 1e3
+                })
+                .collect();
+            anyhow::Ok(PipelineBench {
+                model: model.display().to_string(),
+                stages: p.placement().stages.len(),
+                wire_dtype: match p.wire_dtype() {
+                    WireDtype::F16 => "f16".into(),
+                    WireDtype::F32 => "f32".into(),
+                },
+                threads,
+                gen_tokens,
+                single_node_tokens_per_s: single,
+                pipeline_tokens_per_s: one,
+                pipeline_vs_single_node: one / single,
+                pipeline_4_streams_tokens_per_s: four,
+                four_streams_vs_one: four / one,
+                bytes_per_token_per_hop: per_token_per_hop,
+                stage_compute_ms: compute,
+            })
+        }
+        .await;
+        d.shutdown().await;
+        result
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model:                      {}", report.model);
+        println!(
+            "stages:                     {} ({} on the wire, {} kernel threads each)",
+            report.stages, report.wire_dtype, report.threads
+        );
+        println!(
+            "single node, 1 stream:      {:.2} tokens/s (baseline, same run)",
+            report.single_node_tokens_per_s
+        );
+        println!(
+            "pipeline, 1 stream:         {:.2} tokens/s = {:.2}x single node (target >= 0.95x)",
+            report.pipeline_tokens_per_s, report.pipeline_vs_single_node
+        );
+        println!(
+            "pipeline, 4 streams:        {:.2} tokens/s = {:.2}x one stream (target >= 1.7x)",
+            report.pipeline_4_streams_tokens_per_s, report.four_streams_vs_one
+        );
+        println!(
+            "bytes per token per hop:    {:.0}",
+            report.bytes_per_token_per_hop
+        );
+        println!(
+            "stage compute per token:    {}",
+            report
+                .stage_compute_ms
+                .iter()
+                .map(|m| format!("{m:.1} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
