@@ -1,0 +1,139 @@
+//! The pipeline across hosts of a network-namespace lab (`edgeray_tests::netlab`): two hosts run
+//! `edgeray node` (no model file), a third runs `edgeray run --config` as the coordinator; the
+//! nodes find each other by real mDNS, the coordinator ships each its shard over QUIC on the
+//! lab's bridge (shaped to 100 Mbit/s), and the 3-stage greedy answer equals the single-node one.
+//!
+//! Needs root (else `SKIP: <reason>`, a failure with `EDGERAY_REQUIRE_NETLAB=1`) and a built
+//! binary (`cargo build -p edgeray`).
+//! Run: `cargo test -p edgeray-tests --test netlab_pipeline -- --nocapture`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use edgeray_model::arch::{GenerateOptions, Generator};
+use edgeray_tests::netlab::{self, LabBuilder};
+use edgeray_tests::{GEMMA3, edgeray_bin, real_model};
+
+const PORT: u16 = 7070;
+const SECRET: &str = "4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c";
+
+fn config(dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
+    let text = format!(
+        r#"secret = "{SECRET}"
+cluster_name = "netlab-pipeline"
+name = "{name}"
+mdns = true
+interfaces = ["eth0"]
+state_dir = "{}"
+
+# The hosts share the machine's /proc/meminfo: report fixed resources instead.
+[resources]
+memory_total = "2GiB"
+memory_free = "1GiB"
+compute_score = 100.0
+"#,
+        dir.join(name).display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+#[test]
+fn three_hosts_three_stages_match_single_node() -> Result<()> {
+    let Some(model) = real_model(GEMMA3) else {
+        return Ok(());
+    };
+    let Some(lab) = netlab::start_or_skip(LabBuilder::new(3).rate("100mbit"))? else {
+        return Ok(());
+    };
+    let prompt = "The capital of France is";
+    let want = {
+        let g = Generator::load(&model, 1, Some(512), |_, _| {})?;
+        let opts = GenerateOptions {
+            max_tokens: 16,
+            ..Default::default()
+        };
+        g.generate(prompt, &opts, |_| {})?.text
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("edgeray-netlab-pipeline-")
+        .tempdir()?;
+    let bin = edgeray_bin();
+    let mut nodes = Vec::new();
+    // Lab hosts are numbered from 1: workers on hosts 1 and 2, the coordinator on host 3.
+    for i in 0..2 {
+        let host = i + 1;
+        let cfg = config(dir.path(), &format!("worker{i}"))?;
+        let empty = dir.path().join(format!("cwd{i}"));
+        std::fs::create_dir_all(&empty)?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["node", "--threads", "1", "--config"])
+            .arg(&cfg)
+            .args(["--listen", &format!("{}:{PORT}", lab.ip(host)?)])
+            .current_dir(&empty)
+            .env("NO_COLOR", "1");
+        nodes.push(lab.spawn(host, "node", cmd)?);
+    }
+    let cfg = config(dir.path(), "coordinator")?;
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--min-nodes",
+        "3",
+        "--discover",
+        "30s",
+        "--stages",
+        "3",
+        "--wire-dtype",
+        "f32",
+        "--threads",
+        "1",
+        "--ctx",
+        "512",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "--prompt",
+        prompt,
+        "--listen",
+        &format!("{}:{PORT}", lab.ip(3)?),
+        "--model",
+    ])
+    .arg(&model)
+    .arg("--config")
+    .arg(&cfg)
+    .current_dir(dir.path())
+    .env("NO_COLOR", "1");
+    let out = lab
+        .run(3, "run", cmd, Duration::from_secs(400))
+        .context("edgeray run in the lab")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: String = nodes
+        .iter()
+        .map(|p| format!("--- {} ---\n{}\n", p.label(), p.tail(20)))
+        .collect();
+    if !out.status.success() {
+        bail!("edgeray run failed ({}):\n{stderr}\n{logs}", out.status);
+    }
+    assert_eq!(stdout, format!("{want}\n"), "stderr:\n{stderr}\n{logs}");
+    assert!(
+        stderr.contains("worker0") && stderr.contains("worker1"),
+        "a stage on each worker:\n{stderr}"
+    );
+    for i in 0..2 {
+        let shards = std::fs::read_dir(dir.path().join(format!("worker{i}")).join("shards"))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+            .count();
+        assert_eq!(shards, 1, "worker{i} received exactly its shard");
+    }
+    for mut p in nodes {
+        p.terminate(Duration::from_secs(3));
+    }
+    Ok(())
+}
