@@ -315,3 +315,58 @@ async fn concurrent_sequences_complete_and_overload_is_refused() {
     p.shutdown().await;
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_stage_node_is_replaced_by_redeploying_on_the_survivors() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let (ids, want, _) = single_node(&model, prompt);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = embedded_cluster(3, dir.path(), THREADS)
+        .await
+        .expect("cluster");
+    let svc =
+        edgeray::pipeline::Service::start(nodes[0].clone(), model.clone(), opts(3, WireDtype::F32))
+            .await
+            .expect("first deploy");
+    let first = svc.current().expect("serving");
+    assert_eq!(first.placement().stages.len(), 3);
+    assert_eq!(generate(&first, ids.clone()).await.unwrap(), want);
+    // A request in flight when a stage's node dies ends (with an error or done), never hangs.
+    let inflight = {
+        let p = first.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move { generate(&p, ids).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dead = nodes.pop().expect("third node");
+    let dead_id = edgeray::pipeline::scheduler::place_id(&dead.node_id());
+    dead.shutdown().await;
+    let r = tokio::time::timeout(Duration::from_secs(60), inflight)
+        .await
+        .expect("the in-flight request ends")
+        .unwrap();
+    if let Err(e) = &r {
+        eprintln!("in-flight request ended with: {e}");
+    }
+    assert!(
+        svc.wait_generation(2, Duration::from_secs(90)).await,
+        "redeployed within 90 s"
+    );
+    let second = svc.current().expect("serving again");
+    assert!(
+        second.placement().stages.iter().all(|s| s.node != dead_id),
+        "the dead node is left out"
+    );
+    assert_eq!(
+        generate(&second, ids)
+            .await
+            .expect("generates after failover"),
+        want,
+        "same greedy output after failover"
+    );
+    svc.shutdown().await;
+    shutdown(nodes).await;
+}

@@ -91,15 +91,16 @@ impl DeployArgs {
             .unwrap_or_else(super::generate::default_threads)
     }
 
-    /// Starts (or joins) the cluster and deploys the model.
-    pub async fn deploy(&self) -> anyhow::Result<Deployment> {
+    /// Starts (or joins) the cluster: this process's nodes (the coordinator first) and the
+    /// stage count to ask for.
+    pub async fn start_cluster(&self) -> anyhow::Result<(Vec<Cluster>, Option<usize>)> {
         anyhow::ensure!(
             self.model.is_file(),
             "model file {} not found (run scripts/fetch-models.sh, or pass --model)",
             self.model.display()
         );
         let threads = self.threads();
-        let (nodes, stages) = match &self.config {
+        Ok(match &self.config {
             Some(path) => {
                 let mut config = ClusterConfig::load(path)?;
                 config.listen = self.listen;
@@ -112,12 +113,14 @@ impl DeployArgs {
                 config.validate()?;
                 let cluster = start_hosting_node(config, threads).await?;
                 let seen = wait_for_members(&cluster, self.min_nodes, self.discover).await;
-                anyhow::ensure!(
-                    seen >= self.min_nodes,
-                    "only {seen} of {} members came up within {:?}",
-                    self.min_nodes,
-                    self.discover
-                );
+                if seen < self.min_nodes {
+                    cluster.shutdown().await;
+                    anyhow::bail!(
+                        "only {seen} of {} members came up within {:?}",
+                        self.min_nodes,
+                        self.discover
+                    );
+                }
                 (vec![cluster], self.stages)
             }
             None => {
@@ -125,17 +128,27 @@ impl DeployArgs {
                 let nodes = embedded_cluster(self.local_nodes, &dir, threads).await?;
                 (nodes, Some(self.stages.unwrap_or(self.local_nodes)))
             }
-        };
-        let opts = DeployOptions {
+        })
+    }
+
+    /// Deployment options for `stages`.
+    pub fn options(&self, stages: Option<usize>) -> DeployOptions {
+        DeployOptions {
             policy: self.policy.clone(),
             stages,
             ctx: self.ctx,
-            threads,
+            threads: self.threads(),
             dtype: self.wire_dtype,
             max_sequences: self.max_sequences,
             max_queued: self.max_sequences * 4,
             progress: !self.quiet,
-        };
+        }
+    }
+
+    /// Starts (or joins) the cluster and deploys the model.
+    pub async fn deploy(&self) -> anyhow::Result<Deployment> {
+        let (nodes, stages) = self.start_cluster().await?;
+        let opts = self.options(stages);
         let pipeline = match deploy(&nodes[0], &self.model, &opts).await {
             Ok(p) => p,
             Err(e) => {

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::deploy_args::{DeployArgs, describe_placement};
 use crate::gateway::{Gateway, GatewayConfig, MetricsRegistry};
-use crate::pipeline::PipelineBackend;
+use crate::pipeline::{PipelineBackend, Service};
 
 /// Arguments of `edgeray serve`.
 #[derive(Debug, clap::Args)]
@@ -33,12 +33,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let d = args.deploy.deploy().await?;
-        eprint!("{}", describe_placement(&d.pipeline));
+        let (nodes, stages) = args.deploy.start_cluster().await?;
+        let opts = args.deploy.options(stages);
+        let service = match Service::start(nodes[0].clone(), args.deploy.model.clone(), opts).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.shutdown().await;
+                }
+                return Err(e).context("deployment failed");
+            }
+        };
+        let first = service.current().context("no pipeline after deployment")?;
+        eprint!("{}", describe_placement(&first));
         let registry = MetricsRegistry::new();
-        d.pipeline.export_metrics(&registry);
-        let backend = Arc::new(PipelineBackend::new(
-            d.pipeline.clone(),
+        service.export_metrics(&registry);
+        let backend = Arc::new(PipelineBackend::supervised(
+            service.clone(),
             args.default_max_tokens,
         ));
         let gateway = Gateway::with_metrics(
@@ -56,13 +68,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The line scripts and tests wait for.
         eprintln!(
             "serving {} at {} (OpenAI API); Ctrl-C to stop",
-            d.pipeline.model_id(),
+            first.model_id(),
             running.base_url()
         );
         super::node::wait_for_signal().await?;
         eprintln!("stopping");
         let _ = running.shutdown().await;
-        d.shutdown().await;
+        service.shutdown().await;
+        for n in nodes.into_iter().rev() {
+            n.shutdown().await;
+        }
         anyhow::Ok(())
     })
 }

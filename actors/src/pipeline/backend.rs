@@ -5,26 +5,60 @@ use std::time::Duration;
 use edgeray_model::sampling::SamplingParams as ModelSampling;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use super::engine::{Finish, GenOptions, Pipeline, PipelineError};
+use super::service::Service;
 use crate::gateway::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
     SamplingParams, SubmitError, TokenStream,
 };
 
-/// Serves a [`Pipeline`] through [`crate::gateway::Gateway`].
+/// Serves a [`Pipeline`] (fixed, or kept deployed by a [`Service`]) through
+/// [`crate::gateway::Gateway`].
 pub struct PipelineBackend {
-    pipeline: Pipeline,
+    source: Source,
+    model_id: String,
     default_max_tokens: usize,
     retry_after: Duration,
+}
+
+enum Source {
+    Fixed(Pipeline),
+    Supervised(Arc<Service>),
 }
 
 impl PipelineBackend {
     /// A backend generating at most `default_max_tokens` when a request names no `max_tokens`.
     pub fn new(pipeline: Pipeline, default_max_tokens: usize) -> Self {
         PipelineBackend {
-            pipeline,
+            model_id: pipeline.model_id().to_string(),
+            source: Source::Fixed(pipeline),
             default_max_tokens,
             retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// A backend on a supervised deployment: after a failover, requests go to the new pipeline.
+    pub fn supervised(service: Arc<Service>, default_max_tokens: usize) -> Self {
+        let model_id = service
+            .current()
+            .map(|p| p.model_id().to_string())
+            .unwrap_or_else(|| "model".into());
+        PipelineBackend {
+            source: Source::Supervised(service),
+            model_id,
+            default_max_tokens,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    fn pipeline(&self) -> Result<Pipeline, SubmitError> {
+        match &self.source {
+            Source::Fixed(p) => Ok(p.clone()),
+            Source::Supervised(s) => s.current().ok_or_else(|| {
+                SubmitError::Unavailable("a node failed; the pipeline is being redeployed".into())
+            }),
         }
     }
 }
@@ -60,17 +94,18 @@ pub fn sampling_for(p: &SamplingParams) -> Result<ModelSampling, SubmitError> {
 
 impl CompletionBackend for PipelineBackend {
     fn model_id(&self) -> String {
-        self.pipeline.model_id().to_string()
+        self.model_id.clone()
     }
 
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
-        if let Some(why) = self.pipeline.broken() {
+        let pipeline = self.pipeline()?;
+        if let Some(why) = pipeline.broken() {
             return Err(SubmitError::Unavailable(why));
         }
         let sampling = sampling_for(&req.sampling)?;
         let ids = match &req.prompt {
-            PromptInput::Text(t) => self.pipeline.encode(t),
-            PromptInput::Chat(msgs) => self.pipeline.encode_chat(
+            PromptInput::Text(t) => pipeline.encode(t),
+            PromptInput::Chat(msgs) => pipeline.encode_chat(
                 &msgs
                     .iter()
                     .map(|m| (m.role.clone(), m.content.clone()))
@@ -78,7 +113,7 @@ impl CompletionBackend for PipelineBackend {
             ),
         }
         .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let ctx = self.pipeline.context_length();
+        let ctx = pipeline.context_length();
         if ids.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
@@ -94,7 +129,7 @@ impl CompletionBackend for PipelineBackend {
             .max_tokens
             .map_or(self.default_max_tokens, |m| m as usize)
             .min(ctx - ids.len());
-        let admitted = self.pipeline.try_admit().map_err(|e| match e {
+        let admitted = pipeline.try_admit().map_err(|e| match e {
             PipelineError::Overloaded { .. } => SubmitError::Overloaded {
                 retry_after: self.retry_after,
             },
@@ -102,7 +137,6 @@ impl CompletionBackend for PipelineBackend {
         })?;
         let prompt_tokens = ids.len() as u32;
         let (tx, stream) = TokenStream::channel(prompt_tokens, 16);
-        let pipeline = self.pipeline.clone();
         tokio::spawn(async move {
             let slot = admitted.await;
             let (tok_tx, mut tok_rx) = mpsc::channel::<super::engine::GenToken>(4);

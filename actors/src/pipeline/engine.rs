@@ -265,6 +265,16 @@ impl Pipeline {
         self.inner.broken.borrow().clone()
     }
 
+    /// Resolves once a stage has stopped or become unreachable (or the pipeline was shut
+    /// down), with the reason.
+    pub async fn wait_broken(&self) -> String {
+        let mut rx = self.inner.broken.subscribe();
+        match rx.wait_for(|b| b.is_some()).await {
+            Ok(b) => b.clone().unwrap_or_default(),
+            Err(_) => "the pipeline is gone".into(),
+        }
+    }
+
     /// Tokenizes a raw prompt (BOS added when the model wants it).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
         self.inner
