@@ -388,3 +388,123 @@ where
     }
     out
 }
+
+/// A POST /v1/completions (not streamed, greedy); `Ok(text)` on 200, else the status.
+async fn complete(
+    client: &reqwest::Client,
+    base: &str,
+    prompt: &str,
+    max_tokens: u32,
+) -> Result<String, u16> {
+    let resp = client
+        .post(format!("{base}/completions"))
+        .json(&serde_json::json!({
+            "model": "Gemma 3 270m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0
+        }))
+        .send()
+        .await
+        .map_err(|_| 0u16)?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(status);
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|_| 1u16)?;
+    Ok(v["choices"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_a_killed_worker() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let want = single_node_text(&model, prompt, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let cfg_a = write_config(dir.path(), "worker-a", pa, &[pb]);
+    let cfg_b = write_config(dir.path(), "worker-b", pb, &[pa]);
+    let cfg_c = write_config(dir.path(), "coord", 0, &[pa, pb]);
+    let mut workers = Vec::new();
+    for (cfg, tag) in [(&cfg_a, "worker-a"), (&cfg_b, "worker-b")] {
+        let mut c = Command::new(edgeray_bin())
+            .current_dir(dir.path())
+            .args(["node", "--threads", "1", "--config"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("edgeray node starts");
+        let rx = stderr_lines(&mut c, tag);
+        workers.push((Proc(c), rx));
+    }
+    let port = free_tcp_port();
+    let mut coord = Command::new(edgeray_bin())
+        .current_dir(workspace_root())
+        .args([
+            "serve",
+            "--quiet",
+            "--min-nodes",
+            "3",
+            "--discover",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+            "--stages",
+            "3",
+            "--wire-dtype",
+            "f32",
+            "--threads",
+            "1",
+            "--ctx",
+            "512",
+            "--http",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--config")
+        .arg(&cfg_c)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edgeray serve starts");
+    let rx = stderr_lines(&mut coord, "coord");
+    let _coord = Proc(coord);
+    let _rx = tokio::task::spawn_blocking(move || {
+        wait_for_line(&rx, "serving", Duration::from_secs(180));
+        rx
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert_eq!(complete(&client, &base, prompt, 12).await, Ok(want.clone()));
+
+    // Unplug worker-b: SIGKILL, no goodbye; only QUIC's idle timeout notices.
+    let (mut killed, _) = workers.pop().unwrap();
+    killed.0.kill().unwrap();
+    let _ = killed.0.wait();
+    let t0 = std::time::Instant::now();
+    let mut last = Err(0);
+    while t0.elapsed() < Duration::from_secs(120) {
+        last = complete(&client, &base, prompt, 12).await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "served again {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        last,
+        Ok(want),
+        "the same answer from the redeployed pipeline"
+    );
+}
