@@ -2,8 +2,10 @@
 //! cluster, offline.
 //!
 //! The cluster comes from a nodes file (`--nodes FILE.toml`, format in
-//! [`crate::placement::nodes_file`]); the model profile from the GGUF tensor table (per-layer
-//! bytes = the sizes of the tensors named `blk.<i>.*`).
+//! [`crate::placement::nodes_file`]) or from the live cluster (`--config cluster.toml`: this
+//! process joins it briefly, as `edgeray run` would, and reads every member's reported memory,
+//! power, compute score and RTT); the model profile from the GGUF tensor table (per-layer bytes =
+//! the sizes of the tensors named `blk.<i>.*`).
 
 use crate::placement::{
     self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, PlacementPolicy,
@@ -37,8 +39,15 @@ pub struct PreviewArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Synthetic cluster description (TOML, see below).
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub nodes: Option<PathBuf>,
+    /// The live cluster of this configuration (this process joins it as `edgeray run` would,
+    /// so it appears as a member too).
     #[arg(long)]
-    pub nodes: PathBuf,
+    pub config: Option<PathBuf>,
+    /// With `--config`: how long to wait for members.
+    #[arg(long, default_value = "3s", value_parser = edgeray_runtime::config::parse_duration)]
+    pub discover: std::time::Duration,
     /// Placement policy: memory, power or throughput.
     #[arg(long, default_value = "throughput")]
     pub policy: String,
@@ -171,7 +180,11 @@ fn chosen_policy(args: &PreviewArgs) -> Result<Box<dyn PlacementPolicy>> {
 fn preview(args: PreviewArgs) -> Result<()> {
     let policy = chosen_policy(&args)?;
     let model = profile_from_gguf(&args.model, args.ctx, args.overhead_mib << 20)?;
-    let cluster = cluster_from_file(&args.nodes)?;
+    let cluster = match (&args.nodes, &args.config) {
+        (Some(nodes), _) => cluster_from_file(nodes)?,
+        (None, Some(config)) => live_cluster(config, args.discover)?,
+        (None, None) => bail!("give --nodes FILE or --config cluster.toml"),
+    };
     let candidates = policy.candidates(&model, &cluster);
     let bench = args
         .compare
@@ -199,6 +212,31 @@ fn preview(args: PreviewArgs) -> Result<()> {
         bail!("policy `{}` found no placement", policy.name());
     }
     Ok(())
+}
+
+/// Joins the cluster of `config` on an ephemeral port, waits `discover`, and returns the
+/// scheduler's view of it.
+fn live_cluster(config: &Path, discover: std::time::Duration) -> Result<ClusterView> {
+    let mut c = edgeray_runtime::config::ClusterConfig::load(config)?;
+    c.listen = "0.0.0.0:0".parse().expect("literal address");
+    c.name = Some(format!(
+        "{}-preview",
+        c.node_name().chars().take(40).collect::<String>()
+    ));
+    c.state_dir = c.state_dir.join("coordinator");
+    c.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let cluster =
+            super::hosting::start_hosting_node(c, super::generate::default_threads()).await?;
+        let deadline = tokio::time::Instant::now() + discover;
+        tokio::time::sleep_until(deadline).await;
+        let view = crate::pipeline::scheduler::cluster_view(&cluster);
+        cluster.shutdown().await;
+        Ok(view)
+    })
 }
 
 /// The human-readable preview.
