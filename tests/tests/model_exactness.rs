@@ -87,8 +87,10 @@ fn gemma3_capital_of_france() {
 }
 
 #[test]
-#[ignore = "known open bug (issue 2): diverges from llama.cpp at step 3 with a top-two gap of 0.083; \
-            run with `--ignored` to reproduce"]
+// llama.cpp's own greedy choice at step 3 here (" I" vs " from") depends on its CPU build: the
+// reference (AVX-512) says " I"; the same llama.cpp commit built for AVX2 says " from" with a gap
+// of 0.155 (see /work/team/notes/issue2-divergence.md). edgeray emulates the AVX-512 build's
+// numerics where it can and sees a near-tie there.
 fn gemma3_pancakes() {
     check(&Reference {
         model: GEMMA3,

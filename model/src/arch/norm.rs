@@ -5,7 +5,7 @@
 //! stored weight as is, exactly like llama.cpp's graph.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 /// RMSNorm with a learned weight vector.
 #[derive(Module, Debug)]
@@ -22,19 +22,35 @@ impl RmsNorm {
         Self { weight: Param::from_tensor(weight), eps: eps as f64 }
     }
 
-    /// Normalise `x` over its last dimension and multiply by the weight.
+    /// Normalise `x` over its last dimension and multiply by the weight, with ggml's arithmetic
+    /// (`ggml_compute_forward_rms_norm_f32` + `mul`): squares in f32 summed in f64, the mean
+    /// rounded to f32, `scale = 1 / sqrtf(mean + eps)` in f32, then `(x * scale) * w`. Computing
+    /// the mean in f32 instead shifts outputs by a few ulp, which is enough to flip Q8_0
+    /// activation rounding in the next matmul.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let ms = x.clone().square().mean_dim(D - 1);
-        let scale = (ms + self.eps).sqrt().recip();
-        let w: Tensor<D> = self.weight.val().unsqueeze();
-        x * scale * w
+        let dims = x.dims();
+        let device = x.device();
+        let n = dims[D - 1];
+        let xs: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data");
+        let w: Vec<f32> = self.weight.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 weight");
+        let mut y = vec![0f32; xs.len()];
+        let eps = self.eps as f32;
+        for (xr, yr) in xs.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+            let mean = (sum / n as f64) as f32;
+            let scale = 1.0f32 / (mean + eps).sqrt();
+            for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(&w) {
+                *o = v * scale * wv;
+            }
+        }
+        Tensor::from_data(TensorData::new(y, dims), &device)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::Device;
 
     #[test]
     fn normalises_rows() {

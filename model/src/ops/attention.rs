@@ -57,6 +57,47 @@ pub fn round_f16(x: f32) -> f32 {
     }
 }
 
+/// Lanes of one f32 vector in ggml-cpu's F16 dot product on the reference machine (x86 with
+/// AVX-512F but without AVX512-FP16, e.g. Zen 4: `GGML_F16_EPR` = 16).
+const KQ_LANES: usize = 16;
+/// Accumulator vectors of that dot product (`GGML_F16_ARR` = `GGML_F16_STEP / GGML_F16_EPR` = 4).
+const KQ_ACCS: usize = 4;
+
+/// K·Q dot product in the order of ggml-cpu's `ggml_vec_dot_f16` as built for AVX-512F:
+/// element `i` is fused-multiply-added into lane `i % 16` of accumulator `(i / 16) % 4`; the
+/// accumulators are added pairwise (0+2, 1+3, then 0+1) and the 16 lanes reduced as
+/// `_mm512_reduce_add_ps` does (upper 8 + lower 8, upper 4 + lower 4, then (0+2) + (1+3));
+/// a tail shorter than 64 elements is added in f64. A plain sequential f32 sum differs by a few
+/// ulp, which the f16 rounding of the V accumulator turns into visible logit changes.
+pub fn kq_dot(k: &[f32], q: &[f32]) -> f32 {
+    debug_assert_eq!(k.len(), q.len());
+    let step = KQ_LANES * KQ_ACCS;
+    let np = k.len() - k.len() % step;
+    let mut acc = [[0f32; KQ_LANES]; KQ_ACCS];
+    for (kc, qc) in k[..np].chunks_exact(step).zip(q[..np].chunks_exact(step)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, lane) in a.iter_mut().enumerate() {
+                let i = j * KQ_LANES + l;
+                *lane = kc[i].mul_add(qc[i], *lane);
+            }
+        }
+    }
+    let mut x = [0f32; KQ_LANES];
+    for (l, v) in x.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut t8 = [0f32; 8];
+    for (l, v) in t8.iter_mut().enumerate() {
+        *v = x[l + 8] + x[l];
+    }
+    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
+    let mut sum = ((t4[0] + t4[2]) + (t4[1] + t4[3])) as f64;
+    for (a, b) in k[np..].iter().zip(&q[np..]) {
+        sum += (a * b) as f64;
+    }
+    sum as f32
+}
+
 impl FlashAttnBackend for Flex {
     fn flash_attn_f16(q: FlexTensor, k: FlexTensor, v: FlexTensor, p: FlashAttnParams) -> FlexTensor {
         let qs = q.shape();
@@ -87,7 +128,7 @@ impl FlashAttnBackend for Flex {
                 let first = if p.window > 0 { (pos + 1).saturating_sub(p.window) } else { 0 };
                 for j in first..=last {
                     let krow = &kb[j * hd..(j + 1) * hd];
-                    let s = krow.iter().zip(&qq).map(|(a, b)| a * b).sum::<f32>() * p.scale;
+                    let s = kq_dot(krow, &qq) * p.scale;
                     let (mut ms, mut vs) = (1.0f32, 1.0f32);
                     if s > m {
                         let old = m;
@@ -103,7 +144,7 @@ impl FlashAttnBackend for Flex {
                     for (a, x) in acc.iter_mut().zip(vrow) {
                         *a = round_f16(x.mul_add(vs, *a));
                     }
-                    s_sum = s_sum * ms + vs;
+                    s_sum = s_sum.mul_add(ms, vs); // `S = S*ms + vs`, contracted to an FMA by gcc
                 }
                 let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
                 let o = &mut out[(h * rows + r) * hd..(h * rows + r + 1) * hd];
@@ -119,6 +160,25 @@ impl FlashAttnBackend for Flex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kq_dot_uses_ggml_avx512_lane_order() {
+        // 2^24 + 1 is not representable in f32: a sequential sum loses the 1, ggml's lane order
+        // (elements 0 and 64 share lane 0 of accumulator 0, element 16 is in accumulator 1)
+        // cancels the big values first and keeps it.
+        let mut k = vec![0f32; 256];
+        let q = vec![1f32; 256];
+        k[0] = 16_777_216.0;
+        k[16] = 1.0;
+        k[64] = -16_777_216.0;
+        assert_eq!(k.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), 0.0);
+        assert_eq!(kq_dot(&k, &q), 1.0);
+        // A length that is not a multiple of 64 adds the tail in f64.
+        let k: Vec<f32> = (0..70).map(|i| i as f32 * 0.5).collect();
+        let q: Vec<f32> = (0..70).map(|i| 1.0 - i as f32 * 0.01).collect();
+        let want: f64 = k.iter().zip(&q).map(|(a, b)| (a * b) as f64).sum();
+        assert!((kq_dot(&k, &q) as f64 - want).abs() < 1e-3);
+    }
 
     #[test]
     fn round_f16_matches_half_everywhere_it_matters() {
