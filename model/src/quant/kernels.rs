@@ -1,5 +1,6 @@
 //! Kernel backend selection: the scalar reference path or SIMD paths, chosen at run time.
-//! `EDGERAY_KERNELS=scalar` forces the scalar path.
+//! `EDGERAY_KERNELS=scalar` forces the scalar path; `EDGERAY_KERNELS=<backend name>` (e.g. `neon`
+//! on a dotprod CPU) picks another available backend.
 
 use super::dot;
 use super::error::QuantError;
@@ -14,6 +15,11 @@ pub enum Backend {
     Scalar,
     /// x86-64 AVX2 + F16C (no FMA in the float combine: results identical to scalar).
     Avx2,
+    /// aarch64 NEON (baseline on aarch64; results identical to scalar).
+    Neon,
+    /// aarch64 NEON with `SDOT` (dotprod, runtime detected) for the legacy formats; results
+    /// identical to scalar.
+    NeonDotprod,
 }
 
 impl Backend {
@@ -22,6 +28,8 @@ impl Backend {
         match self {
             Self::Scalar => "scalar",
             Self::Avx2 => "avx2",
+            Self::Neon => "neon",
+            Self::NeonDotprod => "neon-dotprod",
         }
     }
 
@@ -30,7 +38,20 @@ impl Backend {
         match self {
             Self::Scalar => true,
             Self::Avx2 => avx2_available(),
+            Self::Neon => cfg!(target_arch = "aarch64"),
+            Self::NeonDotprod => dotprod_available(),
         }
+    }
+}
+
+fn dotprod_available() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
     }
 }
 
@@ -51,17 +72,20 @@ pub fn backend() -> Backend {
     *B.get_or_init(|| {
         choose_backend(
             std::env::var("EDGERAY_KERNELS").ok().as_deref(),
-            avx2_available(),
+            &available_backends(),
         )
     })
 }
 
-/// Pure backend choice from the `EDGERAY_KERNELS` value and CPU support.
-fn choose_backend(env: Option<&str>, avx2: bool) -> Backend {
-    if env.is_some_and(|v| v.eq_ignore_ascii_case("scalar")) {
-        return Backend::Scalar;
+/// Pure backend choice from the `EDGERAY_KERNELS` value and the available backends (scalar
+/// first, best last): the named backend when it is available, else the best one.
+fn choose_backend(env: Option<&str>, available: &[Backend]) -> Backend {
+    if let Some(v) = env
+        && let Some(b) = available.iter().find(|b| b.name().eq_ignore_ascii_case(v))
+    {
+        return *b;
     }
-    if avx2 { Backend::Avx2 } else { Backend::Scalar }
+    available.last().copied().unwrap_or(Backend::Scalar)
 }
 
 #[cfg(test)]
@@ -70,21 +94,35 @@ mod tests {
 
     #[test]
     fn env_forces_scalar() {
-        assert_eq!(choose_backend(Some("scalar"), true), Backend::Scalar);
-        assert_eq!(choose_backend(Some("SCALAR"), true), Backend::Scalar);
-        assert_eq!(choose_backend(None, true), Backend::Avx2);
-        assert_eq!(choose_backend(Some("auto"), true), Backend::Avx2);
-        assert_eq!(choose_backend(None, false), Backend::Scalar);
+        let x86 = [Backend::Scalar, Backend::Avx2];
+        assert_eq!(choose_backend(Some("scalar"), &x86), Backend::Scalar);
+        assert_eq!(choose_backend(Some("SCALAR"), &x86), Backend::Scalar);
+        assert_eq!(choose_backend(None, &x86), Backend::Avx2);
+        assert_eq!(choose_backend(Some("auto"), &x86), Backend::Avx2);
+        assert_eq!(choose_backend(None, &[Backend::Scalar]), Backend::Scalar);
+        let arm = [Backend::Scalar, Backend::Neon, Backend::NeonDotprod];
+        assert_eq!(choose_backend(None, &arm), Backend::NeonDotprod);
+        assert_eq!(choose_backend(Some("neon"), &arm), Backend::Neon);
+        assert_eq!(choose_backend(Some("scalar"), &arm), Backend::Scalar);
+        // a backend this CPU lacks is ignored
+        assert_eq!(choose_backend(Some("avx2"), &arm), Backend::NeonDotprod);
         assert!(available_backends().contains(&Backend::Scalar));
+        #[cfg(target_arch = "aarch64")]
+        assert!(available_backends().contains(&Backend::Neon));
     }
 }
 
 /// Backends usable on this CPU (scalar first).
 pub fn available_backends() -> Vec<Backend> {
-    [Backend::Scalar, Backend::Avx2]
-        .into_iter()
-        .filter(|b| b.is_available())
-        .collect()
+    [
+        Backend::Scalar,
+        Backend::Avx2,
+        Backend::Neon,
+        Backend::NeonDotprod,
+    ]
+    .into_iter()
+    .filter(|b| b.is_available())
+    .collect()
 }
 
 /// Most activation rows a [`RowFn`] handles per call.
@@ -100,6 +138,12 @@ pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Avx2
         && let Some(f) = super::avx2::row_fn(ty)
+    {
+        return Ok(f);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(backend, Backend::Neon | Backend::NeonDotprod)
+        && let Some(f) = super::neon::row_fn(ty, backend == Backend::NeonDotprod)
     {
         return Ok(f);
     }

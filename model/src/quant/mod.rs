@@ -22,6 +22,8 @@ mod dot;
 mod error;
 mod kernels;
 mod matrix;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod pool;
 mod types;
 

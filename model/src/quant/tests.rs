@@ -287,3 +287,27 @@ proptest! {
         }
     }
 }
+
+/// Every SIMD backend available here (AVX2 on x86-64, NEON / NEON-dotprod on aarch64) really
+/// dispatches the five SIMD formats to its own kernels, so `simd_backends_equal_scalar` tests
+/// them rather than the scalar fallback.
+#[test]
+fn simd_backends_dispatch_their_own_kernels() {
+    use super::kernels::row_fn;
+    #[cfg(target_arch = "aarch64")]
+    assert!(available_backends().contains(&Backend::Neon));
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let scalar = row_fn(ty, Backend::Scalar).unwrap() as usize;
+        for b in available_backends() {
+            if b != Backend::Scalar {
+                assert_ne!(row_fn(ty, b).unwrap() as usize, scalar, "{ty} on {}", b.name());
+            }
+        }
+    }
+}
