@@ -2,7 +2,12 @@
 //! Shapes follow Qwen2.5-0.5B's FFN (d = 896, ffn = 4864): 4864×896 for Q8_0/Q5_0/Q4_0
 //! (gate/up-like) and 896×4864 for the k-quants (down-like, rows of 19 super-blocks).
 //!
-//! `cargo bench -p edgeray-model --bench kernels`
+//! The machine's memory bandwidth is measured in the same run (`membw/*`: a STREAM-style triad
+//! and a read-only sweep over arrays much larger than the caches), so kernel GB/s can be read as
+//! a fraction of what the memory delivers (the matvec kernels only read their weights: compare
+//! them with `membw/read`).
+//!
+//! `cargo bench -p edgeray-model --bench kernels` (only the bandwidth: `... -- membw`)
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use edgeray_model::quant::{
@@ -98,5 +103,63 @@ fn bench_real_head(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_real_head);
+/// Elements per array of the bandwidth sweeps: 3 × 64 MiB of f32, far beyond any L3 here.
+const BW_LEN: usize = 16 << 20;
+
+/// Memory bandwidth with 1 and 2 threads (threads split the arrays into contiguous halves):
+/// `triad` is STREAM's `a[i] = b[i] + s * c[i]`, counted as STREAM counts it (3 × 4 bytes per
+/// element: two reads and one write, write-allocate traffic not counted); `read` sums one array
+/// (4 bytes per element), the access pattern of a matvec over its weights.
+fn bench_membw(c: &mut Criterion) {
+    let b: Vec<f32> = (0..BW_LEN).map(|i| (i % 1000) as f32).collect();
+    let cc: Vec<f32> = (0..BW_LEN).map(|i| (i % 7) as f32).collect();
+    let mut a = vec![0f32; BW_LEN];
+    let words: Vec<u32> = (0..BW_LEN as u32).collect();
+    let mut g = c.benchmark_group("membw");
+    g.sample_size(10);
+    for threads in [1usize, 2] {
+        let per = BW_LEN.div_ceil(threads);
+        g.throughput(Throughput::Bytes((3 * 4 * BW_LEN) as u64));
+        g.bench_function(BenchmarkId::new("triad", format!("{threads}t")), |bch| {
+            bch.iter(|| {
+                std::thread::scope(|s| {
+                    for ((ac, bc), ccc) in a.chunks_mut(per).zip(b.chunks(per)).zip(cc.chunks(per))
+                    {
+                        s.spawn(move || triad(ac, bc, ccc, 3.0));
+                    }
+                });
+                std::hint::black_box(&mut a);
+            })
+        });
+        g.throughput(Throughput::Bytes((4 * BW_LEN) as u64));
+        g.bench_function(BenchmarkId::new("read", format!("{threads}t")), |bch| {
+            bch.iter(|| {
+                let total = std::thread::scope(|s| {
+                    let hs: Vec<_> = words
+                        .chunks(per)
+                        .map(|w| s.spawn(move || read_sum(w)))
+                        .collect();
+                    hs.into_iter()
+                        .fold(0u32, |acc, h| acc.wrapping_add(h.join().unwrap()))
+                });
+                std::hint::black_box(total)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `a[i] = b[i] + s * c[i]` (vectorised by the compiler; multiply and add stay separate).
+fn triad(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
+    for ((x, y), z) in a.iter_mut().zip(b).zip(c) {
+        *x = y + s * z;
+    }
+}
+
+/// Wrapping sum of all words (integer, so the compiler vectorises it freely).
+fn read_sum(w: &[u32]) -> u32 {
+    w.iter().fold(0u32, |acc, &v| acc.wrapping_add(v))
+}
+
+criterion_group!(benches, bench_membw, bench, bench_real_head);
 criterion_main!(benches);
