@@ -126,19 +126,18 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
             }
             let four = total as f64 / t.elapsed().as_secs_f64();
             let hops = p.placement().stages.len().saturating_sub(1);
-            let decode_batches = after
-                .first()
-                .zip(before.first())
-                .map_or(0, |(a, b)| a.batches - b.batches);
-            let bytes: u64 = after
+            // Tokens that crossed each hop (prompt and generated) and the bytes they took.
+            let (bytes, tokens) = after
                 .iter()
                 .zip(&before)
-                .map(|(a, b)| a.bytes_out - b.bytes_out)
-                .sum();
-            let per_token_per_hop = if hops == 0 || decode_batches == 0 {
+                .take(hops)
+                .fold((0u64, 0u64), |(b, t), (a, z)| {
+                    (b + a.bytes_out - z.bytes_out, t + a.tokens - z.tokens)
+                });
+            let per_token_per_hop = if tokens == 0 {
                 0.0
             } else {
-                bytes as f64 / decode_batches as f64 / hops as f64
+                bytes as f64 / tokens as f64
             };
             let compute: Vec<f64> = after
                 .iter()

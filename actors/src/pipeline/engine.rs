@@ -145,6 +145,8 @@ pub struct HopTotals {
     pub send_us: u64,
     /// Hidden-state bytes sent on.
     pub bytes_out: u64,
+    /// Tokens (positions) the batches held.
+    pub tokens: u64,
 }
 
 pub(crate) struct Deployed {
@@ -531,6 +533,7 @@ impl Pipeline {
                 t.compute_us += h.compute_us;
                 t.send_us += h.send_us;
                 t.bytes_out += h.bytes_out;
+                t.tokens += u64::from(h.tokens);
             }
             if let Some(m) = &*metrics {
                 m.record(h);

@@ -64,6 +64,8 @@ pub struct HopTiming {
     pub send_us: u64,
     /// Bytes of hidden states sent to the next stage.
     pub bytes_out: u64,
+    /// Tokens (positions) in the batch.
+    pub tokens: u32,
 }
 
 /// One batch of consecutive positions of one sequence.

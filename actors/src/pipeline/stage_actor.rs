@@ -244,6 +244,7 @@ impl StageActor {
             compute_us,
             send_us: 0,
             bytes_out: 0,
+            tokens: f.n,
         };
         let mut hops = f.hops;
         match (result, &self.next) {
