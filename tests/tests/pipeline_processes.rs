@@ -485,11 +485,33 @@ async fn serve_survives_a_killed_worker() {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     assert_eq!(complete(&client, &base, prompt, 12).await, Ok(want.clone()));
 
-    // Unplug worker-b: SIGKILL, no goodbye; only QUIC's idle timeout notices.
+    // A long greedy answer is streaming when worker-b is unplugged (SIGKILL, no goodbye; only
+    // QUIC's idle timeout notices): the stream stalls, then continues on the redeployed pipeline,
+    // and the client gets exactly the undisturbed text.
+    let long_want = single_node_text(&model, prompt, 64);
+    let streaming = {
+        let c = client.clone();
+        let b = base.clone();
+        tokio::spawn(async move { stream_completion(&c, &b, "Gemma 3 270m", prompt, 64).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (mut killed, _) = workers.pop().unwrap();
     killed.0.kill().unwrap();
     let _ = killed.0.wait();
     let t0 = std::time::Instant::now();
+    let streamed = tokio::time::timeout(Duration::from_secs(180), streaming)
+        .await
+        .expect("the interrupted stream finishes")
+        .unwrap();
+    eprintln!(
+        "interrupted stream finished {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        streamed,
+        Ok(long_want),
+        "every token once, in order, as undisturbed"
+    );
     let mut last = Err(0);
     while t0.elapsed() < Duration::from_secs(120) {
         last = complete(&client, &base, prompt, 12).await;

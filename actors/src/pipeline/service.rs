@@ -66,6 +66,28 @@ impl Service {
         }
     }
 
+    /// Records that a request waited `stall` for a redeployed pipeline (metrics
+    /// `edgeray_failover_resumed_total` and `edgeray_failover_stall_seconds`).
+    pub fn record_stall(&self, stall: Duration) {
+        if let Some(r) = &*self.metrics.lock() {
+            if let Ok(c) = r.counter(
+                "edgeray_failover_resumed_total",
+                "Requests that continued on a redeployed pipeline after a failure.",
+                &[],
+            ) {
+                c.inc();
+            }
+            if let Ok(h) = r.histogram(
+                "edgeray_failover_stall_seconds",
+                "How long requests waited for a redeployed pipeline.",
+                &[],
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ) {
+                h.observe(stall.as_secs_f64());
+            }
+        }
+    }
+
     /// How many pipelines have been deployed so far (1 before any failover).
     pub fn generation(&self) -> u64 {
         *self.generation.borrow()
