@@ -3,6 +3,10 @@
 //! nodes find each other by real mDNS, the coordinator ships each its shard over QUIC on the
 //! lab's bridge (shaped to 100 Mbit/s), and the 3-stage greedy answer equals the single-node one.
 //!
+//! A second test cuts the cable of a stage host while a long answer streams: the coordinator
+//! notices (QUIC idle timeout), redeploys on the two hosts left, replays the sequence and
+//! finishes with exactly the undisturbed text.
+//!
 //! Needs root (else `SKIP: <reason>`, a failure with `EDGERAY_REQUIRE_NETLAB=1`) and a built
 //! binary (`cargo build -p edgeray`).
 //! Run: `cargo test -p edgeray-tests --test netlab_pipeline -- --nocapture`.
@@ -132,6 +136,117 @@ fn three_hosts_three_stages_match_single_node() -> Result<()> {
             .count();
         assert_eq!(shards, 1, "worker{i} received exactly its shard");
     }
+    for mut p in nodes {
+        p.terminate(Duration::from_secs(3));
+    }
+    Ok(())
+}
+
+#[test]
+fn cable_cut_mid_answer_resumes_with_the_same_text() -> Result<()> {
+    let Some(model) = real_model(GEMMA3) else {
+        return Ok(());
+    };
+    let Some(lab) = netlab::start_or_skip(LabBuilder::new(3).rate("100mbit"))? else {
+        return Ok(());
+    };
+    let prompt = "The capital of France is";
+    let tokens = 64;
+    let want = {
+        let g = Generator::load(&model, 1, Some(512), |_, _| {})?;
+        let opts = GenerateOptions {
+            max_tokens: tokens,
+            ..Default::default()
+        };
+        g.generate(prompt, &opts, |_| {})?.text
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("edgeray-netlab-failover-")
+        .tempdir()?;
+    let bin = edgeray_bin();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let host = i + 1;
+        let cfg = config(dir.path(), &format!("worker{i}"))?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["node", "--threads", "1", "--config"])
+            .arg(&cfg)
+            .args(["--listen", &format!("{}:{PORT}", lab.ip(host)?)])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1");
+        nodes.push(lab.spawn(host, "node", cmd)?);
+    }
+    let cfg = config(dir.path(), "coordinator")?;
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--min-nodes",
+        "3",
+        "--discover",
+        "30s",
+        "--stages",
+        "3",
+        "--wire-dtype",
+        "f32",
+        "--threads",
+        "1",
+        "--ctx",
+        "512",
+        "--temperature",
+        "0",
+        "--max-tokens",
+    ])
+    .arg(tokens.to_string())
+    .args([
+        "--prompt",
+        prompt,
+        "--listen",
+        &format!("{}:{PORT}", lab.ip(3)?),
+        "--model",
+    ])
+    .arg(&model)
+    .arg("--config")
+    .arg(&cfg)
+    .current_dir(dir.path())
+    .env("NO_COLOR", "1");
+    let mut run = lab.spawn(3, "run", cmd)?;
+    // Cut worker0's cable once the answer is flowing.
+    let start = std::time::Instant::now();
+    loop {
+        let so = std::fs::read_to_string(run.stdout_path()).unwrap_or_default();
+        if so.len() >= 24 {
+            break;
+        }
+        if let Some(st) = run.try_status() {
+            bail!("edgeray run exited early ({st}):\n{}", run.tail(40));
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("no answer within 300 s:\n{}", run.tail(40));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.cut(1)?;
+    let cut_at = std::time::Instant::now();
+    let st = run.wait_timeout(Duration::from_secs(240))?;
+    let stdout = std::fs::read_to_string(run.stdout_path())?;
+    let stderr = std::fs::read_to_string(run.stderr_path())?;
+    eprintln!(
+        "finished {:.1} s after the cut; stderr:\n{stderr}",
+        cut_at.elapsed().as_secs_f64()
+    );
+    if !st.success() {
+        bail!("edgeray run failed ({st}):\n{stderr}");
+    }
+    assert_eq!(
+        stdout,
+        format!("{want}\n"),
+        "the same text as an undisturbed run"
+    );
+    assert!(
+        stderr.contains("resumed after 1 failover"),
+        "the cut happened mid-answer:\n{stderr}"
+    );
     for mut p in nodes {
         p.terminate(Duration::from_secs(3));
     }

@@ -8,8 +8,12 @@ use std::io::Write;
 use edgeray_model::sampling::SamplingParams;
 use tokio::sync::mpsc;
 
+use std::time::Instant;
+
+use anyhow::Context;
+
 use super::deploy_args::{DeployArgs, describe_placement};
-use crate::pipeline::{Finish, GenOptions};
+use crate::pipeline::{Finish, GenOptions, Service};
 
 /// Arguments of `edgeray run`.
 #[derive(Debug, clap::Args)]
@@ -57,49 +61,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let d = args.deploy.deploy().await?;
-        eprint!("{}", describe_placement(&d.pipeline));
-        if d.pipeline.shipped_bytes() == 0 {
+        let (nodes, stages) = args.deploy.start_cluster().await?;
+        let svc = match Service::start(
+            nodes[0].clone(),
+            args.deploy.model.clone(),
+            args.deploy.options(stages),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.shutdown().await;
+                }
+                return Err(e).context("deployment failed");
+            }
+        };
+        let first = svc.current().context("no pipeline after deployment")?;
+        eprint!("{}", describe_placement(&first));
+        if first.shipped_bytes() == 0 {
             eprintln!("weights: every stage node had its shard cached (nothing sent)");
         } else {
             eprintln!(
                 "weights: {:.1} MiB shipped to stage nodes",
-                d.pipeline.shipped_bytes() as f64 / (1 << 20) as f64
+                first.shipped_bytes() as f64 / (1 << 20) as f64
             );
         }
+        let t0 = Instant::now();
         let result = async {
             let ids = if args.chat {
-                d.pipeline
-                    .encode_chat(&[("user".to_string(), args.prompt.clone())])?
+                first.encode_chat(&[("user".to_string(), args.prompt.clone())])?
             } else {
-                d.pipeline.encode(&args.prompt)?
+                first.encode(&args.prompt)?
             };
+            let prompt_tokens = ids.len();
             let (tx, mut rx) = mpsc::channel(8);
             let printer = tokio::spawn(async move {
+                let mut first_at = None;
                 while let Some(t) = rx.recv().await {
                     let t: crate::pipeline::GenToken = t;
+                    first_at.get_or_insert_with(Instant::now);
                     let mut out = std::io::stdout();
                     let _ = out.write_all(t.text.as_bytes());
                     let _ = out.flush();
                 }
                 let _ = std::io::stdout().write_all(b"\n");
+                first_at
             });
             let opts = GenOptions {
                 max_tokens: args.max_tokens,
                 sampling,
             };
-            let summary = d.pipeline.generate(ids, &opts, &tx).await;
+            let r = svc.generate(None, ids, &opts, &tx).await;
             drop(tx);
-            let _ = printer.await;
-            anyhow::Ok(summary?)
+            let first_at = printer.await.ok().flatten();
+            anyhow::Ok((r?, prompt_tokens, first_at))
         }
         .await;
-        let hops = d.pipeline.hop_totals();
-        d.shutdown().await;
-        let s = result?;
+        let hops = first.hop_totals();
+        svc.shutdown().await;
+        for n in nodes.into_iter().rev() {
+            n.shutdown().await;
+        }
+        let (s, prompt_tokens, first_at) = result?;
+        let end = Instant::now();
+        let (ttft, rate) = match first_at {
+            Some(f) => (
+                (f - t0).as_secs_f64(),
+                s.tokens.len().saturating_sub(1) as f64 / (end - f).as_secs_f64().max(1e-9),
+            ),
+            None => (0.0, 0.0),
+        };
         eprintln!(
-            "{} prompt tokens, {} generated ({}); first token after {:.0} ms, {:.2} tokens/s",
-            s.prompt_tokens,
+            "{} prompt tokens, {} generated ({}{}); first token after {:.0} ms, {:.2} tokens/s",
+            prompt_tokens,
             s.tokens.len(),
             match s.finish {
                 Finish::EndOfGeneration => "end of text",
@@ -107,8 +142,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 Finish::ContextFull => "context full",
                 Finish::Cancelled => "cancelled",
             },
-            s.prompt_time.as_secs_f64() * 1e3,
-            s.gen_tokens_per_s()
+            if s.resumed > 0 {
+                format!(", resumed after {} failover(s)", s.resumed)
+            } else {
+                String::new()
+            },
+            ttft * 1e3,
+            rate
         );
         for (k, h) in hops.iter().enumerate() {
             if h.batches > 0 {

@@ -53,9 +53,6 @@ impl PipelineBackend {
         }
     }
 
-    /// How long a request waits for a redeployed pipeline after a failure mid-answer.
-    const FAILOVER_WAIT: Duration = Duration::from_secs(120);
-
     fn pipeline(&self) -> Result<Pipeline, SubmitError> {
         match &self.source {
             Source::Fixed(p) => Ok(p.clone()),
@@ -163,102 +160,61 @@ impl CompletionBackend for PipelineBackend {
     }
 }
 
-/// Runs one request to its final event. On a supervised deployment, a request whose pipeline
-/// breaks mid-answer waits for the redeployed pipeline and continues: the new stages rebuild
-/// the sequence's KV cache from the prompt plus the tokens already sent, so the client gets
-/// every token once, in order (greedy output is that of an undisturbed run).
+/// Runs one request to its final event. On a supervised deployment a request whose pipeline
+/// breaks mid-answer continues on the redeployed one ([`Service::generate`]).
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    mut pipeline: Pipeline,
-    first_slot: super::engine::Admission,
+    pipeline: Pipeline,
+    slot: super::engine::Admission,
     service: Option<Arc<Service>>,
-    mut generation: u64,
+    generation: u64,
     prompt: Vec<u32>,
     max_tokens: usize,
     sampling: ModelSampling,
     events: mpsc::Sender<GenerationEvent>,
 ) -> GenerationEvent {
     let prompt_tokens = prompt.len() as u32;
-    let sent = Arc::new(parking_lot::Mutex::new(Vec::<u32>::new()));
-    let mut slot = Some(first_slot);
-    loop {
-        let done = sent.lock().len();
-        let admission = match slot.take() {
-            Some(s) => s,
-            None => pipeline.admit().await,
-        };
-        let (tok_tx, mut tok_rx) = mpsc::channel::<super::engine::GenToken>(4);
-        let ev = events.clone();
-        let ids = sent.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(t) = tok_rx.recv().await {
-                ids.lock().push(t.id);
-                if ev
-                    .send(GenerationEvent::Token {
-                        id: t.id,
-                        text: t.text,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break; // client gone: dropping tok_rx cancels the generation
-                }
+    let (tok_tx, mut tok_rx) = mpsc::channel::<super::engine::GenToken>(4);
+    let ev = events.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(t) = tok_rx.recv().await {
+            if ev
+                .send(GenerationEvent::Token {
+                    id: t.id,
+                    text: t.text,
+                })
+                .await
+                .is_err()
+            {
+                break; // client gone: dropping tok_rx cancels the generation
             }
-        });
-        let mut input = prompt.clone();
-        input.extend_from_slice(&sent.lock()[..done]);
-        let opts = GenOptions {
-            max_tokens: max_tokens - done,
-            sampling: sampling.clone(),
-        };
-        let result = pipeline
-            .generate_admitted(&admission, input, &opts, &tok_tx)
-            .await;
-        drop(tok_tx);
-        let _ = forward.await;
-        drop(admission);
-        let total = sent.lock().len();
-        match result {
-            Ok(s) => {
-                return GenerationEvent::Done {
-                    finish_reason: match s.finish {
-                        Finish::EndOfGeneration | Finish::Cancelled => FinishReason::Stop,
-                        Finish::MaxTokens | Finish::ContextFull => FinishReason::Length,
-                    },
-                    prompt_tokens,
-                    completion_tokens: total as u32,
-                };
-            }
-            Err(
-                e @ (PipelineError::Broken(_)
-                | PipelineError::StageFailed { .. }
-                | PipelineError::Unreachable(_)),
-            ) if service.is_some() && total < max_tokens => {
-                let svc = service.as_ref().expect("checked above");
-                let stall = std::time::Instant::now();
-                tracing::warn!(error = %e, tokens_sent = total, "request interrupted by a failure; waiting for the redeployed pipeline");
-                if !svc
-                    .wait_generation(generation + 1, PipelineBackend::FAILOVER_WAIT)
-                    .await
-                {
-                    return GenerationEvent::Error(format!(
-                        "{e}; no pipeline was redeployed within {:?}",
-                        PipelineBackend::FAILOVER_WAIT
-                    ));
-                }
-                generation = svc.generation();
-                match svc.current() {
-                    Some(p) => pipeline = p,
-                    None => return GenerationEvent::Error(e.to_string()),
-                }
-                svc.record_stall(stall.elapsed());
-                tracing::info!(
-                    stall_ms = stall.elapsed().as_millis() as u64,
-                    tokens_sent = total,
-                    "request resumes on the redeployed pipeline"
-                );
-            }
-            Err(e) => return GenerationEvent::Error(e.to_string()),
         }
+    });
+    let opts = GenOptions {
+        max_tokens,
+        sampling,
+    };
+    let result = match service {
+        Some(svc) => svc
+            .generate(Some((pipeline, slot, generation)), prompt, &opts, &tok_tx)
+            .await
+            .map(|r| (r.finish, r.tokens.len())),
+        None => pipeline
+            .generate_admitted(&slot, prompt, &opts, &tok_tx)
+            .await
+            .map(|s| (s.finish, s.tokens.len())),
+    };
+    drop(tok_tx);
+    let _ = forward.await;
+    match result {
+        Ok((finish, n)) => GenerationEvent::Done {
+            finish_reason: match finish {
+                Finish::EndOfGeneration | Finish::Cancelled => FinishReason::Stop,
+                Finish::MaxTokens | Finish::ContextFull => FinishReason::Length,
+            },
+            prompt_tokens,
+            completion_tokens: n as u32,
+        },
+        Err(e) => GenerationEvent::Error(e.to_string()),
     }
 }

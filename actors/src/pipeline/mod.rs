@@ -27,7 +27,7 @@ pub use deploy::{DeployError, DeployOptions, deploy};
 pub use engine::{Finish, GenOptions, GenSummary, GenToken, HopTotals, Pipeline, PipelineError};
 pub use hidden::WireDtype;
 pub use node_env::{set_shard_dir, shard_dir};
-pub use service::Service;
+pub use service::{Resumable, Service};
 pub use sink::SinkActor;
 pub use stage_actor::StageActor;
 pub use weights::WeightsActor;

@@ -12,10 +12,24 @@ use std::time::Duration;
 
 use edgeray_runtime::cluster::Cluster;
 use parking_lot::RwLock;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::deploy::{DeployError, DeployOptions, deploy};
-use super::engine::Pipeline;
+use super::engine::{Admission, Finish, GenOptions, GenToken, Pipeline, PipelineError};
+
+/// How long a request waits for a redeployed pipeline after a failure mid-answer.
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
+
+/// A generation that may have survived failovers.
+#[derive(Debug, Clone)]
+pub struct Resumable {
+    /// Why it ended.
+    pub finish: Finish,
+    /// Every generated token, in order, each sent once.
+    pub tokens: Vec<u32>,
+    /// Failovers it survived.
+    pub resumed: u32,
+}
 
 /// Pause between redeploy attempts.
 const RETRY: Duration = Duration::from_secs(1);
@@ -56,6 +70,107 @@ impl Service {
     /// The pipeline serving now (`None` while it is being redeployed).
     pub fn current(&self) -> Option<Pipeline> {
         self.current.read().clone()
+    }
+
+    /// Generates from `prompt`, surviving failovers: when the pipeline breaks mid-answer, it waits
+    /// for the redeployed pipeline and continues there, replaying the prompt plus the tokens
+    /// already sent to rebuild the KV cache, so `out` receives every token once, in order
+    /// (greedy output is that of an undisturbed run). `start` is a pipeline already admitted
+    /// on (and the generation it belongs to); without it, the current one is used.
+    pub async fn generate(
+        &self,
+        start: Option<(Pipeline, Admission, u64)>,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &mpsc::Sender<GenToken>,
+    ) -> Result<Resumable, PipelineError> {
+        let (mut pipeline, first, mut generation) = match start {
+            Some((p, a, g)) => (p, Some(a), g),
+            None => {
+                let g = self.generation();
+                let p = match self.current() {
+                    Some(p) => p,
+                    None => self.wait_current(g + 1).await?,
+                };
+                (p, None, g)
+            }
+        };
+        let mut slot = first;
+        let mut sent: Vec<u32> = Vec::new();
+        let mut resumed = 0;
+        loop {
+            let admission = match slot.take() {
+                Some(a) => a,
+                None => pipeline.admit().await,
+            };
+            let (tx, mut rx) = mpsc::channel::<GenToken>(4);
+            let fwd_out = out.clone();
+            let forward = tokio::spawn(async move {
+                let mut ids = Vec::new();
+                while let Some(t) = rx.recv().await {
+                    ids.push(t.id);
+                    if fwd_out.send(t).await.is_err() {
+                        break; // receiver gone: dropping rx cancels the generation
+                    }
+                }
+                ids
+            });
+            let mut input = prompt.clone();
+            input.extend_from_slice(&sent);
+            let step = GenOptions {
+                max_tokens: opts.max_tokens.saturating_sub(sent.len()),
+                sampling: opts.sampling.clone(),
+            };
+            let result = pipeline
+                .generate_admitted(&admission, input, &step, &tx)
+                .await;
+            drop(tx);
+            drop(admission);
+            let ids = forward.await.unwrap_or_default();
+            match result {
+                Ok(s) => {
+                    sent.extend(s.tokens);
+                    return Ok(Resumable {
+                        finish: s.finish,
+                        tokens: sent,
+                        resumed,
+                    });
+                }
+                Err(
+                    e @ (PipelineError::Broken(_)
+                    | PipelineError::StageFailed { .. }
+                    | PipelineError::Unreachable(_)),
+                ) if sent.len() + ids.len() < opts.max_tokens => {
+                    sent.extend(ids);
+                    let stall = std::time::Instant::now();
+                    tracing::warn!(error = %e, tokens_sent = sent.len(), "generation interrupted by a failure; waiting for the redeployed pipeline");
+                    pipeline = self
+                        .wait_current(generation + 1)
+                        .await
+                        .map_err(|w| PipelineError::Broken(format!("{e}; {w}")))?;
+                    generation = self.generation();
+                    resumed += 1;
+                    self.record_stall(stall.elapsed());
+                    tracing::info!(
+                        stall_ms = stall.elapsed().as_millis() as u64,
+                        tokens_sent = sent.len(),
+                        "generation resumes on the redeployed pipeline"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits (up to [`FAILOVER_WAIT`]) for pipeline generation `n` and returns the current one.
+    async fn wait_current(&self, n: u64) -> Result<Pipeline, PipelineError> {
+        if !self.wait_generation(n, FAILOVER_WAIT).await {
+            return Err(PipelineError::Broken(format!(
+                "no pipeline was redeployed within {FAILOVER_WAIT:?}"
+            )));
+        }
+        self.current()
+            .ok_or_else(|| PipelineError::Broken("the service is shutting down".into()))
     }
 
     /// Sends the metrics of this pipeline and of every redeployed one to `registry`.
