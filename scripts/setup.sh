@@ -42,6 +42,7 @@ command -v cargo >/dev/null || { echo "error: cargo not found: install Rust with
 # The OpenAI-compatibility test drives `edgeray serve` with the unmodified `openai` client library.
 if ! python3 -c 'import openai' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check openai \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai \
     || echo "warning: could not install the openai package; the OpenAI-client test will fail to run" >&2
 fi
 
