@@ -386,11 +386,28 @@ impl Pipeline {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<SinkMsg>(4);
         d.routes.insert(seq, tx);
-        let _guard = SeqGuard {
+        let mut guard = SeqGuard {
             seq,
             routes: d.routes.clone(),
             first: d.stages[0].clone(),
+            released: false,
         };
+        let result = self.run_sequence(seq, &mut rx, prompt, opts, out).await;
+        // The stages forget the sequence before its slot goes to the next one (same FIFO
+        // stream as that one's first batch), so no stage ever holds more than its maximum.
+        guard.release().await;
+        result
+    }
+
+    async fn run_sequence(
+        &self,
+        seq: SeqId,
+        rx: &mut mpsc::Receiver<SinkMsg>,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &mpsc::Sender<GenToken>,
+    ) -> Result<GenSummary, PipelineError> {
+        let d = &self.inner.d;
         if let Some(m) = &*self.inner.metrics.lock() {
             m.active.add(1.0);
         }
@@ -577,10 +594,23 @@ struct SeqGuard {
     seq: SeqId,
     routes: Arc<Routes>,
     first: ActorRef<StageActor>,
+    released: bool,
+}
+
+impl SeqGuard {
+    /// Releases the sequence on every stage and waits until the release is on its way.
+    async fn release(&mut self) {
+        self.released = true;
+        self.routes.remove(&self.seq);
+        let _ = self.first.tell(StageMsg::Release { seq: self.seq }).await;
+    }
 }
 
 impl Drop for SeqGuard {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         self.routes.remove(&self.seq);
         let first = self.first.clone();
         let seq = self.seq;

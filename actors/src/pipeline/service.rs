@@ -140,7 +140,7 @@ impl Service {
                     e @ (PipelineError::Broken(_)
                     | PipelineError::StageFailed { .. }
                     | PipelineError::Unreachable(_)),
-                ) if sent.len() + ids.len() < opts.max_tokens => {
+                ) if sent.len() + ids.len() < opts.max_tokens && broken_soon(&pipeline).await => {
                     sent.extend(ids);
                     let stall = std::time::Instant::now();
                     tracing::warn!(error = %e, tokens_sent = sent.len(), "generation interrupted by a failure; waiting for the redeployed pipeline");
@@ -270,4 +270,13 @@ impl Service {
             }
         }
     }
+}
+
+/// Whether `p` is (or within a few seconds becomes) broken: a failed batch caused by a dying
+/// stage is followed by its death watch; any other failure is the request's own.
+async fn broken_soon(p: &Pipeline) -> bool {
+    p.broken().is_some()
+        || tokio::time::timeout(Duration::from_secs(10), p.wait_broken())
+            .await
+            .is_ok()
 }
