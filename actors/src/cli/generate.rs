@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use edgeray_model::arch::{GenerateOptions, Generator};
-use edgeray_model::sampling::SamplingParams;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `edgeray generate`.
@@ -21,18 +20,9 @@ pub struct GenerateArgs {
     /// Maximum number of new tokens.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Random seed of the sampler.
-    #[arg(long, default_value_t = 0x5EED)]
-    pub seed: u64,
-    /// Keep only the K most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
+    /// Sampling.
+    #[command(flatten)]
+    pub sampling: super::sampling_args::SamplingArgs,
     /// Kernel threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -79,14 +69,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let generator = load_with_progress(&args.model, threads, args.ctx)?;
     let load_time = t0.elapsed();
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        ..SamplingParams::default()
-    };
-    sampling.validate()?;
+    let sampling = args.sampling.params()?;
     let prompt = if args.chat {
         generator.encode_chat(&args.prompt)?
     } else {

@@ -13,6 +13,7 @@ pub mod model_info;
 pub mod node;
 pub mod placement;
 pub mod run;
+pub mod sampling_args;
 pub mod serve;
 pub mod status;
 

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 
-use edgeray_model::sampling::SamplingParams;
 use tokio::sync::mpsc;
 
 use std::time::Instant;
@@ -30,18 +29,9 @@ pub struct RunArgs {
     /// Maximum number of new tokens.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Random seed of the sampler.
-    #[arg(long, default_value_t = 0x5EED)]
-    pub seed: u64,
-    /// Keep only the K most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus sampling threshold (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
+    /// Sampling.
+    #[command(flatten)]
+    pub sampling: super::sampling_args::SamplingArgs,
     /// Print the generated token ids (one line, on stderr) at the end.
     #[arg(long)]
     pub print_ids: bool,
@@ -49,14 +39,7 @@ pub struct RunArgs {
 
 /// Run the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        ..SamplingParams::greedy()
-    };
-    sampling.validate()?;
+    let sampling = args.sampling.params()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
