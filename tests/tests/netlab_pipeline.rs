@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use edgeray_model::arch::{GenerateOptions, Generator};
-use edgeray_tests::netlab::{self, LabBuilder};
+use edgeray_tests::netlab::{self, Lab, LabBuilder, Proc};
 use edgeray_tests::{GEMMA3, edgeray_bin, real_model};
 
 const PORT: u16 = 7070;
@@ -44,35 +44,26 @@ compute_score = 100.0
     Ok(path)
 }
 
-#[test]
-fn three_hosts_three_stages_match_single_node() -> Result<()> {
-    let Some(model) = real_model(GEMMA3) else {
-        return Ok(());
+/// Single-node greedy continuation of `prompt`.
+fn single_node_text(model: &std::path::Path, prompt: &str, tokens: usize) -> Result<String> {
+    let g = Generator::load(model, 1, Some(512), |_, _| {})?;
+    let opts = GenerateOptions {
+        max_tokens: tokens,
+        ..Default::default()
     };
-    let Some(lab) = netlab::start_or_skip(LabBuilder::new(3).rate("100mbit"))? else {
-        return Ok(());
-    };
-    let prompt = "The capital of France is";
-    let want = {
-        let g = Generator::load(&model, 1, Some(512), |_, _| {})?;
-        let opts = GenerateOptions {
-            max_tokens: 16,
-            ..Default::default()
-        };
-        g.generate(prompt, &opts, |_| {})?.text
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("edgeray-netlab-pipeline-")
-        .tempdir()?;
-    let bin = edgeray_bin();
+    Ok(g.generate(prompt, &opts, |_| {})?.text)
+}
+
+/// `edgeray node` on lab hosts 1 and 2 (hosts are numbered from 1), each run from an empty
+/// folder: workers have no model file.
+fn start_workers(lab: &Lab, dir: &std::path::Path) -> Result<Vec<Proc>> {
     let mut nodes = Vec::new();
-    // Lab hosts are numbered from 1: workers on hosts 1 and 2, the coordinator on host 3.
     for i in 0..2 {
         let host = i + 1;
-        let cfg = config(dir.path(), &format!("worker{i}"))?;
-        let empty = dir.path().join(format!("cwd{i}"));
+        let cfg = config(dir, &format!("worker{i}"))?;
+        let empty = dir.join(format!("cwd{i}"));
         std::fs::create_dir_all(&empty)?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(edgeray_bin());
         cmd.args(["node", "--threads", "1", "--config"])
             .arg(&cfg)
             .args(["--listen", &format!("{}:{PORT}", lab.ip(host)?)])
@@ -80,8 +71,19 @@ fn three_hosts_three_stages_match_single_node() -> Result<()> {
             .env("NO_COLOR", "1");
         nodes.push(lab.spawn(host, "node", cmd)?);
     }
-    let cfg = config(dir.path(), "coordinator")?;
-    let mut cmd = Command::new(&bin);
+    Ok(nodes)
+}
+
+/// The coordinator's `edgeray run` for host 3: 3 stages, f32 wire, greedy.
+fn coordinator_run(
+    lab: &Lab,
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    prompt: &str,
+    tokens: usize,
+) -> Result<Command> {
+    let cfg = config(dir, "coordinator")?;
+    let mut cmd = Command::new(edgeray_bin());
     cmd.args([
         "run",
         "--quiet",
@@ -97,21 +99,41 @@ fn three_hosts_three_stages_match_single_node() -> Result<()> {
         "1",
         "--ctx",
         "512",
-        "--max-tokens",
-        "16",
         "--temperature",
         "0",
+        "--max-tokens",
+    ])
+    .arg(tokens.to_string())
+    .args([
         "--prompt",
         prompt,
         "--listen",
         &format!("{}:{PORT}", lab.ip(3)?),
         "--model",
     ])
-    .arg(&model)
+    .arg(model)
     .arg("--config")
     .arg(&cfg)
-    .current_dir(dir.path())
+    .current_dir(dir)
     .env("NO_COLOR", "1");
+    Ok(cmd)
+}
+
+#[test]
+fn three_hosts_three_stages_match_single_node() -> Result<()> {
+    let Some(model) = real_model(GEMMA3) else {
+        return Ok(());
+    };
+    let Some(lab) = netlab::start_or_skip(LabBuilder::new(3).rate("100mbit"))? else {
+        return Ok(());
+    };
+    let prompt = "The capital of France is";
+    let want = single_node_text(&model, prompt, 16)?;
+    let dir = tempfile::Builder::new()
+        .prefix("edgeray-netlab-pipeline-")
+        .tempdir()?;
+    let nodes = start_workers(&lab, dir.path())?;
+    let cmd = coordinator_run(&lab, dir.path(), &model, prompt, 16)?;
     let out = lab
         .run(3, "run", cmd, Duration::from_secs(400))
         .context("edgeray run in the lab")?;
@@ -152,64 +174,12 @@ fn cable_cut_mid_answer_resumes_with_the_same_text() -> Result<()> {
     };
     let prompt = "The capital of France is";
     let tokens = 64;
-    let want = {
-        let g = Generator::load(&model, 1, Some(512), |_, _| {})?;
-        let opts = GenerateOptions {
-            max_tokens: tokens,
-            ..Default::default()
-        };
-        g.generate(prompt, &opts, |_| {})?.text
-    };
+    let want = single_node_text(&model, prompt, tokens)?;
     let dir = tempfile::Builder::new()
         .prefix("edgeray-netlab-failover-")
         .tempdir()?;
-    let bin = edgeray_bin();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let host = i + 1;
-        let cfg = config(dir.path(), &format!("worker{i}"))?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["node", "--threads", "1", "--config"])
-            .arg(&cfg)
-            .args(["--listen", &format!("{}:{PORT}", lab.ip(host)?)])
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1");
-        nodes.push(lab.spawn(host, "node", cmd)?);
-    }
-    let cfg = config(dir.path(), "coordinator")?;
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "run",
-        "--quiet",
-        "--min-nodes",
-        "3",
-        "--discover",
-        "30s",
-        "--stages",
-        "3",
-        "--wire-dtype",
-        "f32",
-        "--threads",
-        "1",
-        "--ctx",
-        "512",
-        "--temperature",
-        "0",
-        "--max-tokens",
-    ])
-    .arg(tokens.to_string())
-    .args([
-        "--prompt",
-        prompt,
-        "--listen",
-        &format!("{}:{PORT}", lab.ip(3)?),
-        "--model",
-    ])
-    .arg(&model)
-    .arg("--config")
-    .arg(&cfg)
-    .current_dir(dir.path())
-    .env("NO_COLOR", "1");
+    let nodes = start_workers(&lab, dir.path())?;
+    let cmd = coordinator_run(&lab, dir.path(), &model, prompt, tokens)?;
     let mut run = lab.spawn(3, "run", cmd)?;
     // Cut worker0's cable once the answer is flowing.
     let start = std::time::Instant::now();
