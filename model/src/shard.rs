@@ -28,7 +28,16 @@ pub enum ShardError {
 /// The names of the tensors a stage holding `spec` reads, in file order.
 pub fn stage_tensor_names(file: &GgufFile, spec: &StageSpec) -> Result<Vec<String>, ShardError> {
     let config = ModelConfig::from_gguf(file)?;
-    spec.validate(&config)?;
+    names_for(file, &config, spec)
+}
+
+/// [`stage_tensor_names`] with the model's configuration already read.
+fn names_for(
+    file: &GgufFile,
+    config: &ModelConfig,
+    spec: &StageSpec,
+) -> Result<Vec<String>, ShardError> {
+    spec.validate(config)?;
     let mut wanted = BTreeSet::new();
     if spec.embed || (spec.head && config.tied_output) {
         wanted.insert("token_embd.weight".to_string());
@@ -75,7 +84,7 @@ pub fn stage_tensor_bytes(file: &GgufFile, spec: &StageSpec) -> Result<u64, Shar
 /// Builds the shard of `spec` from the full model `file`, as GGUF bytes.
 pub fn build_stage_shard(file: &GgufFile, spec: &StageSpec) -> Result<Vec<u8>, ShardError> {
     let config = ModelConfig::from_gguf(file)?;
-    let names = stage_tensor_names(file, spec)?;
+    let names = names_for(file, &config, spec)?;
     let mut w = GgufWriter::new();
     w.extend_metadata(file.metadata());
     w.set_metadata(

@@ -104,10 +104,5 @@ pub async fn embedded_cluster(
 /// Default folder of the embedded cluster: `$XDG_CACHE_HOME/edgeray/local` or
 /// `~/.cache/edgeray/local`.
 pub fn default_local_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("edgeray")
-        .join("local")
+    crate::pipeline::node_env::user_cache_dir().join("local")
 }

@@ -25,9 +25,15 @@ pub fn shard_dir(node: Option<&NodeId>) -> PathBuf {
     if let Some(d) = std::env::var_os("EDGERAY_SHARD_DIR") {
         return PathBuf::from(d);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    user_cache_dir().join("shards")
+}
+
+/// edgeray's per-user cache folder: `$XDG_CACHE_HOME/edgeray`, else `~/.cache/edgeray`, else
+/// the temporary directory's `edgeray`.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("edgeray").join("shards")
+        .unwrap_or_else(std::env::temp_dir)
+        .join("edgeray")
 }
