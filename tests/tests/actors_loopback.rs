@@ -103,7 +103,6 @@ fn child_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN ISSUE: hangs waiting for the child's LISTEN line (child works when run by hand); under investigation"]
 async fn multi_process_remote_actors() {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
@@ -120,13 +119,20 @@ async fn multi_process_remote_actors() {
         .spawn()
         .expect("child starts");
     let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
+    // libtest prints "test child_node ... " without a newline before the test body runs, so
+    // the child's line is "test child_node ... LISTEN <addr> <id>": look for the marker anywhere.
+    let reader = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
-        lines.find_map(|l| l.ok().filter(|l| l.starts_with("LISTEN ")))
-    })
-    .await
-    .unwrap()
-    .expect("child printed its address");
+        lines.find_map(|l| {
+            let l = l.ok()?;
+            l.find("LISTEN ").map(|i| l[i..].to_string())
+        })
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the child prints its address within 60 s")
+        .unwrap()
+        .expect("child printed its address");
     let mut parts = line.split_whitespace().skip(1);
     let child_addr: SocketAddr = parts.next().unwrap().parse().unwrap();
     let child_id: edgeray_runtime::identity::NodeId = parts.next().unwrap().parse().unwrap();
