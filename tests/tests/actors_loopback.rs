@@ -1,7 +1,9 @@
 //! Remote actors across two OS processes on 127.0.0.1: this test binary re-runs itself as a
 //! child process hosting a full edgeray node (R2's node: mTLS QUIC, membership) with an actor
 //! registry; the parent process joins it as a second node and spawns, tells, asks, looks up and
-//! watches actors in the child, then kills the child and sees its actors die.
+//! watches actors in the child, checks that a slow actor in the child holds the parent's tells
+//! back (QUIC flow control plus the bounded mailbox), then kills the child and sees its actors
+//! die.
 //!
 //! Run: `cargo test -p edgeray-tests --test actors_loopback`
 
@@ -27,6 +29,8 @@ enum CounterMsg {
     Get,
     Pid,
     Fail,
+    /// Sleep this many milliseconds, then count one.
+    Slow(u64),
 }
 
 /// A counter that lives in whichever process spawned it.
@@ -53,6 +57,11 @@ impl RemoteActor for Counter {
             CounterMsg::Get => Ok(Envelope::new(self.total)),
             CounterMsg::Pid => Ok(Envelope::new(u64::from(std::process::id()))),
             CounterMsg::Fail => Err(ActorError::new("counter says no")),
+            CounterMsg::Slow(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.total += 1;
+                Ok(Envelope::new(self.total))
+            }
         }
     }
 }
@@ -179,6 +188,40 @@ async fn multi_process_remote_actors() {
         counter.ask(CounterMsg::Fail, T).await,
         Err(AskError::Remote("counter says no".into()))
     );
+
+    // Back-pressure across processes: a slow actor with a small mailbox in the child holds the
+    // parent's tells back. Without it the parent would queue 60 × 256 KiB in a few ms; with it,
+    // at most the mailbox (4) plus the QUIC stream window (4 MiB = 16 messages) plus the frames
+    // in flight run ahead, so the tells must last about as long as the child needs for the rest.
+    let slow = me
+        .spawn::<Counter>(0, SpawnOptions::new().on(child_id).mailbox(4))
+        .await
+        .expect("remote spawn of the slow counter");
+    let (n, ms, msg_bytes) = (60u64, 20u64, 256 * 1024usize);
+    let ahead = 4 + (4usize << 20).div_ceil(msg_bytes) as u64 + 2;
+    let payload = vec![7u8; msg_bytes];
+    let t0 = Instant::now();
+    for _ in 0..n {
+        slow.tell(Envelope::with_tail(CounterMsg::Slow(ms), payload.clone()))
+            .await
+            .unwrap();
+    }
+    let took = t0.elapsed();
+    let floor = Duration::from_millis(ms * (n - ahead));
+    eprintln!("step: {n} tells to a slow remote actor took {took:?} (floor {floor:?})");
+    assert!(
+        took >= floor,
+        "the sender was not held back: {n} tells took {took:?}, the child needs {floor:?}"
+    );
+    // Nothing was dropped: every message is handled, in order, before the ask.
+    assert_eq!(
+        slow.ask(CounterMsg::Get, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .msg,
+        n
+    );
+    eprintln!("step: back-pressure");
 
     // Lookup by name finds it in the other process; placement without a node id can use it too.
     eprintln!("step: told");
