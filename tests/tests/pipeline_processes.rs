@@ -1,8 +1,8 @@
 //! The pipeline across OS processes on 127.0.0.1, driven through the `edgeray` binary:
 //!
 //! - two `edgeray node` processes plus `edgeray run --config` (the coordinator, a third member)
-//!   split the model in 3 stages; the workers have no model file and receive their shards; the
-//!   streamed answer equals the single-node greedy output byte for byte (f32 wire);
+//!   split each real model in 3 and in 2 stages; the workers have no model file and receive their
+//!   shards; the streamed answer equals the single-node greedy output byte for byte (f32 wire);
 //! - `edgeray serve` (embedded 2-node cluster) answers the official Python `openai` client,
 //!   streams 4 concurrent requests with the single-request output, and answers an overload
 //!   burst with 429 + Retry-After while every accepted request completes.
@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use edgeray_model::arch::{GenerateOptions, Generator};
-use edgeray_tests::{GEMMA3, edgeray_bin, real_model, workspace_root};
+use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model, workspace_root};
 
 const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
@@ -91,13 +91,64 @@ fn single_node_text(model: &Path, prompt: &str, tokens: usize) -> String {
     g.generate(prompt, &opts, |_| {}).expect("generates").text
 }
 
+/// `edgeray run --config cfg` as the coordinator (a third member): greedy, f32 wire, `stages`
+/// stages, 32 tokens. Returns stdout and stderr; panics if the run fails.
+fn coordinator_run(model: &Path, cfg: &Path, stages: usize, prompt: &str) -> (String, String) {
+    let out = Command::new(edgeray_bin())
+        .current_dir(workspace_root())
+        .args([
+            "run",
+            "--quiet",
+            "--min-nodes",
+            "3",
+            "--discover",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+            "--stages",
+            &stages.to_string(),
+            "--wire-dtype",
+            "f32",
+            "--threads",
+            "1",
+            "--ctx",
+            "512",
+            "--max-tokens",
+            "32",
+            "--temperature",
+            "0",
+            "--prompt",
+            prompt,
+            "--model",
+        ])
+        .arg(model)
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .expect("edgeray run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "edgeray run failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The `.gguf` shards in a worker's cache.
+fn cached_shards(dir: &Path, worker: &str) -> usize {
+    std::fs::read_dir(dir.join(worker).join("shards"))
+        .expect("worker shard cache")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+        .count()
+}
+
 #[test]
-fn three_processes_three_stages_match_single_node() {
-    let Some(model) = real_model(GEMMA3) else {
+fn three_processes_two_and_three_stages_match_single_node() {
+    let Some(gemma) = real_model(GEMMA3) else {
         return;
     };
-    let prompt = "The capital of France is";
-    let want = single_node_text(&model, prompt, 32);
+    let Some(qwen) = real_model(QWEN2) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let cfg_a = write_config(dir.path(), "worker-a", pa, &[pb]);
@@ -123,55 +174,41 @@ fn three_processes_three_stages_match_single_node() {
     for (_, rx) in &workers {
         wait_for_line(rx, "listening on", Duration::from_secs(60));
     }
-    let out = Command::new(edgeray_bin())
-        .current_dir(workspace_root())
-        .args([
-            "run",
-            "--quiet",
-            "--min-nodes",
-            "3",
-            "--discover",
-            "30s",
-            "--listen",
-            "127.0.0.1:0",
-            "--stages",
-            "3",
-            "--wire-dtype",
-            "f32",
-            "--threads",
-            "1",
-            "--ctx",
-            "512",
-            "--max-tokens",
-            "32",
-            "--temperature",
-            "0",
-            "--prompt",
-            prompt,
-            "--model",
-        ])
-        .arg(&model)
-        .arg("--config")
-        .arg(&cfg_c)
-        .output()
-        .expect("edgeray run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "edgeray run failed:\n{stderr}");
-    assert_eq!(stdout, format!("{want}\n"), "stderr:\n{stderr}");
-    // Every worker received its shard (a stage per process).
+
+    // First run, 3 stages: one stage per process, and each worker receives exactly its shard.
+    let prompt = "The capital of France is";
+    let want = single_node_text(&gemma, prompt, 32);
+    let (stdout, stderr) = coordinator_run(&gemma, &cfg_c, 3, prompt);
+    assert_eq!(stdout, format!("{want}\n"), "gemma3, 3 stages; stderr:\n{stderr}");
     assert!(
         stderr.contains("worker-a") && stderr.contains("worker-b"),
         "{stderr}"
     );
     assert!(stderr.contains("MiB shipped"), "{stderr}");
     for name in ["worker-a", "worker-b"] {
-        let shards: Vec<_> = std::fs::read_dir(dir.path().join(name).join("shards"))
-            .expect("worker shard cache")
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
-            .collect();
-        assert_eq!(shards.len(), 1, "{name} holds exactly its own shard");
+        assert_eq!(
+            cached_shards(dir.path(), name),
+            1,
+            "{name} holds exactly its own shard"
+        );
+    }
+
+    // The same workers serve other splits and the other model: 2 stages of gemma3, then both
+    // splits of qwen2 (whose workers receive qwen2 shards now).
+    let runs = [
+        (&gemma, "gemma3", 2, prompt),
+        (&qwen, "qwen2", 3, "def fibonacci(n):"),
+        (&qwen, "qwen2", 2, "def fibonacci(n):"),
+    ];
+    for (model, name, stages, prompt) in runs {
+        let want = single_node_text(model, prompt, 32);
+        let (stdout, stderr) = coordinator_run(model, &cfg_c, stages, prompt);
+        assert_eq!(
+            stdout,
+            format!("{want}\n"),
+            "{name}, {stages} stages; stderr:\n{stderr}"
+        );
+        eprintln!("{name} over {stages} stages matches the single node");
     }
 }
 
