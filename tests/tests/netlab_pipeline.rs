@@ -1,7 +1,8 @@
 //! The pipeline across hosts of a network-namespace lab (`edgeray_tests::netlab`): two hosts run
 //! `edgeray node` (no model file), a third runs `edgeray run --config` as the coordinator; the
 //! nodes find each other by real mDNS, the coordinator ships each its shard over QUIC on the
-//! lab's bridge (shaped to 100 Mbit/s), and the 3-stage greedy answer equals the single-node one.
+//! lab's bridge (shaped to 100 Mbit/s), and the greedy answer equals the single-node one for both
+//! real models in 3 and in 2 stages.
 //!
 //! A second test cuts the cable of a stage host while a long answer streams: the coordinator
 //! notices (QUIC idle timeout), redeploys on the two hosts left, replays the sequence and
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use edgeray_model::arch::{GenerateOptions, Generator};
 use edgeray_tests::netlab::{self, Lab, LabBuilder, Proc};
-use edgeray_tests::{GEMMA3, edgeray_bin, real_model};
+use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model};
 
 const PORT: u16 = 7070;
 const SECRET: &str = "4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c";
@@ -82,6 +83,18 @@ fn coordinator_run(
     prompt: &str,
     tokens: usize,
 ) -> Result<Command> {
+    coordinator_run_in_stages(lab, dir, model, prompt, tokens, 3)
+}
+
+/// The coordinator's `edgeray run` for host 3: `stages` stages, f32 wire, greedy.
+fn coordinator_run_in_stages(
+    lab: &Lab,
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    prompt: &str,
+    tokens: usize,
+    stages: usize,
+) -> Result<Command> {
     let cfg = config(dir, "coordinator")?;
     let mut cmd = Command::new(edgeray_bin());
     cmd.args([
@@ -92,7 +105,7 @@ fn coordinator_run(
         "--discover",
         "30s",
         "--stages",
-        "3",
+        &stages.to_string(),
         "--wire-dtype",
         "f32",
         "--threads",
@@ -120,8 +133,11 @@ fn coordinator_run(
 }
 
 #[test]
-fn three_hosts_three_stages_match_single_node() -> Result<()> {
+fn three_hosts_two_and_three_stages_match_single_node() -> Result<()> {
     let Some(model) = real_model(GEMMA3) else {
+        return Ok(());
+    };
+    let Some(qwen) = real_model(QWEN2) else {
         return Ok(());
     };
     let Some(lab) = netlab::start_or_skip(LabBuilder::new(3).rate("100mbit"))? else {
@@ -157,6 +173,35 @@ fn three_hosts_three_stages_match_single_node() -> Result<()> {
             .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
             .count();
         assert_eq!(shards, 1, "worker{i} received exactly its shard");
+    }
+
+    // The same hosts serve the other split and the other model: gemma3 in 2 stages, then qwen2
+    // in 3 and in 2 stages, each equal to its single-node answer.
+    let runs = [
+        (&model, "gemma3", 2, prompt),
+        (&qwen, "qwen2", 3, "def fibonacci(n):"),
+        (&qwen, "qwen2", 2, "def fibonacci(n):"),
+    ];
+    for (model, name, stages, prompt) in runs {
+        let want = single_node_text(model, prompt, 16)?;
+        let cmd = coordinator_run_in_stages(&lab, dir.path(), model, prompt, 16, stages)?;
+        let out = lab
+            .run(3, "run", cmd, Duration::from_secs(400))
+            .with_context(|| format!("edgeray run of {name} in {stages} stages"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!(
+                "edgeray run of {name} in {stages} stages failed ({}):\n{stderr}",
+                out.status
+            );
+        }
+        assert_eq!(
+            stdout,
+            format!("{want}\n"),
+            "{name} in {stages} stages; stderr:\n{stderr}"
+        );
+        eprintln!("{name} in {stages} stages across the lab matches the single node");
     }
     for mut p in nodes {
         p.terminate(Duration::from_secs(3));
