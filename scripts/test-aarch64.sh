@@ -4,7 +4,9 @@
 #   - qemu's default CPU ("max": NEON + dotprod): scalar, neon and neon-dotprod backends;
 #   - a Cortex-A72 (Raspberry Pi 4: NEON, no dotprod): scalar and neon backends.
 # The proptest `quant::tests::simd_backends_equal_scalar` checks every available backend
-# bit-for-bit against the scalar reference.
+# bit-for-bit against the scalar reference. Then one real-model exactness test (gemma3, 32 greedy
+# tokens against llama.cpp's reference) runs under qemu on the NEON + dotprod kernels; it needs
+# the models from scripts/setup.sh.
 #
 # Installs what is missing (rustup target; as root, Debian's gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross and qemu-user). Linker and qemu runner: .cargo/config.toml.
@@ -41,3 +43,6 @@ cargo test -p edgeray-model --target "$TARGET" --lib -- quant
 echo "== quant tests under qemu-aarch64 -cpu cortex-a72 (Raspberry Pi 4: NEON, no dotprod)"
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72" \
   cargo test -p edgeray-model --target "$TARGET" --lib -- quant
+
+echo "== real-model exactness under qemu-aarch64 (gemma3, NEON + dotprod kernels)"
+cargo test -p edgeray-model --target "$TARGET" --test exactness_real -- --exact gemma3_capital_of_france

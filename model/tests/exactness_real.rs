@@ -1,9 +1,14 @@
 //! Real-model exactness: greedy generation must reproduce llama.cpp's 32-token continuations
 //! (see /work/shared/models.md), with the near-tie rule: a divergence is tolerated only at a step
 //! where edgeray's own top-two logits are within 0.05; prompts marked `strict` must match fully.
+//!
+//! Lives in the model crate so that it also runs on aarch64 under qemu-user
+//! (`scripts/test-aarch64.sh`) without cross-building the networking crates.
 
 use edgeray_model::arch::{GenerateOptions, Generator};
-use edgeray_tests::{GEMMA3, QWEN2, real_model};
+mod common;
+
+use common::{GEMMA3, QWEN2, real_model};
 
 const NEAR_TIE: f32 = 0.05;
 
