@@ -91,6 +91,7 @@ impl RemoteActor for StageActor {
             roles.push(args.label.clone());
             n.set_roles(roles);
         }
+        release_with_coordinator(&cluster, &ctx, args.sink);
         let stats = StageStats {
             index: args.index,
             layers: args.layers.clone(),
@@ -154,6 +155,32 @@ impl RemoteActor for StageActor {
             n.set_roles(roles);
         }
     }
+}
+
+/// A stage serves one coordinator: when that coordinator's sink stops or its node is lost
+/// (idle timeout, goodbye), the stage stops too, releasing its sequences' caches and its
+/// memory; the node keeps serving the stages of other coordinators.
+fn release_with_coordinator(
+    cluster: &edgeray_runtime::cluster::Cluster,
+    ctx: &ActorCtx,
+    sink: edgeray_runtime::actor::ActorId,
+) {
+    let (Some(node), Ok(rt)) = (ctx.node(), tokio::runtime::Handle::try_current()) else {
+        return;
+    };
+    let me = edgeray_runtime::actor::ActorId {
+        node,
+        local: ctx.local_id(),
+    };
+    let watch = cluster.watch(sink);
+    let weak = cluster.downgrade();
+    rt.spawn(async move {
+        let reason = watch.await;
+        if let Some(c) = weak.upgrade() {
+            tracing::info!(?reason, "the coordinator of this stage is gone; stopping the stage");
+            c.actor_ref::<StageActor>(me).stop().await;
+        }
+    });
 }
 
 /// Serializes read-modify-write of a node's roles by the stage actors of this process.
