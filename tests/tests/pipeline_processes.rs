@@ -175,6 +175,102 @@ fn three_processes_three_stages_match_single_node() {
     }
 }
 
+/// `edgeray run --config cfg` on 3 stages, f32 wire, greedy.
+fn run_command(model: &Path, cfg: &Path, prompt: &str, tokens: usize) -> Command {
+    let mut c = Command::new(edgeray_bin());
+    c.current_dir(workspace_root())
+        .args([
+            "run",
+            "--quiet",
+            "--min-nodes",
+            "3",
+            "--discover",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+            "--stages",
+            "3",
+            "--wire-dtype",
+            "f32",
+            "--threads",
+            "1",
+            "--ctx",
+            "512",
+            "--temperature",
+            "0",
+            "--max-tokens",
+        ])
+        .arg(tokens.to_string())
+        .args(["--prompt", prompt, "--model"])
+        .arg(model)
+        .arg("--config")
+        .arg(cfg);
+    c
+}
+
+#[test]
+fn a_dead_coordinators_stages_are_released_and_workers_serve_the_next() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let want = single_node_text(&model, prompt, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let cfg_a = write_config(dir.path(), "worker-a", pa, &[pb]);
+    let cfg_b = write_config(dir.path(), "worker-b", pb, &[pa]);
+    let cfg_c = write_config(dir.path(), "coord", 0, &[pa, pb]);
+    let mut workers = Vec::new();
+    for (cfg, tag) in [(&cfg_a, "worker-a"), (&cfg_b, "worker-b")] {
+        let mut c = Command::new(edgeray_bin())
+            .current_dir(dir.path())
+            .args(["node", "--threads", "1", "--config"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("edgeray node starts");
+        let rx = stderr_lines(&mut c, tag);
+        workers.push((Proc(c), rx));
+    }
+    // A coordinator dies (SIGKILL) mid-answer: its client loses the answer, and each worker
+    // stops that coordinator's stage (its sequences and memory released) once the coordinator's
+    // node is found gone.
+    let out_path = dir.path().join("first.out");
+    let mut first = run_command(&model, &cfg_c, prompt, 200)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("edgeray run starts");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&out_path).unwrap_or_default().len() < 24 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first coordinator ended before answering"
+        );
+        assert!(start.elapsed() < Duration::from_secs(300), "no answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    for (_, rx) in &workers {
+        wait_for_line(
+            rx,
+            "the coordinator of this stage is gone",
+            Duration::from_secs(30),
+        );
+    }
+    // The workers serve the next coordinator.
+    let out = run_command(&model, &cfg_c, prompt, 12)
+        .output()
+        .expect("edgeray run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "edgeray run failed:\n{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{want}\n"));
+}
+
 /// One streamed completion over raw HTTP (SSE): the concatenated text, or the HTTP status.
 async fn stream_completion(
     client: &reqwest::Client,

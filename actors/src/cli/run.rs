@@ -35,11 +35,11 @@ pub struct RunArgs {
     /// Print the generated token ids (one line, on stderr) at the end.
     #[arg(long)]
     pub print_ids: bool,
-    /// Failover plans (the placement without each stage node, its shards shipped ahead):
-    /// `background` while answering (default with `--config`), `wait` until they are in place
-    /// before answering, `off` (default for the embedded cluster).
-    #[arg(long, value_enum)]
-    pub spares: Option<Spares>,
+    /// Failover plans (the placement without each stage node, its shards shipped ahead so a
+    /// lost node costs no shipping): `off` (one answer rarely pays for them), `background`
+    /// while answering, `wait` until they are in place before answering.
+    #[arg(long, value_enum, default_value = "off")]
+    pub spares: Spares,
 }
 
 /// When `edgeray run` prepares failover plans.
@@ -61,11 +61,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let (nodes, stages) = args.deploy.start_cluster().await?;
-        let spares = args.spares.unwrap_or(if args.deploy.config.is_some() {
-            Spares::Background
-        } else {
-            Spares::Off
-        });
+        let spares = args.spares;
         let svc = match Service::start_with(
             nodes[0].clone(),
             args.deploy.model.clone(),

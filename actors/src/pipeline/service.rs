@@ -451,6 +451,9 @@ impl Service {
     /// Stops supervising and shuts the current pipeline down.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
+        if let Some(t) = self.planning.lock().take() {
+            t.abort();
+        }
         let p = self.current.write().take();
         if let Some(p) = p {
             p.shutdown().await;

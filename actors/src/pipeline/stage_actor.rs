@@ -43,6 +43,8 @@ pub struct StageActor {
     next: Option<ActorRef<StageActor>>,
     sink: ActorRef<SinkActor>,
     stats: StageStats,
+    /// Set when the stage stops.
+    done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RemoteActor for StageActor {
@@ -91,7 +93,8 @@ impl RemoteActor for StageActor {
             roles.push(args.label.clone());
             n.set_roles(roles);
         }
-        release_with_coordinator(&cluster, &ctx, args.sink);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        release_with_coordinator(&cluster, &ctx, args.sink, done.clone());
         let stats = StageStats {
             index: args.index,
             layers: args.layers.clone(),
@@ -106,6 +109,7 @@ impl RemoteActor for StageActor {
             args,
             seqs: HashMap::new(),
             stats,
+            done,
         })
     }
 
@@ -146,6 +150,7 @@ impl RemoteActor for StageActor {
     }
 
     fn stopped(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
         if let Some(n) = &self.node {
             let _g = ROLES.lock();
             let mut roles = n.roles();
@@ -164,6 +169,7 @@ fn release_with_coordinator(
     cluster: &edgeray_runtime::cluster::Cluster,
     ctx: &ActorCtx,
     sink: edgeray_runtime::actor::ActorId,
+    done: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (Some(node), Ok(rt)) = (ctx.node(), tokio::runtime::Handle::try_current()) else {
         return;
@@ -176,6 +182,9 @@ fn release_with_coordinator(
     let weak = cluster.downgrade();
     rt.spawn(async move {
         let reason = watch.await;
+        if done.load(std::sync::atomic::Ordering::Acquire) {
+            return; // stopped with its pipeline
+        }
         if let Some(c) = weak.upgrade() {
             tracing::info!(?reason, "the coordinator of this stage is gone; stopping the stage");
             c.actor_ref::<StageActor>(me).stop().await;
