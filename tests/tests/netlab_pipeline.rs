@@ -67,7 +67,7 @@ fn assign_identities(dir: &std::path::Path) -> Result<()> {
         let id = NodeIdentity::load_or_create(&tmp)?.node_id();
         made.push((id, tmp));
     }
-    made.sort_by(|a, b| a.0.cmp(&b.0));
+    made.sort_by_key(|m| m.0);
     for ((_, tmp), name) in made.iter().zip(["worker0", "worker1", "coordinator"]) {
         let state = dir.join(name);
         std::fs::create_dir_all(&state)?;

@@ -632,7 +632,10 @@ async fn stream_through(
 ) -> (f64, f64, f64, f64) {
     let prompt = "The capital of France is";
     let want = single_node_text(model, prompt, 12);
-    assert_eq!(complete(&c.client, &c.base, prompt, 12).await, Ok(want.clone()));
+    assert_eq!(
+        complete(&c.client, &c.base, prompt, 12).await,
+        Ok(want.clone())
+    );
     let long_want = single_node_text(model, prompt, 64);
     let streaming = {
         let (cl, b) = (c.client.clone(), c.base.clone());
@@ -690,7 +693,10 @@ async fn serve_survives_a_killed_worker() {
     })
     .await;
     // Detection alone is the idle timeout; a generous bound, not a timing test.
-    assert!(detect > 1.0 && total < 60.0, "stall {total} s, detection {detect} s");
+    assert!(
+        detect > 1.0 && total < 60.0,
+        "stall {total} s, detection {detect} s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,9 +731,13 @@ async fn serve_survives_a_drained_worker() {
     assert!(status.success(), "the drained worker exits 0: {status}");
     let lines: Vec<String> = c.workers[1].1.try_iter().collect();
     assert!(
-        lines.iter().any(|l| l.contains("draining")) && lines.iter().any(|l| l.contains("left the cluster")),
+        lines.iter().any(|l| l.contains("draining"))
+            && lines.iter().any(|l| l.contains("left the cluster")),
         "the worker reports its drain: {lines:?}"
     );
     // No idle timeout in a drain: the failure is noticed at once.
-    assert!(detect < 3.0 && total < 60.0, "stall {total} s, detection {detect} s");
+    assert!(
+        detect < 3.0 && total < 60.0,
+        "stall {total} s, detection {detect} s"
+    );
 }

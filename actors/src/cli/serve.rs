@@ -38,22 +38,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let opts = args.deploy.options(stages);
         // Failover plans only where nodes can be lost (not in the embedded cluster).
         let spares = args.deploy.config.is_some();
-        let service = match Service::start_with(
-            nodes[0].clone(),
-            args.deploy.model.clone(),
-            opts,
-            spares,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                for n in nodes.into_iter().rev() {
-                    n.shutdown().await;
+        let service =
+            match Service::start_with(nodes[0].clone(), args.deploy.model.clone(), opts, spares)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    for n in nodes.into_iter().rev() {
+                        n.shutdown().await;
+                    }
+                    return Err(e).context("deployment failed");
                 }
-                return Err(e).context("deployment failed");
-            }
-        };
+            };
         let first = service.current().context("no pipeline after deployment")?;
         eprint!("{}", describe_placement(&first));
         let registry = MetricsRegistry::new();

@@ -22,8 +22,8 @@ use super::shard_store::content_hash;
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use super::stage_actor::StageActor;
 use super::weights::{ShipError, node_has_shard, ship_shard};
-use crate::placement::{Placement, policy_by_name};
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
+use crate::placement::{Placement, policy_by_name};
 
 /// How to deploy.
 #[derive(Debug, Clone)]
@@ -260,7 +260,7 @@ pub(crate) async fn deploy_prepared(
     for (k, st) in placement.stages.iter().enumerate() {
         let node = runtime_id(&st.node)?;
         if let Some((hash, len)) = plan.and_then(|p| p.shards.get(k))
-            && node_has_shard(cluster, node.clone(), hash, *len).await?
+            && node_has_shard(cluster, node, hash, *len).await?
         {
             tracing::info!(stage = k, node = %st.node_name, "planned shard already in place");
             shards.push(hash.clone());

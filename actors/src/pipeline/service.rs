@@ -206,7 +206,9 @@ impl Service {
             ready(0);
             match prepare_failover_plans(&cluster, &prepared, &opts, &placement, &plans).await {
                 Ok(n) => ready(n),
-                Err(e) => tracing::warn!(error = %e, "failover plans not prepared; a redeploy will ship shards"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "failover plans not prepared; a redeploy will ship shards")
+                }
             }
         });
         if let Some(old) = self.planning.lock().replace(task) {
@@ -227,7 +229,11 @@ impl Service {
             if self.plans.ready_at().is_some() {
                 return Some(self.plans.len());
             }
-            let finished = self.planning.lock().as_ref().is_none_or(|t| t.is_finished());
+            let finished = self
+                .planning
+                .lock()
+                .as_ref()
+                .is_none_or(|t| t.is_finished());
             if finished || Instant::now() >= deadline {
                 return None;
             }
@@ -493,8 +499,15 @@ impl Service {
                 attempt += 1;
                 let planned = plan.as_ref().filter(|_| attempt == 1);
                 let prepared = self.prepared.clone();
-                match deploy_prepared(&self.cluster, &self.model, &opts, prepared, planned, Duration::ZERO)
-                    .await
+                match deploy_prepared(
+                    &self.cluster,
+                    &self.model,
+                    &opts,
+                    prepared,
+                    planned,
+                    Duration::ZERO,
+                )
+                .await
                 {
                     Ok(p) => {
                         let stages = p.placement().stages.len();
@@ -516,7 +529,9 @@ impl Service {
                         self.plan_failovers();
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %e, planned = planned.is_some(), "redeploy failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, planned = planned.is_some(), "redeploy failed; retrying")
+                    }
                 }
             }
         }
@@ -534,7 +549,11 @@ impl Service {
         let view = cluster_view(&self.cluster);
         let up = |id: &crate::placement::NodeId| view.nodes.iter().any(|n| &n.id == id);
         let usable = plan.placement.stages.iter().all(|s| up(&s.node))
-            && !plan.placement.stages.iter().any(|s| s.node == place_id(&lost));
+            && !plan
+                .placement
+                .stages
+                .iter()
+                .any(|s| s.node == place_id(&lost));
         if !usable {
             tracing::info!(lost = %lost.short(), "the failover plan uses a node that is not up");
         }

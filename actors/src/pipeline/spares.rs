@@ -124,7 +124,7 @@ pub(crate) async fn prepare_failover_plans(
         for (k, st) in placement.stages.iter().enumerate() {
             let node = runtime_id(&st.node)?;
             if let Some((hash, len)) = known.get(&st.layers)
-                && node_has_shard(cluster, node.clone(), hash, *len).await?
+                && node_has_shard(cluster, node, hash, *len).await?
             {
                 shards.push((hash.clone(), *len));
                 continue;
@@ -133,8 +133,7 @@ pub(crate) async fn prepare_failover_plans(
             let hash = content_hash(&bytes);
             let len = bytes.len() as u64;
             let report =
-                ship_shard_windowed(cluster, node, &hash, Bytes::from(bytes), 1, |_, _| {})
-                    .await?;
+                ship_shard_windowed(cluster, node, &hash, Bytes::from(bytes), 1, |_, _| {}).await?;
             sent += report.bytes_sent;
             known.insert(st.layers.clone(), (hash.clone(), len));
             shards.push((hash, len));
@@ -209,7 +208,11 @@ mod tests {
     #[test]
     fn failover_view_drops_the_lost_node_and_credits_released_memory() {
         let view = ClusterView::new(vec![node("a", 100), node("b", 200), node("c", 300)]);
-        let cur = placement(vec![stage("a", 0..4, 50), stage("b", 4..8, 70), stage("c", 8..9, 5)]);
+        let cur = placement(vec![
+            stage("a", 0..4, 50),
+            stage("b", 4..8, 70),
+            stage("c", 8..9, 5),
+        ]);
         let v = failover_view(&view, &cur, &PlaceId("b".into()));
         let ids: Vec<_> = v.nodes.iter().map(|n| n.id.0.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);

@@ -186,7 +186,10 @@ fn release_with_coordinator(
             return; // stopped with its pipeline
         }
         if let Some(c) = weak.upgrade() {
-            tracing::info!(?reason, "the coordinator of this stage is gone; stopping the stage");
+            tracing::info!(
+                ?reason,
+                "the coordinator of this stage is gone; stopping the stage"
+            );
             c.actor_ref::<StageActor>(me).stop().await;
         }
     });

@@ -172,7 +172,7 @@ pub async fn node_has_shard(
     len: u64,
 ) -> Result<bool, ShipError> {
     let receiver = cluster
-        .spawn::<WeightsActor>((), SpawnOptions::new().on(node.clone()).mailbox(2))
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(node).mailbox(2))
         .await
         .map_err(|e| ShipError::Unreachable {
             node: node.short(),
