@@ -212,6 +212,102 @@ fn three_processes_two_and_three_stages_match_single_node() {
     }
 }
 
+/// `edgeray run --config cfg` on 3 stages, f32 wire, greedy.
+fn run_command(model: &Path, cfg: &Path, prompt: &str, tokens: usize) -> Command {
+    let mut c = Command::new(edgeray_bin());
+    c.current_dir(workspace_root())
+        .args([
+            "run",
+            "--quiet",
+            "--min-nodes",
+            "3",
+            "--discover",
+            "30s",
+            "--listen",
+            "127.0.0.1:0",
+            "--stages",
+            "3",
+            "--wire-dtype",
+            "f32",
+            "--threads",
+            "1",
+            "--ctx",
+            "512",
+            "--temperature",
+            "0",
+            "--max-tokens",
+        ])
+        .arg(tokens.to_string())
+        .args(["--prompt", prompt, "--model"])
+        .arg(model)
+        .arg("--config")
+        .arg(cfg);
+    c
+}
+
+#[test]
+fn a_dead_coordinators_stages_are_released_and_workers_serve_the_next() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let want = single_node_text(&model, prompt, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let cfg_a = write_config(dir.path(), "worker-a", pa, &[pb]);
+    let cfg_b = write_config(dir.path(), "worker-b", pb, &[pa]);
+    let cfg_c = write_config(dir.path(), "coord", 0, &[pa, pb]);
+    let mut workers = Vec::new();
+    for (cfg, tag) in [(&cfg_a, "worker-a"), (&cfg_b, "worker-b")] {
+        let mut c = Command::new(edgeray_bin())
+            .current_dir(dir.path())
+            .args(["node", "--threads", "1", "--config"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("edgeray node starts");
+        let rx = stderr_lines(&mut c, tag);
+        workers.push((Proc(c), rx));
+    }
+    // A coordinator dies (SIGKILL) mid-answer: its client loses the answer, and each worker
+    // stops that coordinator's stage (its sequences and memory released) once the coordinator's
+    // node is found gone.
+    let out_path = dir.path().join("first.out");
+    let mut first = run_command(&model, &cfg_c, prompt, 200)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("edgeray run starts");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&out_path).unwrap_or_default().len() < 24 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first coordinator ended before answering"
+        );
+        assert!(start.elapsed() < Duration::from_secs(300), "no answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    for (_, rx) in &workers {
+        wait_for_line(
+            rx,
+            "the coordinator of this stage is gone",
+            Duration::from_secs(30),
+        );
+    }
+    // The workers serve the next coordinator.
+    let out = run_command(&model, &cfg_c, prompt, 12)
+        .output()
+        .expect("edgeray run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "edgeray run failed:\n{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{want}\n"));
+}
+
 /// One streamed completion over raw HTTP (SSE): the concatenated text, or the HTTP status.
 async fn stream_completion(
     client: &reqwest::Client,
@@ -452,13 +548,17 @@ async fn complete(
         .to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_survives_a_killed_worker() {
-    let Some(model) = real_model(GEMMA3) else {
-        return;
-    };
-    let prompt = "The capital of France is";
-    let want = single_node_text(&model, prompt, 12);
+/// Two `edgeray node` workers plus `edgeray serve --config` (3 stages, f32 wire, greedy), with
+/// the failover plans of the first deployment ready (spare shards in place).
+struct ServeCluster {
+    workers: Vec<(Proc, mpsc::Receiver<String>)>,
+    _coord: Proc,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_cluster(model: &Path) -> ServeCluster {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let cfg_a = write_config(dir.path(), "worker-a", pa, &[pb]);
@@ -502,7 +602,7 @@ async fn serve_survives_a_killed_worker() {
         ])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--model")
-        .arg(&model)
+        .arg(model)
         .arg("--config")
         .arg(&cfg_c)
         .stdin(Stdio::null())
@@ -512,36 +612,81 @@ async fn serve_survives_a_killed_worker() {
         .expect("edgeray serve starts");
     let rx = stderr_lines(&mut coord, "coord");
     let _coord = Proc(coord);
-    let _rx = tokio::task::spawn_blocking(move || {
+    // Serving, then the failover plans for losing either worker are ready.
+    tokio::task::spawn_blocking(move || {
         wait_for_line(&rx, "serving", Duration::from_secs(180));
-        rx
+        let l = wait_for_line(&rx, "failover: ", Duration::from_secs(300));
+        assert!(l.contains("2 plan(s) ready"), "a plan per worker: {l}");
+        // Keep draining the coordinator's stderr.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
     })
     .await
     .unwrap();
-    let base = format!("http://127.0.0.1:{port}/v1");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    assert_eq!(complete(&client, &base, prompt, 12).await, Ok(want.clone()));
+    ServeCluster {
+        workers,
+        _coord,
+        base: format!("http://127.0.0.1:{port}/v1"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        _dir: dir,
+    }
+}
 
-    // A long greedy answer is streaming when worker-b is unplugged (SIGKILL, no goodbye; only
-    // QUIC's idle timeout notices): the stream stalls, then continues on the redeployed pipeline,
-    // and the client gets exactly the undisturbed text.
-    let long_want = single_node_text(&model, prompt, 64);
+/// The failover stall figures from `/metrics`: (total, detect, redeploy, replay) sums in
+/// seconds, and the number of resumed requests.
+async fn stall_metrics(c: &ServeCluster) -> (f64, f64, f64, f64, f64) {
+    let text = c
+        .client
+        .get(c.base.replace("/v1", "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        value("edgeray_failover_stall_seconds_sum"),
+        value("edgeray_failover_stall_phase_seconds_sum{phase=\"detect\"}"),
+        value("edgeray_failover_stall_phase_seconds_sum{phase=\"redeploy\"}"),
+        value("edgeray_failover_stall_phase_seconds_sum{phase=\"replay\"}"),
+        value("edgeray_failover_resumed_total"),
+    )
+}
+
+/// Streams a long greedy answer, applies `disturb` to worker-b once tokens flow, and checks
+/// the stream ends with exactly the undisturbed text and the service answers again; returns
+/// the stall figures (total, detect, redeploy, replay).
+async fn stream_through(
+    c: &mut ServeCluster,
+    model: &Path,
+    disturb: impl FnOnce(&mut Proc),
+) -> (f64, f64, f64, f64) {
+    let prompt = "The capital of France is";
+    let want = single_node_text(model, prompt, 12);
+    assert_eq!(
+        complete(&c.client, &c.base, prompt, 12).await,
+        Ok(want.clone())
+    );
+    let long_want = single_node_text(model, prompt, 64);
     let streaming = {
-        let c = client.clone();
-        let b = base.clone();
-        tokio::spawn(async move { stream_completion(&c, &b, "Gemma 3 270m", prompt, 64).await })
+        let (cl, b) = (c.client.clone(), c.base.clone());
+        tokio::spawn(async move { stream_completion(&cl, &b, "Gemma 3 270m", prompt, 64).await })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (mut killed, _) = workers.pop().unwrap();
-    killed.0.kill().unwrap();
-    let _ = killed.0.wait();
+    disturb(&mut c.workers[1].0);
     let t0 = std::time::Instant::now();
     let streamed = tokio::time::timeout(Duration::from_secs(180), streaming)
         .await
         .expect("the interrupted stream finishes")
         .unwrap();
     eprintln!(
-        "interrupted stream finished {:.1} s after the kill",
+        "interrupted stream finished {:.1} s after the disturbance",
         t0.elapsed().as_secs_f64()
     );
     assert_eq!(
@@ -549,21 +694,87 @@ async fn serve_survives_a_killed_worker() {
         Ok(long_want),
         "every token once, in order, as undisturbed"
     );
+    let (total, detect, redeploy, replay, resumed) = stall_metrics(c).await;
+    eprintln!(
+        "failover stall {total:.2} s (detection {detect:.2} s, redeploy {redeploy:.2} s, replay {replay:.2} s)"
+    );
+    assert_eq!(resumed, 1.0, "the stream was resumed once");
     let mut last = Err(0);
     while t0.elapsed() < Duration::from_secs(120) {
-        last = complete(&client, &base, prompt, 12).await;
+        last = complete(&c.client, &c.base, prompt, 12).await;
         if last.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!(
-        "served again {:.1} s after the kill",
-        t0.elapsed().as_secs_f64()
-    );
     assert_eq!(
         last,
         Ok(want),
         "the same answer from the redeployed pipeline"
+    );
+    (total, detect, redeploy, replay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_a_killed_worker() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let mut c = serve_cluster(&model).await;
+    // worker-b is unplugged while a long answer streams (SIGKILL, no goodbye; only QUIC's idle
+    // timeout notices): the stream stalls, continues on the pipeline of the prepared failover
+    // plan, and the client gets exactly the undisturbed text.
+    let (total, detect, _, _) = stream_through(&mut c, &model, |w| {
+        w.0.kill().unwrap();
+        let _ = w.0.wait();
+    })
+    .await;
+    // Detection alone is the idle timeout; a generous bound, not a timing test.
+    assert!(
+        detect > 1.0 && total < 60.0,
+        "stall {total} s, detection {detect} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_a_drained_worker() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let mut c = serve_cluster(&model).await;
+    // SIGTERM: worker-b drains (stops its stage at once, says goodbye) and exits 0; the
+    // coordinator fails over without waiting for a timeout.
+    let mut status = None;
+    let (total, detect, _, _) = stream_through(&mut c, &model, |w| {
+        let pid = w.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = w.0.try_wait().unwrap() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await;
+    let status = status.expect("the drained worker exits within 15 s");
+    assert!(status.success(), "the drained worker exits 0: {status}");
+    let lines: Vec<String> = c.workers[1].1.try_iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("draining"))
+            && lines.iter().any(|l| l.contains("left the cluster")),
+        "the worker reports its drain: {lines:?}"
+    );
+    // No idle timeout in a drain: the failure is noticed at once.
+    assert!(
+        detect < 3.0 && total < 60.0,
+        "stall {total} s, detection {detect} s"
     );
 }

@@ -2,8 +2,13 @@
 //!
 //! Boards on the same LAN find each other by mDNS within about 2 s; where multicast does not
 //! work, `seeds` in `cluster.toml` join the same way. Logs go to stderr (`--log info` shows
-//! membership changes: `member up name=… id=…`, `member down … reason=…`). On SIGTERM or SIGINT
-//! the node says goodbye to its peers and exits 0.
+//! membership changes: `member up name=… id=…`, `member down … reason=…`).
+//!
+//! On SIGTERM or SIGINT the node drains: it stops the stages it hosts at once, so each
+//! coordinator's death watch fires and its service fails over immediately (no idle timeout),
+//! replaying its sequences on the other nodes; then it says goodbye to its peers (membership
+//! `left`: nobody places work on it any more), closes its endpoint and exits 0. A second signal
+//! while draining exits at once (status 130).
 
 use anyhow::Context;
 use edgeray_runtime::config::{ByteSize, ClusterConfig, Power, validate_node_name};
@@ -77,6 +82,9 @@ impl NodeArgs {
     }
 }
 
+/// Longest a drain may take before the process exits anyway.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Run the subcommand.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.effective_config()?;
@@ -99,8 +107,22 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             node.local_addr()
         );
         wait_for_signal().await?;
-        tracing::info!("signal received, leaving the cluster");
-        cluster.shutdown().await;
+        let roles = node.roles();
+        eprintln!(
+            "draining: stopping {} stage(s) (their coordinators fail over now), leaving the cluster",
+            roles.len()
+        );
+        tokio::select! {
+            _ = cluster.shutdown() => {}
+            _ = wait_for_signal() => {
+                eprintln!("second signal: exiting without a goodbye");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(DRAIN_LIMIT) => {
+                eprintln!("draining took over {DRAIN_LIMIT:?}; exiting");
+            }
+        }
+        eprintln!("left the cluster");
         anyhow::Ok(())
     })
 }

@@ -35,6 +35,22 @@ pub struct RunArgs {
     /// Print the generated token ids (one line, on stderr) at the end.
     #[arg(long)]
     pub print_ids: bool,
+    /// Failover plans (the placement without each stage node, its shards shipped ahead so a
+    /// lost node costs no shipping): `off` (one answer rarely pays for them), `background`
+    /// while answering, `wait` until they are in place before answering.
+    #[arg(long, value_enum, default_value = "off")]
+    pub spares: Spares,
+}
+
+/// When `edgeray run` prepares failover plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spares {
+    /// While the answer streams.
+    Background,
+    /// Before the answer starts.
+    Wait,
+    /// Not at all.
+    Off,
 }
 
 /// Run the subcommand.
@@ -45,10 +61,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let (nodes, stages) = args.deploy.start_cluster().await?;
-        let svc = match Service::start(
+        let spares = args.spares;
+        let svc = match Service::start_with(
             nodes[0].clone(),
             args.deploy.model.clone(),
             args.deploy.options(stages),
+            spares != Spares::Off,
         )
         .await
         {
@@ -69,6 +87,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 "weights: {:.1} MiB shipped to stage nodes",
                 first.shipped_bytes() as f64 / (1 << 20) as f64
             );
+        }
+        if spares == Spares::Wait {
+            let t = Instant::now();
+            match svc.wait_failover_plans(std::time::Duration::from_secs(600)).await {
+                Some(n) => eprintln!(
+                    "failover: {n} plan(s) ready, spare shards in place after {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ),
+                None => eprintln!("failover: no plans (a failover will ship shards)"),
+            }
         }
         let t0 = Instant::now();
         let result = async {
@@ -143,6 +171,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                     h.bytes_out as f64 / h.batches as f64
                 );
             }
+        }
+        for st in &s.stalls {
+            eprintln!("failover: {st}");
         }
         if args.print_ids {
             eprintln!("ids: {:?}", s.tokens);

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -35,16 +36,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let (nodes, stages) = args.deploy.start_cluster().await?;
         let opts = args.deploy.options(stages);
-        let service = match Service::start(nodes[0].clone(), args.deploy.model.clone(), opts).await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                for n in nodes.into_iter().rev() {
-                    n.shutdown().await;
+        // Failover plans only where nodes can be lost (not in the embedded cluster).
+        let spares = args.deploy.config.is_some();
+        let service =
+            match Service::start_with(nodes[0].clone(), args.deploy.model.clone(), opts, spares)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    for n in nodes.into_iter().rev() {
+                        n.shutdown().await;
+                    }
+                    return Err(e).context("deployment failed");
                 }
-                return Err(e).context("deployment failed");
-            }
-        };
+            };
         let first = service.current().context("no pipeline after deployment")?;
         eprint!("{}", describe_placement(&first));
         let registry = MetricsRegistry::new();
@@ -71,6 +76,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             first.model_id(),
             running.base_url()
         );
+        if spares {
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                if let Some(n) = svc.wait_failover_plans(Duration::from_secs(3600)).await {
+                    eprintln!(
+                        "failover: {n} plan(s) ready, spare shards in place after {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            });
+        }
         super::node::wait_for_signal().await?;
         eprintln!("stopping");
         let _ = running.shutdown().await;

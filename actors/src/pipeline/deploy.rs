@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgeray_model::arch::{ModelConfig, StageSpec};
@@ -20,9 +21,9 @@ use super::scheduler::{ScheduleError, cluster_view, runtime_id, schedule};
 use super::shard_store::content_hash;
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use super::stage_actor::StageActor;
-use super::weights::{ShipError, ship_shard};
-use crate::placement::policy_by_name;
+use super::weights::{ShipError, node_has_shard, ship_shard};
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
+use crate::placement::{Placement, policy_by_name};
 
 /// How to deploy.
 #[derive(Debug, Clone)]
@@ -100,12 +101,20 @@ pub enum DeployError {
     },
 }
 
-/// Deploys the GGUF model at `model` on `cluster` (this node coordinates).
-pub async fn deploy(
-    cluster: &Cluster,
-    model: &Path,
-    opts: &DeployOptions,
-) -> Result<Pipeline, DeployError> {
+/// What a deployment reads from the model file once: its configuration, tokenizer, chat
+/// template and the placement profile.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub file: Arc<GgufFile>,
+    pub config: ModelConfig,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat: Arc<ChatTemplate>,
+    pub ctx: usize,
+    pub profile: crate::placement::ModelProfile,
+}
+
+/// Opens `model` and checks `opts`.
+pub(crate) fn prepare(model: &Path, opts: &DeployOptions) -> Result<Prepared, DeployError> {
     let model_err = |reason: String| DeployError::Model {
         path: model.display().to_string(),
         reason,
@@ -118,15 +127,124 @@ pub async fn deploy(
     let file = Arc::new(GgufFile::open(model).map_err(|e| model_err(e.to_string()))?);
     let config = ModelConfig::from_gguf(&file).map_err(|e| model_err(e.to_string()))?;
     let tokenizer = Arc::new(Tokenizer::from_gguf(&file).map_err(|e| model_err(e.to_string()))?);
-    let chat =
-        ChatTemplate::from_metadata(file.metadata()).map_err(|e| model_err(e.to_string()))?;
+    let chat = Arc::new(
+        ChatTemplate::from_metadata(file.metadata()).map_err(|e| model_err(e.to_string()))?,
+    );
     let ctx = opts.ctx.min(config.context_length);
     let profile =
         crate::cli::placement::profile_from_gguf(model, Some(ctx), DEFAULT_STAGE_OVERHEAD_BYTES)
             .map_err(|e| model_err(format!("{e:#}")))?;
-    let policy = policy_by_name(&opts.policy).map_err(|e| DeployError::Options(e.to_string()))?;
-    let view = cluster_view(cluster);
-    let placement = schedule(policy.as_ref(), &profile, &view, opts.stages)?;
+    Ok(Prepared {
+        file,
+        config,
+        tokenizer,
+        chat,
+        ctx,
+        profile,
+    })
+}
+
+/// Builds stage `k`'s shard (all metadata, only the tensors of `layers`) off the async threads.
+pub(crate) async fn build_shard(
+    file: &Arc<GgufFile>,
+    config: &ModelConfig,
+    k: usize,
+    layers: std::ops::Range<usize>,
+) -> Result<Vec<u8>, DeployError> {
+    let spec = StageSpec::for_range(layers, config.n_layers);
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || build_stage_shard(&f, &spec))
+        .await
+        .map_err(|e| DeployError::Shard {
+            stage: k,
+            reason: e.to_string(),
+        })?
+        .map_err(|e| DeployError::Shard {
+            stage: k,
+            reason: e.to_string(),
+        })
+}
+
+/// A placement decided in advance (a failover plan), with each stage's shard as content hash
+/// and length: a stage node that already holds its shard gets nothing, not even a rebuild.
+#[derive(Debug, Clone)]
+pub struct PlannedPlacement {
+    /// Where each stage goes.
+    pub placement: Placement,
+    /// `(content hash, bytes)` of each stage's shard.
+    pub shards: Vec<(String, u64)>,
+}
+
+/// Where the time of a deployment went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeployTimings {
+    /// Opening the model file (config, tokenizer, profile).
+    pub prepare: Duration,
+    /// Choosing the placement.
+    pub placement: Duration,
+    /// Building and shipping shards (or finding them cached).
+    pub shards: Duration,
+    /// Spawning the sink and the stage actors (loading their layers).
+    pub stages: Duration,
+    /// Whether a placement planned in advance was used.
+    pub planned: bool,
+}
+
+/// Deploys the GGUF model at `model` on `cluster` (this node coordinates).
+pub async fn deploy(
+    cluster: &Cluster,
+    model: &Path,
+    opts: &DeployOptions,
+) -> Result<Pipeline, DeployError> {
+    deploy_with(cluster, model, opts, None).await
+}
+
+/// Like [`deploy`]; with `plan`, its placement is used instead of scheduling, and shards the
+/// stage nodes already hold are neither built nor sent.
+pub async fn deploy_with(
+    cluster: &Cluster,
+    model: &Path,
+    opts: &DeployOptions,
+    plan: Option<&PlannedPlacement>,
+) -> Result<Pipeline, DeployError> {
+    let t = Instant::now();
+    let prepared = prepare(model, opts)?;
+    deploy_prepared(cluster, model, opts, prepared, plan, t.elapsed()).await
+}
+
+/// [`deploy_with`] with the model file already read (`prepare_time`: what that took).
+pub(crate) async fn deploy_prepared(
+    cluster: &Cluster,
+    model: &Path,
+    opts: &DeployOptions,
+    prepared: Prepared,
+    plan: Option<&PlannedPlacement>,
+    prepare_time: Duration,
+) -> Result<Pipeline, DeployError> {
+    let mut timings = DeployTimings::default();
+    let Prepared {
+        file,
+        config,
+        tokenizer,
+        chat,
+        ctx,
+        profile,
+    } = prepared;
+    timings.prepare = prepare_time;
+    let t = Instant::now();
+    let placement = match plan {
+        Some(p) => {
+            timings.planned = true;
+            p.placement.clone()
+        }
+        None => {
+            let policy =
+                policy_by_name(&opts.policy).map_err(|e| DeployError::Options(e.to_string()))?;
+            let view = cluster_view(cluster);
+            schedule(policy.as_ref(), &profile, &view, opts.stages)?
+        }
+    };
+    timings.placement = t.elapsed();
     tracing::info!(
         policy = %placement.policy,
         stages = placement.stages.len(),
@@ -135,23 +253,20 @@ pub async fn deploy(
     );
 
     // Ship every stage its shard (one shard in memory at a time).
+    let t = Instant::now();
     let mut shards = Vec::new();
     let mut shipped = 0u64;
     let bars = opts.progress.then(indicatif::MultiProgress::new);
     for (k, st) in placement.stages.iter().enumerate() {
         let node = runtime_id(&st.node)?;
-        let spec = StageSpec::for_range(st.layers.clone(), config.n_layers);
-        let f = file.clone();
-        let bytes = tokio::task::spawn_blocking(move || build_stage_shard(&f, &spec))
-            .await
-            .map_err(|e| DeployError::Shard {
-                stage: k,
-                reason: e.to_string(),
-            })?
-            .map_err(|e| DeployError::Shard {
-                stage: k,
-                reason: e.to_string(),
-            })?;
+        if let Some((hash, len)) = plan.and_then(|p| p.shards.get(k))
+            && node_has_shard(cluster, node, hash, *len).await?
+        {
+            tracing::info!(stage = k, node = %st.node_name, "planned shard already in place");
+            shards.push(hash.clone());
+            continue;
+        }
+        let bytes = build_shard(&file, &config, k, st.layers.clone()).await?;
         let hash = content_hash(&bytes);
         let bar = bars.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new(bytes.len() as u64));
@@ -188,6 +303,8 @@ pub async fn deploy(
         shipped += report.bytes_sent;
         shards.push(hash);
     }
+    timings.shards = t.elapsed();
+    let t = Instant::now();
 
     // The sink on this node, then the stages from last to first.
     let routes: Arc<Routes> = Arc::new(Routes::new());
@@ -267,6 +384,15 @@ pub async fn deploy(
         }
     }
     stages.reverse();
+    timings.stages = t.elapsed();
+    tracing::info!(
+        prepare_ms = timings.prepare.as_millis() as u64,
+        placement_ms = timings.placement.as_millis() as u64,
+        shards_ms = timings.shards.as_millis() as u64,
+        stages_ms = timings.stages.as_millis() as u64,
+        planned = timings.planned,
+        "deployed"
+    );
     let model_id = model_name;
     Ok(Pipeline::new(Deployed {
         cluster: cluster.clone(),
@@ -283,6 +409,7 @@ pub async fn deploy(
         max_sequences: opts.max_sequences,
         max_queued: opts.max_queued,
         shipped_bytes: shipped,
+        timings,
     }))
 }
 

@@ -157,13 +157,14 @@ pub(crate) struct Deployed {
     pub sink_key: u64,
     pub routes: Arc<Routes>,
     pub tokenizer: Arc<Tokenizer>,
-    pub chat: ChatTemplate,
+    pub chat: Arc<ChatTemplate>,
     pub model_id: String,
     pub ctx: usize,
     pub dtype: WireDtype,
     pub max_sequences: usize,
     pub max_queued: usize,
     pub shipped_bytes: u64,
+    pub timings: super::deploy::DeployTimings,
 }
 
 struct Inner {
@@ -172,6 +173,8 @@ struct Inner {
     queued: AtomicUsize,
     next_seq: AtomicU64,
     broken: watch::Sender<Option<String>>,
+    /// The stage whose stop broke the pipeline.
+    broken_stage: Mutex<Option<usize>>,
     /// Set by [`Pipeline::shutdown`]: stages stopping then is expected.
     closing: std::sync::atomic::AtomicBool,
     hops: Mutex<Vec<HopTotals>>,
@@ -198,6 +201,7 @@ impl Pipeline {
             queued: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             broken,
+            broken_stage: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
             hops: Mutex::new(vec![HopTotals::default(); n]),
             metrics: Mutex::new(None),
@@ -220,6 +224,7 @@ impl Pipeline {
                         return;
                     }
                     tracing::warn!("{why}");
+                    inner.broken_stage.lock().get_or_insert(k);
                     inner.broken.send_replace(Some(why));
                 }
             });
@@ -260,6 +265,16 @@ impl Pipeline {
     /// The cluster the pipeline runs on.
     pub fn cluster(&self) -> &Cluster {
         &self.inner.d.cluster
+    }
+
+    /// Where the time of this pipeline's deployment went.
+    pub fn deploy_timings(&self) -> super::deploy::DeployTimings {
+        self.inner.d.timings
+    }
+
+    /// The stage whose stop (or node loss) broke the pipeline, if one did.
+    pub fn broken_stage(&self) -> Option<usize> {
+        *self.inner.broken_stage.lock()
     }
 
     /// Why the pipeline is broken, if it is.
@@ -581,9 +596,8 @@ impl Pipeline {
     /// Stops the stage actors and the sink.
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
-        for s in &self.inner.d.stages {
-            s.stop().await;
-        }
+        // At once: a stage on a lost node must not delay the others.
+        futures::future::join_all(self.inner.d.stages.iter().map(|s| s.stop())).await;
         self.inner.d.sink.stop().await;
         unregister_routes(self.inner.d.sink_key);
     }

@@ -43,6 +43,8 @@ pub struct StageActor {
     next: Option<ActorRef<StageActor>>,
     sink: ActorRef<SinkActor>,
     stats: StageStats,
+    /// Set when the stage stops.
+    done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RemoteActor for StageActor {
@@ -91,6 +93,8 @@ impl RemoteActor for StageActor {
             roles.push(args.label.clone());
             n.set_roles(roles);
         }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        release_with_coordinator(&cluster, &ctx, args.sink, done.clone());
         let stats = StageStats {
             index: args.index,
             layers: args.layers.clone(),
@@ -105,6 +109,7 @@ impl RemoteActor for StageActor {
             args,
             seqs: HashMap::new(),
             stats,
+            done,
         })
     }
 
@@ -145,6 +150,7 @@ impl RemoteActor for StageActor {
     }
 
     fn stopped(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
         if let Some(n) = &self.node {
             let _g = ROLES.lock();
             let mut roles = n.roles();
@@ -154,6 +160,39 @@ impl RemoteActor for StageActor {
             n.set_roles(roles);
         }
     }
+}
+
+/// A stage serves one coordinator: when that coordinator's sink stops or its node is lost
+/// (idle timeout, goodbye), the stage stops too, releasing its sequences' caches and its
+/// memory; the node keeps serving the stages of other coordinators.
+fn release_with_coordinator(
+    cluster: &edgeray_runtime::cluster::Cluster,
+    ctx: &ActorCtx,
+    sink: edgeray_runtime::actor::ActorId,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (Some(node), Ok(rt)) = (ctx.node(), tokio::runtime::Handle::try_current()) else {
+        return;
+    };
+    let me = edgeray_runtime::actor::ActorId {
+        node,
+        local: ctx.local_id(),
+    };
+    let watch = cluster.watch(sink);
+    let weak = cluster.downgrade();
+    rt.spawn(async move {
+        let reason = watch.await;
+        if done.load(std::sync::atomic::Ordering::Acquire) {
+            return; // stopped with its pipeline
+        }
+        if let Some(c) = weak.upgrade() {
+            tracing::info!(
+                ?reason,
+                "the coordinator of this stage is gone; stopping the stage"
+            );
+            c.actor_ref::<StageActor>(me).stop().await;
+        }
+    });
 }
 
 /// Serializes read-modify-write of a node's roles by the stage actors of this process.

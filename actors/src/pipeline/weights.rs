@@ -164,6 +164,49 @@ fn classify(e: AskError) -> AttemptError {
     }
 }
 
+/// Whether `node` holds shard `hash` (`len` bytes) complete in its cache; nothing is sent.
+pub async fn node_has_shard(
+    cluster: &Cluster,
+    node: NodeId,
+    hash: &str,
+    len: u64,
+) -> Result<bool, ShipError> {
+    let receiver = cluster
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(node).mailbox(2))
+        .await
+        .map_err(|e| ShipError::Unreachable {
+            node: node.short(),
+            hash: hash.into(),
+            attempts: 1,
+            last: e.to_string(),
+        })?;
+    let reply = receiver
+        .ask(
+            WeightsMsg::Offer {
+                hash: hash.into(),
+                len,
+                chunk: CHUNK_BYTES as u64,
+            },
+            ASK_TIMEOUT,
+        )
+        .await;
+    receiver.stop().await;
+    match reply {
+        Ok(r) => Ok(matches!(r.msg, WeightsReply::Have(h) if h >= len)),
+        Err(AskError::Remote(reason) | AskError::Codec(reason)) => Err(ShipError::Refused {
+            node: node.short(),
+            hash: hash.into(),
+            reason,
+        }),
+        Err(e) => Err(ShipError::Unreachable {
+            node: node.short(),
+            hash: hash.into(),
+            attempts: 1,
+            last: e.to_string(),
+        }),
+    }
+}
+
 /// Ships shard `data` (content hash `hash`) into `node`'s cache. `progress(stored, total)` is
 /// called as chunks are acknowledged. Interrupted transfers resume from the last stored chunk.
 pub async fn ship_shard(
@@ -171,8 +214,22 @@ pub async fn ship_shard(
     node: NodeId,
     hash: &str,
     data: Bytes,
+    progress: impl FnMut(u64, u64),
+) -> Result<ShipReport, ShipError> {
+    ship_shard_windowed(cluster, node, hash, data, WINDOW, progress).await
+}
+
+/// Like [`ship_shard`] with at most `window` chunks in flight (1 for a background transfer
+/// that should leave the link to the pipeline's hidden states).
+pub async fn ship_shard_windowed(
+    cluster: &Cluster,
+    node: NodeId,
+    hash: &str,
+    data: Bytes,
+    window: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ShipReport, ShipError> {
+    let window = window.max(1);
     let mut report = ShipReport::default();
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
@@ -182,6 +239,7 @@ pub async fn ship_shard(
             node.clone(),
             hash,
             &data,
+            window,
             &mut report,
             &mut progress,
         )
@@ -215,12 +273,13 @@ async fn ship_once(
     node: NodeId,
     hash: &str,
     data: &Bytes,
+    window: usize,
     report: &mut ShipReport,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), AttemptError> {
     let len = data.len() as u64;
     let receiver = cluster
-        .spawn::<WeightsActor>((), SpawnOptions::new().on(node).mailbox(WINDOW + 2))
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(node).mailbox(window + 2))
         .await
         .map_err(|e| match e {
             edgeray_runtime::actor::SpawnError::NodeDown(s) => AttemptError::Retry(s),
@@ -250,7 +309,7 @@ async fn ship_once(
         let mut inflight = FuturesOrdered::new();
         let mut offset = have;
         loop {
-            while inflight.len() < WINDOW && offset < len {
+            while inflight.len() < window && offset < len {
                 let end = (offset + CHUNK_BYTES as u64).min(len);
                 let chunk = data.slice(offset as usize..end as usize);
                 let msg = WeightsMsg::Chunk {
