@@ -99,9 +99,24 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The `VmRSS:` value (KiB) of a `/proc/<pid>/status` text.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status_field(status, "VmRSS")
+}
+
+/// Anonymous and file-backed resident memory of process `pid` in KiB (`RssAnon`, `RssFile`):
+/// heap growth shows in the first, pages of memory-mapped weights in the second.
+pub fn rss_anon_file_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((
+        status_field(&status, "RssAnon")?,
+        status_field(&status, "RssFile")?,
+    ))
+}
+
+/// A `Name:   123 kB` field of a `/proc/<pid>/status` text, as a number.
+fn status_field(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -115,6 +130,10 @@ mod tests {
         let text = "Name:\tedgeray\nVmPeak:\t  900 kB\nVmRSS:\t  123456 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss(text), Some(123456));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(
+            status_field("RssAnonX:\t5 kB\nRssAnon:\t7 kB\n", "RssAnon"),
+            Some(7)
+        );
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
     }
 }

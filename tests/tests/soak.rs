@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use edgeray_tests::procs::{
-    Proc, free_tcp_port, free_udp_port, rss_kib, stderr_lines, wait_for_line, write_cluster_config,
+    Proc, free_tcp_port, free_udp_port, rss_anon_file_kib, rss_kib, stderr_lines, wait_for_line,
+    write_cluster_config,
 };
 use edgeray_tests::{GEMMA3, edgeray_bin, real_model, workspace_root};
 use serde_json::{Value, json};
@@ -186,6 +187,13 @@ fn sample(pids: &[(String, u32)]) -> Vec<u64> {
         .collect()
 }
 
+/// (anonymous, file-backed) RSS of every process, KiB.
+fn split(pids: &[(String, u32)]) -> Vec<(u64, u64)> {
+    pids.iter()
+        .map(|(_, pid)| rss_anon_file_kib(*pid).unwrap_or_default())
+        .collect()
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -286,6 +294,7 @@ async fn soak_streams_bursts_and_hangups_with_flat_memory() {
     let t0 = Instant::now();
     run_load(&client, &base, &model_id, &reference, &counters, warm_up).await;
     let warm = sample(&pids);
+    let warm_split = split(&pids);
     let warm_done = counters.completed.load(Ordering::Relaxed);
     eprintln!(
         "soak: warm-up done after {:.0} s ({warm_done} requests); RSS {}",
@@ -324,6 +333,7 @@ async fn soak_streams_bursts_and_hangups_with_flat_memory() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = sample(&pids);
+    let end_split = split(&pids);
 
     let done = counters.completed.load(Ordering::Relaxed) - warm_done;
     eprintln!(
@@ -343,11 +353,15 @@ async fn soak_streams_bursts_and_hangups_with_flat_memory() {
         let bound = rss_growth_bound_kib(warm[i]);
         eprintln!(
             "soak: RSS {name:>10}: warm {:.1} MiB, end {:.1} MiB, growth {:+.1} MiB (bound {:.1} \
-             MiB); every 15 s: [{}]",
+             MiB; anon {:.1} -> {:.1}, file {:.1} -> {:.1}); every 15 s: [{}]",
             mib(warm[i]),
             mib(end[i]),
             growth as f64 / 1024.0,
             mib(bound),
+            mib(warm_split[i].0),
+            mib(end_split[i].0),
+            mib(warm_split[i].1),
+            mib(end_split[i].1),
             trail.join(", ")
         );
         if growth > bound as i64 {
