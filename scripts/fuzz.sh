@@ -5,6 +5,7 @@
 #
 #   scripts/fuzz.sh [seconds]     # seconds per target, default 60
 #   scripts/fuzz.sh 0             # build only (and replay the seed corpus once)
+#   EDGERAY_FUZZ_ARGS="-jobs=2"   # extra libFuzzer arguments, after the script's own
 #
 # Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the sanitizer-coverage flags
 # cargo-fuzz passes, and `-s none` skips AddressSanitizer (the parsers are safe Rust; the
@@ -39,10 +40,12 @@ for t in "${targets[@]}"; do
   else
     limit=(-max_total_time="$secs")
   fi
+  dict=()
+  if [ -f "fuzz/dicts/$t.dict" ]; then dict=(-dict="fuzz/dicts/$t.dict"); fi
   echo "fuzz: $t for ${secs} s"
   touch "fuzz/target/$t.start"
   if ! cargo fuzz run "${flags[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
-       "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"fuzz/target/$t.log" 2>&1; then
+       "${limit[@]}" "${dict[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${EDGERAY_FUZZ_ARGS:-} >"fuzz/target/$t.log" 2>&1; then
     failed=1
     tail -n 60 "fuzz/target/$t.log" >&2
     echo "fuzz: target $t FAILED; crashing input(s):" >&2
