@@ -74,6 +74,36 @@ out("gguf", "unknown-quant-type", gguf([ARCH], [tinfo("t", [32], 99, 0)], bytes(
 out("gguf", "non-utf8-string", gguf([kv("general.name", 8, gstr(b"\xff\xfe bad"))], [], b""))
 out("gguf", "huge-array", gguf([kv("x", 9, struct.pack("<IQ", 8, 1 << 60))], [], b""))
 
+def str_array(key, items):
+    return kv(key, 9, struct.pack("<IQ", 8, len(items)) + b"".join(gstr(i) for i in items))
+
+
+def i32_array(key, items):
+    return kv(key, 9, struct.pack("<IQ", 5, len(items)) + struct.pack(f"<{len(items)}i", *items))
+
+
+def f32_array(key, items):
+    return kv(key, 9, struct.pack("<IQ", 6, len(items)) + struct.pack(f"<{len(items)}f", *items))
+
+
+def u32(key, v):
+    return kv(key, 4, struct.pack("<I", v))
+
+
+spm_tokens = ["<unk>", "<s>", "</s>", "\u2581", "a", "b", "\u2581a", "ab", "<0x41>", "<0x0A>"]
+out("gguf", "tokenizer-spm", gguf([
+    kv("tokenizer.ggml.model", 8, gstr("llama")), str_array("tokenizer.ggml.tokens", spm_tokens),
+    f32_array("tokenizer.ggml.scores", [0, 0, 0, -1, -2, -3, -1.5, -2.5, 0, 0]),
+    i32_array("tokenizer.ggml.token_type", [2, 3, 3, 1, 1, 1, 1, 1, 6, 6]),
+    u32("tokenizer.ggml.bos_token_id", 1), u32("tokenizer.ggml.eos_token_id", 2),
+    u32("tokenizer.ggml.unknown_token_id", 0)], [], b""))
+bpe_tokens = ["a", "b", "ab", "\u0120", "\u0120a", "!", "<|im_start|>", "<|im_end|>"]
+out("gguf", "tokenizer-bpe-qwen2", gguf([
+    kv("tokenizer.ggml.model", 8, gstr("gpt2")), kv("tokenizer.ggml.pre", 8, gstr("qwen2")),
+    str_array("tokenizer.ggml.tokens", bpe_tokens), str_array("tokenizer.ggml.merges", ["a b", "\u0120 a"]),
+    i32_array("tokenizer.ggml.token_type", [1, 1, 1, 1, 1, 1, 3, 3]),
+    u32("tokenizer.ggml.eos_token_id", 7)], [], b""))
+
 # ---- wire frames (FrameDecoder input: [chunk size - 1][mode] then the stream) --------------
 def varint(n):
     if n < 251:
