@@ -46,6 +46,11 @@ if ! python3 -c 'import openai' 2>/dev/null; then
     || echo "warning: could not install the openai package; the OpenAI-client test will fail to run" >&2
 fi
 
+# The fuzz targets (scripts/fuzz.sh, run by scripts/test.sh) are built and run by cargo-fuzz.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
 scripts/fetch-models.sh
 
 if [ "$build" = 1 ]; then

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: builds the `edgeray` binary (multi-process and network-lab tests drive it)
-# and runs every test of the workspace, real-model exactness tests included.
+# and runs every test of the workspace, real-model exactness tests and the 2-minute overload
+# soak included, then runs each fuzz target for a bounded time (scripts/fuzz.sh;
+# EDGERAY_FUZZ_SECS per target, default 60; 0 replays the seed corpus only).
 #
 # Needs the real models (scripts/setup.sh fetches them). The network-namespace tests need root:
 # without it they print SKIP; with EDGERAY_REQUIRE_NETLAB=1 (CI sets it) a skip is a failure.
@@ -13,3 +15,4 @@ fi
 
 cargo build -p edgeray --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${EDGERAY_TEST_THREADS:-2}"
+scripts/fuzz.sh "${EDGERAY_FUZZ_SECS:-60}"

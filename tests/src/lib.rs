@@ -1,6 +1,7 @@
 //! Shared helpers for edgeray's integration tests (see `tests/tests/`).
 
 pub mod netlab;
+pub mod procs;
 
 use std::path::PathBuf;
 
