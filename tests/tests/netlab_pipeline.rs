@@ -106,16 +106,18 @@ fn coordinator_run(
     tokens: usize,
     spares: &str,
 ) -> Result<Command> {
-    coordinator_run_in_stages(lab, dir, model, prompt, tokens, 3)
+    coordinator_run_in_stages(lab, dir, model, prompt, tokens, spares, 3)
 }
 
-/// The coordinator's `edgeray run` for host 3: `stages` stages, f32 wire, greedy.
+/// The coordinator's `edgeray run` for host 3: `stages` stages, f32 wire, greedy, failover
+/// plans per `spares` (`off`, `background` or `wait`).
 fn coordinator_run_in_stages(
     lab: &Lab,
     dir: &std::path::Path,
     model: &std::path::Path,
     prompt: &str,
     tokens: usize,
+    spares: &str,
     stages: usize,
 ) -> Result<Command> {
     let cfg = config(dir, "coordinator")?;
@@ -209,7 +211,7 @@ fn three_hosts_two_and_three_stages_match_single_node() -> Result<()> {
     ];
     for (model, name, stages, prompt) in runs {
         let want = single_node_text(model, prompt, 16)?;
-        let cmd = coordinator_run_in_stages(&lab, dir.path(), model, prompt, 16, stages)?;
+        let cmd = coordinator_run_in_stages(&lab, dir.path(), model, prompt, 16, "off", stages)?;
         let out = lab
             .run(3, "run", cmd, Duration::from_secs(400))
             .with_context(|| format!("edgeray run of {name} in {stages} stages"))?;
