@@ -2,12 +2,14 @@
 //! per range on the node the scheduler picked, hidden states flowing stage to stage over QUIC.
 //!
 //! - [`deploy`]: schedule ([`scheduler`]), ship each node its shard ([`weights`]), spawn the
-//!   stage actors ([`StageActor`]) and the coordinator's token sink.
+//!   stage actors ([`StageActor`], which batch the sequences that arrive together, see
+//!   [`batching`]) and the coordinator's token sink.
 //! - [`Pipeline`]: admission and one driver per sequence; [`PipelineBackend`] serves it through
 //!   the OpenAI-compatible gateway.
 //! - [`registry`]: the actor kinds every node must register to host stages.
 
 pub mod backend;
+pub mod batching;
 pub mod compute;
 pub mod deploy;
 pub mod engine;
