@@ -1,4 +1,4 @@
-//! Deploying a model on the cluster: schedule, ship each stage node its shard, spawn the stage
+//! Deploying a model on the cluster: ask the head node's scheduler for a placement, ship each stage node its shard, spawn the stage
 //! actors wired point-to-point (last to first, so each knows its successor), and the sink.
 
 use std::path::Path;
@@ -16,12 +16,12 @@ use edgeray_runtime::cluster::{Cluster, SpawnOptions};
 use super::engine::{Deployed, Pipeline};
 use super::hidden::WireDtype;
 use super::protocol::StageArgs;
-use super::scheduler::{ScheduleError, cluster_view, runtime_id, schedule};
+use super::scheduler::{ScheduleError, runtime_id};
+use super::scheduler_actor::{PlaceAsk, PolicySpec, ask_placement};
 use super::shard_store::content_hash;
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use super::stage_actor::StageActor;
 use super::weights::{ShipError, ship_shard};
-use crate::placement::policy_by_name;
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
 
 /// How to deploy.
@@ -124,9 +124,18 @@ pub async fn deploy(
     let profile =
         crate::cli::placement::profile_from_gguf(model, Some(ctx), DEFAULT_STAGE_OVERHEAD_BYTES)
             .map_err(|e| model_err(format!("{e:#}")))?;
-    let policy = policy_by_name(&opts.policy).map_err(|e| DeployError::Options(e.to_string()))?;
-    let view = cluster_view(cluster);
-    let placement = schedule(policy.as_ref(), &profile, &view, opts.stages)?;
+    let policy = PolicySpec::named(&opts.policy);
+    policy.build().map_err(|e| DeployError::Options(e.to_string()))?;
+    let ask = PlaceAsk {
+        profile,
+        policy,
+        stages: opts.stages,
+        known: Vec::new(),
+    };
+    let answer = ask_placement(cluster, &ask)
+        .await
+        .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+    let placement = answer.placement.map_err(ScheduleError::Rejected)?;
     tracing::info!(
         policy = %placement.policy,
         stages = placement.stages.len(),

@@ -1,5 +1,6 @@
-//! The scheduler: turns the live cluster into a [`ClusterView`] (memory, power, measured compute
-//! and RTT of every Up member), and asks a [`PlacementPolicy`] where each stage goes.
+//! The scheduler's logic: turns the live cluster into a [`ClusterView`] (memory, power,
+//! measured compute and RTT of every Up member), and asks a [`PlacementPolicy`] where each stage
+//! goes. It runs inside the scheduler actor on the head node (see [`super::scheduler_actor`]).
 
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::identity::NodeId;
@@ -34,6 +35,15 @@ pub enum ScheduleError {
     /// A placement names a node that is not a member.
     #[error("placement names unknown node {0}")]
     UnknownNode(String),
+    /// The policy name or its settings are invalid.
+    #[error("{0}")]
+    Policy(String),
+    /// The head node's scheduler could not be asked.
+    #[error("cannot reach the scheduler: {0}")]
+    Scheduler(String),
+    /// The head node's scheduler found no placement (its reason).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// The scheduler's view of `cluster`: every Up member that reports resources, and the measured
