@@ -419,6 +419,32 @@ impl Cluster {
         Some(ActorRef::new(id, None, self.clone()))
     }
 
+    /// Finds an actor of kind `A` registered under `name` on `node` only (this node or one
+    /// peer); `None` when it is not there or the node does not answer.
+    pub async fn lookup_on<A: RemoteActor>(&self, node: NodeId, name: &str) -> Option<ActorRef<A>> {
+        if node == self.inner.node {
+            let cell = self.inner.locals.by_name(name)?;
+            if cell.kind() != A::kind() {
+                return None;
+            }
+            return Some(self.actor_ref::<A>(ActorId {
+                node,
+                local: cell.local_id(),
+            }));
+        }
+        let remote = self.inner.remote.as_ref()?;
+        let req = RpcRequest::Lookup {
+            name: name.to_string(),
+            kind: A::kind().to_string(),
+        };
+        match remote.rpc(node, &req).await {
+            Ok(RpcResponse::Found(Some(local))) => {
+                Some(ActorRef::new(ActorId { node, local }, None, self.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Resolves when the actor with this id stops or its node goes down.
     pub fn watch(&self, id: ActorId) -> WatchFuture {
         if id.node == self.inner.node {

@@ -148,3 +148,49 @@ async fn three_nodes_join_agree_on_head_and_leave() {
         n.shutdown().await;
     }
 }
+
+/// Every node probes its peers' bandwidth shortly after they join: the estimate appears in the
+/// member table and in the status report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_measure_bandwidth_to_their_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [43u8; 32];
+    let (nodes, _) = start3(secret, dir.path()).await;
+    for n in &nodes {
+        assert!(n.wait_for_up(3, Duration::from_secs(10)).await);
+    }
+    // Three nodes, two peers each, one probe at a time per node after a 2 s delay.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let measured: Vec<(String, String, Option<f64>)> = nodes
+            .iter()
+            .flat_map(|n| {
+                n.members()
+                    .into_iter()
+                    .filter(|m| !m.is_self)
+                    .map(move |m| (n.name().to_string(), m.name.clone(), m.bandwidth_bps))
+            })
+            .collect();
+        if measured.iter().all(|(_, _, b)| b.is_some_and(|b| b > 1e6)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bandwidth not measured on every link: {measured:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = nodes[0].status();
+    assert!(
+        st.members
+            .iter()
+            .filter(|m| !m.is_self)
+            .all(|m| m.bandwidth_mbit.is_some_and(|b| b > 1.0)),
+        "{:?}",
+        st.members
+    );
+    assert!(st.render_table().contains("Mbit/s"));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

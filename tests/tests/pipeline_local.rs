@@ -6,7 +6,8 @@
 //!   it matches up to the first near-tie of the single-node run.
 //! - Weight shipping: a stage node receives exactly its layers' shard, a second deploy sends
 //!   nothing, a transfer cut mid-way resumes.
-//! - Four concurrent sequences all complete with the single-sequence output; an overload burst is
+//! - Four concurrent sequences all complete with the single-sequence output, and the stages run
+//!   their batches together (fewer stage runs than sequence batches); an overload burst is
 //!   refused up front and every accepted request completes.
 
 use std::path::Path;
@@ -276,6 +277,29 @@ async fn concurrent_sequences_complete_and_overload_is_refused() {
             .expect("generates");
         assert_eq!(&got, want, "{prompt:?} while 4 sequences ran together");
     }
+    // The stages ran the sequences' batches together: fewer stage runs than batches, on every
+    // stage, and the coordinator's per-hop totals saw shared runs.
+    let stats: Vec<_> = p
+        .stage_stats()
+        .await
+        .into_iter()
+        .map(|s| s.expect("stage stats"))
+        .collect();
+    for s in &stats {
+        assert!(
+            s.forwards >= 4 * (TOKENS as u64 - 1),
+            "stage {} ran {} sequence batches",
+            s.index,
+            s.forwards
+        );
+        assert!(
+            s.batches < s.forwards && s.max_batch > 1,
+            "stage {} never batched sequences together: {s:?}",
+            s.index
+        );
+    }
+    let hops = p.hop_totals();
+    assert!(hops.iter().all(|h| h.shared > 0), "{hops:?}");
     // A burst of 10: 4 run, 2 queue, the rest are refused at once; every accepted one completes.
     let mut accepted = Vec::new();
     let mut refused = 0;

@@ -47,6 +47,17 @@ pub struct PipelineBench {
     pub bytes_per_token_per_hop: f64,
     /// Mean per-stage compute per decode batch, ms.
     pub stage_compute_ms: Vec<f64>,
+    /// During the 4 streams: mean sequences per stage run, per stage (1.0: no batching).
+    pub four_streams_mean_batch: Vec<f64>,
+}
+
+/// Every stage's counters (an unreachable stage counts as empty).
+async fn stage_counters(p: &Pipeline) -> Vec<crate::pipeline::protocol::StageStats> {
+    p.stage_stats()
+        .await
+        .into_iter()
+        .map(|s| s.unwrap_or_default())
+        .collect()
 }
 
 async fn stream(p: &Pipeline, prompt: &str, tokens: usize) -> anyhow::Result<(usize, f64)> {
@@ -111,6 +122,7 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
             let one = s.gen_tokens_per_s();
             let after = p.hop_totals();
             // Four streams at once.
+            let runs_before = stage_counters(p).await;
             let t = Instant::now();
             let runs: Vec<_> = PROMPTS
                 .iter()
@@ -125,6 +137,14 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
                 total += r.await??.0;
             }
             let four = total as f64 / t.elapsed().as_secs_f64();
+            let mean_batch: Vec<f64> = stage_counters(p)
+                .await
+                .iter()
+                .zip(&runs_before)
+                .map(|(a, b)| {
+                    (a.forwards - b.forwards) as f64 / (a.batches - b.batches).max(1) as f64
+                })
+                .collect();
             let hops = p.placement().stages.len().saturating_sub(1);
             // Tokens that crossed each hop (prompt and generated) and the bytes they took.
             let (bytes, tokens) = after
@@ -163,6 +183,7 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
                 four_streams_vs_one: four / one,
                 bytes_per_token_per_hop: per_token_per_hop,
                 stage_compute_ms: compute,
+                four_streams_mean_batch: mean_batch,
             })
         }
         .await;
@@ -199,6 +220,15 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
                 .stage_compute_ms
                 .iter()
                 .map(|m| format!("{m:.1} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "4 streams, sequences/run:   {}",
+            report
+                .four_streams_mean_batch
+                .iter()
+                .map(|m| format!("{m:.2}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -3,13 +3,15 @@
 //!
 //! The cluster comes from a nodes file (`--nodes FILE.toml`, format in
 //! [`crate::placement::nodes_file`]) or from the live cluster (`--config cluster.toml`: this
-//! process joins it briefly, as `edgeray run` would, and reads every member's reported memory,
-//! power, compute score and RTT); the model profile from the GGUF tensor table (per-layer bytes =
-//! the sizes of the tensors named `blk.<i>.*`).
+//! process joins it briefly, as `edgeray run` would, and asks the scheduler actor on the head
+//! node, which places from every member's reported memory, power, compute score and RTT); the
+//! model profile from the GGUF tensor table (per-layer bytes = the sizes of the tensors named
+//! `blk.<i>.*`).
 
+use crate::pipeline::scheduler_actor::{PlaceAnswer, PlaceAsk, PolicySpec, ask_placement};
 use crate::placement::{
-    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, PlacementPolicy,
-    PowerPolicy, ProfileParams, policy_by_name, profile_from_tensors,
+    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, ProfileParams,
+    profile_from_tensors,
     units::{fmt_bytes, fmt_secs},
 };
 use anyhow::{Context, Result, bail};
@@ -162,30 +164,38 @@ pub fn cluster_from_file(path: &Path) -> Result<ClusterView> {
     placement::parse_nodes_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
-fn chosen_policy(args: &PreviewArgs) -> Result<Box<dyn PlacementPolicy>> {
-    let base = policy_by_name(&args.policy)?;
-    if base.name() == "power" {
-        if let Some(f) = args.latency_factor {
-            return Ok(Box::new(PowerPolicy::with_factor(f)));
-        }
-        if let Some(ms) = args.latency_target_ms {
-            return Ok(Box::new(PowerPolicy::with_target_s(ms / 1e3)));
-        }
-    } else if args.latency_factor.is_some() || args.latency_target_ms.is_some() {
-        bail!("--latency-factor / --latency-target-ms apply only to --policy power");
+/// The policy of the command line, as the scheduler is asked for it.
+fn policy_spec(args: &PreviewArgs) -> PolicySpec {
+    PolicySpec {
+        name: args.policy.clone(),
+        latency_factor: args.latency_factor,
+        latency_target_s: args.latency_target_ms.map(|ms| ms / 1e3),
     }
-    Ok(base)
 }
 
 fn preview(args: PreviewArgs) -> Result<()> {
-    let policy = chosen_policy(&args)?;
+    let spec = policy_spec(&args);
+    let policy = spec.build()?;
     let model = profile_from_gguf(&args.model, args.ctx, args.overhead_mib << 20)?;
-    let cluster = match (&args.nodes, &args.config) {
-        (Some(nodes), _) => cluster_from_file(nodes)?,
-        (None, Some(config)) => live_cluster(config, args.discover)?,
+    let (cluster, candidates) = match (&args.nodes, &args.config) {
+        (Some(nodes), _) => {
+            let cluster = cluster_from_file(nodes)?;
+            let candidates = policy.candidates(&model, &cluster);
+            (cluster, candidates)
+        }
+        (None, Some(config)) => {
+            let ask = PlaceAsk {
+                profile: model.clone(),
+                policy: spec,
+                stages: None,
+                known: Vec::new(),
+            };
+            let answer = live_placement(config, args.discover, &ask)?;
+            eprintln!("placement by the scheduler on the head node {}", answer.head);
+            (answer.view, answer.candidates)
+        }
         (None, None) => bail!("give --nodes FILE or --config cluster.toml"),
     };
-    let candidates = policy.candidates(&model, &cluster);
     let bench = args
         .compare
         .then(|| PlacementBench::builtin(&model, &cluster));
@@ -214,9 +224,13 @@ fn preview(args: PreviewArgs) -> Result<()> {
     Ok(())
 }
 
-/// Joins the cluster of `config` on an ephemeral port, waits `discover`, and returns the
-/// scheduler's view of it.
-fn live_cluster(config: &Path, discover: std::time::Duration) -> Result<ClusterView> {
+/// Joins the cluster of `config` on an ephemeral port, waits `discover`, and asks the head
+/// node's scheduler (as `edgeray run` does) for the candidates of `ask`.
+fn live_placement(
+    config: &Path,
+    discover: std::time::Duration,
+    ask: &PlaceAsk,
+) -> Result<PlaceAnswer> {
     let mut c = edgeray_runtime::config::ClusterConfig::load(config)?;
     c.listen = "0.0.0.0:0".parse().expect("literal address");
     c.name = Some(format!(
@@ -233,9 +247,9 @@ fn live_cluster(config: &Path, discover: std::time::Duration) -> Result<ClusterV
             super::hosting::start_hosting_node(c, super::generate::default_threads()).await?;
         let deadline = tokio::time::Instant::now() + discover;
         tokio::time::sleep_until(deadline).await;
-        let view = crate::pipeline::scheduler::cluster_view(&cluster);
+        let answer = ask_placement(&cluster, ask).await;
         cluster.shutdown().await;
-        Ok(view)
+        Ok(answer?)
     })
 }
 

@@ -1,4 +1,4 @@
-//! Deploying a model on the cluster: schedule, ship each stage node its shard, spawn the stage
+//! Deploying a model on the cluster: ask the head node's scheduler for a placement, ship each stage node its shard, spawn the stage
 //! actors wired point-to-point (last to first, so each knows its successor), and the sink.
 
 use std::path::Path;
@@ -17,13 +17,14 @@ use edgeray_runtime::cluster::{Cluster, SpawnOptions};
 use super::engine::{Deployed, Pipeline};
 use super::hidden::WireDtype;
 use super::protocol::StageArgs;
-use super::scheduler::{ScheduleError, cluster_view, runtime_id, schedule};
+use super::scheduler::{ScheduleError, runtime_id};
+use super::scheduler_actor::{PlaceAsk, PolicySpec, ask_placement};
 use super::shard_store::content_hash;
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use super::stage_actor::StageActor;
 use super::weights::{ShipError, node_has_shard, ship_shard};
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
-use crate::placement::{Placement, policy_by_name};
+use crate::placement::Placement;
 
 /// How to deploy.
 #[derive(Debug, Clone)]
@@ -238,10 +239,21 @@ pub(crate) async fn deploy_prepared(
             p.placement.clone()
         }
         None => {
-            let policy =
-                policy_by_name(&opts.policy).map_err(|e| DeployError::Options(e.to_string()))?;
-            let view = cluster_view(cluster);
-            schedule(policy.as_ref(), &profile, &view, opts.stages)?
+            // The head node's scheduler actor places the model on its view of the cluster.
+            let policy = PolicySpec::named(&opts.policy);
+            policy
+                .build()
+                .map_err(|e| DeployError::Options(e.to_string()))?;
+            let ask = PlaceAsk {
+                profile: profile.clone(),
+                policy,
+                stages: opts.stages,
+                known: Vec::new(),
+            };
+            let answer = ask_placement(cluster, &ask)
+                .await
+                .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+            answer.placement.map_err(ScheduleError::Rejected)?
         }
     };
     timings.placement = t.elapsed();

@@ -135,11 +135,13 @@ impl GenSummary {
 /// Accumulated timings of one stage, from the batches that came back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HopTotals {
-    /// Batches.
+    /// Batches (one sequence's positions each).
     pub batches: u64,
+    /// Of those, batches the stage ran together with other sequences' batches.
+    pub shared: u64,
     /// Transfer + queueing, µs.
     pub wait_us: u64,
-    /// Compute, µs.
+    /// Compute, µs (a batch that ran with others is charged its share of the run).
     pub compute_us: u64,
     /// Handing on, µs.
     pub send_us: u64,
@@ -561,6 +563,7 @@ impl Pipeline {
         for h in hops {
             if let Some(t) = totals.get_mut(h.stage as usize) {
                 t.batches += 1;
+                t.shared += u64::from(h.batch_seqs > 1);
                 t.wait_us += h.wait_us;
                 t.compute_us += h.compute_us;
                 t.send_us += h.send_us;

@@ -1,13 +1,15 @@
 //! Distributed pipeline inference: a model split into contiguous layer ranges, one stage actor
 //! per range on the node the scheduler picked, hidden states flowing stage to stage over QUIC.
 //!
-//! - [`deploy`]: schedule ([`scheduler`]), ship each node its shard ([`weights`]), spawn the
-//!   stage actors ([`StageActor`]) and the coordinator's token sink.
+//! - [`deploy`]: ask the head node's scheduler actor for a placement ([`scheduler_actor`]), ship
+//!   each node its shard ([`weights`]), spawn the stage actors ([`StageActor`], which batch the
+//!   sequences that arrive together, see [`batching`]) and the coordinator's token sink.
 //! - [`Pipeline`]: admission and one driver per sequence; [`PipelineBackend`] serves it through
 //!   the OpenAI-compatible gateway.
 //! - [`registry`]: the actor kinds every node must register to host stages.
 
 pub mod backend;
+pub mod batching;
 pub mod compute;
 pub mod deploy;
 pub mod engine;
@@ -15,6 +17,7 @@ pub mod hidden;
 pub mod node_env;
 pub mod protocol;
 pub mod scheduler;
+pub mod scheduler_actor;
 pub mod service;
 pub mod shard_store;
 pub mod sink;
@@ -28,6 +31,7 @@ pub use deploy::{DeployError, DeployOptions, DeployTimings, PlannedPlacement, de
 pub use engine::{Finish, GenOptions, GenSummary, GenToken, HopTotals, Pipeline, PipelineError};
 pub use hidden::WireDtype;
 pub use node_env::{set_shard_dir, shard_dir};
+pub use scheduler_actor::SchedulerActor;
 pub use service::{Resumable, Service, Stall};
 pub use sink::SinkActor;
 pub use stage_actor::StageActor;
@@ -35,10 +39,11 @@ pub use weights::WeightsActor;
 
 use edgeray_runtime::actor::Registry;
 
-/// A registry with the pipeline's actor kinds (stage, weight receiver, sink).
+/// A registry with the pipeline's actor kinds (stage, weight receiver, sink, scheduler).
 pub fn registry() -> Registry {
     Registry::new()
         .with::<StageActor>()
+        .with::<SchedulerActor>()
         .with::<WeightsActor>()
         .with::<SinkActor>()
 }

@@ -66,6 +66,9 @@ pub struct HopTiming {
     pub bytes_out: u64,
     /// Tokens (positions) in the batch.
     pub tokens: u32,
+    /// Sequences in the stage run this batch was part of (1: it ran alone). `compute_us` is
+    /// this sequence's share of that run, in proportion to its tokens.
+    pub batch_seqs: u32,
 }
 
 /// One batch of consecutive positions of one sequence.
@@ -116,8 +119,13 @@ pub struct StageStats {
     pub layers: Range<usize>,
     /// Weight bytes held.
     pub weight_bytes: u64,
-    /// Batches run.
+    /// Stage runs (each a multi-sequence forward of the batches that were waiting together).
     pub batches: u64,
+    /// Sequence batches (`Forward` messages) run; `forwards / batches` is the mean number of
+    /// sequences per run.
+    pub forwards: u64,
+    /// Most sequences in one run.
+    pub max_batch: u32,
     /// Tokens run.
     pub tokens: u64,
     /// Total compute time, µs.

@@ -1,5 +1,7 @@
-//! The scheduler: turns the live cluster into a [`ClusterView`] (memory, power, measured compute
-//! and RTT of every Up member), and asks a [`PlacementPolicy`] where each stage goes.
+//! The scheduler's logic: turns the live cluster into a [`ClusterView`] (memory, power and
+//! measured compute of every Up member, and the RTT and bandwidth this node measured to each),
+//! and asks a [`PlacementPolicy`] where each stage goes. It runs inside the scheduler actor on
+//! the head node (see [`super::scheduler_actor`]).
 
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::identity::NodeId;
@@ -34,10 +36,19 @@ pub enum ScheduleError {
     /// A placement names a node that is not a member.
     #[error("placement names unknown node {0}")]
     UnknownNode(String),
+    /// The policy name or its settings are invalid.
+    #[error("{0}")]
+    Policy(String),
+    /// The head node's scheduler could not be asked.
+    #[error("cannot reach the scheduler: {0}")]
+    Scheduler(String),
+    /// The head node's scheduler found no placement (its reason).
+    #[error("{0}")]
+    Rejected(String),
 }
 
-/// The scheduler's view of `cluster`: every Up member that reports resources, and the measured
-/// RTT from this node to each.
+/// The scheduler's view of `cluster`: every Up member that reports resources, and the link
+/// (RTT, probed bandwidth) this node measured to each.
 pub fn cluster_view(cluster: &Cluster) -> ClusterView {
     let members = cluster.members();
     let me = cluster.node_id();
@@ -62,21 +73,27 @@ pub fn cluster_view(cluster: &Cluster) -> ClusterView {
             })
             .collect(),
     );
-    for m in &members {
-        if let Some(rtt) = m.rtt
-            && !m.is_self
-        {
-            view.set_link(
-                &place_id(&me),
-                &place_id(&m.node_id),
-                LinkView {
-                    rtt_s: rtt.as_secs_f64(),
-                    ..LinkView::DEFAULT
-                },
-            );
+    for m in members.iter().filter(|m| !m.is_self) {
+        if let Some(link) = measured_link(m.rtt, m.bandwidth_bps) {
+            view.set_link(&place_id(&me), &place_id(&m.node_id), link);
         }
     }
     view
+}
+
+/// The link to a member as this node measured it (RTT by QUIC, bandwidth by probes, in bits
+/// per second); what was not measured keeps [`LinkView::DEFAULT`]'s value. `None`: nothing
+/// measured.
+pub fn measured_link(rtt: Option<std::time::Duration>, bandwidth_bps: Option<f64>) -> Option<LinkView> {
+    if rtt.is_none() && bandwidth_bps.is_none() {
+        return None;
+    }
+    Some(LinkView {
+        rtt_s: rtt.map_or(LinkView::DEFAULT.rtt_s, |r| r.as_secs_f64()),
+        bandwidth_bytes_per_s: bandwidth_bps
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .map_or(LinkView::DEFAULT.bandwidth_bytes_per_s, |b| b / 8.0),
+    })
 }
 
 /// The placement id of a runtime node id.
@@ -112,4 +129,22 @@ pub fn schedule(
         }
     }
     Err(ScheduleError::NoSuchSplit { stages: n, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn measured_links_fill_in_what_was_measured() {
+        assert_eq!(measured_link(None, None), None);
+        let l = measured_link(Some(Duration::from_millis(3)), None).unwrap();
+        assert_eq!(l.rtt_s, 0.003);
+        assert_eq!(l.bandwidth_bytes_per_s, LinkView::DEFAULT.bandwidth_bytes_per_s);
+        let l = measured_link(None, Some(80e6)).unwrap();
+        assert_eq!((l.rtt_s, l.bandwidth_bytes_per_s), (LinkView::DEFAULT.rtt_s, 10e6));
+        let l = measured_link(Some(Duration::from_millis(1)), Some(f64::NAN)).unwrap();
+        assert_eq!(l.bandwidth_bytes_per_s, LinkView::DEFAULT.bandwidth_bytes_per_s);
+    }
 }

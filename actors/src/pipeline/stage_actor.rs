@@ -1,24 +1,33 @@
 //! The stage actor: a contiguous range of transformer blocks loaded from a shard in the node's
 //! cache, one KV cache per sequence, wired point-to-point to the next stage.
 //!
-//! A batch arrives as token ids (first stage) or hidden states in the raw tail (later stages),
-//! runs through the layers on a blocking thread, and goes on to the next stage with `tell`
-//! (which waits while that stage's mailbox is full: back-pressure end to end). The last stage
+//! A batch arrives as token ids (first stage) or hidden states in the raw tail (later stages).
+//! The actor's handler only moves it into a bounded local queue; a worker task owned by the
+//! actor takes every batch already waiting there when it becomes free (never waiting on
+//! purpose), runs them as one multi-sequence forward on a blocking thread (see
+//! [`super::batching`] for which may run together), and hands each sequence's result on with
+//! `tell` (which waits while that stage's mailbox is full). While the queue is full the handler
+//! waits, holding its mailbox slot, so back-pressure still reaches the senders. The last stage
 //! applies the final norm, the head and the sampler, and sends only the token id to the sink.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
 use edgeray_model::arch::{
-    KvCache, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec, hidden_to_vec,
+    BatchItem, KvCache, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec,
+    hidden_to_vec,
 };
 use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
 use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
 
-use super::hidden::{decode_hidden, encode_hidden};
+use super::batching::{BatchPlan, compute_shares};
+use super::hidden::{WireDtype, decode_hidden, encode_hidden};
 use super::node_env::shard_dir;
 use super::protocol::{
     Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, now_us,
@@ -33,18 +42,36 @@ struct SeqState {
     sampler: Option<Sampler>,
 }
 
+/// Work for the stage's worker, in arrival order.
+enum Job {
+    Forward(Forward, bytes::Bytes),
+    Release(SeqId),
+}
+
 /// A pipeline stage (actor kind `edgeray.stage`).
 pub struct StageActor {
     /// The hosting node (its status shows this stage's role while it runs).
     node: Option<edgeray_runtime::node::NodeHandle>,
+    ctx: ActorCtx,
+    label: String,
+    jobs: mpsc::Sender<Job>,
+    worker: tokio::task::JoinHandle<()>,
+    stats: Arc<Mutex<StageStats>>,
+    /// Set when the stage stops (its coordinator watch then has nothing to do).
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
+struct Worker {
     stage: Arc<Stage>,
     args: StageArgs,
     seqs: HashMap<SeqId, SeqState>,
     next: Option<ActorRef<StageActor>>,
     sink: ActorRef<SinkActor>,
-    stats: StageStats,
-    /// Set when the stage stops.
-    done: Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<Mutex<StageStats>>,
+    jobs: mpsc::Receiver<Job>,
+    /// A job taken from the queue that could not join the current run.
+    held: Option<Job>,
 }
 
 impl RemoteActor for StageActor {
@@ -95,19 +122,33 @@ impl RemoteActor for StageActor {
         }
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         release_with_coordinator(&cluster, &ctx, args.sink, done.clone());
-        let stats = StageStats {
+        let stats = Arc::new(Mutex::new(StageStats {
             index: args.index,
             layers: args.layers.clone(),
             weight_bytes: stage.weight_bytes() as u64,
             ..Default::default()
-        };
-        Ok(StageActor {
-            node,
+        }));
+        // Room for one batch of every sequence the stage may hold, so they can run together.
+        let (tx, rx) = mpsc::channel(args.max_sequences.max(1));
+        let label = args.label.clone();
+        let w = Worker {
             stage: Arc::new(stage),
             next: args.next.map(|id| cluster.actor_ref(id)),
             sink: cluster.actor_ref(args.sink),
             args,
             seqs: HashMap::new(),
+            stats: stats.clone(),
+            jobs: rx,
+            held: None,
+        };
+        // On the actor's own thread (create runs there), next to the handler.
+        let worker = tokio::task::spawn_local(w.run());
+        Ok(StageActor {
+            node,
+            ctx,
+            label,
+            jobs: tx,
+            worker,
             stats,
             done,
         })
@@ -118,43 +159,29 @@ impl RemoteActor for StageActor {
         msg: Envelope<StageMsg>,
     ) -> Result<Envelope<StageReply>, ActorError> {
         let Envelope { msg, tail } = msg;
-        match msg {
-            StageMsg::Forward(f) => {
-                let seq = f.seq;
-                if let Err(error) = self.forward(f, tail).await {
-                    self.stats.failures += 1;
-                    self.seqs.remove(&seq);
-                    tracing::warn!(stage = self.args.index, seq, %error, "batch failed");
-                    let _ = self
-                        .sink
-                        .tell(SinkMsg::Failed {
-                            seq,
-                            stage: self.args.index,
-                            error,
-                        })
-                        .await;
-                    self.release_downstream(seq).await;
-                }
-            }
-            StageMsg::Release { seq } => {
-                self.seqs.remove(&seq);
-                self.release_downstream(seq).await;
-            }
+        let job = match msg {
+            StageMsg::Forward(f) => Job::Forward(f, tail),
+            StageMsg::Release { seq } => Job::Release(seq),
             StageMsg::Stats => {
-                let mut s = self.stats.clone();
-                s.sequences = self.seqs.len();
-                return Ok(Envelope::new(StageReply::Stats(s)));
+                return Ok(Envelope::new(StageReply::Stats(self.stats.lock().clone())));
             }
+        };
+        // Waits while the local queue is full (the mailbox slot stays taken meanwhile).
+        if self.jobs.send(job).await.is_err() {
+            // The worker is gone (it panicked): stop, so the pipeline sees the stage die.
+            self.ctx.stop();
+            return Err(ActorError::new("the stage's worker has stopped"));
         }
         Ok(Envelope::new(StageReply::Ok))
     }
 
     fn stopped(&mut self) {
         self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.worker.abort();
         if let Some(n) = &self.node {
             let _g = ROLES.lock();
             let mut roles = n.roles();
-            if let Some(i) = roles.iter().position(|r| *r == self.args.label) {
+            if let Some(i) = roles.iter().position(|r| *r == self.label) {
                 roles.remove(i);
             }
             n.set_roles(roles);
@@ -198,22 +225,159 @@ fn release_with_coordinator(
 /// Serializes read-modify-write of a node's roles by the stage actors of this process.
 static ROLES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-impl StageActor {
+/// One sequence's batch, checked and ready to compute.
+struct Ready {
+    f: Forward,
+    state: SeqState,
+    input: Input,
+}
+
+impl Worker {
+    /// Takes the queued jobs in order until the actor's queue closes.
+    async fn run(mut self) {
+        loop {
+            let job = match self.held.take() {
+                Some(j) => j,
+                None => match self.jobs.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            match job {
+                Job::Release(seq) => {
+                    self.seqs.remove(&seq);
+                    self.sync_sequences();
+                    self.release_downstream(seq).await;
+                }
+                Job::Forward(f, tail) => {
+                    let mut plan = BatchPlan::new();
+                    plan.try_add(f.seq, f.n as usize, self.args.max_sequences);
+                    let mut batch = vec![(f, tail)];
+                    // Everything already waiting that may join; nothing is waited for.
+                    while let Ok(j) = self.jobs.try_recv() {
+                        match j {
+                            Job::Forward(f, tail)
+                                if plan.try_add(f.seq, f.n as usize, self.args.max_sequences) =>
+                            {
+                                batch.push((f, tail))
+                            }
+                            other => {
+                                self.held = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.run_batches(batch).await;
+                }
+            }
+        }
+    }
+
+    fn sync_sequences(&self) {
+        self.stats.lock().sequences = self.seqs.len();
+    }
+
     async fn release_downstream(&self, seq: SeqId) {
         if let Some(next) = &self.next {
             let _ = next.tell(StageMsg::Release { seq }).await;
         }
     }
 
-    /// Runs one batch and hands the result on; an `Err` fails the sequence.
-    async fn forward(&mut self, f: Forward, tail: bytes::Bytes) -> Result<(), String> {
+    /// Ends a sequence here and downstream after a failed batch, and tells the sink.
+    async fn fail(&mut self, seq: SeqId, error: String) {
+        self.stats.lock().failures += 1;
+        self.seqs.remove(&seq);
+        self.sync_sequences();
+        tracing::warn!(stage = self.args.index, seq, %error, "batch failed");
+        let _ = self
+            .sink
+            .tell(SinkMsg::Failed {
+                seq,
+                stage: self.args.index,
+                error,
+            })
+            .await;
+        self.release_downstream(seq).await;
+    }
+
+    /// Runs the batches of several sequences as one stage run and hands each result on; a
+    /// batch that cannot run fails only its own sequence.
+    async fn run_batches(&mut self, batch: Vec<(Forward, bytes::Bytes)>) {
         let arrived = now_us();
+        let mut ready = Vec::with_capacity(batch.len());
+        for (f, tail) in batch {
+            let seq = f.seq;
+            match self.prepare(f, tail) {
+                Ok(r) => ready.push(r),
+                Err(e) => self.fail(seq, e).await,
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let ids: Vec<SeqId> = ready.iter().map(|r| r.f.seq).collect();
+        let stage = self.stage.clone();
+        let dtype = self.args.dtype;
+        let t0 = Instant::now();
+        let computed = tokio::task::spawn_blocking(move || compute(&stage, ready, dtype)).await;
+        let compute_us = t0.elapsed().as_micros() as u64;
+        let computed = match computed {
+            Ok(c) => c,
+            Err(e) => {
+                // The sequences' states went down with the panicked task: they are over.
+                for seq in ids {
+                    self.fail(seq, format!("stage compute panicked: {e}")).await;
+                }
+                return;
+            }
+        };
+        let rows: Vec<usize> = computed.iter().map(|(r, _)| r.f.n as usize).collect();
+        let shares = compute_shares(compute_us, &rows);
+        {
+            let mut st = self.stats.lock();
+            st.batches += 1;
+            st.forwards += computed.len() as u64;
+            st.tokens += rows.iter().sum::<usize>() as u64;
+            st.compute_us += compute_us;
+            st.max_batch = st.max_batch.max(computed.len() as u32);
+        }
+        let n_seqs = computed.len() as u32;
+        for ((r, out), share) in computed.into_iter().zip(shares) {
+            let Ready { f, mut state, .. } = r;
+            let seq = f.seq;
+            let result = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    state.cache.truncate(f.pos as usize);
+                    self.fail(seq, e).await;
+                    continue;
+                }
+            };
+            self.seqs.insert(seq, state);
+            let hop = HopTiming {
+                stage: self.args.index,
+                wait_us: arrived.saturating_sub(f.sent_at_us),
+                compute_us: share,
+                send_us: 0,
+                bytes_out: 0,
+                tokens: f.n,
+                batch_seqs: n_seqs,
+            };
+            if let Err(e) = self.hand_on(f, hop, result).await {
+                self.fail(seq, e).await;
+            }
+        }
+        self.sync_sequences();
+    }
+
+    /// Checks a batch against the sequence's state and decodes its input.
+    fn prepare(&mut self, f: Forward, tail: bytes::Bytes) -> Result<Ready, String> {
         let first = self.args.index == 0;
         let last = self.next.is_none();
         if f.n == 0 {
             return Err("empty batch".into());
         }
-        let mut state = match (&f.start, self.seqs.remove(&f.seq)) {
+        let state = match (&f.start, self.seqs.remove(&f.seq)) {
             (Some(start), None) => {
                 if self.seqs.len() >= self.args.max_sequences {
                     return Err(format!(
@@ -254,61 +418,34 @@ impl StageActor {
         } else {
             Input::Hidden(decode_hidden(&tail, n, d, f.dtype).map_err(|e| e.to_string())?)
         };
-        let stage = self.stage.clone();
-        let dtype = self.args.dtype;
-        let sample = f.sample;
-        let t0 = Instant::now();
-        let (state, out) = tokio::task::spawn_blocking(move || {
-            let out = run_batch(&stage, input, &mut state, dtype, sample);
-            (state, out)
-        })
-        .await
-        .map_err(|e| format!("stage compute panicked: {e}"))?;
-        let compute_us = t0.elapsed().as_micros() as u64;
-        let mut state = state;
-        let result = match out {
-            Ok(r) => r,
-            Err(e) => {
-                state.cache.truncate(f.pos as usize);
-                return Err(e);
-            }
-        };
-        self.seqs.insert(f.seq, state);
-        self.stats.batches += 1;
-        self.stats.tokens += n as u64;
-        self.stats.compute_us += compute_us;
-        let mut hop = HopTiming {
-            stage: self.args.index,
-            wait_us: arrived.saturating_sub(f.sent_at_us),
-            compute_us,
-            send_us: 0,
-            bytes_out: 0,
-            tokens: f.n,
-        };
+        Ok(Ready { f, state, input })
+    }
+
+    /// Sends one sequence's result to the next stage or (last stage) its token to the sink.
+    async fn hand_on(&mut self, f: Forward, mut hop: HopTiming, result: Output) -> Result<(), String> {
         let mut hops = f.hops;
         match (result, &self.next) {
             (Output::Hidden(bytes), Some(next)) => {
                 hop.bytes_out = bytes.len() as u64;
                 let t1 = Instant::now();
-                let mut hops_out = hops;
-                hops_out.push(hop);
+                hops.push(hop);
                 let msg = StageMsg::Forward(Forward {
                     seq: f.seq,
                     pos: f.pos,
                     n: f.n,
                     tokens: Vec::new(),
-                    dtype,
+                    dtype: self.args.dtype,
                     start: f.start,
                     sample: f.sample,
                     sent_at_us: now_us(),
-                    hops: hops_out,
+                    hops,
                 });
                 next.tell(Envelope::with_tail(msg, bytes))
                     .await
                     .map_err(|e| format!("next stage unreachable: {e}"))?;
-                let send_us = t1.elapsed().as_micros() as u64;
-                self.stats.send_us += send_us;
-                self.stats.bytes_out += hop.bytes_out;
+                let mut st = self.stats.lock();
+                st.send_us += t1.elapsed().as_micros() as u64;
+                st.bytes_out += hop.bytes_out;
             }
             (Output::Token { token, gap }, None) => {
                 hops.push(hop);
@@ -323,7 +460,7 @@ impl StageActor {
                     })
                     .await
                     .map_err(|e| format!("coordinator unreachable: {e}"))?;
-                self.stats.send_us += t1.elapsed().as_micros() as u64;
+                self.stats.lock().send_us += t1.elapsed().as_micros() as u64;
             }
             (Output::Skipped, None) => {}
             _ => return Err("stage output does not match its place in the pipeline".into()),
@@ -332,6 +469,7 @@ impl StageActor {
     }
 }
 
+#[derive(Clone)]
 enum Input {
     Tokens(Vec<u32>),
     Hidden(Vec<f32>),
@@ -347,15 +485,61 @@ enum Output {
     Skipped,
 }
 
-/// The blocking part: layers, then either encode the hidden states or sample.
-fn run_batch(
-    stage: &Stage,
-    input: Input,
-    state: &mut SeqState,
-    dtype: super::hidden::WireDtype,
-    sample: bool,
-) -> Result<Output, String> {
-    let input = match input {
+/// The blocking part: one multi-sequence forward over all `ready` batches, then per sequence
+/// either encode its hidden states or sample. If the joint forward fails, each batch runs
+/// alone, so only the one at fault fails.
+fn compute(stage: &Stage, mut ready: Vec<Ready>, dtype: WireDtype) -> Vec<(Ready, Result<Output, String>)> {
+    if ready.len() > 1 {
+        let inputs: Result<Vec<StageInput>, String> =
+            ready.iter().map(|r| stage_input(stage, r.input.clone())).collect();
+        if let Ok(inputs) = inputs {
+            let items: Vec<BatchItem<'_>> = ready
+                .iter_mut()
+                .zip(inputs)
+                .map(|(r, input)| BatchItem {
+                    input,
+                    cache: &mut r.state.cache,
+                    logits: LogitsFor::Last,
+                })
+                .collect();
+            match stage.forward_batch(items) {
+                Ok(outs) => {
+                    return ready
+                        .into_iter()
+                        .zip(outs)
+                        .map(|(mut r, o)| {
+                            let out = finish(o, &mut r.state, dtype, r.f.sample);
+                            (r, out)
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::debug!(%e, "joint stage run failed; running the batches one by one");
+                    for r in &mut ready {
+                        r.state.cache.truncate(r.f.pos as usize);
+                    }
+                }
+            }
+        }
+    }
+    ready
+        .into_iter()
+        .map(|mut r| {
+            let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
+            let out = stage_input(stage, input).and_then(|input| {
+                let o = stage
+                    .forward(input, &mut r.state.cache, LogitsFor::Last)
+                    .map_err(|e| e.to_string())?;
+                finish(o, &mut r.state, dtype, r.f.sample)
+            });
+            (r, out)
+        })
+        .collect()
+}
+
+/// The model's input for one batch.
+fn stage_input(stage: &Stage, input: Input) -> Result<StageInput, String> {
+    Ok(match input {
         Input::Tokens(t) => StageInput::Tokens(t),
         Input::Hidden(v) => {
             let n = v.len() / stage.config.d_model.max(1);
@@ -364,11 +548,12 @@ fn run_batch(
                     .map_err(|e| e.to_string())?,
             )
         }
-    };
-    match stage
-        .forward(input, &mut state.cache, LogitsFor::Last)
-        .map_err(|e| e.to_string())?
-    {
+    })
+}
+
+/// After the layers: encode the hidden states for the wire, or sample (last stage).
+fn finish(out: StageOutput, state: &mut SeqState, dtype: WireDtype, sample: bool) -> Result<Output, String> {
+    match out {
         StageOutput::Hidden(h) => {
             let (v, _) = hidden_to_vec(h).map_err(|e| e.to_string())?;
             Ok(Output::Hidden(encode_hidden(&v, dtype)))

@@ -2,12 +2,12 @@
 
 use super::types::NodeId;
 use super::units::{fmt_bytes, fmt_secs};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
 
 /// One pipeline stage: a contiguous range of layers on one node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageAssignment {
     /// Node that runs the stage.
     pub node: NodeId,
@@ -32,7 +32,7 @@ pub struct StageAssignment {
 }
 
 /// Predicted performance of a placement under the shared cost model ([`super::cost`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// Single-stream decode speed: 1 / (Σ stage compute + Σ hops incl. the token's way back).
     pub tokens_per_s: f64,
@@ -51,7 +51,7 @@ pub struct Prediction {
 }
 
 /// A complete placement of the model on the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     /// Policy that produced it.
     pub policy: String,
@@ -114,7 +114,7 @@ impl fmt::Display for Placement {
 }
 
 /// Why a node takes no part in a placement.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExclusionReason {
     /// The node is not a live member.
@@ -160,7 +160,7 @@ impl fmt::Display for ExclusionReason {
 }
 
 /// A node left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exclusion {
     /// The node.
     pub node: NodeId,
@@ -171,7 +171,7 @@ pub struct Exclusion {
 }
 
 /// Why the model cannot be placed; every message names the shortfall.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Unplaceable {
     /// The model profile is inconsistent.
@@ -256,7 +256,7 @@ fn with_stages(stages: &Option<usize>) -> String {
 }
 
 /// One option a policy considered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Short label, e.g. `3 stages`.
     pub label: String,
@@ -273,7 +273,7 @@ pub struct Candidate {
 }
 
 /// A candidate's placement or failure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CandidateOutcome {
     /// A valid placement.

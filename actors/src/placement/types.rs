@@ -136,7 +136,7 @@ impl Default for LinkView {
 }
 
 /// Nodes and the links between them.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterView {
     /// Every known node (down ones included; policies exclude them with a reason).
     pub nodes: Vec<NodeView>,

@@ -82,6 +82,17 @@ pub(crate) fn mask(pos0: usize, n: usize, t: usize, window: Option<usize>, devic
     Some(Tensor::from_data(TensorData::new(m, [1, 1, n, t]), device))
 }
 
+/// One sequence's share of a multi-sequence attention call: its `n` consecutive rows of the
+/// stacked input (positions `cache.len()..`), their RoPE tables and its own KV cache.
+pub struct AttnSeq<'a> {
+    /// Rows (positions) of this sequence in the stacked input.
+    pub n: usize,
+    /// RoPE tables of those positions for this layer's base.
+    pub rope: &'a RopeTables,
+    /// The sequence's KV cache.
+    pub cache: &'a mut KvCache,
+}
+
 impl Attention {
     /// Attends `x` (`[n, d]`, positions `cache.len()..`) and appends its keys/values to layer
     /// `layer` of `cache`. `rope` must hold the tables of those `n` positions for this layer's base.
@@ -92,13 +103,24 @@ impl Attention {
         cache: &mut KvCache,
         layer: usize,
     ) -> Result<Tensor<2>, ArchError> {
+        let n = x.dims()[0];
+        self.forward_batch(x, &mut [AttnSeq { n, rope, cache }], layer)
+    }
+
+    /// Attention for several sequences whose rows are stacked in `x` (`[Σ n, d]`, in the order
+    /// of `seqs`). The projections run once over all rows; RoPE, the cache append and the
+    /// attention itself run per sequence on its own rows and cache, so each sequence's output
+    /// rows equal what [`Attention::forward`] gives for it alone.
+    pub fn forward_batch(&self, x: Tensor<2>, seqs: &mut [AttnSeq<'_>], layer: usize) -> Result<Tensor<2>, ArchError> {
         let s = self.spec;
-        let [n, _] = x.dims();
-        let pos0 = cache.len();
-        let device = x.device();
-        let q: Tensor<3> = self.wq.forward(x.clone())?.reshape([n, s.n_head, s.head_dim]);
-        let k: Tensor<3> = self.wk.forward(x.clone())?.reshape([n, s.n_kv_head, s.head_dim]);
-        let v: Tensor<3> = self.wv.forward(x)?.reshape([n, s.n_kv_head, s.head_dim]);
+        let [rows, _] = x.dims();
+        let total: usize = seqs.iter().map(|q| q.n).sum();
+        if total != rows || seqs.iter().any(|q| q.n == 0) {
+            return Err(ArchError::BadInput(format!("{rows} stacked rows for sequences of {:?} rows", seqs.iter().map(|q| q.n).collect::<Vec<_>>())));
+        }
+        let q: Tensor<3> = self.wq.forward(x.clone())?.reshape([rows, s.n_head, s.head_dim]);
+        let k: Tensor<3> = self.wk.forward(x.clone())?.reshape([rows, s.n_kv_head, s.head_dim]);
+        let v: Tensor<3> = self.wv.forward(x)?.reshape([rows, s.n_kv_head, s.head_dim]);
         let q = match &self.q_norm {
             Some(norm) => norm.forward(q),
             None => q,
@@ -107,8 +129,32 @@ impl Attention {
             Some(norm) => norm.forward(k),
             None => k,
         };
-        let q = s.rope.apply(q, rope);
-        let k = s.rope.apply(k, rope);
+        let out = if let [one] = seqs {
+            self.attend(q, k, v, one, layer)
+        } else {
+            let mut outs = Vec::with_capacity(seqs.len());
+            let mut row = 0;
+            for seq in seqs.iter_mut() {
+                let n = seq.n;
+                outs.push(self.attend(q.clone().narrow(0, row, n), k.clone().narrow(0, row, n), v.clone().narrow(0, row, n), seq, layer));
+                row += n;
+            }
+            Tensor::cat(outs, 0)
+        };
+        self.wo.forward(out)
+    }
+
+    /// RoPE, cache append and attention of one sequence's rows (`[n, heads, hd]` queries,
+    /// `[n, kv_heads, hd]` keys and values, after the projections and QK-norms); returns
+    /// `[n, heads * hd]` before the output projection.
+    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, seq: &mut AttnSeq<'_>, layer: usize) -> Tensor<2> {
+        let s = self.spec;
+        let n = seq.n;
+        let cache = &mut *seq.cache;
+        let pos0 = cache.len();
+        let device = q.device();
+        let q = s.rope.apply(q, seq.rope);
+        let k = s.rope.apply(k, seq.rope);
         // Cache layout [kv_heads, positions, head_dim], f16-rounded like llama.cpp's F16 cache.
         let k = f16_round(k.swap_dims(0, 1));
         let v = f16_round(v.swap_dims(0, 1));
@@ -144,8 +190,7 @@ impl Attention {
             probs.matmul(values) // [kv, group*n, hd]
         };
         let out: Tensor<3> = out.reshape([s.n_head, n, s.head_dim]).swap_dims(0, 1);
-        let out: Tensor<2> = out.reshape([n, s.n_head * s.head_dim]);
-        self.wo.forward(out)
+        out.reshape([n, s.n_head * s.head_dim])
     }
 }
 

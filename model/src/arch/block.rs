@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::attention::{Attention, AttentionSpec};
+use super::attention::{Attention, AttentionSpec, AttnSeq};
 use super::config::ModelConfig;
 use super::error::ArchError;
 use super::kv_cache::KvCache;
@@ -116,7 +116,15 @@ impl Block {
         cache: &mut KvCache,
         layer: usize,
     ) -> Result<Tensor<2>, ArchError> {
-        let h = self.attn.forward(self.attn_norm.forward(x.clone()), rope, cache, layer)?;
+        let n = x.dims()[0];
+        self.forward_batch(x, &mut [AttnSeq { n, rope, cache }], layer)
+    }
+
+    /// Runs the block on the stacked rows of several sequences (see
+    /// [`Attention::forward_batch`]): norms, projections and the MLP see all rows at once,
+    /// attention each sequence's own rows and cache.
+    pub fn forward_batch(&self, x: Tensor<2>, seqs: &mut [AttnSeq<'_>], layer: usize) -> Result<Tensor<2>, ArchError> {
+        let h = self.attn.forward_batch(self.attn_norm.forward(x.clone()), seqs, layer)?;
         let h = match &self.post_attn_norm {
             Some(n) => n.forward(h),
             None => h,

@@ -28,7 +28,7 @@ mod tensors;
 #[cfg(test)]
 mod tests;
 
-pub use attention::{Attention, AttentionSpec};
+pub use attention::{Attention, AttentionSpec, AttnSeq};
 pub use block::Block;
 pub use config::{Activation, Arch, LayerSpec, ModelConfig, SHARD_TIED_KEY, SHARD_VOCAB_KEY};
 pub use error::ArchError;
@@ -37,4 +37,4 @@ pub use kv_cache::KvCache;
 pub use mlp::{Mlp, gelu_ggml};
 pub use norm::RmsNorm;
 pub use rope::{Rope, RopeStyle, RopeTables};
-pub use stage::{Embedding, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec, hidden_to_vec};
+pub use stage::{BatchItem, Embedding, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec, hidden_to_vec};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::attention::AttnSeq;
 use super::block::Block;
 use super::config::ModelConfig;
 use super::error::ArchError;
@@ -108,6 +109,17 @@ impl Embedding {
     }
 }
 
+/// One sequence's part of a [`Stage::forward_batch`] call.
+#[derive(Debug)]
+pub struct BatchItem<'a> {
+    /// Its input rows (token ids or hidden states), positions `cache.len()..`.
+    pub input: StageInput,
+    /// Its KV cache on this stage.
+    pub cache: &'a mut KvCache,
+    /// Which of its positions get logits (head stage).
+    pub logits: LogitsFor,
+}
+
 /// A loaded stage.
 #[derive(Module, Debug)]
 pub struct Stage {
@@ -191,6 +203,109 @@ impl Stage {
     /// The head stage returns logits (see [`LogitsFor`]), others hidden states. On error the
     /// cache may hold partial keys for this batch: `truncate` it to its previous length.
     pub fn forward(&self, input: StageInput, cache: &mut KvCache, logits: LogitsFor) -> Result<StageOutput, ArchError> {
+        let mut out = self.forward_batch(vec![BatchItem { input, cache, logits }])?;
+        out.pop().ok_or_else(|| ArchError::BadInput("empty batch".into()))
+    }
+
+    /// Runs the stage once for several sequences, each with its own input, KV cache and
+    /// [`LogitsFor`]; returns one output per item, in order.
+    ///
+    /// The rows of all items are stacked so the norms, the quantized linear layers and the head
+    /// run once over all of them (each weight row is streamed once per batch instead of once
+    /// per sequence); RoPE and attention run per sequence on its own positions and cache. Each
+    /// item's output is bit-identical to running it alone with [`Stage::forward`]. Any invalid
+    /// item fails the whole call before anything is computed; on a later error every cache
+    /// may hold partial keys and should be truncated to its previous length.
+    pub fn forward_batch(&self, items: Vec<BatchItem<'_>>) -> Result<Vec<StageOutput>, ArchError> {
+        if items.is_empty() {
+            return Err(ArchError::BadInput("empty batch".into()));
+        }
+        let mut xs = Vec::with_capacity(items.len());
+        let mut seqs = Vec::with_capacity(items.len());
+        for item in items {
+            let x = self.embed_input(item.input, item.cache)?;
+            let n = x.dims()[0];
+            xs.push(x);
+            seqs.push((n, item.cache, item.logits));
+        }
+        let x = if xs.len() == 1 { xs.pop().expect("one item") } else { Tensor::cat(xs, 0) };
+        // RoPE tables per sequence and per distinct base (gemma3 has two).
+        let mut bases: Vec<f32> = Vec::new();
+        for b in &self.blocks {
+            if !bases.contains(&b.attn.spec.rope.base) {
+                bases.push(b.attn.spec.rope.base);
+            }
+        }
+        let tables: Vec<Vec<RopeTables>> = seqs
+            .iter()
+            .map(|(n, cache, _)| {
+                let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
+                bases
+                    .iter()
+                    .map(|&base| {
+                        let rope = self.blocks.iter().find(|b| b.attn.spec.rope.base == base).expect("base of a block").attn.spec.rope;
+                        rope.tables(&positions, &self.device)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut x = x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let idx = bases.iter().position(|&b| b == block.attn.spec.rope.base).expect("base listed");
+            let mut attn: Vec<AttnSeq<'_>> = seqs
+                .iter_mut()
+                .zip(&tables)
+                .map(|((n, cache, _), t)| AttnSeq { n: *n, rope: &t[idx], cache: &mut **cache })
+                .collect();
+            x = block.forward_batch(x, &mut attn, i)?;
+        }
+        for (n, cache, _) in seqs.iter_mut() {
+            cache.advance(*n);
+        }
+        // Each item's rows of the stacked output.
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for (n, _, logits) in &seqs {
+            spans.push((row, *n, *logits));
+            row += n;
+        }
+        match (&self.norm, &self.output) {
+            (Some(norm), Some(output)) => {
+                // The head runs once over the rows asked for, then splits them per item.
+                let picked: Vec<(usize, usize)> = spans
+                    .iter()
+                    .map(|&(r, n, logits)| match logits {
+                        LogitsFor::Last => (r + n - 1, 1),
+                        LogitsFor::All => (r, n),
+                    })
+                    .collect();
+                let h = if let [(r, n)] = picked[..] {
+                    x.narrow(0, r, n)
+                } else {
+                    Tensor::cat(picked.iter().map(|&(r, n)| x.clone().narrow(0, r, n)).collect(), 0)
+                };
+                let l = output.forward(norm.forward(h))?;
+                if picked.len() == 1 {
+                    return Ok(vec![StageOutput::Logits(l)]);
+                }
+                let mut at = 0;
+                Ok(picked
+                    .iter()
+                    .map(|&(_, n)| {
+                        let part = l.clone().narrow(0, at, n);
+                        at += n;
+                        StageOutput::Logits(part)
+                    })
+                    .collect())
+            }
+            _ if spans.len() == 1 => Ok(vec![StageOutput::Hidden(x)]),
+            _ => Ok(spans.iter().map(|&(r, n, _)| StageOutput::Hidden(x.clone().narrow(0, r, n))).collect()),
+        }
+    }
+
+    /// Checks one item against this stage and its cache and returns its rows `[n, d_model]`
+    /// (token ids embedded on the first stage).
+    fn embed_input(&self, input: StageInput, cache: &KvCache) -> Result<Tensor<2>, ArchError> {
         if cache.n_layers() != self.blocks.len() {
             return Err(ArchError::CacheMismatch { want: self.blocks.len(), got: cache.n_layers() });
         }
@@ -199,6 +314,9 @@ impl Stage {
             (StageInput::Tokens(ids), Some(e)) => {
                 if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
                     return Err(ArchError::BadInput(format!("token id {bad} >= vocab size {}", self.config.vocab_size)));
+                }
+                if ids.is_empty() {
+                    return Err(ArchError::BadInput("empty batch".into()));
                 }
                 e.forward(&ids, &self.device)?
             }
@@ -220,31 +338,7 @@ impl Stage {
             return Err(ArchError::BadInput("empty batch".into()));
         }
         cache.check_room(n)?;
-        let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
-        let mut tables: Vec<(f32, RopeTables)> = Vec::new();
-        let mut x = x;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let rope = block.attn.spec.rope;
-            let idx = match tables.iter().position(|(b, _)| *b == rope.base) {
-                Some(idx) => idx,
-                None => {
-                    tables.push((rope.base, rope.tables(&positions, &self.device)));
-                    tables.len() - 1
-                }
-            };
-            x = block.forward(x, &tables[idx].1, cache, i)?;
-        }
-        cache.advance(n);
-        match (&self.norm, &self.output) {
-            (Some(norm), Some(output)) => {
-                let x = match logits {
-                    LogitsFor::Last => x.narrow(0, n - 1, 1),
-                    LogitsFor::All => x,
-                };
-                Ok(StageOutput::Logits(output.forward(norm.forward(x))?))
-            }
-            _ => Ok(StageOutput::Hidden(x)),
-        }
+        Ok(x)
     }
 
     /// Bytes of quantized weights held by this stage (blocks, embedding, head; a tied table

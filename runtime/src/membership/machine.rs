@@ -70,6 +70,7 @@ impl Membership {
             down_reason: None,
             resources: Some(resources),
             rtt: None,
+            bandwidth_bps: None,
             uptime: Duration::ZERO,
             last_heard: now,
             state_since: now,
@@ -190,6 +191,7 @@ impl Membership {
             down_reason: None,
             resources: None,
             rtt: None,
+            bandwidth_bps: None,
             uptime: Duration::ZERO,
             last_heard: now,
             state_since: now,
@@ -248,6 +250,13 @@ impl Membership {
         }
     }
 
+    /// Record the bandwidth this node measured to a member (bits per second).
+    pub fn set_bandwidth(&mut self, node_id: NodeId, bps: f64) {
+        if let Some(m) = self.members.get_mut(&node_id) {
+            m.bandwidth_bps = Some(bps);
+        }
+    }
+
     /// The member's connection closed or timed out: Down (`Disconnected`).
     pub fn on_disconnected(&mut self, node_id: NodeId, incarnation: Incarnation, now: Instant) -> Vec<MembershipEvent> {
         self.mark_down(node_id, incarnation, DownReason::Disconnected, now)
@@ -282,6 +291,7 @@ impl Membership {
         m.down_reason = Some(reason);
         m.state_since = now;
         m.rtt = None;
+        m.bandwidth_bps = None;
         events.push(MembershipEvent::MemberDown {
             member: m.summary(),
             reason,

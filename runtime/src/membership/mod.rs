@@ -117,6 +117,8 @@ pub struct Member {
     pub resources: Option<ResourceReport>,
     /// Round-trip time of the connection, when measured.
     pub rtt: Option<Duration>,
+    /// Bandwidth to the member measured by this node's probes (bits per second), when measured.
+    pub bandwidth_bps: Option<f64>,
     /// The member's own uptime as of `last_heard`.
     pub uptime: Duration,
     /// When it was last heard from (connect, heartbeat).

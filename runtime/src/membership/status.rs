@@ -30,6 +30,7 @@
 //!       "temperature_c": 48.2,             // null when unknown
 //!       "cpus": 4,
 //!       "rtt_ms": 0.42,                    // from the answering node; null for itself / unknown
+//!       "bandwidth_mbit": 94.1,            // measured by the answering node's probes; null for itself / unknown
 //!       "uptime_s": 3605.2,
 //!       "last_heard_ms": 120,              // ms since the answering node heard from it
 //!       "roles": [                         // what it hosts ([] when nothing or unknown)
@@ -115,6 +116,9 @@ pub struct MemberStatus {
     pub cpus: Option<u32>,
     /// Round-trip time from the answering node, ms.
     pub rtt_ms: Option<f64>,
+    /// Bandwidth from the answering node, measured by its probes, Mbit/s.
+    #[serde(default)]
+    pub bandwidth_mbit: Option<f64>,
     /// Uptime of the member's process, seconds.
     pub uptime_s: f64,
     /// Milliseconds since the answering node last heard from it.
@@ -149,6 +153,7 @@ impl MemberStatus {
             temperature_c: r.and_then(|r| r.temperature_c),
             cpus: r.map(|r| r.cpus),
             rtt_ms: m.rtt.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
+            bandwidth_mbit: m.bandwidth_bps.map(|b| (b / 1e5).round() / 10.0),
             uptime_s: (m.uptime_at(now).as_secs_f64() * 10.0).round() / 10.0,
             last_heard_ms: now.saturating_duration_since(m.last_heard).as_millis() as u64,
             roles: r.map(|r| r.roles.clone()).unwrap_or_default(),
@@ -194,6 +199,7 @@ impl ClusterStatus {
             "BACKEND",
             "SCORE",
             "RTT",
+            "BANDWIDTH",
             "UPTIME",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -219,6 +225,11 @@ impl ClusterStatus {
                     "self".to_string()
                 } else {
                     m.rtt_ms.map_or_else(dash, |r| format!("{r:.2}ms"))
+                },
+                if m.is_self {
+                    "self".to_string()
+                } else {
+                    m.bandwidth_mbit.map_or_else(dash, |b| format!("{b:.1}Mbit/s"))
                 },
                 format_uptime(m.uptime_s),
             ]);

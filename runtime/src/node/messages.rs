@@ -82,6 +82,48 @@ impl WireMessage for StatusReply {
     const TYPE: u16 = 0x0111;
 }
 
+/// Stream kind of bandwidth probes: the prober opens a bidirectional stream of this kind,
+/// sends [`ProbeData`] frames (the payload in their tails) and one [`ProbeEnd`], and reads one
+/// [`ProbeAck`].
+pub const PROBE_STREAM_KIND: u16 = 0x0101;
+
+/// A chunk of probe payload (in the frame's tail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeData {}
+impl WireMessage for ProbeData {
+    const TYPE: u16 = 0x0112;
+}
+
+/// The end of a probe's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEnd {
+    /// Payload bytes sent.
+    pub bytes: u64,
+}
+impl WireMessage for ProbeEnd {
+    const TYPE: u16 = 0x0113;
+}
+
+/// The receiver got the whole payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeAck {
+    /// Payload bytes received.
+    pub bytes: u64,
+}
+impl WireMessage for ProbeAck {
+    const TYPE: u16 = 0x0114;
+}
+
+/// Types accepted on a probe stream by the receiving node.
+pub fn probe_request_types() -> TypeSet {
+    TypeSet::new([ProbeData::TYPE..=ProbeEnd::TYPE])
+}
+
+/// Types accepted on a probe stream by the prober.
+pub fn probe_reply_types() -> TypeSet {
+    TypeSet::single(ProbeAck::TYPE)
+}
+
 /// Control message types the node handles.
 pub const CONTROL_TYPES: std::ops::RangeInclusive<u16> = Join::TYPE..=Goodbye::TYPE;
 

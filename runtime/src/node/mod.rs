@@ -28,8 +28,10 @@
 //! `member down name=… id=… reason=…`, `head changed to name=… id=…`,
 //! `rejected peer ADDR: REASON` (warn), `goodbye sent to N peers`, `node stopped`.
 
+pub mod bandwidth;
 pub mod dialer;
 pub mod messages;
+mod probe;
 pub mod status_client;
 
 use crate::config::{ClusterConfig, ConfigError};
@@ -98,6 +100,7 @@ pub struct Node {
     shared: Arc<Shared>,
     control: mpsc::Receiver<crate::transport::ControlMessage>,
     status_streams: mpsc::Receiver<crate::transport::IncomingStream>,
+    probe_streams: mpsc::Receiver<crate::transport::IncomingStream>,
     peer_events: broadcast::Receiver<PeerEvent>,
 }
 
@@ -139,6 +142,8 @@ impl Node {
         let control = transport.control_messages(messages::CONTROL_TYPES, 1024);
         let status_streams =
             transport.register_streams(messages::STATUS_STREAM_KIND, messages::status_request_types(), 16);
+        let probe_streams =
+            transport.register_streams(messages::PROBE_STREAM_KIND, messages::probe_request_types(), 4);
         let peer_events = transport.subscribe();
         let node_id = transport.node_id();
         let cluster_id = transport.cluster_id();
@@ -178,6 +183,7 @@ impl Node {
             }),
             control,
             status_streams,
+            probe_streams,
             peer_events,
         })
     }
@@ -248,6 +254,9 @@ impl Node {
         };
         let score = cfg.resources.compute_score;
         let status_task = tokio::spawn(serve_status(shared.clone(), self.status_streams));
+        // Bandwidth probes: answered for peers, and sent to peers (the prober ends with the node).
+        let probe_task = tokio::spawn(probe::serve_probes(self.probe_streams));
+        tokio::spawn(probe::run_prober(shared.clone()));
         let event_loop = EventLoop {
             shared: shared.clone(),
             dialer: Dialer::new(
@@ -262,7 +271,7 @@ impl Node {
             compute_score: score,
             seq: 0,
         };
-        tokio::spawn(event_loop.run(shutdown_rx, status_task));
+        tokio::spawn(event_loop.run(shutdown_rx, vec![status_task, probe_task]));
         Ok(NodeHandle { shared })
     }
 }
@@ -447,7 +456,7 @@ impl EventLoop {
     async fn run(
         mut self,
         mut shutdown: oneshot::Receiver<oneshot::Sender<()>>,
-        status_task: tokio::task::JoinHandle<()>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
     ) {
         let cfg = self.shared.config.clone();
         let now = Instant::now();
@@ -512,7 +521,9 @@ impl EventLoop {
             }
         };
         self.goodbye().await;
-        status_task.abort();
+        for t in &tasks {
+            t.abort();
+        }
         if let Some(m) = self.mdns.take() {
             m.shutdown().await;
         }
