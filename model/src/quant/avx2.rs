@@ -1,4 +1,5 @@
-//! AVX2 + FMA + F16C matrix kernels (x86-64, runtime-detected), in ggml's x86 float order.
+//! AVX2 + FMA + F16C matrix kernels (x86-64, runtime-detected), in ggml's x86 float order: the
+//! `avx2-x86` backend (`EDGERAY_KERNELS=avx2-x86`).
 //!
 //! Integer sums are computed with SIMD (exact, so any order gives the same sums). The float
 //! combination is ggml-cpu's AVX2 one: eight f32 accumulator lanes, one fused multiply-add per

@@ -2,10 +2,12 @@
 //! `EDGERAY_KERNELS=scalar` forces the scalar path; `EDGERAY_KERNELS=<backend name>` (e.g. `neon`
 //! on a dotprod CPU, or `scalar-x86` anywhere) picks another available backend.
 //!
-//! Two float orders exist, both copied from ggml-cpu: the generic one (`scalar`, `neon`,
-//! `neon-dotprod`: one `sumf += ...` per block) and the x86 one (`scalar-x86`, `avx2`: eight FMA
-//! lanes reduced at the end). Each SIMD backend is bit-identical to the scalar backend of its
-//! order ([`Backend::reference`]).
+//! Two float orders exist, both copied from ggml-cpu: the generic one (`scalar`, `avx2`, `neon`,
+//! `neon-dotprod`: one `sumf += ...` per block) and the x86 one (`scalar-x86`, `avx2-x86`: eight
+//! FMA lanes reduced at the end, as ggml's AVX2 kernels). Each SIMD backend is bit-identical to
+//! the scalar backend of its order ([`Backend::reference`]). The x86-order backends are only
+//! used when named: on gemma3-270m they move greedy output away from the llama.cpp references
+//! (see the README's kernel section).
 
 use super::dot;
 use super::dot_x86;
@@ -19,11 +21,15 @@ use std::sync::OnceLock;
 pub enum Backend {
     /// Portable scalar code in ggml's generic float order, the reference of the NEON backends.
     Scalar,
-    /// Portable scalar code in ggml's x86 (AVX2) float order, the reference of [`Self::Avx2`].
-    /// Never chosen automatically; `EDGERAY_KERNELS=scalar-x86` reproduces AVX2 results on any
-    /// CPU.
+    /// Portable scalar code in ggml's x86 (AVX2) float order, the reference of
+    /// [`Self::Avx2X86`]. Never chosen automatically; `EDGERAY_KERNELS=scalar-x86` reproduces
+    /// `avx2-x86` results on any CPU.
     ScalarX86,
-    /// x86-64 AVX2 + FMA + F16C, in ggml's x86 float order: identical to [`Self::ScalarX86`].
+    /// x86-64 AVX2 + FMA + F16C in ggml's x86 float order, whole tiles per call: identical to
+    /// [`Self::ScalarX86`]. Only used when named (`EDGERAY_KERNELS=avx2-x86`).
+    Avx2X86,
+    /// x86-64 AVX2 + F16C in ggml's generic float order (no FMA in the float combine):
+    /// identical to [`Self::Scalar`].
     Avx2,
     /// aarch64 NEON (baseline on aarch64; results identical to scalar).
     Neon,
@@ -38,6 +44,7 @@ impl Backend {
         match self {
             Self::Scalar => "scalar",
             Self::ScalarX86 => "scalar-x86",
+            Self::Avx2X86 => "avx2-x86",
             Self::Avx2 => "avx2",
             Self::Neon => "neon",
             Self::NeonDotprod => "neon-dotprod",
@@ -48,7 +55,7 @@ impl Backend {
     pub fn is_available(self) -> bool {
         match self {
             Self::Scalar | Self::ScalarX86 => true,
-            Self::Avx2 => avx2_available(),
+            Self::Avx2 | Self::Avx2X86 => avx2_available(),
             Self::Neon => cfg!(target_arch = "aarch64"),
             Self::NeonDotprod => dotprod_available(),
         }
@@ -58,14 +65,14 @@ impl Backend {
     /// results).
     pub fn reference(self) -> Backend {
         match self {
-            Self::ScalarX86 | Self::Avx2 => Self::ScalarX86,
-            Self::Scalar | Self::Neon | Self::NeonDotprod => Self::Scalar,
+            Self::ScalarX86 | Self::Avx2X86 => Self::ScalarX86,
+            Self::Scalar | Self::Avx2 | Self::Neon | Self::NeonDotprod => Self::Scalar,
         }
     }
 
     /// True for the backends [`backend`] may pick without being asked by name.
     fn auto(self) -> bool {
-        self != Self::ScalarX86
+        !matches!(self, Self::ScalarX86 | Self::Avx2X86)
     }
 }
 
@@ -126,9 +133,15 @@ mod tests {
 
     #[test]
     fn env_forces_scalar() {
-        let x86 = [Backend::Scalar, Backend::ScalarX86, Backend::Avx2];
+        let x86 = [
+            Backend::Scalar,
+            Backend::ScalarX86,
+            Backend::Avx2X86,
+            Backend::Avx2,
+        ];
         assert_eq!(choose_backend(Some("scalar"), &x86), Backend::Scalar);
         assert_eq!(choose_backend(Some("scalar-x86"), &x86), Backend::ScalarX86);
+        assert_eq!(choose_backend(Some("avx2-x86"), &x86), Backend::Avx2X86);
         // the x86-order scalar path is only used when named
         let no_simd = [Backend::Scalar, Backend::ScalarX86];
         assert_eq!(choose_backend(None, &no_simd), Backend::Scalar);
@@ -153,6 +166,7 @@ pub fn available_backends() -> Vec<Backend> {
     [
         Backend::Scalar,
         Backend::ScalarX86,
+        Backend::Avx2X86,
         Backend::Avx2,
         Backend::Neon,
         Backend::NeonDotprod,
@@ -229,10 +243,16 @@ impl Kernel {
 /// types it has no SIMD version of).
 pub(crate) fn kernel(ty: GgmlType, backend: Backend) -> Result<Kernel, QuantError> {
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2
+    if backend == Backend::Avx2X86
         && let Some(f) = super::avx2::tile_fn(ty)
     {
         return Ok(Kernel::Tile(f));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2
+        && let Some(f) = super::avx2_generic::row_fn(ty)
+    {
+        return Ok(Kernel::Row(f));
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(backend, Backend::Neon | Backend::NeonDotprod)

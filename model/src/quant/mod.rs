@@ -16,6 +16,8 @@
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_generic;
 mod bytes;
 mod dequant;
 mod dot;
