@@ -5,20 +5,108 @@
 //! bit-identical to it.
 
 use super::dequant::{f16_at, scale_min_k4};
-use super::kernels::RowFn;
+use super::kernels::{MAX_TOKENS, TileFn};
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
 use std::arch::x86_64::*;
 
-/// The generic-order AVX2 row kernel for `ty`, if there is one. Callers must have checked AVX2 and F16C.
-pub(crate) fn row_fn(ty: GgmlType) -> Option<RowFn> {
+/// The generic-order AVX2 tile kernel for `ty`, if there is one. Callers must have checked AVX2
+/// and F16C.
+pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
     Some(match ty {
-        GgmlType::Q8_0 => legacy_rows::<L_Q8_0>,
-        GgmlType::Q5_0 => legacy_rows::<L_Q5_0>,
-        GgmlType::Q4_0 => legacy_rows::<L_Q4_0>,
-        GgmlType::Q4_K => r_q4_k,
-        GgmlType::Q6_K => r_q6_k,
+        GgmlType::Q8_0 => legacy_tile::<L_Q8_0>,
+        GgmlType::Q5_0 => legacy_tile::<L_Q5_0>,
+        GgmlType::Q4_0 => legacy_tile::<L_Q4_0>,
+        GgmlType::Q4_K => q4_k_tile,
+        GgmlType::Q6_K => q6_k_tile,
         _ => return None,
+    })
+}
+
+/// Runs `$body` for each token group of up to [`MAX_TOKENS`] with `$rows` bound to an array of
+/// that many activation rows (of `$cols` elements) of `$acts`, and `$t` to the group's first token offset in the tile.
+macro_rules! token_groups {
+    ($acts:expr, $cols:expr, $t0:expr, $nt:expr, |$t:ident, $rows:ident| $body:expr) => {{
+        let cols = $cols;
+        let mut $t = 0;
+        while $t < $nt {
+            let tn = ($nt - $t).min(MAX_TOKENS);
+            match tn {
+                1 => {
+                    let $rows: [_; 1] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                2 => {
+                    let $rows: [_; 2] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                3 => {
+                    let $rows: [_; 3] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                _ => {
+                    let $rows: [_; 4] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+            }
+            $t += tn;
+        }
+    }};
+}
+
+/// Stores a row's results for a token group into the tile output (token stride `nrows`).
+#[inline]
+fn store<const T: usize>(out: &mut [f32], nrows: usize, t: usize, i: usize, r: [f32; T]) {
+    for (k, v) in r.into_iter().enumerate() {
+        out[(t + k) * nrows + i] = v;
+    }
+}
+
+/// Tile kernel for Q8_0 / Q5_0 / Q4_0 weights: activation rows are sliced once per token group,
+/// not once per weight row.
+fn legacy_tile<const K: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8_0();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths
+            // are asserted inside.
+            store(out, nrows, t, i, unsafe { legacy_row::<K, _>(wr, d, qs) });
+        }
+    })
+}
+
+/// Tile kernel for Q4_K weights.
+fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8k();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs, bs) = (rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
+            store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, qs, bs) });
+        }
+    })
+}
+
+/// Tile kernel for Q6_K weights.
+fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8k();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
+            store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, qs) });
+        }
     })
 }
 
@@ -32,28 +120,6 @@ const fn block_bytes(k: u8) -> usize {
         L_Q8_0 => 34,
         L_Q5_0 => 22,
         _ => 18,
-    }
-}
-
-/// Row kernel for Q8_0 / Q5_0 / Q4_0 weights and 1..=4 tokens.
-fn legacy_rows<const K: u8>(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
-    let q = a.q8_0();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths are
-            // asserted inside.
-            let r = unsafe { legacy_row::<K, $t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
     }
 }
 
@@ -206,48 +272,6 @@ unsafe fn legacy_row<const K: u8, const T: usize>(
         ib += 1;
     }
     sumf
-}
-
-/// Row kernel for Q4_K weights and 1..=4 tokens.
-fn r_q4_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
-    let q = a.q8k();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
-            let r = unsafe { q4_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
-    }
-}
-
-/// Row kernel for Q6_K weights and 1..=4 tokens.
-fn r_q6_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
-    let q = a.q8k();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
-            let r = unsafe { q6_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
-    }
 }
 
 /// Sum of the 32 signed byte products of `x` and `y`, as 8 i32 partial sums.

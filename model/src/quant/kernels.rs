@@ -250,9 +250,9 @@ pub(crate) fn kernel(ty: GgmlType, backend: Backend) -> Result<Kernel, QuantErro
     }
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Avx2
-        && let Some(f) = super::avx2_generic::row_fn(ty)
+        && let Some(f) = super::avx2_generic::tile_fn(ty)
     {
-        return Ok(Kernel::Row(f));
+        return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(backend, Backend::Neon | Backend::NeonDotprod)
