@@ -1,22 +1,32 @@
-//! AVX2 vec-dot kernels (x86-64, runtime-detected). Integer sums are computed with SIMD (integer
-//! arithmetic is exact, so any order gives the same sums); the float combination performs the
-//! same f32 operations in the same order as the scalar reference (`super::dot`), so results are
-//! bit-identical to it.
+//! AVX2 + FMA + F16C matrix kernels (x86-64, runtime-detected), in ggml's x86 float order: the
+//! `avx2-x86` backend (`EDGERAY_KERNELS=avx2-x86`).
+//!
+//! Integer sums are computed with SIMD (exact, so any order gives the same sums). The float
+//! combination is ggml-cpu's AVX2 one: eight f32 accumulator lanes, one fused multiply-add per
+//! block and lane, and [`hsum_float_8`]'s reduction at the end. The scalar module
+//! `super::dot_x86` writes out the same arithmetic element by element; results are
+//! bit-identical to it (property-tested).
+//!
+//! Each call computes a whole tile: a run of consecutive weight rows against up to
+//! [`MAX_TOKENS`] activation rows at a time, so the per-row cost is only the row's own blocks
+//! (no per-row call, bounds checks or copies), and each weight block is decoded once for all
+//! tokens of a group.
 
-use super::dequant::{f16_at, scale_min_k4};
-use super::kernels::RowFn;
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+use super::kernels::{MAX_TOKENS, TileFn};
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
 use std::arch::x86_64::*;
 
-/// The AVX2 row kernel for `ty`, if there is one. Callers must have checked AVX2 and F16C.
-pub(crate) fn row_fn(ty: GgmlType) -> Option<RowFn> {
+/// The AVX2 tile kernel for `ty`, if there is one. Callers must have checked AVX2, FMA and F16C.
+pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
     Some(match ty {
-        GgmlType::Q8_0 => legacy_rows::<L_Q8_0>,
-        GgmlType::Q5_0 => legacy_rows::<L_Q5_0>,
-        GgmlType::Q4_0 => legacy_rows::<L_Q4_0>,
-        GgmlType::Q4_K => r_q4_k,
-        GgmlType::Q6_K => r_q6_k,
+        GgmlType::Q8_0 => legacy_tile::<L_Q8_0>,
+        GgmlType::Q5_0 => legacy_tile::<L_Q5_0>,
+        GgmlType::Q4_0 => legacy_tile::<L_Q4_0>,
+        GgmlType::Q4_K => q4_k_tile,
+        GgmlType::Q6_K => q6_k_tile,
         _ => return None,
     })
 }
@@ -34,25 +44,62 @@ const fn block_bytes(k: u8) -> usize {
     }
 }
 
-/// Row kernel for Q8_0 / Q5_0 / Q4_0 weights and 1..=4 tokens.
-fn legacy_rows<const K: u8>(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
+/// Checks the tile's shapes (the unsafe kernels rely on them) and returns the number of weight
+/// rows.
+fn check_tile(
+    w: &[u8],
+    row_bytes: usize,
+    block_bytes: usize,
+    block: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &[f32],
+) -> usize {
+    let nb = a.cols() / block;
+    assert_eq!(
+        row_bytes,
+        nb * block_bytes,
+        "row size does not match the activations"
+    );
+    assert_eq!(w.len() % row_bytes, 0, "tile holds whole rows");
+    let nrows = w.len() / row_bytes;
+    assert!(t0 + nt <= a.n(), "token range out of bounds");
+    assert_eq!(out.len(), nt * nrows, "tile output size");
+    nrows
+}
+
+/// Tile kernel for Q8_0 / Q5_0 / Q4_0 weights.
+fn legacy_tile<const K: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let nrows = check_tile(w, row_bytes, block_bytes(K), QK32, a, t0, nt, out);
     let q = a.q8_0();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths are
-            // asserted inside.
-            let r = unsafe { legacy_row::<K, $t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
+    let (cols, nb) = (a.cols(), a.cols() / QK32);
+    assert!(q.d.len() >= (t0 + nt) * nb && q.qs.len() >= (t0 + nt) * cols);
+    let mut t = 0;
+    while t < nt {
+        let tn = (nt - t).min(MAX_TOKENS);
+        // SAFETY: this backend is only selected when AVX2, FMA and F16C are available; `w`
+        // holds `nrows` rows of `nb` blocks, the activations hold tokens t0 + t .. + tn, and
+        // `out` holds nt × nrows floats (all checked above).
+        unsafe {
+            let d = q.d.as_ptr().add((t0 + t) * nb);
+            let qs = q.qs.as_ptr().add((t0 + t) * cols);
+            let o = out.as_mut_ptr().add(t * nrows);
+            match tn {
+                1 => legacy_rows::<K, 1>(w.as_ptr(), nrows, nb, d, qs, o),
+                2 => legacy_rows::<K, 2>(w.as_ptr(), nrows, nb, d, qs, o),
+                3 => legacy_rows::<K, 3>(w.as_ptr(), nrows, nb, d, qs, o),
+                _ => legacy_rows::<K, 4>(w.as_ptr(), nrows, nb, d, qs, o),
+            }
+        }
+        t += tn;
     }
 }
 
@@ -75,197 +122,309 @@ unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
     }
 }
 
-/// The 8 block sums of eight 8-lane i32 vectors, in order.
+/// `T` tokens × `nrows` rows of a legacy format: per block `acc = fma(dx * dy, lanes, acc)`,
+/// lane `k` = products of elements `4k .. 4k + 4`; then [`hsum_float_8`]. Writes
+/// `out[t * nrows + r]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C available; `w` holds `nrows` rows of `nb` blocks of kind `K`; `d` / `qs`
+/// hold `T` activation rows of `nb` scales / `32 nb` quants; `out` has `T * nrows` floats
+/// (token stride `nrows`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_rows<const K: u8, const T: usize>(
+    w: *const u8,
+    nrows: usize,
+    nb: usize,
+    d: *const f32,
+    qs: *const i8,
+    out: *mut f32,
+) {
+    let bs = block_bytes(K);
+    let cols = nb * QK32;
+    let ones = _mm256_set1_epi16(1);
+    for r in 0..nrows {
+        // SAFETY: all offsets stay inside the regions described in the contract.
+        unsafe {
+            let row = w.add(r * nb * bs);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for ib in 0..nb {
+                let p = row.add(ib * bs);
+                let x = decode::<K>(p);
+                let dx = f16_to_f32(std::ptr::read_unaligned(p as *const u16));
+                let ax = _mm256_sign_epi8(x, x);
+                for t in 0..T {
+                    let y = load(qs.add(t * cols + ib * QK32) as *const u8);
+                    let s =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), ones);
+                    let dd = _mm256_set1_ps(dx * *d.add(t * nb + ib));
+                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[t]);
+                }
+            }
+            for t in 0..T {
+                *out.add(t * nrows + r) = hsum_float_8(acc[t]);
+            }
+        }
+    }
+}
+
+/// Tile kernel for Q4_K weights.
+fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = check_tile(w, row_bytes, 144, QK_K, a, t0, nt, out);
+    let q = a.q8k();
+    let (cols, nb) = (a.cols(), a.cols() / QK_K);
+    assert!(
+        q.d.len() >= (t0 + nt) * nb
+            && q.qs.len() >= (t0 + nt) * cols
+            && q.bsums.len() >= (t0 + nt) * nb * 16
+    );
+    let mut t = 0;
+    while t < nt {
+        let tn = (nt - t).min(MAX_TOKENS);
+        // SAFETY: as in `legacy_tile` (shapes checked above).
+        unsafe {
+            let tt = t0 + t;
+            let (d, qs, bsums) = (
+                q.d.as_ptr().add(tt * nb),
+                q.qs.as_ptr().add(tt * cols),
+                q.bsums.as_ptr().add(tt * nb * 16),
+            );
+            let o = out.as_mut_ptr().add(t * nrows);
+            match tn {
+                1 => q4_k_rows::<1>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                2 => q4_k_rows::<2>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                3 => q4_k_rows::<3>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                _ => q4_k_rows::<4>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// The 8 scales and 8 mins of a Q4_K super-block (6-bit packed in 12 bytes at `p`), as
+/// `(scales, mins)` little-endian byte pairs of u64.
+///
+/// # Safety
+/// 12 readable bytes at `p`.
 #[inline]
-#[target_feature(enable = "avx2")]
-fn hsum8(v: &[__m256i; 8]) -> __m256i {
-    let h0 = _mm256_hadd_epi32(v[0], v[1]);
-    let h1 = _mm256_hadd_epi32(v[2], v[3]);
-    let h2 = _mm256_hadd_epi32(v[4], v[5]);
-    let h3 = _mm256_hadd_epi32(v[6], v[7]);
-    let g0 = _mm256_hadd_epi32(h0, h1);
-    let g1 = _mm256_hadd_epi32(h2, h3);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(g0, g1, 0x20),
-        _mm256_permute2x128_si256(g0, g1, 0x31),
+unsafe fn q4_k_scales_mins(p: *const u8) -> (u64, u64) {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    // SAFETY: caller guarantees 12 bytes.
+    let (u0, u1, u2) = unsafe {
+        (
+            std::ptr::read_unaligned(p as *const u32),
+            std::ptr::read_unaligned(p.add(4) as *const u32),
+            std::ptr::read_unaligned(p.add(8) as *const u32),
+        )
+    };
+    // scales 0..3 = low 6 bits of bytes 0..3; scales 4..7 = low nibbles of bytes 8..11 with
+    // the top 2 bits of bytes 0..3; mins likewise from bytes 4..7 and the high nibbles.
+    let sc_lo = u0 & KMASK1;
+    let sc_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let mn_lo = u1 & KMASK1;
+    let mn_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    (
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        mn_lo as u64 | (mn_hi as u64) << 32,
     )
 }
 
-/// Dots of one legacy-quant weight row with `T` Q8_0 activation rows. Each weight block is
-/// decoded once for all tokens; block int sums come 8 at a time, their f32 products are formed
-/// lane-wise with the scalar reference's operations, then added to the sum in block order.
+/// `T` tokens × `nrows` rows of Q4_K (ggml's AVX2 `vec_dot_q4_K_q8_K` arithmetic).
+///
+/// # Safety
+/// AVX2, FMA and F16C available; `w` holds `nrows` rows of `nb` super-blocks; `d`, `qs`, `bsums`
+/// hold `T` Q8_K activation rows; `out` has `T * nrows` floats (token stride `nrows`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_rows<const T: usize>(
+    w: *const u8,
+    nrows: usize,
+    nb: usize,
+    d: *const f32,
+    qs: *const i8,
+    bsums: *const i16,
+    out: *mut f32,
+) {
+    let cols = nb * QK_K;
+    let m4 = _mm256_set1_epi8(0x0F);
+    for r in 0..nrows {
+        // SAFETY: all offsets stay inside the regions described in the contract.
+        unsafe {
+            let row = w.add(r * nb * 144);
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [_mm_setzero_ps(); T];
+            for i in 0..nb {
+                let b = row.add(i * 144);
+                let dx = f16_to_f32(std::ptr::read_unaligned(b as *const u16));
+                let dmx = f16_to_f32(std::ptr::read_unaligned(b.add(2) as *const u16));
+                let (sc, mn) = q4_k_scales_mins(b.add(4));
+                let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
+                let scl: [__m256i; 8] =
+                    std::array::from_fn(|j| _mm256_set1_epi16(((sc >> (8 * j)) & 0xFF) as i16));
+                let mut sumi = [_mm256_setzero_si256(); T];
+                for j in 0..4 {
+                    let q4 = load(b.add(16 + 32 * j));
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    for t in 0..T {
+                        let y = qs.add(t * cols + i * QK_K + 64 * j) as *const u8;
+                        let pl = _mm256_madd_epi16(scl[2 * j], _mm256_maddubs_epi16(lo, load(y)));
+                        let ph = _mm256_madd_epi16(
+                            scl[2 * j + 1],
+                            _mm256_maddubs_epi16(hi, load(y.add(32))),
+                        );
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+                    }
+                }
+                for t in 0..T {
+                    let dy = *d.add(t * nb + i);
+                    let bs = _mm256_loadu_si256(bsums.add((t * nb + i) * 16) as *const __m256i);
+                    let s32 =
+                        _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+                    let prod = _mm_madd_epi16(mins, s32);
+                    acc_m[t] =
+                        _mm_fmadd_ps(_mm_set1_ps(-dy * dmx), _mm_cvtepi32_ps(prod), acc_m[t]);
+                    acc[t] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dy * dx),
+                        _mm256_cvtepi32_ps(sumi[t]),
+                        acc[t],
+                    );
+                }
+            }
+            for t in 0..T {
+                let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+                let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                *out.add(t * nrows + r) = hsum_float_8(acc[t]) + _mm_cvtss_f32(m);
+            }
+        }
+    }
+}
+
+/// Tile kernel for Q6_K weights.
+fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = check_tile(w, row_bytes, 210, QK_K, a, t0, nt, out);
+    let q = a.q8k();
+    let (cols, nb) = (a.cols(), a.cols() / QK_K);
+    assert!(
+        q.d.len() >= (t0 + nt) * nb
+            && q.qs.len() >= (t0 + nt) * cols
+            && q.bsums.len() >= (t0 + nt) * nb * 16
+    );
+    let mut t = 0;
+    while t < nt {
+        let tn = (nt - t).min(MAX_TOKENS);
+        // SAFETY: as in `legacy_tile` (shapes checked above).
+        unsafe {
+            let tt = t0 + t;
+            let (d, qs, bsums) = (
+                q.d.as_ptr().add(tt * nb),
+                q.qs.as_ptr().add(tt * cols),
+                q.bsums.as_ptr().add(tt * nb * 16),
+            );
+            let o = out.as_mut_ptr().add(t * nrows);
+            match tn {
+                1 => q6_k_rows::<1>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                2 => q6_k_rows::<2>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                3 => q6_k_rows::<3>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+                _ => q6_k_rows::<4>(w.as_ptr(), nrows, nb, d, qs, bsums, o),
+            }
+        }
+        t += tn;
+    }
+}
+
+/// `T` tokens × `nrows` rows of Q6_K (ggml's AVX2 `vec_dot_q6_K_q8_K` arithmetic: unsigned
+/// 6-bit weights, the `-32` offset applied through the activation block sums).
+///
+/// # Safety
+/// As [`q4_k_rows`], with 210-byte super-blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_rows<const T: usize>(
+    w: *const u8,
+    nrows: usize,
+    nb: usize,
+    d: *const f32,
+    qs: *const i8,
+    bsums: *const i16,
+    out: *mut f32,
+) {
+    let cols = nb * QK_K;
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    for r in 0..nrows {
+        // SAFETY: all offsets stay inside the regions described in the contract.
+        unsafe {
+            let row = w.add(r * nb * 210);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for i in 0..nb {
+                let b = row.add(i * 210);
+                let dx = f16_to_f32(std::ptr::read_unaligned(b.add(208) as *const u16));
+                let scales = _mm_loadu_si128(b.add(192) as *const __m128i);
+                let scales16 = _mm256_cvtepi8_epi16(scales);
+                // chunk g (elements 32g .. 32g + 32): 16-bit lanes 0..8 = scale 2g, 8..16 = 2g+1
+                let scl: [__m256i; 8] = std::array::from_fn(|g| {
+                    let lo = (2 * g) as i8;
+                    let hi = (2 * g + 1) as i8;
+                    let m = _mm_set_epi8(
+                        hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo,
+                    );
+                    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, m))
+                });
+                let mut sumi = [_mm256_setzero_si256(); T];
+                for h in 0..2 {
+                    let ql1 = load(b.add(h * 64));
+                    let ql2 = load(b.add(h * 64 + 32));
+                    let qh = load(b.add(128 + h * 32));
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
+                    let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+                    let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
+                    let x = [
+                        _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
+                        _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3),
+                    ];
+                    for t in 0..T {
+                        let y = qs.add(t * cols + i * QK_K + h * 128) as *const u8;
+                        let mut s = sumi[t];
+                        for (k, xk) in x.iter().enumerate() {
+                            let p = _mm256_maddubs_epi16(*xk, load(y.add(32 * k)));
+                            s = _mm256_add_epi32(s, _mm256_madd_epi16(scl[4 * h + k], p));
+                        }
+                        sumi[t] = s;
+                    }
+                }
+                for t in 0..T {
+                    let bs = _mm256_loadu_si256(bsums.add((t * nb + i) * 16) as *const __m256i);
+                    let sub = _mm256_slli_epi32(_mm256_madd_epi16(bs, scales16), 5);
+                    let s = _mm256_sub_epi32(sumi[t], sub);
+                    let dd = _mm256_set1_ps(*d.add(t * nb + i) * dx);
+                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[t]);
+                }
+            }
+            for t in 0..T {
+                *out.add(t * nrows + r) = hsum_float_8(acc[t]);
+            }
+        }
+    }
+}
+
+/// ggml's `hsum_float_8`: `(x0 + x4) + (x2 + x6)` + `(x1 + x5) + (x3 + x7)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum_float_8(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// One f16 (bits) to f32 with F16C.
+#[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn legacy_row<const K: u8, const T: usize>(
-    w: &[u8],
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-) -> [f32; T] {
-    let bs = block_bytes(K);
-    let nb = d[0].len();
-    assert!(w.len() >= nb * bs);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
-    }
-    let wp = w.as_ptr();
-    let mut sumf = [0f32; T];
-    let mut ib = 0;
-    while ib + 8 <= nb {
-        let mut xs = [_mm256_setzero_si256(); 8];
-        let mut hs = [0u16; 8];
-        for k in 0..8 {
-            // SAFETY: block ib + k < nb lies inside w (asserted).
-            unsafe {
-                let p = wp.add((ib + k) * bs);
-                xs[k] = decode::<K>(p);
-                hs[k] = std::ptr::read_unaligned(p as *const u16);
-            }
-        }
-        // SAFETY: 8 u16 = 16 bytes.
-        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
-        for t in 0..T {
-            let mut v = [_mm256_setzero_si256(); 8];
-            // SAFETY: activation blocks ib..ib+8 and scales ib..ib+8 are in bounds (asserted).
-            let dy = unsafe {
-                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
-                for k in 0..8 {
-                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
-                }
-                _mm256_loadu_ps(d[t].as_ptr().add(ib))
-            };
-            let sf = _mm256_cvtepi32_ps(hsum8(&v));
-            let p = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            let mut pa = [0f32; 8];
-            // SAFETY: 8 f32.
-            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
-            for x in pa {
-                sumf[t] += x;
-            }
-        }
-        ib += 8;
-    }
-    if ib + 4 <= nb {
-        // One batch of 4 blocks (rows of 640 / 896 elements end with 4 blocks after the 8s).
-        let mut xs = [_mm256_setzero_si256(); 4];
-        let mut hs = [0u16; 8];
-        for k in 0..4 {
-            // SAFETY: block ib + k < nb lies inside w (asserted).
-            unsafe {
-                let p = wp.add((ib + k) * bs);
-                xs[k] = decode::<K>(p);
-                hs[k] = std::ptr::read_unaligned(p as *const u16);
-            }
-        }
-        // SAFETY: 8 u16 = 16 bytes (lanes 4..8 are zero).
-        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
-        for t in 0..T {
-            let mut v = [_mm256_setzero_si256(); 8];
-            // SAFETY: activation blocks ib..ib+4 and scales ib..ib+4 are in bounds (asserted).
-            let dy = unsafe {
-                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
-                for k in 0..4 {
-                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
-                }
-                _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(d[t].as_ptr().add(ib)))
-            };
-            let sf = _mm256_cvtepi32_ps(hsum8(&v));
-            let p = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            let mut pa = [0f32; 8];
-            // SAFETY: 8 f32.
-            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
-            for x in &pa[..4] {
-                sumf[t] += x;
-            }
-        }
-        ib += 4;
-    }
-    while ib < nb {
-        // SAFETY: block ib < nb in bounds (asserted).
-        let x = unsafe { decode::<K>(wp.add(ib * bs)) };
-        let dxs = f16_at(&w[ib * bs..]);
-        for t in 0..T {
-            // SAFETY: activation block ib in bounds (asserted).
-            let sumi = hsum(mul_sum_i8(x, unsafe {
-                load(qs[t].as_ptr().add(ib * QK32) as *const u8)
-            }));
-            let dy = d[t][ib];
-            sumf[t] += if K == L_Q4_0 {
-                sumi as f32 * dxs * dy
-            } else {
-                sumi as f32 * (dxs * dy)
-            };
-        }
-        ib += 1;
-    }
-    sumf
-}
-
-/// Row kernel for Q4_K weights and 1..=4 tokens.
-fn r_q4_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
-    let q = a.q8k();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
-            let r = unsafe { q4_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
-    }
-}
-
-/// Row kernel for Q6_K weights and 1..=4 tokens.
-fn r_q6_k(w: &[u8], a: &Activations, t0: usize, out: &mut [f32]) {
-    let q = a.q8k();
-    let cols = a.cols();
-    macro_rules! go {
-        ($t:literal) => {{
-            let rows: [_; $t] = std::array::from_fn(|k| q.row(t0 + k, cols));
-            // SAFETY: this backend is only selected when AVX2 is available; lengths asserted inside.
-            let r = unsafe { q6_k_avx2::<$t>(w, rows.map(|r| r.d), rows.map(|r| r.qs)) };
-            out.copy_from_slice(&r);
-        }};
-    }
-    match out.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        n => unreachable!("row kernels take 1..=4 tokens, got {n}"),
-    }
-}
-
-/// Sum of the 32 signed byte products of `x` and `y`, as 8 i32 partial sums.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    let dot = _mm256_maddubs_epi16(ax, sy);
-    _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum(a: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    let s = _mm_hadd_epi32(s, s);
-    let s = _mm_hadd_epi32(s, s);
-    _mm_cvtsi128_si32(s)
+fn f16_to_f32(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// Loads 32 bytes at `p`.
@@ -282,9 +441,8 @@ unsafe fn load(p: *const u8) -> __m256i {
 unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees 16 readable bytes.
     let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
-    let lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
-    _mm256_set_m128i(hi, lo)
+    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
 /// Byte `i` = 0xFF when bit `i` of `x` is set, else 0.
@@ -300,193 +458,4 @@ fn bytes_from_bits_32(x: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
-}
-
-/// Byte shuffle pairing elements `l` and `l + 8` within each 16-byte half, so that
-/// `maddubs` adds exactly the two products ggml's generic k-quant code adds into lane `l`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn pair_l_l8(v: __m256i) -> __m256i {
-    let p = _mm256_setr_epi8(
-        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
-        13, 6, 14, 7, 15,
-    );
-    _mm256_shuffle_epi8(v, p)
-}
-
-/// From 16 i16 `[L0..L7 | H0..H7]` returns the 8 i32 lanes `L_l * s_lo + H_l * s_hi`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
-    let l = _mm256_castsi256_si128(m);
-    let h = _mm256_extracti128_si256(m, 1);
-    let u = _mm256_set_m128i(_mm_unpackhi_epi16(l, h), _mm_unpacklo_epi16(l, h));
-    let s = ((s_hi as u16 as u32) << 16) | s_lo as u16 as u32;
-    _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
-}
-
-/// ggml's generic Q4_K × Q8_K dot for `T` activation rows (weights decoded once per token
-/// group): exact per-lane int sums, then the scalar reference's float operations.
-#[target_feature(enable = "avx2")]
-unsafe fn q4_k_avx2<const T: usize>(
-    w: &[u8],
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-    bsums: [&[i16]; T],
-) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(w.len() >= nb * 144);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    let mut sumf = [0f32; T];
-    let m4 = _mm256_set1_epi8(0x0F);
-    for i in 0..nb {
-        let b = &w[i * 144..i * 144 + 144];
-        let mut sc = [0u8; 8];
-        let mut mn = [0u8; 8];
-        for j in 0..8 {
-            (sc[j], mn[j]) = scale_min_k4(j, &b[4..16]);
-        }
-        // summ = sum_j bsums[j] * mins[j / 2]
-        let mins16 = _mm256_set_epi16(
-            mn[7] as i16,
-            mn[7] as i16,
-            mn[6] as i16,
-            mn[6] as i16,
-            mn[5] as i16,
-            mn[5] as i16,
-            mn[4] as i16,
-            mn[4] as i16,
-            mn[3] as i16,
-            mn[3] as i16,
-            mn[2] as i16,
-            mn[2] as i16,
-            mn[1] as i16,
-            mn[1] as i16,
-            mn[0] as i16,
-            mn[0] as i16,
-        );
-        let mut acc = [_mm256_setzero_si256(); T];
-        for c in 0..4 {
-            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds.
-            let q4 = pair_l_l8(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
-            let lo = _mm256_and_si256(q4, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let s0 = sc[2 * c] as i16;
-            let s1 = sc[2 * c + 1] as i16;
-            for t in 0..T {
-                // SAFETY: q8[64c .. 64c + 64] of block i in bounds (asserted).
-                let (ya, yb) = unsafe {
-                    let p = qs[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                    (load(p), load(p.add(32)))
-                };
-                acc[t] = _mm256_add_epi32(
-                    acc[t],
-                    fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0),
-                );
-                acc[t] = _mm256_add_epi32(
-                    acc[t],
-                    fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1),
-                );
-            }
-        }
-        let dx = f16_at(b);
-        let dmx = f16_at(&b[2..]);
-        for t in 0..T {
-            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
-            let summ = hsum(_mm256_madd_epi16(bs, mins16));
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-            let dmin = dmx * d[t][i];
-            sumf[t] -= dmin * summ as f32;
-        }
-    }
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            sumf[t] += s;
-        }
-    }
-    sumf
-}
-
-/// ggml's generic Q6_K × Q8_K dot for `T` activation rows (weights decoded once per token
-/// group): exact per-lane int sums, then the scalar reference's float operations.
-#[target_feature(enable = "avx2")]
-unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(w.len() >= nb * 210);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(0x03);
-    let m32 = _mm256_set1_epi8(32);
-    for i in 0..nb {
-        let b = &w[i * 210..i * 210 + 210];
-        let scales = &b[192..208];
-        let mut acc = [_mm256_setzero_si256(); T];
-        for half in 0..2 {
-            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load(b.as_ptr().add(half * 64)),
-                    load(b.as_ptr().add(half * 64 + 32)),
-                    load(b.as_ptr().add(128 + half * 32)),
-                )
-            };
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
-            let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
-            let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
-            let a = [
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h0), m32),
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h1), m32),
-                _mm256_sub_epi8(
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
-                    m32,
-                ),
-                _mm256_sub_epi8(
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
-                    m32,
-                ),
-            ];
-            for (k, ak) in a.into_iter().enumerate() {
-                let base = half * 128 + k * 32;
-                let x = pair_l_l8(ak);
-                let ax = _mm256_sign_epi8(x, x);
-                let g = base / 16;
-                let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
-                for t in 0..T {
-                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
-                    let y = pair_l_l8(unsafe {
-                        load(qs[t].as_ptr().add(i * QK_K + base) as *const u8)
-                    });
-                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                    acc[t] = _mm256_add_epi32(acc[t], fold_scaled(m, s0, s1));
-                }
-            }
-        }
-        let dx = f16_at(&b[208..]);
-        for t in 0..T {
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-        }
-    }
-    let mut out = [0f32; T];
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            out[t] += s;
-        }
-    }
-    out
 }

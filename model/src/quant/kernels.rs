@@ -1,8 +1,16 @@
-//! Kernel backend selection: the scalar reference path or SIMD paths, chosen at run time.
+//! Kernel backend selection: the scalar reference paths or SIMD paths, chosen at run time.
 //! `EDGERAY_KERNELS=scalar` forces the scalar path; `EDGERAY_KERNELS=<backend name>` (e.g. `neon`
-//! on a dotprod CPU) picks another available backend.
+//! on a dotprod CPU, or `scalar-x86` anywhere) picks another available backend.
+//!
+//! Two float orders exist, both copied from ggml-cpu: the generic one (`scalar`, `avx2`, `neon`,
+//! `neon-dotprod`: one `sumf += ...` per block) and the x86 one (`scalar-x86`, `avx2-x86`: eight
+//! FMA lanes reduced at the end, as ggml's AVX2 kernels). Each SIMD backend is bit-identical to
+//! the scalar backend of its order ([`Backend::reference`]). The x86-order backends are only
+//! used when named: on gemma3-270m they move greedy output away from the llama.cpp references
+//! (see the README's kernel section).
 
 use super::dot;
+use super::dot_x86;
 use super::error::QuantError;
 use super::matrix::Activations;
 use super::types::GgmlType;
@@ -11,9 +19,17 @@ use std::sync::OnceLock;
 /// Which implementation of the vec-dot kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Portable scalar code, the reference.
+    /// Portable scalar code in ggml's generic float order, the reference of the NEON backends.
     Scalar,
-    /// x86-64 AVX2 + F16C (no FMA in the float combine: results identical to scalar).
+    /// Portable scalar code in ggml's x86 (AVX2) float order, the reference of
+    /// [`Self::Avx2X86`]. Never chosen automatically; `EDGERAY_KERNELS=scalar-x86` reproduces
+    /// `avx2-x86` results on any CPU.
+    ScalarX86,
+    /// x86-64 AVX2 + FMA + F16C in ggml's x86 float order, whole tiles per call: identical to
+    /// [`Self::ScalarX86`]. Only used when named (`EDGERAY_KERNELS=avx2-x86`).
+    Avx2X86,
+    /// x86-64 AVX2 + F16C in ggml's generic float order (no FMA in the float combine):
+    /// identical to [`Self::Scalar`].
     Avx2,
     /// aarch64 NEON (baseline on aarch64; results identical to scalar).
     Neon,
@@ -27,6 +43,8 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
+            Self::ScalarX86 => "scalar-x86",
+            Self::Avx2X86 => "avx2-x86",
             Self::Avx2 => "avx2",
             Self::Neon => "neon",
             Self::NeonDotprod => "neon-dotprod",
@@ -36,11 +54,25 @@ impl Backend {
     /// True when this backend can run on this CPU.
     pub fn is_available(self) -> bool {
         match self {
-            Self::Scalar => true,
-            Self::Avx2 => avx2_available(),
+            Self::Scalar | Self::ScalarX86 => true,
+            Self::Avx2 | Self::Avx2X86 => avx2_available(),
             Self::Neon => cfg!(target_arch = "aarch64"),
             Self::NeonDotprod => dotprod_available(),
         }
+    }
+
+    /// The scalar backend computing the same float operations in the same order (bit-identical
+    /// results).
+    pub fn reference(self) -> Backend {
+        match self {
+            Self::ScalarX86 | Self::Avx2X86 => Self::ScalarX86,
+            Self::Scalar | Self::Avx2 | Self::Neon | Self::NeonDotprod => Self::Scalar,
+        }
+    }
+
+    /// True for the backends [`backend`] may pick without being asked by name.
+    fn auto(self) -> bool {
+        !matches!(self, Self::ScalarX86 | Self::Avx2X86)
     }
 }
 
@@ -58,7 +90,9 @@ fn dotprod_available() -> bool {
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -85,7 +119,12 @@ fn choose_backend(env: Option<&str>, available: &[Backend]) -> Backend {
     {
         return *b;
     }
-    available.last().copied().unwrap_or(Backend::Scalar)
+    available
+        .iter()
+        .rev()
+        .find(|b| b.auto())
+        .copied()
+        .unwrap_or(Backend::Scalar)
 }
 
 #[cfg(test)]
@@ -94,8 +133,18 @@ mod tests {
 
     #[test]
     fn env_forces_scalar() {
-        let x86 = [Backend::Scalar, Backend::Avx2];
+        let x86 = [
+            Backend::Scalar,
+            Backend::ScalarX86,
+            Backend::Avx2X86,
+            Backend::Avx2,
+        ];
         assert_eq!(choose_backend(Some("scalar"), &x86), Backend::Scalar);
+        assert_eq!(choose_backend(Some("scalar-x86"), &x86), Backend::ScalarX86);
+        assert_eq!(choose_backend(Some("avx2-x86"), &x86), Backend::Avx2X86);
+        // the x86-order scalar path is only used when named
+        let no_simd = [Backend::Scalar, Backend::ScalarX86];
+        assert_eq!(choose_backend(None, &no_simd), Backend::Scalar);
         assert_eq!(choose_backend(Some("SCALAR"), &x86), Backend::Scalar);
         assert_eq!(choose_backend(None, &x86), Backend::Avx2);
         assert_eq!(choose_backend(Some("auto"), &x86), Backend::Avx2);
@@ -116,6 +165,8 @@ mod tests {
 pub fn available_backends() -> Vec<Backend> {
     [
         Backend::Scalar,
+        Backend::ScalarX86,
+        Backend::Avx2X86,
         Backend::Avx2,
         Backend::Neon,
         Backend::NeonDotprod,
@@ -125,32 +176,99 @@ pub fn available_backends() -> Vec<Backend> {
     .collect()
 }
 
-/// Most activation rows a [`RowFn`] handles per call.
+/// Most activation rows a [`RowFn`] or one step of a [`TileFn`] handles.
 pub(crate) const MAX_TOKENS: usize = 4;
 
 /// Dots of one weight row with activation rows `t0 .. t0 + out.len()` (`out.len() <= MAX_TOKENS`),
 /// so a kernel can decode each weight block once for several tokens.
 pub(crate) type RowFn = fn(&[u8], &Activations, usize, &mut [f32]);
 
-/// The row kernel for weights of `ty` on `backend` (scalar for types the backend has no SIMD
-/// version of).
-pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError> {
+/// Dots of a run of consecutive weight rows (`w`, rows of `row_bytes`) with activation rows
+/// `t0 .. t0 + nt`: `out[k * nrows + i]` = row `i` · token `t0 + k`, `nrows = w.len() /
+/// row_bytes`. One call per tile keeps per-row overhead out of the inner loops.
+pub(crate) type TileFn = fn(&[u8], usize, &Activations, usize, usize, &mut [f32]);
+
+/// A backend's kernel for one weight type.
+#[derive(Clone, Copy)]
+pub(crate) enum Kernel {
+    /// One row per call.
+    Row(RowFn),
+    /// A tile of rows per call.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Tile(TileFn),
+}
+
+impl Kernel {
+    /// Runs the kernel over a tile (see [`TileFn`]).
+    pub(crate) fn tile(
+        self,
+        w: &[u8],
+        row_bytes: usize,
+        a: &Activations,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        match self {
+            Self::Tile(f) => f(w, row_bytes, a, t0, nt, out),
+            Self::Row(f) => {
+                let nrows = w.len() / row_bytes;
+                for (i, row) in w.chunks_exact(row_bytes).enumerate() {
+                    let mut t = 0;
+                    while t < nt {
+                        let n = (nt - t).min(MAX_TOKENS);
+                        let mut v = [0f32; MAX_TOKENS];
+                        f(row, a, t0 + t, &mut v[..n]);
+                        for (k, &vk) in v[..n].iter().enumerate() {
+                            out[(t + k) * nrows + i] = vk;
+                        }
+                        t += n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An address identifying the kernel function (tests check dispatch with it).
+    #[cfg(test)]
+    pub(crate) fn addr(self) -> usize {
+        match self {
+            Self::Tile(f) => f as usize,
+            Self::Row(f) => f as usize,
+        }
+    }
+}
+
+/// The kernel for weights of `ty` on `backend` (the backend's reference scalar kernel for
+/// types it has no SIMD version of).
+pub(crate) fn kernel(ty: GgmlType, backend: Backend) -> Result<Kernel, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2X86
+        && let Some(f) = super::avx2::tile_fn(ty)
+    {
+        return Ok(Kernel::Tile(f));
+    }
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Avx2
-        && let Some(f) = super::avx2::row_fn(ty)
+        && let Some(f) = super::avx2_generic::tile_fn(ty)
     {
-        return Ok(f);
+        return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(backend, Backend::Neon | Backend::NeonDotprod)
         && let Some(f) = super::neon::row_fn(ty, backend == Backend::NeonDotprod)
     {
-        return Ok(f);
+        return Ok(Kernel::Row(f));
     }
-    let _ = backend;
-    Ok(match ty {
+    let x86 = backend.reference() == Backend::ScalarX86;
+    Ok(Kernel::Row(match ty {
         GgmlType::F32 => r_f32,
         GgmlType::F16 => r_f16,
+        GgmlType::Q8_0 if x86 => r_q8_0_x86,
+        GgmlType::Q5_0 if x86 => r_q5_0_x86,
+        GgmlType::Q4_0 if x86 => r_q4_0_x86,
+        GgmlType::Q4_K if x86 => r_q4_k_x86,
+        GgmlType::Q6_K if x86 => r_q6_k_x86,
         GgmlType::Q8_0 => r_q8_0,
         GgmlType::Q5_0 => r_q5_0,
         GgmlType::Q4_0 => r_q4_0,
@@ -162,7 +280,7 @@ pub(crate) fn row_fn(ty: GgmlType, backend: Backend) -> Result<RowFn, QuantError
                 ty: other,
             });
         }
-    })
+    }))
 }
 
 /// Defines a [`RowFn`] that loops a single-token [`DotFn`] over the tokens.
@@ -183,6 +301,11 @@ row_from_dot!(r_q5_0, s_q5_0);
 row_from_dot!(r_q4_0, s_q4_0);
 row_from_dot!(r_q4_k, s_q4_k);
 row_from_dot!(r_q6_k, s_q6_k);
+row_from_dot!(r_q8_0_x86, s_q8_0_x86);
+row_from_dot!(r_q5_0_x86, s_q5_0_x86);
+row_from_dot!(r_q4_0_x86, s_q4_0_x86);
+row_from_dot!(r_q4_k_x86, s_q4_k_x86);
+row_from_dot!(r_q6_k_x86, s_q6_k_x86);
 
 macro_rules! q8_0_dot {
     ($name:ident, $f:path) => {
@@ -204,6 +327,11 @@ q8_0_dot!(s_q5_0, dot::dot_q5_0_q8_0);
 q8_0_dot!(s_q4_0, dot::dot_q4_0_q8_0);
 q8k_dot!(s_q4_k, dot::dot_q4_k_q8_k);
 q8k_dot!(s_q6_k, dot::dot_q6_k_q8_k);
+q8_0_dot!(s_q8_0_x86, dot_x86::dot_q8_0_q8_0_x86);
+q8_0_dot!(s_q5_0_x86, dot_x86::dot_q5_0_q8_0_x86);
+q8_0_dot!(s_q4_0_x86, dot_x86::dot_q4_0_q8_0_x86);
+q8k_dot!(s_q4_k_x86, dot_x86::dot_q4_k_q8_k_x86);
+q8k_dot!(s_q6_k_x86, dot_x86::dot_q6_k_q8_k_x86);
 
 fn s_f32(w: &[u8], a: &Activations, t: usize) -> f32 {
     dot::dot_f32_f32(w, a.f32_row(t))

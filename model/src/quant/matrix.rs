@@ -4,7 +4,7 @@ use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0_selected, quantize_row_q8_
 use super::bytes::SharedBytes;
 use super::dequant::{can_dequantize, dequantize_row};
 use super::error::QuantError;
-use super::kernels::{Backend, MAX_TOKENS, RowFn, backend, row_fn};
+use super::kernels::{Backend, Kernel, backend, kernel};
 use super::pool::KernelPool;
 use super::types::GgmlType;
 use half::f16;
@@ -309,37 +309,50 @@ pub fn matmul_with_backend(
             got: y.len(),
         });
     }
-    let kernel: RowFn = row_fn(w.ty, backend)?;
+    let kernel: Kernel = kernel(w.ty, backend)?;
     let out = SyncPtr(y.as_mut_ptr());
-    let rows = w.rows;
-    let n = acts.n;
+    let (rows, rb, n) = (w.rows, w.row_bytes, acts.n);
     pool.for_each_range(rows, ROW_TILE, |range| {
         let out = &out;
+        if n == 1 {
+            // Decode: one call streams the whole range of rows straight into `y`.
+            // SAFETY: `y` has `rows` elements (checked above); row ranges are disjoint across
+            // threads and `y` outlives the scope.
+            let y = unsafe { std::slice::from_raw_parts_mut(out.0.add(range.start), range.len()) };
+            kernel.tile(&w.data[range.start * rb..range.end * rb], rb, acts, 0, 1, y);
+            return;
+        }
         // Tiles of ROW_TILE weight rows × TOKEN_TILE tokens keep both operands cache-resident
         // for long prompts; each weight row is read from memory once.
+        let mut buf = [0f32; ROW_TILE * TOKEN_TILE];
         let mut r0 = range.start;
         while r0 < range.end {
             let r1 = (r0 + ROW_TILE).min(range.end);
+            let nr = r1 - r0;
             let mut tt = 0;
             while tt < n {
-                let tt_end = (tt + TOKEN_TILE).min(n);
-                for r in r0..r1 {
-                    let wrow = &w.data[r * w.row_bytes..(r + 1) * w.row_bytes];
-                    let mut t0 = tt;
-                    while t0 < tt_end {
-                        let nt = (tt_end - t0).min(MAX_TOKENS);
-                        let mut v = [0f32; MAX_TOKENS];
-                        kernel(wrow, acts, t0, &mut v[..nt]);
-                        for (k, &vk) in v[..nt].iter().enumerate() {
-                            // SAFETY: `y` has n * rows elements (checked above); each (t, r) is
-                            // written by exactly one thread because row ranges are disjoint, and
-                            // `y` outlives the scope.
-                            unsafe { *out.0.add((t0 + k) * rows + r) = vk };
-                        }
-                        t0 += nt;
-                    }
+                let nt = (n - tt).min(TOKEN_TILE);
+                kernel.tile(
+                    &w.data[r0 * rb..r1 * rb],
+                    rb,
+                    acts,
+                    tt,
+                    nt,
+                    &mut buf[..nt * nr],
+                );
+                for k in 0..nt {
+                    // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written
+                    // by exactly one thread because row ranges are disjoint, and `y` outlives
+                    // the scope.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            buf.as_ptr().add(k * nr),
+                            out.0.add((tt + k) * rows + r0),
+                            nr,
+                        )
+                    };
                 }
-                tt = tt_end;
+                tt += nt;
             }
             r0 = r1;
         }

@@ -16,9 +16,12 @@
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_generic;
 mod bytes;
 mod dequant;
 mod dot;
+mod dot_x86;
 mod error;
 mod kernels;
 mod matrix;
@@ -39,6 +42,10 @@ pub use dequant::{can_dequantize, dequantize_row};
 pub use dot::{
     Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0,
     dot_q6_k_q8_k, dot_q8_0_q8_0,
+};
+pub use dot_x86::{
+    dot_q4_0_q8_0_x86, dot_q4_k_q8_k_x86, dot_q5_0_q8_0_x86, dot_q6_k_q8_k_x86, dot_q8_0_q8_0_x86,
+    hsum_float_8,
 };
 pub use error::QuantError;
 pub use kernels::{Backend, available_backends, backend};

@@ -1,0 +1,517 @@
+//! AVX2 vec-dot kernels in ggml's **generic** float order (x86-64, runtime-detected; the default
+//! `avx2` backend). Integer sums are computed with SIMD (integer
+//! arithmetic is exact, so any order gives the same sums); the float combination performs the
+//! same f32 operations in the same order as the scalar reference (`super::dot`), so results are
+//! bit-identical to it.
+
+use super::dequant::{f16_at, scale_min_k4};
+use super::kernels::{MAX_TOKENS, TileFn};
+use super::matrix::Activations;
+use super::types::{GgmlType, QK_K, QK32};
+use std::arch::x86_64::*;
+
+/// The generic-order AVX2 tile kernel for `ty`, if there is one. Callers must have checked AVX2
+/// and F16C.
+pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
+    Some(match ty {
+        GgmlType::Q8_0 => legacy_tile::<L_Q8_0>,
+        GgmlType::Q5_0 => legacy_tile::<L_Q5_0>,
+        GgmlType::Q4_0 => legacy_tile::<L_Q4_0>,
+        GgmlType::Q4_K => q4_k_tile,
+        GgmlType::Q6_K => q6_k_tile,
+        _ => return None,
+    })
+}
+
+/// Runs `$body` for each token group of up to [`MAX_TOKENS`] with `$rows` bound to an array of
+/// that many activation rows (of `$cols` elements) of `$acts`, and `$t` to the group's first token offset in the tile.
+macro_rules! token_groups {
+    ($acts:expr, $cols:expr, $t0:expr, $nt:expr, |$t:ident, $rows:ident| $body:expr) => {{
+        let cols = $cols;
+        let mut $t = 0;
+        while $t < $nt {
+            let tn = ($nt - $t).min(MAX_TOKENS);
+            match tn {
+                1 => {
+                    let $rows: [_; 1] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                2 => {
+                    let $rows: [_; 2] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                3 => {
+                    let $rows: [_; 3] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+                _ => {
+                    let $rows: [_; 4] = std::array::from_fn(|k| $acts.row($t0 + $t + k, cols));
+                    $body
+                }
+            }
+            $t += tn;
+        }
+    }};
+}
+
+/// Stores a row's results for a token group into the tile output (token stride `nrows`).
+#[inline]
+fn store<const T: usize>(out: &mut [f32], nrows: usize, t: usize, i: usize, r: [f32; T]) {
+    for (k, v) in r.into_iter().enumerate() {
+        out[(t + k) * nrows + i] = v;
+    }
+}
+
+/// Tile kernel for Q8_0 / Q5_0 / Q4_0 weights: activation rows are sliced once per token group,
+/// not once per weight row.
+fn legacy_tile<const K: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8_0();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths
+            // are asserted inside.
+            store(out, nrows, t, i, unsafe { legacy_row::<K, _>(wr, d, qs) });
+        }
+    })
+}
+
+/// Tile kernel for Q4_K weights.
+fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8k();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs, bs) = (rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
+            store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, qs, bs) });
+        }
+    })
+}
+
+/// Tile kernel for Q6_K weights.
+fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+    let nrows = w.len() / row_bytes;
+    let q = a.q8k();
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
+            // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
+            store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, qs) });
+        }
+    })
+}
+
+const L_Q8_0: u8 = 0;
+const L_Q5_0: u8 = 1;
+const L_Q4_0: u8 = 2;
+
+/// Bytes per block of legacy kind `K`.
+const fn block_bytes(k: u8) -> usize {
+    match k {
+        L_Q8_0 => 34,
+        L_Q5_0 => 22,
+        _ => 18,
+    }
+}
+
+/// Decodes one legacy block at `p` into 32 signed weight bytes (ggml element order).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees a whole block of kind K at `p`.
+    unsafe {
+        match K {
+            L_Q8_0 => load(p.add(2)),
+            L_Q5_0 => {
+                let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
+                let hi =
+                    _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                _mm256_or_si256(nibbles(p.add(6)), hi)
+            }
+            _ => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
+        }
+    }
+}
+
+/// The 8 block sums of eight 8-lane i32 vectors, in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8(v: &[__m256i; 8]) -> __m256i {
+    let h0 = _mm256_hadd_epi32(v[0], v[1]);
+    let h1 = _mm256_hadd_epi32(v[2], v[3]);
+    let h2 = _mm256_hadd_epi32(v[4], v[5]);
+    let h3 = _mm256_hadd_epi32(v[6], v[7]);
+    let g0 = _mm256_hadd_epi32(h0, h1);
+    let g1 = _mm256_hadd_epi32(h2, h3);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(g0, g1, 0x20),
+        _mm256_permute2x128_si256(g0, g1, 0x31),
+    )
+}
+
+/// Dots of one legacy-quant weight row with `T` Q8_0 activation rows. Each weight block is
+/// decoded once for all tokens; block int sums come 8 at a time, their f32 products are formed
+/// lane-wise with the scalar reference's operations, then added to the sum in block order.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn legacy_row<const K: u8, const T: usize>(
+    w: &[u8],
+    d: [&[f32]; T],
+    qs: [&[i8]; T],
+) -> [f32; T] {
+    let bs = block_bytes(K);
+    let nb = d[0].len();
+    assert!(w.len() >= nb * bs);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
+    }
+    let wp = w.as_ptr();
+    let mut sumf = [0f32; T];
+    let mut ib = 0;
+    while ib + 8 <= nb {
+        let mut xs = [_mm256_setzero_si256(); 8];
+        let mut hs = [0u16; 8];
+        for k in 0..8 {
+            // SAFETY: block ib + k < nb lies inside w (asserted).
+            unsafe {
+                let p = wp.add((ib + k) * bs);
+                xs[k] = decode::<K>(p);
+                hs[k] = std::ptr::read_unaligned(p as *const u16);
+            }
+        }
+        // SAFETY: 8 u16 = 16 bytes.
+        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
+        for t in 0..T {
+            let mut v = [_mm256_setzero_si256(); 8];
+            // SAFETY: activation blocks ib..ib+8 and scales ib..ib+8 are in bounds (asserted).
+            let dy = unsafe {
+                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
+                for k in 0..8 {
+                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
+                }
+                _mm256_loadu_ps(d[t].as_ptr().add(ib))
+            };
+            let sf = _mm256_cvtepi32_ps(hsum8(&v));
+            let p = if K == L_Q4_0 {
+                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+            } else {
+                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+            };
+            let mut pa = [0f32; 8];
+            // SAFETY: 8 f32.
+            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
+            for x in pa {
+                sumf[t] += x;
+            }
+        }
+        ib += 8;
+    }
+    if ib + 4 <= nb {
+        // One batch of 4 blocks (rows of 640 / 896 elements end with 4 blocks after the 8s).
+        let mut xs = [_mm256_setzero_si256(); 4];
+        let mut hs = [0u16; 8];
+        for k in 0..4 {
+            // SAFETY: block ib + k < nb lies inside w (asserted).
+            unsafe {
+                let p = wp.add((ib + k) * bs);
+                xs[k] = decode::<K>(p);
+                hs[k] = std::ptr::read_unaligned(p as *const u16);
+            }
+        }
+        // SAFETY: 8 u16 = 16 bytes (lanes 4..8 are zero).
+        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
+        for t in 0..T {
+            let mut v = [_mm256_setzero_si256(); 8];
+            // SAFETY: activation blocks ib..ib+4 and scales ib..ib+4 are in bounds (asserted).
+            let dy = unsafe {
+                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
+                for k in 0..4 {
+                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
+                }
+                _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(d[t].as_ptr().add(ib)))
+            };
+            let sf = _mm256_cvtepi32_ps(hsum8(&v));
+            let p = if K == L_Q4_0 {
+                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+            } else {
+                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+            };
+            let mut pa = [0f32; 8];
+            // SAFETY: 8 f32.
+            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
+            for x in &pa[..4] {
+                sumf[t] += x;
+            }
+        }
+        ib += 4;
+    }
+    while ib < nb {
+        // SAFETY: block ib < nb in bounds (asserted).
+        let x = unsafe { decode::<K>(wp.add(ib * bs)) };
+        let dxs = f16_at(&w[ib * bs..]);
+        for t in 0..T {
+            // SAFETY: activation block ib in bounds (asserted).
+            let sumi = hsum(mul_sum_i8(x, unsafe {
+                load(qs[t].as_ptr().add(ib * QK32) as *const u8)
+            }));
+            let dy = d[t][ib];
+            sumf[t] += if K == L_Q4_0 {
+                sumi as f32 * dxs * dy
+            } else {
+                sumi as f32 * (dxs * dy)
+            };
+        }
+        ib += 1;
+    }
+    sumf
+}
+
+/// Sum of the 32 signed byte products of `x` and `y`, as 8 i32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum(a: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    let s = _mm_hadd_epi32(s, s);
+    let s = _mm_hadd_epi32(s, s);
+    _mm_cvtsi128_si32(s)
+}
+
+/// Loads 32 bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 32 readable bytes.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// 16 packed nibbles -> 32 bytes: low nibbles first, then high nibbles (ggml's element order).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 readable bytes.
+    let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Byte `i` = 0xFF when bit `i` of `x` is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bytes_from_bits_32(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+}
+
+/// Byte shuffle pairing elements `l` and `l + 8` within each 16-byte half, so that
+/// `maddubs` adds exactly the two products ggml's generic k-quant code adds into lane `l`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pair_l_l8(v: __m256i) -> __m256i {
+    let p = _mm256_setr_epi8(
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
+        13, 6, 14, 7, 15,
+    );
+    _mm256_shuffle_epi8(v, p)
+}
+
+/// From 16 i16 `[L0..L7 | H0..H7]` returns the 8 i32 lanes `L_l * s_lo + H_l * s_hi`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
+    let l = _mm256_castsi256_si128(m);
+    let h = _mm256_extracti128_si256(m, 1);
+    let u = _mm256_set_m128i(_mm_unpackhi_epi16(l, h), _mm_unpacklo_epi16(l, h));
+    let s = ((s_hi as u16 as u32) << 16) | s_lo as u16 as u32;
+    _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
+}
+
+/// ggml's generic Q4_K × Q8_K dot for `T` activation rows (weights decoded once per token
+/// group): exact per-lane int sums, then the scalar reference's float operations.
+#[target_feature(enable = "avx2")]
+unsafe fn q4_k_avx2<const T: usize>(
+    w: &[u8],
+    d: [&[f32]; T],
+    qs: [&[i8]; T],
+    bsums: [&[i16]; T],
+) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(w.len() >= nb * 144);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
+    let mut sumf = [0f32; T];
+    let m4 = _mm256_set1_epi8(0x0F);
+    for i in 0..nb {
+        let b = &w[i * 144..i * 144 + 144];
+        let mut sc = [0u8; 8];
+        let mut mn = [0u8; 8];
+        for j in 0..8 {
+            (sc[j], mn[j]) = scale_min_k4(j, &b[4..16]);
+        }
+        // summ = sum_j bsums[j] * mins[j / 2]
+        let mins16 = _mm256_set_epi16(
+            mn[7] as i16,
+            mn[7] as i16,
+            mn[6] as i16,
+            mn[6] as i16,
+            mn[5] as i16,
+            mn[5] as i16,
+            mn[4] as i16,
+            mn[4] as i16,
+            mn[3] as i16,
+            mn[3] as i16,
+            mn[2] as i16,
+            mn[2] as i16,
+            mn[1] as i16,
+            mn[1] as i16,
+            mn[0] as i16,
+            mn[0] as i16,
+        );
+        let mut acc = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds.
+            let q4 = pair_l_l8(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let s0 = sc[2 * c] as i16;
+            let s1 = sc[2 * c + 1] as i16;
+            for t in 0..T {
+                // SAFETY: q8[64c .. 64c + 64] of block i in bounds (asserted).
+                let (ya, yb) = unsafe {
+                    let p = qs[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                    (load(p), load(p.add(32)))
+                };
+                acc[t] = _mm256_add_epi32(
+                    acc[t],
+                    fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0),
+                );
+                acc[t] = _mm256_add_epi32(
+                    acc[t],
+                    fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1),
+                );
+            }
+        }
+        let dx = f16_at(b);
+        let dmx = f16_at(&b[2..]);
+        for t in 0..T {
+            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
+            let summ = hsum(_mm256_madd_epi16(bs, mins16));
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+            let dmin = dmx * d[t][i];
+            sumf[t] -= dmin * summ as f32;
+        }
+    }
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            sumf[t] += s;
+        }
+    }
+    sumf
+}
+
+/// ggml's generic Q6_K × Q8_K dot for `T` activation rows (weights decoded once per token
+/// group): exact per-lane int sums, then the scalar reference's float operations.
+#[target_feature(enable = "avx2")]
+unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(w.len() >= nb * 210);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let m32 = _mm256_set1_epi8(32);
+    for i in 0..nb {
+        let b = &w[i * 210..i * 210 + 210];
+        let scales = &b[192..208];
+        let mut acc = [_mm256_setzero_si256(); T];
+        for half in 0..2 {
+            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    load(b.as_ptr().add(half * 64)),
+                    load(b.as_ptr().add(half * 64 + 32)),
+                    load(b.as_ptr().add(128 + half * 32)),
+                )
+            };
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
+            let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
+            let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
+            let a = [
+                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h0), m32),
+                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h1), m32),
+                _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+                    m32,
+                ),
+                _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+                    m32,
+                ),
+            ];
+            for (k, ak) in a.into_iter().enumerate() {
+                let base = half * 128 + k * 32;
+                let x = pair_l_l8(ak);
+                let ax = _mm256_sign_epi8(x, x);
+                let g = base / 16;
+                let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
+                for t in 0..T {
+                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
+                    let y = pair_l_l8(unsafe {
+                        load(qs[t].as_ptr().add(i * QK_K + base) as *const u8)
+                    });
+                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                    acc[t] = _mm256_add_epi32(acc[t], fold_scaled(m, s0, s1));
+                }
+            }
+        }
+        let dx = f16_at(&b[208..]);
+        for t in 0..T {
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            out[t] += s;
+        }
+    }
+    out
+}
