@@ -34,6 +34,32 @@ pub enum CodecError {
     Trailing(usize),
 }
 
+/// Encodes `msg` in a self-describing format (CBOR) for types bincode cannot carry, such as
+/// internally tagged enums (which need `deserialize_any`). Same [`MAX_BODY`] limit as [`encode`];
+/// the result travels as an envelope's raw tail.
+pub fn encode_self_describing<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(msg, &mut out).map_err(|e| CodecError::Encode(e.to_string()))?;
+    if out.len() > MAX_BODY {
+        return Err(CodecError::TooLarge {
+            len: out.len(),
+            max: MAX_BODY,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes what [`encode_self_describing`] produced; input over [`MAX_BODY`] is refused unread.
+pub fn decode_self_describing<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_BODY {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max: MAX_BODY,
+        });
+    }
+    ciborium::from_reader(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_BODY>()
 }
@@ -121,6 +147,31 @@ mod tests {
         assert!(encode(&big).is_err());
         assert!(matches!(
             decode::<Vec<u8>>(&big),
+            Err(CodecError::TooLarge { .. })
+        ));
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "kind")]
+    enum Tagged {
+        Left { n: u32 },
+        Right { s: String },
+    }
+
+    #[test]
+    fn self_describing_carries_internally_tagged_enums() {
+        let v = vec![Tagged::Left { n: 7 }, Tagged::Right { s: "x".into() }];
+        // bincode cannot decode these (it has no `deserialize_any`)...
+        assert!(decode::<Vec<Tagged>>(&encode(&v).unwrap()).is_err());
+        // ...the self-describing encoding can.
+        let bytes = encode_self_describing(&v).unwrap();
+        assert_eq!(decode_self_describing::<Vec<Tagged>>(&bytes).unwrap(), v);
+        assert!(matches!(
+            decode_self_describing::<Vec<Tagged>>(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Decode(_))
+        ));
+        assert!(matches!(
+            decode_self_describing::<Vec<u8>>(&vec![0u8; MAX_BODY + 1]),
             Err(CodecError::TooLarge { .. })
         ));
     }

@@ -177,23 +177,32 @@ impl RemoteActor for SchedulerActor {
         };
         let answer = answer(&ask, view, cluster.node_id().to_string())
             .map_err(|e| ActorError::new(e.to_string()))?;
-        let mut body = Vec::new();
-        ciborium::into_writer(&answer, &mut body)
+        let body = edgeray_runtime::codec::encode_self_describing(&answer)
             .map_err(|e| ActorError::new(format!("cannot encode the answer: {e}")))?;
-        Ok(Envelope::with_tail(SchedulerReply::Answer, Bytes::from(body)))
+        Ok(Envelope::with_tail(
+            SchedulerReply::Answer,
+            Bytes::from(body),
+        ))
     }
 }
 
 /// Whether `view` holds every node of `known`.
 pub fn holds_all(view: &ClusterView, known: &[PlaceId]) -> bool {
-    known.iter().all(|id| view.nodes.iter().any(|n| &n.id == id))
+    known
+        .iter()
+        .all(|id| view.nodes.iter().any(|n| &n.id == id))
 }
 
 /// Runs the ask's policy on `view` (pure: the scheduler's whole decision).
-pub fn answer(ask: &PlaceAsk, view: ClusterView, head: String) -> Result<PlaceAnswer, ScheduleError> {
+pub fn answer(
+    ask: &PlaceAsk,
+    view: ClusterView,
+    head: String,
+) -> Result<PlaceAnswer, ScheduleError> {
     let policy = ask.policy.build()?;
     let candidates = policy.candidates(&ask.profile, &view);
-    let placement = schedule(policy.as_ref(), &ask.profile, &view, ask.stages).map_err(|e| e.to_string());
+    let placement =
+        schedule(policy.as_ref(), &ask.profile, &view, ask.stages).map_err(|e| e.to_string());
     Ok(PlaceAnswer {
         head,
         view,
@@ -204,7 +213,10 @@ pub fn answer(ask: &PlaceAsk, view: ClusterView, head: String) -> Result<PlaceAn
 
 /// The scheduler on `node`: the one registered there, or a new one started there.
 async fn scheduler_on(cluster: &Cluster, node: NodeId) -> Result<ActorRef<SchedulerActor>, String> {
-    if let Some(r) = cluster.lookup_on::<SchedulerActor>(node, SCHEDULER_NAME).await {
+    if let Some(r) = cluster
+        .lookup_on::<SchedulerActor>(node, SCHEDULER_NAME)
+        .await
+    {
         return Ok(r);
     }
     let opts = SpawnOptions::new().on(node).name(SCHEDULER_NAME);
@@ -221,10 +233,17 @@ async fn scheduler_on(cluster: &Cluster, node: NodeId) -> Result<ActorRef<Schedu
 
 /// Asks the head node's scheduler to place a model; on failure (or when the head changed while
 /// asking) asks the head again, up to a few times.
-pub async fn ask_placement(cluster: &Cluster, ask: &PlaceAsk) -> Result<PlaceAnswer, SchedulerAskError> {
+pub async fn ask_placement(
+    cluster: &Cluster,
+    ask: &PlaceAsk,
+) -> Result<PlaceAnswer, SchedulerAskError> {
     let node = cluster.node().ok_or(SchedulerAskError::NoNode)?;
     let mut ask = ask.clone();
-    ask.known = cluster_view(cluster).nodes.into_iter().map(|n| n.id).collect();
+    ask.known = cluster_view(cluster)
+        .nodes
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
     let mut last = String::from("no head elected");
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
@@ -238,10 +257,14 @@ pub async fn ask_placement(cluster: &Cluster, ask: &PlaceAsk) -> Result<PlaceAns
                 continue;
             }
         };
-        match r.ask(SchedulerMsg::Place(ask.clone()), ASK_TIMEOUT + VIEW_WAIT).await {
+        match r
+            .ask(SchedulerMsg::Place(ask.clone()), ASK_TIMEOUT + VIEW_WAIT)
+            .await
+        {
             Ok(env) => {
-                let answer: PlaceAnswer = ciborium::from_reader(env.tail.as_ref())
-                    .map_err(|e| SchedulerAskError::Decode(e.to_string()))?;
+                let answer: PlaceAnswer =
+                    edgeray_runtime::codec::decode_self_describing(env.tail.as_ref())
+                        .map_err(|e| SchedulerAskError::Decode(e.to_string()))?;
                 if node.head() != Some(head) {
                     last = format!("the head changed from {head} while asking");
                     continue;
@@ -307,12 +330,14 @@ mod tests {
             stages: Some(2),
             known: Vec::new(),
         };
-        assert!(holds_all(&view(), &[PlaceId("a".into()), PlaceId("b".into())]));
+        assert!(holds_all(
+            &view(),
+            &[PlaceId("a".into()), PlaceId("b".into())]
+        ));
         assert!(!holds_all(&view(), &[PlaceId("c".into())]));
         let a = answer(&ask, view(), "head".into()).expect("answer");
-        let mut body = Vec::new();
-        ciborium::into_writer(&a, &mut body).unwrap();
-        let back: PlaceAnswer = ciborium::from_reader(body.as_slice()).unwrap();
+        let body = edgeray_runtime::codec::encode_self_describing(&a).unwrap();
+        let back: PlaceAnswer = edgeray_runtime::codec::decode_self_describing(&body).unwrap();
         assert_eq!(back.view, a.view);
         assert_eq!(back.candidates, a.candidates);
         let p = back.placement.expect("placed");
