@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use edgeray_model::arch::{BatchItem, KvCache, LogitsFor, ModelConfig, Stage, StageInput, StageOutput, StageSpec};
+use edgeray_model::arch::{
+    BatchItem, KvCache, LogitsFor, ModelConfig, Stage, StageInput, StageOutput, StageSpec,
+};
 use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
 
@@ -16,7 +18,10 @@ const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
 fn model_path(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("models")
+        .join(name);
     if p.exists() {
         return Some(p);
     }
@@ -28,7 +33,12 @@ fn model_path(name: &str) -> Option<PathBuf> {
 }
 
 fn bits(t: Tensor<2>) -> Vec<u32> {
-    t.into_data().try_into_vec::<f32>().expect("f32").iter().map(|v| v.to_bits()).collect()
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("f32")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
 }
 
 fn argmax(t: &Tensor<2>) -> u32 {
@@ -58,7 +68,9 @@ impl Pipe {
         };
         let stages = ranges
             .into_iter()
-            .map(|r| Stage::load(file, &StageSpec::for_range(r, cfg.n_layers), &dev, &pool).unwrap())
+            .map(|r| {
+                Stage::load(file, &StageSpec::for_range(r, cfg.n_layers), &dev, &pool).unwrap()
+            })
             .collect();
         Pipe { stages }
     }
@@ -85,14 +97,25 @@ impl Pipe {
     }
 
     /// Several sequences batched at every stage.
-    fn batch(&self, tokens: &[Vec<u32>], caches: &mut [Vec<KvCache>]) -> Vec<(Vec<Vec<u32>>, Tensor<2>)> {
-        let mut inputs: Vec<StageInput> = tokens.iter().map(|t| StageInput::Tokens(t.clone())).collect();
+    fn batch(
+        &self,
+        tokens: &[Vec<u32>],
+        caches: &mut [Vec<KvCache>],
+    ) -> Vec<(Vec<Vec<u32>>, Tensor<2>)> {
+        let mut inputs: Vec<StageInput> = tokens
+            .iter()
+            .map(|t| StageInput::Tokens(t.clone()))
+            .collect();
         let mut hidden: Vec<Vec<Vec<u32>>> = vec![Vec::new(); tokens.len()];
         for (k, s) in self.stages.iter().enumerate() {
             let items: Vec<BatchItem<'_>> = inputs
                 .drain(..)
                 .zip(caches.iter_mut())
-                .map(|(input, c)| BatchItem { input, cache: &mut c[k], logits: LogitsFor::Last })
+                .map(|(input, c)| BatchItem {
+                    input,
+                    cache: &mut c[k],
+                    logits: LogitsFor::Last,
+                })
                 .collect();
             let outs = s.forward_batch(items).unwrap();
             assert_eq!(outs.len(), tokens.len());
@@ -130,13 +153,26 @@ fn check(name: &str, split: Option<usize>) {
         let mut following = Vec::new();
         for (i, toks) in next.iter().enumerate() {
             let (hidden, logits) = pipe.solo(toks, &mut solo_caches[i]);
-            assert_eq!(got[i].0, hidden, "{name} split {split:?}: hidden states of sequence {i} at step {step}");
-            assert!(bits(got[i].1.clone()) == bits(logits.clone()), "{name} split {split:?}: logits of sequence {i} at step {step}");
+            assert_eq!(
+                got[i].0, hidden,
+                "{name} split {split:?}: hidden states of sequence {i} at step {step}"
+            );
+            assert!(
+                bits(got[i].1.clone()) == bits(logits.clone()),
+                "{name} split {split:?}: logits of sequence {i} at step {step}"
+            );
             let t = argmax(&logits);
-            following.push(if step == 1 && i == 1 { vec![t, 1003, 1004] } else { vec![t] });
+            following.push(if step == 1 && i == 1 {
+                vec![t, 1003, 1004]
+            } else {
+                vec![t]
+            });
         }
         for (s, b) in solo_caches.iter().zip(&batch_caches) {
-            assert_eq!(s.iter().map(KvCache::len).collect::<Vec<_>>(), b.iter().map(KvCache::len).collect::<Vec<_>>());
+            assert_eq!(
+                s.iter().map(KvCache::len).collect::<Vec<_>>(),
+                b.iter().map(KvCache::len).collect::<Vec<_>>()
+            );
         }
         next = following;
     }
@@ -157,14 +193,24 @@ fn qwen2_batch_equals_solo() {
 /// A bad item (a token id past the vocabulary) fails the batch before any cache moves.
 #[test]
 fn bad_item_fails_the_batch_without_touching_caches() {
-    let Some(path) = model_path(GEMMA3) else { return };
+    let Some(path) = model_path(GEMMA3) else {
+        return;
+    };
     let file = GgufFile::open(&path).unwrap();
     let pipe = Pipe::load(&file, None);
     let s = &pipe.stages[0];
     let (mut a, mut b) = (s.new_cache(16), s.new_cache(16));
     let items = vec![
-        BatchItem { input: StageInput::Tokens(vec![2, 818]), cache: &mut a, logits: LogitsFor::Last },
-        BatchItem { input: StageInput::Tokens(vec![u32::MAX]), cache: &mut b, logits: LogitsFor::Last },
+        BatchItem {
+            input: StageInput::Tokens(vec![2, 818]),
+            cache: &mut a,
+            logits: LogitsFor::Last,
+        },
+        BatchItem {
+            input: StageInput::Tokens(vec![u32::MAX]),
+            cache: &mut b,
+            logits: LogitsFor::Last,
+        },
     ];
     assert!(s.forward_batch(items).is_err());
     assert_eq!((a.len(), b.len()), (0, 0));

@@ -25,19 +25,31 @@ struct Reference {
 enum Verdict {
     Match,
     /// First diverging step, its top-two gap, the text generated so far.
-    Diverged { step: usize, gap: f32, got: String },
+    Diverged {
+        step: usize,
+        gap: f32,
+        got: String,
+    },
 }
 
 fn run(r: &Reference) -> Option<Verdict> {
     let path = real_model(r.model)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(2);
     let g = Generator::load(&path, threads, Some(256), |_, _| {}).expect("model loads");
     let ids = g.encode(r.prompt).expect("prompt tokenizes");
     if let Some(want) = r.prompt_ids {
         assert_eq!(ids, want, "prompt token ids of {:?}", r.prompt);
     }
-    let opts = GenerateOptions { max_tokens: 32, ..Default::default() };
-    let out = g.generate_tokens(&ids, &opts, |_| true).expect("generation runs");
+    let opts = GenerateOptions {
+        max_tokens: 32,
+        ..Default::default()
+    };
+    let out = g
+        .generate_tokens(&ids, &opts, |_| true)
+        .expect("generation runs");
     // Find the first step whose cumulative text stops being a prefix of the reference.
     let mut text = Vec::new();
     for (step, &id) in out.tokens.iter().enumerate() {
@@ -71,7 +83,11 @@ fn check(r: &Reference) {
                 "{} {:?}: first divergence at step {step}, top-two gap {gap:.4}\n  got:  {got:?}\n  want: {:?}",
                 r.model, r.prompt, r.continuation
             );
-            assert!(!r.strict, "{:?} must match llama.cpp in full; diverged at step {step} (gap {gap})", r.prompt);
+            assert!(
+                !r.strict,
+                "{:?} must match llama.cpp in full; diverged at step {step} (gap {gap})",
+                r.prompt
+            );
             assert!(
                 gap < NEAR_TIE,
                 "divergence at step {step} with a clear winner (gap {gap} >= {NEAR_TIE}): a bug, not a near-tie"

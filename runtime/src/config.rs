@@ -70,7 +70,9 @@ pub enum ConfigError {
         message: String,
     },
     /// `secret` is missing, not hex, or not 32 bytes.
-    #[error("invalid `secret`: {0} (expected 64 hex characters = 32 bytes; `edgeray init` writes one)")]
+    #[error(
+        "invalid `secret`: {0} (expected 64 hex characters = 32 bytes; `edgeray init` writes one)"
+    )]
     Secret(String),
     /// A key has a value out of its allowed range.
     #[error("invalid `{key}`: {message}")]
@@ -109,7 +111,11 @@ pub enum UnitError {
 }
 
 /// Split `"3.5GiB"` into `(3.5, "GiB")`.
-fn split_number(kind: &'static str, input: &str, expected: &'static str) -> Result<(f64, String), UnitError> {
+fn split_number(
+    kind: &'static str,
+    input: &str,
+    expected: &'static str,
+) -> Result<(f64, String), UnitError> {
     let s = input.trim();
     let end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
@@ -281,7 +287,9 @@ impl Serialize for Power {
 
 impl<'de> Deserialize<'de> for Power {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -354,7 +362,9 @@ impl FromStr for Backend {
         match s {
             "cpu" => Ok(Backend::Cpu),
             "wgpu" => Ok(Backend::Wgpu),
-            other => Err(format!("unknown backend `{other}` (expected `cpu` or `wgpu`)")),
+            other => Err(format!(
+                "unknown backend `{other}` (expected `cpu` or `wgpu`)"
+            )),
         }
     }
 }
@@ -710,11 +720,14 @@ pub fn validate_seed(seed: &str) -> Result<(), ConfigError> {
     if seed.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let (host, port) = seed.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    let (host, port) = seed
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
     if host.is_empty() {
         return Err(bad("empty host"));
     }
-    port.parse::<u16>().map_err(|_| bad("port must be a number 0-65535"))?;
+    port.parse::<u16>()
+        .map_err(|_| bad("port must be a number 0-65535"))?;
     Ok(())
 }
 
@@ -803,7 +816,10 @@ max_message = "1MiB"
 
     #[test]
     fn sizes() {
-        assert_eq!("3GiB".parse::<ByteSize>().unwrap(), ByteSize(3 * 1024 * 1024 * 1024));
+        assert_eq!(
+            "3GiB".parse::<ByteSize>().unwrap(),
+            ByteSize(3 * 1024 * 1024 * 1024)
+        );
         assert_eq!("1.5 KiB".parse::<ByteSize>().unwrap(), ByteSize(1536));
         assert_eq!("2gb".parse::<ByteSize>().unwrap(), ByteSize(2_000_000_000));
         assert_eq!("17".parse::<ByteSize>().unwrap(), ByteSize(17));
@@ -846,7 +862,9 @@ max_message = "1MiB"
         assert!(e.contains("invalid power `6V`"), "{e}");
         let e = err(&format!("{s}colour = \"blue\""));
         assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = err(&format!("{s}[timing]\nsuspect_after = \"10s\"\ndown_after = \"5s\""));
+        let e = err(&format!(
+            "{s}[timing]\nsuspect_after = \"10s\"\ndown_after = \"5s\""
+        ));
         assert!(e.contains("timing.suspect_after"), "{e}");
         let e = err(&format!("{s}[timing]\nkeep_alive = \"10s\""));
         assert!(e.contains("timing.keep_alive"), "{e}");

@@ -1,14 +1,14 @@
 //! edgeray cluster runtime.
-pub mod config;
-pub mod codec;
-pub mod identity;
-pub mod protocol;
-pub mod security;
-pub mod wire;
-pub mod membership;
-pub mod resources;
-pub mod transport;
-pub mod discovery;
-pub mod node;
 pub mod actor;
 pub mod cluster;
+pub mod codec;
+pub mod config;
+pub mod discovery;
+pub mod identity;
+pub mod membership;
+pub mod node;
+pub mod protocol;
+pub mod resources;
+pub mod security;
+pub mod transport;
+pub mod wire;

@@ -152,7 +152,10 @@ pub fn parse_thermal_millicelsius(text: &str) -> Option<f32> {
     let v: i64 = text.trim().parse().ok()?;
     let c = v as f32 / 1000.0;
     // Some drivers report nonsense (-273 or 0 for "no sensor"); keep plausible values only.
-    (-40.0..=150.0).contains(&c).then_some(c).filter(|c| *c != 0.0)
+    (-40.0..=150.0)
+        .contains(&c)
+        .then_some(c)
+        .filter(|c| *c != 0.0)
 }
 
 /// The hottest plausible reading among `<dir>/thermal_zone*/temp`.
@@ -163,7 +166,9 @@ pub fn read_max_temperature(dir: &Path) -> Option<f32> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
         .filter_map(|e| std::fs::read_to_string(e.path().join("temp")).ok())
         .filter_map(|t| parse_thermal_millicelsius(&t))
-        .fold(None, |acc: Option<f32>, c| Some(acc.map_or(c, |a| a.max(c))))
+        .fold(None, |acc: Option<f32>, c| {
+            Some(acc.map_or(c, |a| a.max(c)))
+        })
 }
 
 /// Relative compute score: millions of int8 multiply-accumulates per second of a single-threaded
@@ -177,7 +182,8 @@ pub fn compute_score(budget: Duration) -> f64 {
     let mut acc: i64 = 0;
     loop {
         for _ in 0..64 {
-            acc = acc.wrapping_add(dot_i8(std::hint::black_box(&a), std::hint::black_box(&b)) as i64);
+            acc =
+                acc.wrapping_add(dot_i8(std::hint::black_box(&a), std::hint::black_box(&b)) as i64);
             macs += N as u64;
         }
         if start.elapsed() >= budget {
@@ -200,14 +206,20 @@ pub fn measure(config: &ClusterConfig, compute_score: f64) -> ResourceReport {
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| parse_meminfo(&t).ok())
-        .unwrap_or(MemInfo { total: 0, available: 0 });
+        .unwrap_or(MemInfo {
+            total: 0,
+            available: 0,
+        });
     let load1 = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|t| parse_loadavg(&t).ok())
         .unwrap_or(0.0);
     let ov = &config.resources;
     let memory_total = ov.memory_total.map_or(mem.total, |b| b.0);
-    let memory_free = ov.memory_free.map_or(mem.available, |b| b.0).min(memory_total.max(1));
+    let memory_free = ov
+        .memory_free
+        .map_or(mem.available, |b| b.0)
+        .min(memory_total.max(1));
     ResourceReport {
         memory_total,
         memory_free,
@@ -228,7 +240,8 @@ mod tests {
 
     #[test]
     fn meminfo() {
-        let t = "MemTotal:        8000000 kB\nMemFree:          100 kB\nMemAvailable:    6000000 kB\n";
+        let t =
+            "MemTotal:        8000000 kB\nMemFree:          100 kB\nMemAvailable:    6000000 kB\n";
         assert_eq!(
             parse_meminfo(t).unwrap(),
             MemInfo {
@@ -292,7 +305,10 @@ mod tests {
         assert!(b[0].chars().all(|c| c == 'é'));
         assert_eq!(b[1].len(), MAX_ROLE_CHARS);
         // Control characters become spaces (one line per role in the table).
-        assert_eq!(bound_roles(vec!["a\nb\tc\u{1b}".into()]), vec!["a b c ".to_string()]);
+        assert_eq!(
+            bound_roles(vec!["a\nb\tc\u{1b}".into()]),
+            vec!["a b c ".to_string()]
+        );
         assert!(bound_roles(Vec::new()).is_empty());
     }
 

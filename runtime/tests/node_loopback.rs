@@ -9,10 +9,20 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn config(secret: [u8; 32], name: &str, port: u16, seeds: &[u16], dir: &std::path::Path) -> ClusterConfig {
+fn config(
+    secret: [u8; 32],
+    name: &str,
+    port: u16,
+    seeds: &[u16],
+    dir: &std::path::Path,
+) -> ClusterConfig {
     let mut c = ClusterConfig::with_secret(secret);
     c.name = Some(name.to_string());
     c.listen = format!("127.0.0.1:{port}").parse().unwrap();
@@ -40,7 +50,11 @@ async fn start3(secret: [u8; 32], dir: &std::path::Path) -> (Vec<NodeHandle>, Ve
         // Each node only knows the first one: the third learns the second through gossip or
         // the second's own seed dial.
         let seeds: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
-        nodes.push(Node::start(config(secret, name, ports[i], &seeds, dir)).await.unwrap());
+        nodes.push(
+            Node::start(config(secret, name, ports[i], &seeds, dir))
+                .await
+                .unwrap(),
+        );
     }
     (nodes, ports)
 }
@@ -66,10 +80,11 @@ async fn three_nodes_join_agree_on_head_and_leave() {
     for n in &nodes {
         assert_eq!(n.head(), Some(lowest), "head on {}", n.name());
         let m = n.members();
-        assert!(
-            m.iter()
-                .all(|m| m.resources.as_ref().is_some_and(|r| r.memory_budget == 1 << 30))
-        );
+        assert!(m.iter().all(|m| {
+            m.resources
+                .as_ref()
+                .is_some_and(|r| r.memory_budget == 1 << 30)
+        }));
     }
 
     // The status client authenticates with the secret and reads the table from a node.
@@ -86,7 +101,11 @@ async fn three_nodes_join_agree_on_head_and_leave() {
     assert_eq!(st.members.len(), 3, "{st:?}");
     assert_eq!(st.count("Up"), 3);
     assert_eq!(st.answered_by, nodes[2].node_id().to_hex());
-    assert!(st.members.iter().any(|m| m.is_head && m.node_id == lowest.to_hex()));
+    assert!(
+        st.members
+            .iter()
+            .any(|m| m.is_head && m.node_id == lowest.to_hex())
+    );
     // The status client did not become a member.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(nodes[2].members().len(), 3);
@@ -120,7 +139,10 @@ async fn three_nodes_join_agree_on_head_and_leave() {
     })
     .await
     .expect("MemberDown within 3 s");
-    assert!(matches!(down, DownReason::Left | DownReason::Disconnected), "{down:?}");
+    assert!(
+        matches!(down, DownReason::Left | DownReason::Disconnected),
+        "{down:?}"
+    );
     let remaining_lowest = nodes.iter().map(|n| n.node_id()).min().unwrap();
     assert_eq!(nodes[0].head(), Some(remaining_lowest));
     assert_eq!(nodes[0].member(left_id).unwrap().state, MemberState::Down);
@@ -138,10 +160,16 @@ async fn three_nodes_join_agree_on_head_and_leave() {
         again.members()
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while nodes[0].member(again.node_id()).map(|m| (m.state, m.incarnation))
+    while nodes[0]
+        .member(again.node_id())
+        .map(|m| (m.state, m.incarnation))
         != Some((MemberState::Up, again.incarnation()))
     {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", nodes[0].members());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            nodes[0].members()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for n in [&nodes[0], &nodes[1], &again] {

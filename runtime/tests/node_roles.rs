@@ -11,10 +11,20 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn config(secret: [u8; 32], name: &str, port: u16, seeds: &[u16], dir: &std::path::Path) -> ClusterConfig {
+fn config(
+    secret: [u8; 32],
+    name: &str,
+    port: u16,
+    seeds: &[u16],
+    dir: &std::path::Path,
+) -> ClusterConfig {
     let mut c = ClusterConfig::with_secret(secret);
     c.name = Some(name.to_string());
     c.listen = format!("127.0.0.1:{port}").parse().unwrap();
@@ -61,7 +71,11 @@ async fn wait_roles(observer: &NodeHandle, of: &NodeHandle, want: &[String]) {
 
 fn status_roles<'a>(st: &'a ClusterStatus, of: &NodeHandle) -> &'a [String] {
     let hex = of.node_id().to_hex();
-    &st.members.iter().find(|m| m.node_id == hex).expect("member in status").roles
+    &st.members
+        .iter()
+        .find(|m| m.node_id == hex)
+        .expect("member in status")
+        .roles
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,10 +87,18 @@ async fn roles_reach_other_members_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let secret = [43u8; 32];
     let (pa, pb) = (free_port(), free_port());
-    let a = Node::start(config(secret, "a", pa, &[], dir.path())).await.unwrap();
-    let b = Node::start(config(secret, "b", pb, &[pa], dir.path())).await.unwrap();
+    let a = Node::start(config(secret, "a", pa, &[], dir.path()))
+        .await
+        .unwrap();
+    let b = Node::start(config(secret, "b", pb, &[pa], dir.path()))
+        .await
+        .unwrap();
     for n in [&a, &b] {
-        assert!(n.wait_for_up(2, Duration::from_secs(10)).await, "{:?}", n.members());
+        assert!(
+            n.wait_for_up(2, Duration::from_secs(10)).await,
+            "{:?}",
+            n.members()
+        );
     }
     assert!(a.roles().is_empty());
     wait_roles(&b, &a, &[]).await;
@@ -116,10 +138,17 @@ async fn roles_reach_other_members_and_status() {
         .unwrap();
     assert_eq!(row["roles"][0], roles[0].as_str());
     let table = st.render_table();
-    assert!(table.contains(&format!("    role: {}", roles[0])), "{table}");
+    assert!(
+        table.contains(&format!("    role: {}", roles[0])),
+        "{table}"
+    );
 
     // Oversized input is truncated on the way in, and B receives the truncated form.
-    a.set_roles((0..50).map(|i| format!("{i:02}{}", "r".repeat(1000))).collect());
+    a.set_roles(
+        (0..50)
+            .map(|i| format!("{i:02}{}", "r".repeat(1000)))
+            .collect(),
+    );
     let bounded = a.roles();
     assert_eq!(bounded.len(), MAX_ROLES);
     assert!(bounded.iter().all(|r| r.chars().count() == MAX_ROLE_CHARS));

@@ -21,9 +21,15 @@ pub fn real_model(file_name: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing in CI: run scripts/fetch-models.sh", path.display());
+        panic!(
+            "{} is missing in CI: run scripts/fetch-models.sh",
+            path.display()
+        );
     }
-    eprintln!("SKIP: {} not found (run scripts/fetch-models.sh)", path.display());
+    eprintln!(
+        "SKIP: {} not found (run scripts/fetch-models.sh)",
+        path.display()
+    );
     None
 }
 

@@ -12,7 +12,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Kills every child on drop (a failing test must not leave nodes behind).
@@ -27,7 +31,10 @@ impl Drop for Nodes {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(edgeray_bin()).args(args).output().expect("run edgeray")
+    Command::new(edgeray_bin())
+        .args(args)
+        .output()
+        .expect("run edgeray")
 }
 
 fn status(config: &Path) -> Option<Value> {
@@ -52,7 +59,12 @@ fn member<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
     st["members"].as_array()?.iter().find(|m| m["name"] == name)
 }
 
-fn wait_until(what: &str, timeout: Duration, config: &Path, mut ok: impl FnMut(&Value) -> bool) -> (Value, Duration) {
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    config: &Path,
+    mut ok: impl FnMut(&Value) -> bool,
+) -> (Value, Duration) {
     let start = Instant::now();
     let mut last = Value::Null;
     while start.elapsed() < timeout {
@@ -93,19 +105,33 @@ fn init_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let first = run(&["init", "--dir", d]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let path = dir.path().join("cluster.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let again = run(&["init", "--dir", d]);
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "not overwritten");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "not overwritten"
+    );
     assert!(run(&["init", "--dir", d, "--force"]).status.success());
     assert_ne!(
         std::fs::read_to_string(&path).unwrap(),
@@ -118,7 +144,11 @@ fn init_refuses_to_overwrite() {
 fn three_node_processes_kill_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["init", "--dir", dir.path().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let config: PathBuf = dir.path().join("cluster.toml");
     // Seeds only (no multicast in this test); `listen` points `status` at node n1.
@@ -128,16 +158,20 @@ fn three_node_processes_kill_and_leave() {
             "listen = \"0.0.0.0:7070\"",
             &format!("listen = \"127.0.0.1:{}\"", ports[0]),
         )
-        .replace("seeds = []", &format!("seeds = [\"127.0.0.1:{}\"]", ports[0]))
+        .replace(
+            "seeds = []",
+            &format!("seeds = [\"127.0.0.1:{}\"]", ports[0]),
+        )
         .replace("mdns = true", "mdns = false");
     std::fs::write(&config, text).unwrap();
 
     let names = ["n1", "n2", "n3"];
     let mut nodes = Nodes(Vec::new());
     for (i, name) in names.iter().enumerate() {
-        nodes
-            .0
-            .push((name.to_string(), spawn_node(&config, name, ports[i], dir.path())));
+        nodes.0.push((
+            name.to_string(),
+            spawn_node(&config, name, ports[i], dir.path()),
+        ));
     }
     let (st, took) = wait_until("3 Up members", Duration::from_secs(30), &config, |st| {
         st["members"]
@@ -170,12 +204,24 @@ fn three_node_processes_kill_and_leave() {
         member(st, "n3").is_some_and(|m| m["state"] == "Down")
     });
     let down_after = killed.elapsed();
-    eprintln!("n3 Down after {down_after:?}: {}", member(&st, "n3").unwrap());
-    assert!(down_after < Duration::from_secs(10), "Down took {down_after:?}");
+    eprintln!(
+        "n3 Down after {down_after:?}: {}",
+        member(&st, "n3").unwrap()
+    );
+    assert!(
+        down_after < Duration::from_secs(10),
+        "Down took {down_after:?}"
+    );
 
     // SIGTERM n2: goodbye, exit code 0, Down with reason `left`.
     let pid = nodes.0[1].1.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let code = wait_exit(&mut nodes.0[1].1, Duration::from_secs(10));
     assert_eq!(code, Some(0), "SIGTERM exits 0");
     let (st, took) = wait_until("n2 Down (left)", Duration::from_secs(5), &config, |st| {

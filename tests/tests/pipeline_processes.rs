@@ -179,7 +179,11 @@ fn three_processes_two_and_three_stages_match_single_node() {
     let prompt = "The capital of France is";
     let want = single_node_text(&gemma, prompt, 32);
     let (stdout, stderr) = coordinator_run(&gemma, &cfg_c, 3, prompt);
-    assert_eq!(stdout, format!("{want}\n"), "gemma3, 3 stages; stderr:\n{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{want}\n"),
+        "gemma3, 3 stages; stderr:\n{stderr}"
+    );
     assert!(
         stderr.contains("worker-a") && stderr.contains("worker-b"),
         "{stderr}"

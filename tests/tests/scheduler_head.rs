@@ -76,8 +76,14 @@ async fn placement_is_answered_by_the_head_and_moves_with_it() {
     // One scheduler, on the head only.
     for n in &nodes {
         let id = n.node_id();
-        let found = nodes[0].lookup_on::<SchedulerActor>(id, SCHEDULER_NAME).await;
-        assert_eq!(found.is_some(), id == head, "scheduler on {id} (head {head})");
+        let found = nodes[0]
+            .lookup_on::<SchedulerActor>(id, SCHEDULER_NAME)
+            .await;
+        assert_eq!(
+            found.is_some(),
+            id == head,
+            "scheduler on {id} (head {head})"
+        );
     }
     // A bad policy is refused with a clear reason, by the scheduler as by the caller.
     let mut bad = ask.clone();
@@ -90,9 +96,16 @@ async fn placement_is_answered_by_the_head_and_moves_with_it() {
     old.shutdown().await;
     let new_head = agreed_head(&nodes, Some(head)).await;
     for n in &nodes {
-        let a = ask_placement(n, &ask).await.expect("answer from the new head");
+        let a = ask_placement(n, &ask)
+            .await
+            .expect("answer from the new head");
         assert_eq!(a.head, new_head.to_string());
-        assert_eq!(a.view.nodes.len(), 2, "the old head is gone: {:?}", a.view.nodes);
+        assert_eq!(
+            a.view.nodes.len(),
+            2,
+            "the old head is gone: {:?}",
+            a.view.nodes
+        );
         assert_eq!(a.placement.expect("placed").stages.len(), 2);
     }
     for n in nodes.into_iter().rev() {

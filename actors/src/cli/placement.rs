@@ -191,7 +191,10 @@ fn preview(args: PreviewArgs) -> Result<()> {
                 known: Vec::new(),
             };
             let answer = live_placement(config, args.discover, &ask)?;
-            eprintln!("placement by the scheduler on the head node {}", answer.head);
+            eprintln!(
+                "placement by the scheduler on the head node {}",
+                answer.head
+            );
             (answer.view, answer.candidates)
         }
         (None, None) => bail!("give --nodes FILE or --config cluster.toml"),

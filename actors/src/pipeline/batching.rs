@@ -81,7 +81,10 @@ mod tests {
         let mut p = BatchPlan::new();
         assert!(p.try_add(1, 1, 4));
         assert!(p.try_add(2, 1, 4));
-        assert!(!p.try_add(1, 1, 4), "a sequence's next chunk waits for the next run");
+        assert!(
+            !p.try_add(1, 1, 4),
+            "a sequence's next chunk waits for the next run"
+        );
         assert!(p.try_add(3, 5, 4));
         assert!(p.try_add(4, 1, 4));
         assert!(!p.try_add(5, 1, 4), "at most max_seqs sequences");
@@ -91,7 +94,10 @@ mod tests {
     #[test]
     fn rows_are_capped_but_one_large_chunk_runs_alone() {
         let mut p = BatchPlan::new();
-        assert!(p.try_add(1, MAX_BATCH_ROWS + 10, 4), "an empty plan takes anything");
+        assert!(
+            p.try_add(1, MAX_BATCH_ROWS + 10, 4),
+            "an empty plan takes anything"
+        );
         assert!(!p.try_add(2, 1, 4));
         let mut p = BatchPlan::new();
         assert!(p.try_add(1, 1, 4));
@@ -101,7 +107,12 @@ mod tests {
 
     #[test]
     fn shares_add_up_to_the_run() {
-        for (total, ns) in [(1000u64, vec![1usize, 1, 1]), (7, vec![3, 1]), (12345, vec![5, 40, 2]), (0, vec![1])] {
+        for (total, ns) in [
+            (1000u64, vec![1usize, 1, 1]),
+            (7, vec![3, 1]),
+            (12345, vec![5, 40, 2]),
+            (0, vec![1]),
+        ] {
             let s = compute_shares(total, &ns);
             assert_eq!(s.iter().sum::<u64>(), total, "{total} over {ns:?}");
         }

@@ -23,8 +23,8 @@ use super::shard_store::content_hash;
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use super::stage_actor::StageActor;
 use super::weights::{ShipError, node_has_shard, ship_shard};
-use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
 use crate::placement::Placement;
+use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
 
 /// How to deploy.
 #[derive(Debug, Clone)]

@@ -27,7 +27,9 @@ pub mod weights;
 
 pub use backend::PipelineBackend;
 pub use compute::measure_compute_score;
-pub use deploy::{DeployError, DeployOptions, DeployTimings, PlannedPlacement, deploy, deploy_with};
+pub use deploy::{
+    DeployError, DeployOptions, DeployTimings, PlannedPlacement, deploy, deploy_with,
+};
 pub use engine::{Finish, GenOptions, GenSummary, GenToken, HopTotals, Pipeline, PipelineError};
 pub use hidden::WireDtype;
 pub use node_env::{set_shard_dir, shard_dir};

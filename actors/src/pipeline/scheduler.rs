@@ -84,7 +84,10 @@ pub fn cluster_view(cluster: &Cluster) -> ClusterView {
 /// The link to a member as this node measured it (RTT by QUIC, bandwidth by probes, in bits
 /// per second); what was not measured keeps [`LinkView::DEFAULT`]'s value. `None`: nothing
 /// measured.
-pub fn measured_link(rtt: Option<std::time::Duration>, bandwidth_bps: Option<f64>) -> Option<LinkView> {
+pub fn measured_link(
+    rtt: Option<std::time::Duration>,
+    bandwidth_bps: Option<f64>,
+) -> Option<LinkView> {
     if rtt.is_none() && bandwidth_bps.is_none() {
         return None;
     }
@@ -141,10 +144,19 @@ mod tests {
         assert_eq!(measured_link(None, None), None);
         let l = measured_link(Some(Duration::from_millis(3)), None).unwrap();
         assert_eq!(l.rtt_s, 0.003);
-        assert_eq!(l.bandwidth_bytes_per_s, LinkView::DEFAULT.bandwidth_bytes_per_s);
+        assert_eq!(
+            l.bandwidth_bytes_per_s,
+            LinkView::DEFAULT.bandwidth_bytes_per_s
+        );
         let l = measured_link(None, Some(80e6)).unwrap();
-        assert_eq!((l.rtt_s, l.bandwidth_bytes_per_s), (LinkView::DEFAULT.rtt_s, 10e6));
+        assert_eq!(
+            (l.rtt_s, l.bandwidth_bytes_per_s),
+            (LinkView::DEFAULT.rtt_s, 10e6)
+        );
         let l = measured_link(Some(Duration::from_millis(1)), Some(f64::NAN)).unwrap();
-        assert_eq!(l.bandwidth_bytes_per_s, LinkView::DEFAULT.bandwidth_bytes_per_s);
+        assert_eq!(
+            l.bandwidth_bytes_per_s,
+            LinkView::DEFAULT.bandwidth_bytes_per_s
+        );
     }
 }

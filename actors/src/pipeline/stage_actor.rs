@@ -422,7 +422,12 @@ impl Worker {
     }
 
     /// Sends one sequence's result to the next stage or (last stage) its token to the sink.
-    async fn hand_on(&mut self, f: Forward, mut hop: HopTiming, result: Output) -> Result<(), String> {
+    async fn hand_on(
+        &mut self,
+        f: Forward,
+        mut hop: HopTiming,
+        result: Output,
+    ) -> Result<(), String> {
         let mut hops = f.hops;
         match (result, &self.next) {
             (Output::Hidden(bytes), Some(next)) => {
@@ -488,10 +493,16 @@ enum Output {
 /// The blocking part: one multi-sequence forward over all `ready` batches, then per sequence
 /// either encode its hidden states or sample. If the joint forward fails, each batch runs
 /// alone, so only the one at fault fails.
-fn compute(stage: &Stage, mut ready: Vec<Ready>, dtype: WireDtype) -> Vec<(Ready, Result<Output, String>)> {
+fn compute(
+    stage: &Stage,
+    mut ready: Vec<Ready>,
+    dtype: WireDtype,
+) -> Vec<(Ready, Result<Output, String>)> {
     if ready.len() > 1 {
-        let inputs: Result<Vec<StageInput>, String> =
-            ready.iter().map(|r| stage_input(stage, r.input.clone())).collect();
+        let inputs: Result<Vec<StageInput>, String> = ready
+            .iter()
+            .map(|r| stage_input(stage, r.input.clone()))
+            .collect();
         if let Ok(inputs) = inputs {
             let items: Vec<BatchItem<'_>> = ready
                 .iter_mut()
@@ -552,7 +563,12 @@ fn stage_input(stage: &Stage, input: Input) -> Result<StageInput, String> {
 }
 
 /// After the layers: encode the hidden states for the wire, or sample (last stage).
-fn finish(out: StageOutput, state: &mut SeqState, dtype: WireDtype, sample: bool) -> Result<Output, String> {
+fn finish(
+    out: StageOutput,
+    state: &mut SeqState,
+    dtype: WireDtype,
+    sample: bool,
+) -> Result<Output, String> {
     match out {
         StageOutput::Hidden(h) => {
             let (v, _) = hidden_to_vec(h).map_err(|e| e.to_string())?;

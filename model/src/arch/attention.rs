@@ -62,7 +62,13 @@ pub struct Attention {
 
 /// Additive mask `[1, 1, n, t]`: 0 where query `i` (position `pos0 + i`) may see key `j`, -inf
 /// elsewhere (future keys, keys at distance ≥ window). `None` when nothing is masked.
-pub(crate) fn mask(pos0: usize, n: usize, t: usize, window: Option<usize>, device: &Device) -> Option<Tensor<4>> {
+pub(crate) fn mask(
+    pos0: usize,
+    n: usize,
+    t: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Option<Tensor<4>> {
     let visible = |i: usize, j: usize| {
         let q = pos0 + i;
         j <= q && window.is_none_or(|w| q - j < w)
@@ -111,15 +117,29 @@ impl Attention {
     /// of `seqs`). The projections run once over all rows; RoPE, the cache append and the
     /// attention itself run per sequence on its own rows and cache, so each sequence's output
     /// rows equal what [`Attention::forward`] gives for it alone.
-    pub fn forward_batch(&self, x: Tensor<2>, seqs: &mut [AttnSeq<'_>], layer: usize) -> Result<Tensor<2>, ArchError> {
+    pub fn forward_batch(
+        &self,
+        x: Tensor<2>,
+        seqs: &mut [AttnSeq<'_>],
+        layer: usize,
+    ) -> Result<Tensor<2>, ArchError> {
         let s = self.spec;
         let [rows, _] = x.dims();
         let total: usize = seqs.iter().map(|q| q.n).sum();
         if total != rows || seqs.iter().any(|q| q.n == 0) {
-            return Err(ArchError::BadInput(format!("{rows} stacked rows for sequences of {:?} rows", seqs.iter().map(|q| q.n).collect::<Vec<_>>())));
+            return Err(ArchError::BadInput(format!(
+                "{rows} stacked rows for sequences of {:?} rows",
+                seqs.iter().map(|q| q.n).collect::<Vec<_>>()
+            )));
         }
-        let q: Tensor<3> = self.wq.forward(x.clone())?.reshape([rows, s.n_head, s.head_dim]);
-        let k: Tensor<3> = self.wk.forward(x.clone())?.reshape([rows, s.n_kv_head, s.head_dim]);
+        let q: Tensor<3> = self
+            .wq
+            .forward(x.clone())?
+            .reshape([rows, s.n_head, s.head_dim]);
+        let k: Tensor<3> = self
+            .wk
+            .forward(x.clone())?
+            .reshape([rows, s.n_kv_head, s.head_dim]);
         let v: Tensor<3> = self.wv.forward(x)?.reshape([rows, s.n_kv_head, s.head_dim]);
         let q = match &self.q_norm {
             Some(norm) => norm.forward(q),
@@ -136,7 +156,13 @@ impl Attention {
             let mut row = 0;
             for seq in seqs.iter_mut() {
                 let n = seq.n;
-                outs.push(self.attend(q.clone().narrow(0, row, n), k.clone().narrow(0, row, n), v.clone().narrow(0, row, n), seq, layer));
+                outs.push(self.attend(
+                    q.clone().narrow(0, row, n),
+                    k.clone().narrow(0, row, n),
+                    v.clone().narrow(0, row, n),
+                    seq,
+                    layer,
+                ));
                 row += n;
             }
             Tensor::cat(outs, 0)
@@ -147,7 +173,14 @@ impl Attention {
     /// RoPE, cache append and attention of one sequence's rows (`[n, heads, hd]` queries,
     /// `[n, kv_heads, hd]` keys and values, after the projections and QK-norms); returns
     /// `[n, heads * hd]` before the output projection.
-    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, seq: &mut AttnSeq<'_>, layer: usize) -> Tensor<2> {
+    fn attend(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        seq: &mut AttnSeq<'_>,
+        layer: usize,
+    ) -> Tensor<2> {
         let s = self.spec;
         let n = seq.n;
         let cache = &mut *seq.cache;
@@ -166,10 +199,18 @@ impl Attention {
             None => q,
         };
         // Queries [n, heads, hd] -> [kv_heads, group * n, hd]; head h uses kv head h / group.
-        let q = q.swap_dims(0, 1).reshape([s.n_kv_head, group * n, s.head_dim]);
+        let q = q
+            .swap_dims(0, 1)
+            .reshape([s.n_kv_head, group * n, s.head_dim]);
         let out = if n < TILED_MIN_QUERIES {
             // Decode steps and short batches: ggml's one-chunk flash attention (f16 Q and V sums).
-            let params = FlashAttnParams { n, t, pos0, window: s.window.unwrap_or(0), scale: s.kq_scale };
+            let params = FlashAttnParams {
+                n,
+                t,
+                pos0,
+                window: s.window.unwrap_or(0),
+                scale: s.kq_scale,
+            };
             Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
                 q.into_dispatch(),
                 keys.into_dispatch(),
@@ -203,10 +244,18 @@ mod tests {
         let d = Device::flex();
         assert!(mask(5, 1, 6, None, &d).is_none());
         assert!(mask(5, 1, 6, Some(512), &d).is_none());
-        let m: Vec<f32> = mask(0, 3, 3, None, &d).unwrap().into_data().try_into_vec().unwrap();
+        let m: Vec<f32> = mask(0, 3, 3, None, &d)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0]);
-        let m: Vec<f32> = mask(3, 1, 4, Some(2), &d).unwrap().into_data().try_into_vec().unwrap();
+        let m: Vec<f32> = mask(3, 1, 4, Some(2), &d)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert_eq!(m, vec![inf, inf, 0.0, 0.0]);
     }
 }

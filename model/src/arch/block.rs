@@ -14,8 +14,8 @@ use super::tensors::{opt_vector, vector};
 use std::sync::Arc;
 
 use crate::gguf::GgufFile;
-use crate::quant::KernelPool;
 use crate::ops::{QLinear, QuantWeight};
+use crate::quant::KernelPool;
 
 /// A transformer block (layer `index` of the model).
 #[derive(Module, Debug)]
@@ -49,7 +49,11 @@ fn linear(
     if w.rows() != rows || w.cols() != cols {
         return Err(ArchError::BadTensor {
             name: w.name().into(),
-            reason: format!("expected [{rows} x {cols}] (out x in), got [{} x {}]", w.rows(), w.cols()),
+            reason: format!(
+                "expected [{rows} x {cols}] (out x in), got [{} x {}]",
+                w.rows(),
+                w.cols()
+            ),
         });
     }
     let bias = opt_vector(file, &format!("{name}.bias"), rows, device)?;
@@ -68,7 +72,10 @@ impl Block {
         let p = |s: &str| format!("blk.{il}.{s}");
         let (d, hd) = (cfg.d_model, cfg.head_dim);
         let norm = |name: &str, len: usize| -> Result<RmsNorm, ArchError> {
-            Ok(RmsNorm::new(vector(file, &p(name), len, device)?, cfg.rms_eps))
+            Ok(RmsNorm::new(
+                vector(file, &p(name), len, device)?,
+                cfg.rms_eps,
+            ))
         };
         let opt_norm = |name: &str, len: usize| -> Result<Option<RmsNorm>, ArchError> {
             Ok(opt_vector(file, &p(name), len, device)?.map(|w| RmsNorm::new(w, cfg.rms_eps)))
@@ -123,8 +130,15 @@ impl Block {
     /// Runs the block on the stacked rows of several sequences (see
     /// [`Attention::forward_batch`]): norms, projections and the MLP see all rows at once,
     /// attention each sequence's own rows and cache.
-    pub fn forward_batch(&self, x: Tensor<2>, seqs: &mut [AttnSeq<'_>], layer: usize) -> Result<Tensor<2>, ArchError> {
-        let h = self.attn.forward_batch(self.attn_norm.forward(x.clone()), seqs, layer)?;
+    pub fn forward_batch(
+        &self,
+        x: Tensor<2>,
+        seqs: &mut [AttnSeq<'_>],
+        layer: usize,
+    ) -> Result<Tensor<2>, ArchError> {
+        let h = self
+            .attn
+            .forward_batch(self.attn_norm.forward(x.clone()), seqs, layer)?;
         let h = match &self.post_attn_norm {
             Some(n) => n.forward(h),
             None => h,
@@ -140,9 +154,17 @@ impl Block {
 
     /// Bytes of quantized weights of this block.
     pub fn weight_bytes(&self) -> usize {
-        [&self.attn.wq, &self.attn.wk, &self.attn.wv, &self.attn.wo, &self.mlp.gate, &self.mlp.up, &self.mlp.down]
-            .iter()
-            .map(|l| l.weight.n_bytes())
-            .sum()
+        [
+            &self.attn.wq,
+            &self.attn.wk,
+            &self.attn.wv,
+            &self.attn.wo,
+            &self.mlp.gate,
+            &self.mlp.up,
+            &self.mlp.down,
+        ]
+        .iter()
+        .map(|l| l.weight.n_bytes())
+        .sum()
     }
 }

@@ -115,15 +115,24 @@ fn key(arch: Arch, k: &str) -> String {
 fn req_usize(m: &Metadata, k: &str) -> Result<usize, ArchError> {
     let v = m.get_u64(k)?;
     if v == 0 {
-        return Err(ArchError::BadHyperParam { key: k.into(), reason: "must be > 0".into() });
+        return Err(ArchError::BadHyperParam {
+            key: k.into(),
+            reason: "must be > 0".into(),
+        });
     }
-    usize::try_from(v).map_err(|_| ArchError::BadHyperParam { key: k.into(), reason: "too large".into() })
+    usize::try_from(v).map_err(|_| ArchError::BadHyperParam {
+        key: k.into(),
+        reason: "too large".into(),
+    })
 }
 
 fn opt_usize(m: &Metadata, k: &str) -> Result<Option<usize>, ArchError> {
     match m.get_u64_opt(k)? {
         None => Ok(None),
-        Some(0) => Err(ArchError::BadHyperParam { key: k.into(), reason: "must be > 0".into() }),
+        Some(0) => Err(ArchError::BadHyperParam {
+            key: k.into(),
+            reason: "must be > 0".into(),
+        }),
         Some(v) => Ok(Some(v as usize)),
     }
 }
@@ -160,11 +169,16 @@ impl ModelConfig {
         if v_head_dim != head_dim {
             return Err(ArchError::BadHyperParam {
                 key: k("attention.value_length"),
-                reason: format!("value length {v_head_dim} != key length {head_dim} is not supported"),
+                reason: format!(
+                    "value length {v_head_dim} != key length {head_dim} is not supported"
+                ),
             });
         }
         if head_dim % 2 != 0 {
-            return Err(ArchError::BadHyperParam { key: k("attention.key_length"), reason: "odd head dim".into() });
+            return Err(ArchError::BadHyperParam {
+                key: k("attention.key_length"),
+                reason: "odd head dim".into(),
+            });
         }
         if let Some(n_rot) = opt_usize(m, &k("rope.dimension_count"))?
             && n_rot != head_dim
@@ -174,7 +188,9 @@ impl ModelConfig {
                 reason: format!("partial RoPE ({n_rot} of {head_dim}) is not supported"),
             });
         }
-        let rms_eps = m.get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6);
+        let rms_eps = m
+            .get_f32_opt(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6);
         let context_length = opt_usize(m, &k("context_length"))?.unwrap_or(4096);
         let rope_base = m.get_f32_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0);
         let (vocab_size, tied_output) = match file.tensor("token_embd.weight") {
@@ -185,7 +201,10 @@ impl ModelConfig {
                         reason: format!("dims {:?}, expected [{d_model}, vocab]", embd.dims),
                     });
                 }
-                (embd.dims[1] as usize, file.tensor("output.weight").is_none())
+                (
+                    embd.dims[1] as usize,
+                    file.tensor("output.weight").is_none(),
+                )
             }
             // A stage shard (see `SHARD_VOCAB_KEY`) carries only its own layers' tensors.
             None if m.contains(SHARD_VOCAB_KEY) => {
@@ -196,16 +215,38 @@ impl ModelConfig {
             None => return Err(GgufError::TensorNotFound("token_embd.weight".into()).into()),
         };
         let inv_sqrt = 1.0 / (head_dim as f32).sqrt();
-        let (rope_style, sliding_window, rope_base_local, q_scale, kq_scale, embed_scale, activation) = match arch {
-            Arch::Llama => (RopeStyle::Norm, None, rope_base, None, inv_sqrt, None, Activation::Silu),
-            Arch::Qwen2 => (RopeStyle::Neox, None, rope_base, None, inv_sqrt, None, Activation::Silu),
+        let (
+            rope_style,
+            sliding_window,
+            rope_base_local,
+            q_scale,
+            kq_scale,
+            embed_scale,
+            activation,
+        ) = match arch {
+            Arch::Llama => (
+                RopeStyle::Norm,
+                None,
+                rope_base,
+                None,
+                inv_sqrt,
+                None,
+                Activation::Silu,
+            ),
+            Arch::Qwen2 => (
+                RopeStyle::Neox,
+                None,
+                rope_base,
+                None,
+                inv_sqrt,
+                None,
+                Activation::Silu,
+            ),
             Arch::Gemma3 => {
                 // llama.cpp: f_attention_scale = 1/sqrt(n_embd_head_k) (27B: 1/sqrt(n_embd/n_head)),
                 // sliding window from metadata, local RoPE base 10000.
                 let window = opt_usize(m, &k("attention.sliding_window"))?.unwrap_or(512);
-                let scale = m
-                    .get_f32_opt(&k("attention.scale"))?
-                    .unwrap_or(inv_sqrt);
+                let scale = m.get_f32_opt(&k("attention.scale"))?.unwrap_or(inv_sqrt);
                 (
                     RopeStyle::Neox,
                     Some(window),
@@ -253,7 +294,11 @@ impl ModelConfig {
         LayerSpec {
             rope: Rope {
                 n_rot: self.head_dim,
-                base: if local { self.rope_base_local } else { self.rope_base },
+                base: if local {
+                    self.rope_base_local
+                } else {
+                    self.rope_base
+                },
                 style: self.rope_style,
             },
             window: if local { self.sliding_window } else { None },

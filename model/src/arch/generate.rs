@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 
+use super::config::ModelConfig;
 use super::error::ArchError;
 use super::stage::{LogitsFor, Stage, StageInput, StageOutput, StageSpec};
-use super::config::ModelConfig;
 use crate::chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 use crate::gguf::{GgufError, GgufFile};
 use crate::quant::{KernelPool, QuantError};
@@ -61,7 +61,10 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 128, sampling: SamplingParams::default() }
+        Self {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+        }
     }
 }
 
@@ -135,7 +138,10 @@ pub struct Generator {
 
 impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generator").field("config", &self.stage.config).field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("Generator")
+            .field("config", &self.stage.config)
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +173,12 @@ impl Generator {
         let spec = StageSpec::full(cfg.n_layers);
         let stage = Stage::load_with_progress(file, &spec, &Device::flex(), pool, progress)?;
         let ctx = ctx.unwrap_or(cfg.context_length.min(4096)).max(1);
-        Ok(Self { stage, tokenizer, chat, ctx })
+        Ok(Self {
+            stage,
+            tokenizer,
+            chat,
+            ctx,
+        })
     }
 
     /// The model hyper-parameters.
@@ -193,13 +204,19 @@ impl Generator {
         self.step(StageInput::Tokens(tokens.to_vec()), &mut cache)
     }
 
-    fn step(&self, input: StageInput, cache: &mut super::kv_cache::KvCache) -> Result<Vec<f32>, GenerateError> {
+    fn step(
+        &self,
+        input: StageInput,
+        cache: &mut super::kv_cache::KvCache,
+    ) -> Result<Vec<f32>, GenerateError> {
         match self.stage.forward(input, cache, LogitsFor::Last)? {
             StageOutput::Logits(l) => l
                 .into_data()
                 .try_into_vec::<f32>()
                 .map_err(|e| ArchError::BadInput(format!("logits are not f32: {e:?}")).into()),
-            StageOutput::Hidden(_) => Err(ArchError::BadInput("full stage returned hidden states".into()).into()),
+            StageOutput::Hidden(_) => {
+                Err(ArchError::BadInput("full stage returned hidden states".into()).into())
+            }
         }
     }
 
@@ -215,7 +232,10 @@ impl Generator {
             return Err(GenerateError::EmptyPrompt);
         }
         if prompt.len() >= self.ctx {
-            return Err(GenerateError::PromptTooLong { prompt: prompt.len(), ctx: self.ctx });
+            return Err(GenerateError::PromptTooLong {
+                prompt: prompt.len(),
+                ctx: self.ctx,
+            });
         }
         let mut sampler = Sampler::new(opts.sampling.clone())?;
         sampler.accept_all(prompt);
@@ -251,7 +271,11 @@ impl Generator {
             out.tokens.push(id);
             out.gaps.push(gap);
             out.text.push_str(&text);
-            if !on_token(TokenEvent { id, text: &text, top2_gap: gap }) {
+            if !on_token(TokenEvent {
+                id,
+                text: &text,
+                top2_gap: gap,
+            }) {
                 out.stop = StopReason::Callback;
                 break;
             }
@@ -268,7 +292,11 @@ impl Generator {
         let rest = decoder.finish();
         if !rest.is_empty() {
             out.text.push_str(&rest);
-            on_token(TokenEvent { id: *out.tokens.last().unwrap_or(&0), text: &rest, top2_gap: f32::INFINITY });
+            on_token(TokenEvent {
+                id: *out.tokens.last().unwrap_or(&0),
+                text: &rest,
+                top2_gap: f32::INFINITY,
+            });
         }
         out.gen_time = t_gen.map(|t| t.elapsed()).unwrap_or_default();
         Ok(out)

@@ -30,7 +30,11 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `n_layers` layers holding at most `max_ctx` positions.
     pub fn new(n_layers: usize, max_ctx: usize) -> Self {
-        Self { layers: vec![LayerKv::default(); n_layers], len: 0, max_ctx }
+        Self {
+            layers: vec![LayerKv::default(); n_layers],
+            len: 0,
+            max_ctx,
+        }
     }
 
     /// Number of positions already processed (the position of the next token).
@@ -76,7 +80,11 @@ impl KvCache {
     /// Checks that `n` more positions fit.
     pub(crate) fn check_room(&self, n: usize) -> Result<(), ArchError> {
         if self.len + n > self.max_ctx {
-            return Err(ArchError::ContextFull { ctx: self.max_ctx, len: self.len, adding: n });
+            return Err(ArchError::ContextFull {
+                ctx: self.max_ctx,
+                len: self.len,
+                adding: n,
+            });
         }
         Ok(())
     }
@@ -89,7 +97,12 @@ impl KvCache {
     /// Writes `k`, `v` (`[kv_heads, n, head_dim]`, already f16-rounded) for the positions
     /// `len..len+n` of layer `layer` (index within the stage) and returns the whole key and value
     /// buffers (`[kv_heads, capacity, head_dim]`, positions `0..len+n` valid).
-    pub(crate) fn append(&mut self, layer: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor<3>,
+        v: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         let [kvh, n, hd] = k.dims();
         let start = self.len;
         let end = start + n;
@@ -123,7 +136,9 @@ fn store(
         let new_cap = new_cap.min(max_ctx.max(end));
         let fresh = Tensor::<3>::zeros([kvh, new_cap, hd], device);
         match buf {
-            Some(old) if start > 0 => fresh.slice_assign([0..kvh, 0..start, 0..hd], old.narrow(1, 0, start)),
+            Some(old) if start > 0 => {
+                fresh.slice_assign([0..kvh, 0..start, 0..hd], old.narrow(1, 0, start))
+            }
             _ => fresh,
         }
     } else {
@@ -157,6 +172,9 @@ mod tests {
         }
         assert_eq!(c.len(), 72);
         assert!(c.check_room(128).is_ok());
-        assert!(matches!(c.check_room(129), Err(ArchError::ContextFull { .. })));
+        assert!(matches!(
+            c.check_room(129),
+            Err(ArchError::ContextFull { .. })
+        ));
     }
 }

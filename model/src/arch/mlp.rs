@@ -6,11 +6,11 @@ use burn::tensor::activation::silu;
 
 use std::sync::OnceLock;
 
-use burn::tensor::TensorData;
-use half::f16;
 use super::config::Activation;
 use super::error::ArchError;
 use crate::ops::QLinear;
+use burn::tensor::TensorData;
+use half::f16;
 
 /// Gated feed-forward block.
 #[derive(Module, Debug)]
@@ -59,7 +59,10 @@ fn gelu_one(x: f32) -> f32 {
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor data")
 }
 
 /// GELU (tanh approximation) as ggml's CPU backend computes it (`ggml_vec_gelu_f32` with

@@ -37,4 +37,7 @@ pub use kv_cache::KvCache;
 pub use mlp::{Mlp, gelu_ggml};
 pub use norm::RmsNorm;
 pub use rope::{Rope, RopeStyle, RopeTables};
-pub use stage::{BatchItem, Embedding, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec, hidden_to_vec};
+pub use stage::{
+    BatchItem, Embedding, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec,
+    hidden_to_vec,
+};

@@ -19,7 +19,10 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// A norm with the given weight.
     pub fn new(weight: Tensor<1>, eps: f32) -> Self {
-        Self { weight: Param::from_tensor(weight), eps: eps as f64 }
+        Self {
+            weight: Param::from_tensor(weight),
+            eps: eps as f64,
+        }
     }
 
     /// Normalise `x` over its last dimension and multiply by the weight, with ggml's arithmetic
@@ -31,8 +34,18 @@ impl RmsNorm {
         let dims = x.dims();
         let device = x.device();
         let n = dims[D - 1];
-        let xs: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data");
-        let w: Vec<f32> = self.weight.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 weight");
+        let xs: Vec<f32> = x
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 tensor data");
+        let w: Vec<f32> = self
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 weight");
         let mut y = vec![0f32; xs.len()];
         let eps = self.eps as f32;
         for (xr, yr) in xs.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
@@ -55,7 +68,10 @@ mod tests {
     #[test]
     fn normalises_rows() {
         let device = Device::flex();
-        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, -4.0, 0.0, 4.0], [2, 3]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, -4.0, 0.0, 4.0], [2, 3]),
+            &device,
+        );
         let w = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 0.5, 2.0], [3]), &device);
         let n = RmsNorm::new(w, 1e-6);
         let y: Vec<f32> = n.forward(x).into_data().try_into_vec().unwrap();

@@ -114,9 +114,15 @@ mod tests {
         let device = Device::flex();
         let d = 8;
         for style in [RopeStyle::Neox, RopeStyle::Norm] {
-            let rope = Rope { n_rot: d, base: 10000.0, style };
+            let rope = Rope {
+                n_rot: d,
+                base: 10000.0,
+                style,
+            };
             let positions = [0usize, 3, 17];
-            let x: Vec<f32> = (0..positions.len() * 2 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+            let x: Vec<f32> = (0..positions.len() * 2 * d)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
             let t = rope.tables(&positions, &device);
             let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 2, d]), &device);
             let got: Vec<f32> = rope.apply(xt, &t).into_data().try_into_vec().unwrap();
@@ -125,7 +131,10 @@ mod tests {
                     let off = (pi * 2 + h) * d;
                     let want = reference(style, &x[off..off + d], p, 10000.0);
                     for k in 0..d {
-                        assert!((got[off + k] - want[k]).abs() < 1e-4, "{style:?} p={p} k={k}");
+                        assert!(
+                            (got[off + k] - want[k]).abs() < 1e-4,
+                            "{style:?} p={p} k={k}"
+                        );
                     }
                 }
             }

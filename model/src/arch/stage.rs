@@ -17,8 +17,8 @@ use super::norm::RmsNorm;
 use super::rope::RopeTables;
 use super::tensors::vector;
 use crate::gguf::GgufFile;
-use crate::quant::KernelPool;
 use crate::ops::{QLinear, QuantWeight};
+use crate::quant::KernelPool;
 
 /// Which part of a model a stage holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +34,21 @@ pub struct StageSpec {
 impl StageSpec {
     /// The whole model as one stage.
     pub fn full(n_layers: usize) -> Self {
-        Self { layers: 0..n_layers, embed: true, head: true }
+        Self {
+            layers: 0..n_layers,
+            embed: true,
+            head: true,
+        }
     }
 
     /// Stage `layers` of a model of `n_layers`: embeds iff it starts at 0, has the head iff it
     /// ends at `n_layers`.
     pub fn for_range(layers: Range<usize>, n_layers: usize) -> Self {
-        Self { embed: layers.start == 0, head: layers.end == n_layers, layers }
+        Self {
+            embed: layers.start == 0,
+            head: layers.end == n_layers,
+            layers,
+        }
     }
 
     /// Checks the range against the model.
@@ -144,7 +152,12 @@ pub struct Stage {
 impl Stage {
     /// Loads the part of `file` described by `spec`: only the tensors of those layers (plus the
     /// embedding / head when asked) are touched. Quantized weights stay in the memory map.
-    pub fn load(file: &GgufFile, spec: &StageSpec, device: &Device, pool: &Arc<KernelPool>) -> Result<Self, ArchError> {
+    pub fn load(
+        file: &GgufFile,
+        spec: &StageSpec,
+        device: &Device,
+        pool: &Arc<KernelPool>,
+    ) -> Result<Self, ArchError> {
         Self::load_with_progress(file, spec, device, pool, |_, _| {})
     }
 
@@ -160,7 +173,10 @@ impl Stage {
         spec.validate(&config)?;
         let total = spec.layers.len() + 1;
         let embed = if spec.embed {
-            Some(Embedding { table: QuantWeight::from_gguf(file, "token_embd.weight", pool)?, scale: config.embed_scale })
+            Some(Embedding {
+                table: QuantWeight::from_gguf(file, "token_embd.weight", pool)?,
+                scale: config.embed_scale,
+            })
         } else {
             None
         };
@@ -170,13 +186,26 @@ impl Stage {
             progress(k + 1, total);
         }
         let (norm, output) = if spec.head {
-            let norm = RmsNorm::new(vector(file, "output_norm.weight", config.d_model, device)?, config.rms_eps);
-            let name = if config.tied_output { "token_embd.weight" } else { "output.weight" };
+            let norm = RmsNorm::new(
+                vector(file, "output_norm.weight", config.d_model, device)?,
+                config.rms_eps,
+            );
+            let name = if config.tied_output {
+                "token_embd.weight"
+            } else {
+                "output.weight"
+            };
             let w = QuantWeight::from_gguf(file, name, pool)?;
             if w.cols() != config.d_model || w.rows() != config.vocab_size {
                 return Err(ArchError::BadTensor {
                     name: name.into(),
-                    reason: format!("expected [{} x {}], got [{} x {}]", config.vocab_size, config.d_model, w.rows(), w.cols()),
+                    reason: format!(
+                        "expected [{} x {}], got [{} x {}]",
+                        config.vocab_size,
+                        config.d_model,
+                        w.rows(),
+                        w.cols()
+                    ),
                 });
             }
             (Some(norm), Some(QLinear::new(w, None)))
@@ -184,7 +213,15 @@ impl Stage {
             (None, None)
         };
         progress(total, total);
-        Ok(Self { embed, blocks, norm, output, config, spec: spec.clone(), device: device.clone() })
+        Ok(Self {
+            embed,
+            blocks,
+            norm,
+            output,
+            config,
+            spec: spec.clone(),
+            device: device.clone(),
+        })
     }
 
     /// A fresh KV cache for one sequence of this stage, holding up to `max_ctx` positions.
@@ -202,9 +239,19 @@ impl Stage {
     /// Token input needs an embedding stage; hidden input (`[n, d_model]`) a non-embedding one.
     /// The head stage returns logits (see [`LogitsFor`]), others hidden states. On error the
     /// cache may hold partial keys for this batch: `truncate` it to its previous length.
-    pub fn forward(&self, input: StageInput, cache: &mut KvCache, logits: LogitsFor) -> Result<StageOutput, ArchError> {
-        let mut out = self.forward_batch(vec![BatchItem { input, cache, logits }])?;
-        out.pop().ok_or_else(|| ArchError::BadInput("empty batch".into()))
+    pub fn forward(
+        &self,
+        input: StageInput,
+        cache: &mut KvCache,
+        logits: LogitsFor,
+    ) -> Result<StageOutput, ArchError> {
+        let mut out = self.forward_batch(vec![BatchItem {
+            input,
+            cache,
+            logits,
+        }])?;
+        out.pop()
+            .ok_or_else(|| ArchError::BadInput("empty batch".into()))
     }
 
     /// Runs the stage once for several sequences, each with its own input, KV cache and
@@ -228,7 +275,11 @@ impl Stage {
             xs.push(x);
             seqs.push((n, item.cache, item.logits));
         }
-        let x = if xs.len() == 1 { xs.pop().expect("one item") } else { Tensor::cat(xs, 0) };
+        let x = if xs.len() == 1 {
+            xs.pop().expect("one item")
+        } else {
+            Tensor::cat(xs, 0)
+        };
         // RoPE tables per sequence and per distinct base (gemma3 has two).
         let mut bases: Vec<f32> = Vec::new();
         for b in &self.blocks {
@@ -243,7 +294,14 @@ impl Stage {
                 bases
                     .iter()
                     .map(|&base| {
-                        let rope = self.blocks.iter().find(|b| b.attn.spec.rope.base == base).expect("base of a block").attn.spec.rope;
+                        let rope = self
+                            .blocks
+                            .iter()
+                            .find(|b| b.attn.spec.rope.base == base)
+                            .expect("base of a block")
+                            .attn
+                            .spec
+                            .rope;
                         rope.tables(&positions, &self.device)
                     })
                     .collect()
@@ -251,11 +309,18 @@ impl Stage {
             .collect();
         let mut x = x;
         for (i, block) in self.blocks.iter().enumerate() {
-            let idx = bases.iter().position(|&b| b == block.attn.spec.rope.base).expect("base listed");
+            let idx = bases
+                .iter()
+                .position(|&b| b == block.attn.spec.rope.base)
+                .expect("base listed");
             let mut attn: Vec<AttnSeq<'_>> = seqs
                 .iter_mut()
                 .zip(&tables)
-                .map(|((n, cache, _), t)| AttnSeq { n: *n, rope: &t[idx], cache: &mut **cache })
+                .map(|((n, cache, _), t)| AttnSeq {
+                    n: *n,
+                    rope: &t[idx],
+                    cache: &mut **cache,
+                })
                 .collect();
             x = block.forward_batch(x, &mut attn, i)?;
         }
@@ -282,7 +347,13 @@ impl Stage {
                 let h = if let [(r, n)] = picked[..] {
                     x.narrow(0, r, n)
                 } else {
-                    Tensor::cat(picked.iter().map(|&(r, n)| x.clone().narrow(0, r, n)).collect(), 0)
+                    Tensor::cat(
+                        picked
+                            .iter()
+                            .map(|&(r, n)| x.clone().narrow(0, r, n))
+                            .collect(),
+                        0,
+                    )
                 };
                 let l = output.forward(norm.forward(h))?;
                 if picked.len() == 1 {
@@ -299,7 +370,10 @@ impl Stage {
                     .collect())
             }
             _ if spans.len() == 1 => Ok(vec![StageOutput::Hidden(x)]),
-            _ => Ok(spans.iter().map(|&(r, n, _)| StageOutput::Hidden(x.clone().narrow(0, r, n))).collect()),
+            _ => Ok(spans
+                .iter()
+                .map(|&(r, n, _)| StageOutput::Hidden(x.clone().narrow(0, r, n)))
+                .collect()),
         }
     }
 
@@ -307,13 +381,19 @@ impl Stage {
     /// (token ids embedded on the first stage).
     fn embed_input(&self, input: StageInput, cache: &KvCache) -> Result<Tensor<2>, ArchError> {
         if cache.n_layers() != self.blocks.len() {
-            return Err(ArchError::CacheMismatch { want: self.blocks.len(), got: cache.n_layers() });
+            return Err(ArchError::CacheMismatch {
+                want: self.blocks.len(),
+                got: cache.n_layers(),
+            });
         }
         let d = self.config.d_model;
         let x = match (input, &self.embed) {
             (StageInput::Tokens(ids), Some(e)) => {
                 if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-                    return Err(ArchError::BadInput(format!("token id {bad} >= vocab size {}", self.config.vocab_size)));
+                    return Err(ArchError::BadInput(format!(
+                        "token id {bad} >= vocab size {}",
+                        self.config.vocab_size
+                    )));
                 }
                 if ids.is_empty() {
                     return Err(ArchError::BadInput("empty batch".into()));
@@ -322,15 +402,22 @@ impl Stage {
             }
             (StageInput::Hidden(h), None) => {
                 if h.dims()[1] != d {
-                    return Err(ArchError::BadInput(format!("hidden states {:?}, expected [n, {d}]", h.dims())));
+                    return Err(ArchError::BadInput(format!(
+                        "hidden states {:?}, expected [n, {d}]",
+                        h.dims()
+                    )));
                 }
                 h
             }
             (StageInput::Tokens(_), None) => {
-                return Err(ArchError::BadInput("token ids given to a stage without the embedding".into()));
+                return Err(ArchError::BadInput(
+                    "token ids given to a stage without the embedding".into(),
+                ));
             }
             (StageInput::Hidden(_), Some(_)) => {
-                return Err(ArchError::BadInput("hidden states given to the embedding stage".into()));
+                return Err(ArchError::BadInput(
+                    "hidden states given to the embedding stage".into(),
+                ));
             }
         };
         let n = x.dims()[0];
@@ -366,9 +453,17 @@ pub fn hidden_to_vec(h: Tensor<2>) -> Result<(Vec<f32>, [usize; 2]), ArchError> 
 }
 
 /// Hidden states `[n, d]` from a flat row-major vector.
-pub fn hidden_from_vec(v: Vec<f32>, n: usize, d: usize, device: &Device) -> Result<Tensor<2>, ArchError> {
+pub fn hidden_from_vec(
+    v: Vec<f32>,
+    n: usize,
+    d: usize,
+    device: &Device,
+) -> Result<Tensor<2>, ArchError> {
     if v.len() != n * d {
-        return Err(ArchError::BadInput(format!("{} values cannot be [{n}, {d}]", v.len())));
+        return Err(ArchError::BadInput(format!(
+            "{} values cannot be [{n}, {d}]",
+            v.len()
+        )));
     }
     Ok(Tensor::from_data(TensorData::new(v, [n, d]), device))
 }

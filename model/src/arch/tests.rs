@@ -59,7 +59,8 @@ fn model(arch: &str, n_layers: usize, window: u32) -> GgufFile {
     }
     let mut mat = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize| {
         let data = q8_0(&mut rng, rows, cols, 0.5);
-        w.add_tensor(name, &[cols as u64, rows as u64], GgmlType::Q8_0, data).unwrap();
+        w.add_tensor(name, &[cols as u64, rows as u64], GgmlType::Q8_0, data)
+            .unwrap();
     };
     mat(&mut w, "token_embd.weight", VOCAB, D);
     for il in 0..n_layers {
@@ -71,22 +72,36 @@ fn model(arch: &str, n_layers: usize, window: u32) -> GgufFile {
         mat(&mut w, &p("ffn_gate.weight"), FF, D);
         mat(&mut w, &p("ffn_up.weight"), FF, D);
         mat(&mut w, &p("ffn_down.weight"), D, FF);
-        let ones = |n: usize, s: f32| (0..n).map(|i| 1.0 + s * (i as f32 * 0.37).sin()).collect::<Vec<_>>();
-        w.add_f32_tensor(p("attn_norm.weight"), &[D as u64], &ones(D, 0.1)).unwrap();
-        w.add_f32_tensor(p("ffn_norm.weight"), &[D as u64], &ones(D, 0.2)).unwrap();
+        let ones = |n: usize, s: f32| {
+            (0..n)
+                .map(|i| 1.0 + s * (i as f32 * 0.37).sin())
+                .collect::<Vec<_>>()
+        };
+        w.add_f32_tensor(p("attn_norm.weight"), &[D as u64], &ones(D, 0.1))
+            .unwrap();
+        w.add_f32_tensor(p("ffn_norm.weight"), &[D as u64], &ones(D, 0.2))
+            .unwrap();
         if gemma {
-            w.add_f32_tensor(p("attn_q_norm.weight"), &[HD as u64], &ones(HD, 0.3)).unwrap();
-            w.add_f32_tensor(p("attn_k_norm.weight"), &[HD as u64], &ones(HD, 0.3)).unwrap();
-            w.add_f32_tensor(p("post_attention_norm.weight"), &[D as u64], &ones(D, 0.1)).unwrap();
-            w.add_f32_tensor(p("post_ffw_norm.weight"), &[D as u64], &ones(D, 0.1)).unwrap();
+            w.add_f32_tensor(p("attn_q_norm.weight"), &[HD as u64], &ones(HD, 0.3))
+                .unwrap();
+            w.add_f32_tensor(p("attn_k_norm.weight"), &[HD as u64], &ones(HD, 0.3))
+                .unwrap();
+            w.add_f32_tensor(p("post_attention_norm.weight"), &[D as u64], &ones(D, 0.1))
+                .unwrap();
+            w.add_f32_tensor(p("post_ffw_norm.weight"), &[D as u64], &ones(D, 0.1))
+                .unwrap();
         } else {
             let b = |n: usize| (0..n).map(|i| 0.05 * (i as f32).cos()).collect::<Vec<_>>();
-            w.add_f32_tensor(p("attn_q.bias"), &[(HEADS * HD) as u64], &b(HEADS * HD)).unwrap();
-            w.add_f32_tensor(p("attn_k.bias"), &[(KV * HD) as u64], &b(KV * HD)).unwrap();
-            w.add_f32_tensor(p("attn_v.bias"), &[(KV * HD) as u64], &b(KV * HD)).unwrap();
+            w.add_f32_tensor(p("attn_q.bias"), &[(HEADS * HD) as u64], &b(HEADS * HD))
+                .unwrap();
+            w.add_f32_tensor(p("attn_k.bias"), &[(KV * HD) as u64], &b(KV * HD))
+                .unwrap();
+            w.add_f32_tensor(p("attn_v.bias"), &[(KV * HD) as u64], &b(KV * HD))
+                .unwrap();
         }
     }
-    w.add_f32_tensor("output_norm.weight", &[D as u64], &vec![1.0; D]).unwrap();
+    w.add_f32_tensor("output_norm.weight", &[D as u64], &vec![1.0; D])
+        .unwrap();
     if !gemma {
         mat(&mut w, "output.weight", VOCAB, D);
     }
@@ -127,12 +142,21 @@ fn two_stages_equal_one_full_stage() {
         // Prefill then two decode steps; each step compared exactly.
         let steps: [&[u32]; 3] = [&TOKENS, &[4], &[11]];
         for toks in steps {
-            let want = logits(full.forward(StageInput::Tokens(toks.to_vec()), &mut cf, LogitsFor::Last).unwrap());
-            let h = hidden(a.forward(StageInput::Tokens(toks.to_vec()), &mut ca, LogitsFor::Last).unwrap());
+            let want = logits(
+                full.forward(StageInput::Tokens(toks.to_vec()), &mut cf, LogitsFor::Last)
+                    .unwrap(),
+            );
+            let h = hidden(
+                a.forward(StageInput::Tokens(toks.to_vec()), &mut ca, LogitsFor::Last)
+                    .unwrap(),
+            );
             // Through the wire format, as a pipeline would send it.
             let (v, [rows, d]) = hidden_to_vec(h).unwrap();
             let h = hidden_from_vec(v, rows, d, &dev).unwrap();
-            let got = logits(b.forward(StageInput::Hidden(h), &mut cb, LogitsFor::Last).unwrap());
+            let got = logits(
+                b.forward(StageInput::Hidden(h), &mut cb, LogitsFor::Last)
+                    .unwrap(),
+            );
             assert_eq!(got.len(), VOCAB);
             assert_eq!(got, want, "{arch}: split stages differ from the full model");
             assert!(got.iter().all(|v| v.is_finite()));
@@ -150,13 +174,23 @@ fn batched_prefill_matches_token_by_token() {
         let dev = Device::flex();
         let s = Stage::load(&f, &StageSpec::full(n), &dev, &pool()).unwrap();
         let mut c1 = s.new_cache(32);
-        let all = logits(s.forward(StageInput::Tokens(TOKENS.to_vec()), &mut c1, LogitsFor::All).unwrap());
+        let all = logits(
+            s.forward(StageInput::Tokens(TOKENS.to_vec()), &mut c1, LogitsFor::All)
+                .unwrap(),
+        );
         assert_eq!(all.len(), TOKENS.len() * VOCAB);
         let mut c2 = s.new_cache(32);
         for (i, &t) in TOKENS.iter().enumerate() {
-            let one = logits(s.forward(StageInput::Tokens(vec![t]), &mut c2, LogitsFor::Last).unwrap());
+            let one = logits(
+                s.forward(StageInput::Tokens(vec![t]), &mut c2, LogitsFor::Last)
+                    .unwrap(),
+            );
             let row = &all[i * VOCAB..(i + 1) * VOCAB];
-            let diff = one.iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = one
+                .iter()
+                .zip(row)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(diff < 1e-3, "{arch} position {i}: max diff {diff}");
         }
     }
@@ -169,7 +203,10 @@ fn sliding_window_changes_gemma_outputs_beyond_the_window() {
         let f = model("gemma3", 2, window);
         let s = Stage::load(&f, &StageSpec::full(2), &dev, &pool()).unwrap();
         let mut c = s.new_cache(32);
-        logits(s.forward(StageInput::Tokens(TOKENS.to_vec()), &mut c, LogitsFor::All).unwrap())
+        logits(
+            s.forward(StageInput::Tokens(TOKENS.to_vec()), &mut c, LogitsFor::All)
+                .unwrap(),
+        )
     };
     let (narrow, wide) = (run(2), run(64));
     // Positions 0 and 1 see at most 2 keys: identical; later positions differ.
@@ -181,7 +218,10 @@ fn sliding_window_changes_gemma_outputs_beyond_the_window() {
 fn config_reads_metadata_and_gemma_pattern() {
     let f = model("gemma3", 7, 512);
     let c = ModelConfig::from_gguf(&f).unwrap();
-    assert_eq!((c.n_layers, c.d_model, c.n_head, c.n_kv_head, c.head_dim), (7, D, HEADS, KV, HD));
+    assert_eq!(
+        (c.n_layers, c.d_model, c.n_head, c.n_kv_head, c.head_dim),
+        (7, D, HEADS, KV, HD)
+    );
     assert!(c.tied_output);
     assert_eq!(c.embed_scale, Some((D as f32).sqrt()));
     let locals: Vec<bool> = (0..7).map(|i| c.is_local(i)).collect();
@@ -198,22 +238,52 @@ fn config_reads_metadata_and_gemma_pattern() {
 fn bad_inputs_are_errors() {
     let f = model("qwen2", 2, 0);
     let dev = Device::flex();
-    let r = Stage::load(&f, &StageSpec { layers: 1..3, embed: false, head: true }, &dev, &pool());
+    let r = Stage::load(
+        &f,
+        &StageSpec {
+            layers: 1..3,
+            embed: false,
+            head: true,
+        },
+        &dev,
+        &pool(),
+    );
     assert!(matches!(r, Err(ArchError::BadLayerRange { .. })));
     let s = Stage::load(&f, &StageSpec::full(2), &dev, &pool()).unwrap();
     let mut c = s.new_cache(4);
     let h = Tensor::<2>::zeros([1, D], &dev);
-    assert!(matches!(s.forward(StageInput::Hidden(h), &mut c, LogitsFor::Last), Err(ArchError::BadInput(_))));
-    assert!(matches!(s.forward(StageInput::Tokens(vec![VOCAB as u32]), &mut c, LogitsFor::Last), Err(ArchError::BadInput(_))));
-    assert!(matches!(s.forward(StageInput::Tokens(vec![]), &mut c, LogitsFor::Last), Err(ArchError::BadInput(_))));
-    assert!(matches!(s.forward(StageInput::Tokens(vec![1; 5]), &mut c, LogitsFor::Last), Err(ArchError::ContextFull { .. })));
+    assert!(matches!(
+        s.forward(StageInput::Hidden(h), &mut c, LogitsFor::Last),
+        Err(ArchError::BadInput(_))
+    ));
+    assert!(matches!(
+        s.forward(
+            StageInput::Tokens(vec![VOCAB as u32]),
+            &mut c,
+            LogitsFor::Last
+        ),
+        Err(ArchError::BadInput(_))
+    ));
+    assert!(matches!(
+        s.forward(StageInput::Tokens(vec![]), &mut c, LogitsFor::Last),
+        Err(ArchError::BadInput(_))
+    ));
+    assert!(matches!(
+        s.forward(StageInput::Tokens(vec![1; 5]), &mut c, LogitsFor::Last),
+        Err(ArchError::ContextFull { .. })
+    ));
     let mut other = KvCache::new(1, 4);
-    assert!(matches!(s.forward(StageInput::Tokens(vec![1]), &mut other, LogitsFor::Last), Err(ArchError::CacheMismatch { .. })));
+    assert!(matches!(
+        s.forward(StageInput::Tokens(vec![1]), &mut other, LogitsFor::Last),
+        Err(ArchError::CacheMismatch { .. })
+    ));
 
     let mut w = GgufWriter::new();
     w.set_metadata("general.architecture", "mamba");
     let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    assert!(matches!(ModelConfig::from_gguf(&f), Err(ArchError::UnsupportedArch(a)) if a == "mamba"));
+    assert!(
+        matches!(ModelConfig::from_gguf(&f), Err(ArchError::UnsupportedArch(a)) if a == "mamba")
+    );
 }
 
 #[test]

@@ -99,12 +99,20 @@ pub fn kq_dot(k: &[f32], q: &[f32]) -> f32 {
 }
 
 impl FlashAttnBackend for Flex {
-    fn flash_attn_f16(q: FlexTensor, k: FlexTensor, v: FlexTensor, p: FlashAttnParams) -> FlexTensor {
+    fn flash_attn_f16(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        p: FlashAttnParams,
+    ) -> FlexTensor {
         let qs = q.shape();
         let ks = k.shape();
         let (kvh, rows, hd) = (qs[0], qs[1], qs[2]);
         let cap = ks[1];
-        assert!(ks[0] == kvh && ks[2] == hd && p.t <= cap && p.n > 0 && rows % p.n == 0, "flash_attn_f16: shapes");
+        assert!(
+            ks[0] == kvh && ks[2] == hd && p.t <= cap && p.n > 0 && rows % p.n == 0,
+            "flash_attn_f16: shapes"
+        );
         let (q, k, v) = (slice(&q), slice(&k), slice(&v));
         let qd: &[f32] = q.as_slice().expect("contiguous f32 queries");
         let kd: &[f32] = k.as_slice().expect("contiguous f32 keys");
@@ -125,7 +133,11 @@ impl FlashAttnBackend for Flex {
                 acc.fill(0.0);
                 let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
                 let last = pos.min(p.t - 1);
-                let first = if p.window > 0 { (pos + 1).saturating_sub(p.window) } else { 0 };
+                let first = if p.window > 0 {
+                    (pos + 1).saturating_sub(p.window)
+                } else {
+                    0
+                };
                 for j in first..=last {
                     let krow = &kb[j * hd..(j + 1) * hd];
                     let s = kq_dot(krow, &qq) * p.scale;
@@ -194,8 +206,23 @@ mod tests {
             let want = f16::from_f32(v).to_f32();
             assert_eq!(round_f16(v).to_bits(), want.to_bits(), "{v:e}");
         }
-        for v in [0.0f32, -0.0, 1.0, 65504.0, 65519.0, 65520.0, 6.1e-5, 6.103_515_6e-5, -3.3, 1e-8] {
-            assert_eq!(round_f16(v).to_bits(), f16::from_f32(v).to_f32().to_bits(), "{v:e}");
+        for v in [
+            0.0f32,
+            -0.0,
+            1.0,
+            65504.0,
+            65519.0,
+            65520.0,
+            6.1e-5,
+            6.103_515_6e-5,
+            -3.3,
+            1e-8,
+        ] {
+            assert_eq!(
+                round_f16(v).to_bits(),
+                f16::from_f32(v).to_f32().to_bits(),
+                "{v:e}"
+            );
         }
     }
 }

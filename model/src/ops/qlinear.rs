@@ -24,14 +24,26 @@ impl QuantLinearBackend for Flex {
     fn quant_linear(x: FloatTensor<Self>, weight: QuantWeight) -> FloatTensor<Self> {
         let shape = x.shape();
         let dims: Vec<usize> = shape.iter().copied().collect();
-        let cols = *dims.last().expect("quant_linear input has at least one dimension");
-        assert_eq!(cols, weight.cols(), "quant_linear: input width must equal the weight's columns");
-        let x: FlexTensor = if x.dtype() == DType::F32 { x } else { panic!("quant_linear: f32 input required") };
+        let cols = *dims
+            .last()
+            .expect("quant_linear input has at least one dimension");
+        assert_eq!(
+            cols,
+            weight.cols(),
+            "quant_linear: input width must equal the weight's columns"
+        );
+        let x: FlexTensor = if x.dtype() == DType::F32 {
+            x
+        } else {
+            panic!("quant_linear: f32 input required")
+        };
         let x = x.to_contiguous();
         let xs: &[f32] = x.as_slice::<f32>().expect("contiguous f32 tensor");
         let n = xs.len() / cols;
         let mut out = vec![0f32; n * weight.rows()];
-        weight.matmul(xs, n, &mut out).expect("quant_linear: shapes were validated by QLinear");
+        weight
+            .matmul(xs, n, &mut out)
+            .expect("quant_linear: shapes were validated by QLinear");
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = weight.rows();
         FlexTensor::from_data(TensorData::new(out, out_dims))
@@ -51,7 +63,10 @@ pub struct QLinear {
 impl QLinear {
     /// A layer from a weight and an optional bias.
     pub fn new(weight: QuantWeight, bias: Option<Tensor<1>>) -> Self {
-        Self { weight, bias: bias.map(Param::from_tensor) }
+        Self {
+            weight,
+            bias: bias.map(Param::from_tensor),
+        }
     }
 
     /// Input features.
@@ -79,7 +94,11 @@ impl QLinear {
                 x.device()
             )));
         }
-        let x = if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) };
+        let x = if x.dtype() == DType::F32 {
+            x
+        } else {
+            x.cast(FloatDType::F32)
+        };
         let y = Tensor::<D>::from_dispatch(<Dispatch as QuantLinearBackend>::quant_linear(
             x.into_dispatch(),
             self.weight.clone(),

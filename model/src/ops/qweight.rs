@@ -18,20 +18,38 @@ pub struct QuantWeight {
 
 impl fmt::Debug for QuantWeight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "QuantWeight({} {} [{}x{}])", self.name, self.matrix.ty(), self.rows(), self.cols())
+        write!(
+            f,
+            "QuantWeight({} {} [{}x{}])",
+            self.name,
+            self.matrix.ty(),
+            self.rows(),
+            self.cols()
+        )
     }
 }
 
 impl QuantWeight {
     /// The 2-D tensor `name` of `file` (ggml dims `[cols, rows]`), without copying its bytes;
     /// products run on `pool`.
-    pub fn from_gguf(file: &GgufFile, name: &str, pool: &Arc<KernelPool>) -> Result<Self, ArchError> {
+    pub fn from_gguf(
+        file: &GgufFile,
+        name: &str,
+        pool: &Arc<KernelPool>,
+    ) -> Result<Self, ArchError> {
         let info = file.require_tensor(name)?;
         if info.dims.len() != 2 {
-            return Err(ArchError::BadTensor { name: name.into(), reason: format!("expected 2 dims, got {:?}", info.dims) });
+            return Err(ArchError::BadTensor {
+                name: name.into(),
+                reason: format!("expected 2 dims, got {:?}", info.dims),
+            });
         }
         let matrix = file.matrix(name)?;
-        Ok(Self { name: name.into(), matrix: Arc::new(matrix), pool: pool.clone() })
+        Ok(Self {
+            name: name.into(),
+            matrix: Arc::new(matrix),
+            pool: pool.clone(),
+        })
     }
 
     /// Tensor name.

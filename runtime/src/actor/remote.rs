@@ -546,8 +546,7 @@ async fn link_writer(
                 let why = if stopped_because_gone(&e) {
                     // The receiver sends GONE (with the actor's stop reason) before it stops the
                     // stream; give the reader a moment to deliver that reason.
-                    let _ =
-                        tokio::time::timeout(GONE_GRACE, down.wait_for(|d| d.is_some())).await;
+                    let _ = tokio::time::timeout(GONE_GRACE, down.wait_for(|d| d.is_some())).await;
                     LinkDown::Gone(StopReason::Stopped)
                 } else {
                     LinkDown::NodeDown(e.to_string())

@@ -74,7 +74,8 @@ impl MdnsDiscovery {
             let instance = ann.instance_name();
             let host = format!("{instance}.local.");
             let mut info =
-                ServiceInfo::new(SERVICE_TYPE, &instance, &host, (), ann.port, ann.to_txt())?.enable_addr_auto();
+                ServiceInfo::new(SERVICE_TYPE, &instance, &host, (), ann.port, ann.to_txt())?
+                    .enable_addr_auto();
             info.set_interfaces(interfaces.kinds());
             fullname = info.get_fullname().to_string();
             daemon.register(info)?;
@@ -103,12 +104,16 @@ impl MdnsDiscovery {
                                 }
                             }
                             Err(super::txt::Ignored::Own) => {}
-                            Err(why) => tracing::debug!(instance = %svc.get_fullname(), "mdns record ignored: {why}"),
+                            Err(why) => {
+                                tracing::debug!(instance = %svc.get_fullname(), "mdns record ignored: {why}")
+                            }
                         }
                     }
                     // Removal is never proof of death (anyone on the LAN can send a goodbye);
                     // the transport and heartbeats decide.
-                    ServiceEvent::ServiceRemoved(_, name) => tracing::debug!(%name, "mdns removal (ignored)"),
+                    ServiceEvent::ServiceRemoved(_, name) => {
+                        tracing::debug!(%name, "mdns removal (ignored)")
+                    }
                     _ => {}
                 }
             }

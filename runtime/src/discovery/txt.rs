@@ -231,7 +231,10 @@ mod tests {
             let mut t = good.clone();
             t.insert(key.into(), value.into());
             let e = Announcement::from_txt(|k| t.get(k).map(String::as_str)).unwrap_err();
-            assert!(matches!(e, TxtError::Malformed { .. }), "{key}={value}: {e}");
+            assert!(
+                matches!(e, TxtError::Malformed { .. }),
+                "{key}={value}: {e}"
+            );
         }
         let mut t = good.clone();
         t.remove("n");
@@ -248,12 +251,18 @@ mod tests {
         let v4: IpAddr = "10.0.0.3".parse().unwrap();
         let ll: IpAddr = "fe80::1".parse().unwrap();
         let g: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(candidate(Ok(ann(1, 9)), &[(v4, 0)], me, cl), Err(Ignored::Own));
+        assert_eq!(
+            candidate(Ok(ann(1, 9)), &[(v4, 0)], me, cl),
+            Err(Ignored::Own)
+        );
         assert!(matches!(
             candidate(Ok(ann(3, 8)), &[(v4, 0)], me, cl),
             Err(Ignored::OtherCluster(_))
         ));
-        assert_eq!(candidate(Ok(ann(3, 9)), &[(ll, 0)], me, cl), Err(Ignored::NoAddress));
+        assert_eq!(
+            candidate(Ok(ann(3, 9)), &[(ll, 0)], me, cl),
+            Err(Ignored::NoAddress)
+        );
         let c = candidate(Ok(ann(3, 9)), &[(ll, 2), (g, 5), (v4, 0), (v4, 0)], me, cl).unwrap();
         assert_eq!(c.node_id, NodeId([3; 32]));
         assert_eq!(c.addrs[0], "10.0.0.3:7070".parse::<SocketAddr>().unwrap());

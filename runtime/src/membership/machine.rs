@@ -125,7 +125,11 @@ impl Membership {
     /// is refreshed by the next [`Membership::update_self`]). Roles are bounded as by
     /// [`crate::resources::bound_roles`].
     pub fn set_self_roles(&mut self, roles: Vec<String>) {
-        if let Some(r) = self.members.get_mut(&self.me).and_then(|m| m.resources.as_mut()) {
+        if let Some(r) = self
+            .members
+            .get_mut(&self.me)
+            .and_then(|m| m.resources.as_mut())
+        {
             r.roles = crate::resources::bound_roles(roles);
         }
     }
@@ -139,7 +143,11 @@ impl Membership {
 
     /// A peer connected and passed authentication. Unknown or Down members become Joining; a new
     /// incarnation of a known node replaces the old one (which goes Down as `Restarted`).
-    pub fn on_connected(&mut self, peer: MemberSummary, now: Instant) -> Result<Vec<MembershipEvent>, MembershipError> {
+    pub fn on_connected(
+        &mut self,
+        peer: MemberSummary,
+        now: Instant,
+    ) -> Result<Vec<MembershipEvent>, MembershipError> {
         if peer.node_id == self.me {
             return Err(MembershipError::OwnId);
         }
@@ -258,12 +266,22 @@ impl Membership {
     }
 
     /// The member's connection closed or timed out: Down (`Disconnected`).
-    pub fn on_disconnected(&mut self, node_id: NodeId, incarnation: Incarnation, now: Instant) -> Vec<MembershipEvent> {
+    pub fn on_disconnected(
+        &mut self,
+        node_id: NodeId,
+        incarnation: Incarnation,
+        now: Instant,
+    ) -> Vec<MembershipEvent> {
         self.mark_down(node_id, incarnation, DownReason::Disconnected, now)
     }
 
     /// The member said goodbye over its authenticated connection: Down (`Left`).
-    pub fn on_goodbye(&mut self, node_id: NodeId, incarnation: Incarnation, now: Instant) -> Vec<MembershipEvent> {
+    pub fn on_goodbye(
+        &mut self,
+        node_id: NodeId,
+        incarnation: Incarnation,
+        now: Instant,
+    ) -> Vec<MembershipEvent> {
         self.mark_down(node_id, incarnation, DownReason::Left, now)
     }
 
@@ -286,7 +304,12 @@ impl Membership {
         events
     }
 
-    fn set_down(m: &mut Member, reason: DownReason, now: Instant, events: &mut Vec<MembershipEvent>) {
+    fn set_down(
+        m: &mut Member,
+        reason: DownReason,
+        now: Instant,
+        events: &mut Vec<MembershipEvent>,
+    ) {
         m.state = MemberState::Down;
         m.down_reason = Some(reason);
         m.state_since = now;
@@ -307,7 +330,9 @@ impl Membership {
         for m in self.members.values_mut().filter(|m| !m.is_self) {
             let silence = now.saturating_duration_since(m.last_heard);
             match m.state {
-                MemberState::Up if silence >= t.down_after => Self::set_down(m, DownReason::Silence, now, &mut events),
+                MemberState::Up if silence >= t.down_after => {
+                    Self::set_down(m, DownReason::Silence, now, &mut events)
+                }
                 MemberState::Up if silence >= t.suspect_after => {
                     m.state = MemberState::Suspect;
                     m.state_since = now;
@@ -316,7 +341,9 @@ impl Membership {
                 MemberState::Joining | MemberState::Suspect if silence >= t.down_after => {
                     Self::set_down(m, DownReason::Silence, now, &mut events)
                 }
-                MemberState::Down if now.saturating_duration_since(m.state_since) >= t.forget_after => {
+                MemberState::Down
+                    if now.saturating_duration_since(m.state_since) >= t.forget_after =>
+                {
                     forget.push(m.node_id)
                 }
                 _ => {}
@@ -333,7 +360,11 @@ impl Membership {
 
     fn recompute_head(&mut self, events: &mut Vec<MembershipEvent>) {
         // BTreeMap iterates in id order: the first live member is the lowest id.
-        let new = self.members.values().find(|m| m.state.is_live()).map(|m| m.node_id);
+        let new = self
+            .members
+            .values()
+            .find(|m| m.state.is_live())
+            .map(|m| m.node_id);
         if new != self.head {
             let old = self.head;
             self.head = new;
@@ -459,15 +490,27 @@ mod tests {
         let (mut m, c) = setup(5);
         m.on_connected(summary(7, 1), c.at(0.0)).unwrap();
         let mut r = res(2);
-        r.roles = (0..100).map(|i| format!("{i}{}", "z".repeat(1000))).collect();
+        r.roles = (0..100)
+            .map(|i| format!("{i}{}", "z".repeat(1000)))
+            .collect();
         m.on_heartbeat(id(7), Incarnation(1), r, s(1), c.at(0.5));
-        let got = m.get(&id(7)).unwrap().resources.as_ref().unwrap().roles.clone();
+        let got = m
+            .get(&id(7))
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .roles
+            .clone();
         assert_eq!(got.len(), MAX_ROLES);
         assert!(got.iter().all(|x| x.chars().count() == MAX_ROLE_CHARS));
         assert!(got[3].starts_with("3z"));
         m.set_self_roles(vec!["stage 0/2 layers 0..9 m (coordinator n5)".into()]);
         let me = m.get(&id(5)).unwrap().resources.as_ref().unwrap();
-        assert_eq!(me.roles, vec!["stage 0/2 layers 0..9 m (coordinator n5)".to_string()]);
+        assert_eq!(
+            me.roles,
+            vec!["stage 0/2 layers 0..9 m (coordinator n5)".to_string()]
+        );
         assert_eq!(me.memory_free, 1, "the rest of the report is kept");
     }
 
@@ -476,7 +519,10 @@ mod tests {
         let (mut m, c) = setup(5);
         m.on_connected(summary(7, 1), c.at(0.0)).unwrap();
         m.on_heartbeat(id(7), Incarnation(1), res(2), s(0), c.at(1.0));
-        assert!(m.tick(c.at(3.9)).is_empty(), "2.9 s of silence is below suspect_after");
+        assert!(
+            m.tick(c.at(3.9)).is_empty(),
+            "2.9 s of silence is below suspect_after"
+        );
         let ev = m.tick(c.at(4.0));
         assert_eq!(ev, vec![MembershipEvent::MemberSuspect(summary(7, 1))]);
         assert!(m.tick(c.at(8.9)).is_empty());
@@ -488,7 +534,10 @@ mod tests {
                 reason: DownReason::Silence
             }]
         );
-        assert_eq!(m.get(&id(7)).unwrap().down_reason, Some(DownReason::Silence));
+        assert_eq!(
+            m.get(&id(7)).unwrap().down_reason,
+            Some(DownReason::Silence)
+        );
         assert!(m.tick(c.at(10.0)).is_empty(), "Down is reported once");
         // Heard from again: Up.
         let ev = m.on_heartbeat(id(7), Incarnation(1), res(2), s(9), c.at(11.0));
@@ -538,8 +587,14 @@ mod tests {
             }]
         );
         // Repeated or stale reports change nothing.
-        assert!(m.on_disconnected(id(7), Incarnation(1), c.at(1.5)).is_empty());
-        assert!(m.on_disconnected(id(9), Incarnation(1), c.at(1.5)).is_empty());
+        assert!(
+            m.on_disconnected(id(7), Incarnation(1), c.at(1.5))
+                .is_empty()
+        );
+        assert!(
+            m.on_disconnected(id(9), Incarnation(1), c.at(1.5))
+                .is_empty()
+        );
         // Reconnect of the same incarnation: Joining again, then Up.
         assert_eq!(
             m.on_connected(summary(6, 1), c.at(2.0)).unwrap(),
@@ -572,7 +627,10 @@ mod tests {
             m.on_heartbeat(id(7), Incarnation(1), res(2), s(0), c.at(1.1))
                 .is_empty()
         );
-        assert!(m.on_disconnected(id(7), Incarnation(1), c.at(1.2)).is_empty());
+        assert!(
+            m.on_disconnected(id(7), Incarnation(1), c.at(1.2))
+                .is_empty()
+        );
         assert_eq!(state(&m, 7), Some(MemberState::Joining));
         assert_eq!(
             m.on_heartbeat(id(7), Incarnation(2), res(2), s(0), c.at(1.3)),
@@ -651,7 +709,10 @@ mod tests {
         let mut m = Membership::new(summary(1, 1), res(1), T, 3, c.at(0.0));
         m.on_connected(summary(2, 1), c.at(0.0)).unwrap();
         m.on_connected(summary(3, 1), c.at(0.0)).unwrap();
-        assert_eq!(m.on_connected(summary(4, 1), c.at(0.0)), Err(MembershipError::Full(3)));
+        assert_eq!(
+            m.on_connected(summary(4, 1), c.at(0.0)),
+            Err(MembershipError::Full(3))
+        );
         m.on_goodbye(id(2), Incarnation(1), c.at(1.0));
         // A Down member makes room for a new one.
         m.on_connected(summary(4, 1), c.at(2.0)).unwrap();
@@ -663,9 +724,15 @@ mod tests {
                 .all(|e| !matches!(e, MembershipEvent::MemberRemoved(_)))
         );
         let ev = m.tick(c.at(63.0));
-        assert!(ev.contains(&MembershipEvent::MemberRemoved(summary(3, 1))), "{ev:?}");
+        assert!(
+            ev.contains(&MembershipEvent::MemberRemoved(summary(3, 1))),
+            "{ev:?}"
+        );
         assert!(m.get(&id(3)).is_none());
-        assert_eq!(m.on_connected(summary(1, 9), c.at(64.0)), Err(MembershipError::OwnId));
+        assert_eq!(
+            m.on_connected(summary(1, 9), c.at(64.0)),
+            Err(MembershipError::OwnId)
+        );
     }
 
     #[test]

@@ -163,7 +163,12 @@ impl MemberStatus {
 
 impl ClusterStatus {
     /// Snapshot of a membership table.
-    pub fn from_membership(membership: &Membership, cluster_name: &str, cluster_id_hex: &str, now: Instant) -> Self {
+    pub fn from_membership(
+        membership: &Membership,
+        cluster_name: &str,
+        cluster_id_hex: &str,
+        now: Instant,
+    ) -> Self {
         let head = membership.head();
         let mut members: Vec<MemberStatus> = membership
             .members()
@@ -215,10 +220,14 @@ impl ClusterStatus {
                 m.node_id_short.clone(),
                 m.address.clone().unwrap_or_else(dash),
                 m.state.clone(),
-                m.memory_total_bytes.map_or_else(dash, |b| ByteSize(b).to_string()),
-                m.memory_free_bytes.map_or_else(dash, |b| ByteSize(b).to_string()),
-                m.memory_budget_bytes.map_or_else(dash, |b| ByteSize(b).to_string()),
-                m.power_budget_mw.map_or_else(dash, |p| Power(p).to_string()),
+                m.memory_total_bytes
+                    .map_or_else(dash, |b| ByteSize(b).to_string()),
+                m.memory_free_bytes
+                    .map_or_else(dash, |b| ByteSize(b).to_string()),
+                m.memory_budget_bytes
+                    .map_or_else(dash, |b| ByteSize(b).to_string()),
+                m.power_budget_mw
+                    .map_or_else(dash, |p| Power(p).to_string()),
                 m.backend.clone().unwrap_or_else(dash),
                 m.compute_score.map_or_else(dash, |s| format!("{s:.0}")),
                 if m.is_self {
@@ -229,7 +238,8 @@ impl ClusterStatus {
                 if m.is_self {
                     "self".to_string()
                 } else {
-                    m.bandwidth_mbit.map_or_else(dash, |b| format!("{b:.1}Mbit/s"))
+                    m.bandwidth_mbit
+                        .map_or_else(dash, |b| format!("{b:.1}Mbit/s"))
                 },
                 format_uptime(m.uptime_s),
             ]);
@@ -245,18 +255,32 @@ impl ClusterStatus {
             &self.cluster_id[..self.cluster_id.len().min(8)],
             self.members.len(),
             self.count("Up"),
-            self.members.iter().find(|m| m.is_head).map_or("-", |m| m.name.as_str()),
-            self.members.iter().find(|m| m.is_self).map_or("-", |m| m.name.as_str()),
+            self.members
+                .iter()
+                .find(|m| m.is_head)
+                .map_or("-", |m| m.name.as_str()),
+            self.members
+                .iter()
+                .find(|m| m.is_self)
+                .map_or("-", |m| m.name.as_str()),
         );
         let no_roles: &[String] = &[];
-        let roles = std::iter::once(no_roles).chain(self.members.iter().map(|m| m.roles.as_slice()));
+        let roles =
+            std::iter::once(no_roles).chain(self.members.iter().map(|m| m.roles.as_slice()));
         for (r, roles) in rows.into_iter().zip(roles) {
-            let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
             for role in roles {
                 // Control characters are replaced on the node already; a hand-made status
                 // must not break the layout either.
-                let role: String = role.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+                let role: String = role
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
                 let _ = writeln!(out, "    role: {role}");
             }
         }
@@ -329,10 +353,21 @@ mod tests {
             addr: Some("10.0.0.1:7070".parse().unwrap()),
         };
         m.on_connected(peer, t0).unwrap();
-        m.on_heartbeat(NodeId([1; 32]), Incarnation(2), res(), Duration::from_secs(100), t0);
+        m.on_heartbeat(
+            NodeId([1; 32]),
+            Incarnation(2),
+            res(),
+            Duration::from_secs(100),
+            t0,
+        );
         m.set_rtt(NodeId([1; 32]), Duration::from_micros(420));
         m.tick(t0 + Duration::from_secs(5));
-        let st = ClusterStatus::from_membership(&m, "lab", &"ab".repeat(32), t0 + Duration::from_secs(5));
+        let st = ClusterStatus::from_membership(
+            &m,
+            "lab",
+            &"ab".repeat(32),
+            t0 + Duration::from_secs(5),
+        );
         assert_eq!(st.members[0].name, "pi-01");
         assert!(st.members[0].is_head);
         assert_eq!(st.members[0].state, "Suspect");

@@ -112,12 +112,21 @@ mod tests {
     #[test]
     fn estimate_removes_one_round_trip() {
         // 4 MiB in 0.35 s with 0.015 s RTT: 4 MiB over 0.335 s.
-        let bps = estimate_bps(4 << 20, Duration::from_millis(350), Some(Duration::from_millis(15)))
-            .unwrap();
+        let bps = estimate_bps(
+            4 << 20,
+            Duration::from_millis(350),
+            Some(Duration::from_millis(15)),
+        )
+        .unwrap();
         let want = (4u64 << 20) as f64 * 8.0 / 0.335;
         assert!((bps - want).abs() / want < 1e-9, "{bps} vs {want}");
         // An RTT larger than the transfer leaves half the time, not a negative one.
-        let bps = estimate_bps(1000, Duration::from_millis(10), Some(Duration::from_secs(1))).unwrap();
+        let bps = estimate_bps(
+            1000,
+            Duration::from_millis(10),
+            Some(Duration::from_secs(1)),
+        )
+        .unwrap();
         assert!((bps - 1000.0 * 8.0 / 0.005).abs() < 1e-6);
         assert_eq!(estimate_bps(0, Duration::from_secs(1), None), None);
         assert_eq!(estimate_bps(10, Duration::ZERO, None), None);
@@ -147,7 +156,11 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         s.sync(&[a, b], t1);
         assert_eq!(s.next_due(t1), Some(a));
-        assert_eq!(s.next_due(t1), None, "b joined later; a is done for an interval");
+        assert_eq!(
+            s.next_due(t1),
+            None,
+            "b joined later; a is done for an interval"
+        );
         let t2 = t1 + Duration::from_secs(2);
         assert_eq!(s.next_due(t2), Some(b));
         assert_eq!(s.next_due(t2 + Duration::from_secs(100)), None);

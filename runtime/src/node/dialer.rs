@@ -126,13 +126,16 @@ impl Dialer {
         }
         let expires = Some(now + self.ttl);
         let (min, max) = (self.min, self.max);
-        let t = self.targets.entry(TargetKey::Node(node)).or_insert_with(|| Target {
-            addrs: Vec::new(),
-            backoff: Backoff::new(min, max, now),
-            in_flight: false,
-            node: Some(node),
-            expires,
-        });
+        let t = self
+            .targets
+            .entry(TargetKey::Node(node))
+            .or_insert_with(|| Target {
+                addrs: Vec::new(),
+                backoff: Backoff::new(min, max, now),
+                in_flight: false,
+                node: Some(node),
+                expires,
+            });
         if t.addrs != addrs {
             t.addrs = addrs;
             t.backoff = Backoff::new(min, max, now);
@@ -254,7 +257,10 @@ mod tests {
         let node = NodeId([4; 32]);
         d.report(&jobs[0].key, Ok(node), t0 + ms(100));
         // Connected: never dialed, even much later.
-        assert!(d.due(t0 + Duration::from_secs(100), |id| id == node).is_empty());
+        assert!(
+            d.due(t0 + Duration::from_secs(100), |id| id == node)
+                .is_empty()
+        );
         // Disconnected: dialed again (seeds never expire).
         assert_eq!(d.due(t0 + Duration::from_secs(101), |_| false).len(), 1);
     }

@@ -140,10 +140,16 @@ impl Node {
         };
         let transport = Transport::bind(tc, security, incarnation).await?;
         let control = transport.control_messages(messages::CONTROL_TYPES, 1024);
-        let status_streams =
-            transport.register_streams(messages::STATUS_STREAM_KIND, messages::status_request_types(), 16);
-        let probe_streams =
-            transport.register_streams(messages::PROBE_STREAM_KIND, messages::probe_request_types(), 4);
+        let status_streams = transport.register_streams(
+            messages::STATUS_STREAM_KIND,
+            messages::status_request_types(),
+            16,
+        );
+        let probe_streams = transport.register_streams(
+            messages::PROBE_STREAM_KIND,
+            messages::probe_request_types(),
+            4,
+        );
         let peer_events = transport.subscribe();
         let node_id = transport.node_id();
         let cluster_id = transport.cluster_id();
@@ -317,7 +323,12 @@ impl NodeHandle {
     }
     /// Members in state Up, this node included.
     pub fn up_members(&self) -> Vec<Member> {
-        self.shared.membership.lock().up_members().cloned().collect()
+        self.shared
+            .membership
+            .lock()
+            .up_members()
+            .cloned()
+            .collect()
     }
     /// One member.
     pub fn member(&self, id: NodeId) -> Option<Member> {
@@ -396,7 +407,11 @@ impl NodeHandle {
 
 fn status_snapshot(shared: &Shared) -> ClusterStatus {
     let mut m = shared.membership.lock();
-    let ids: Vec<NodeId> = m.members().filter(|x| !x.is_self).map(|x| x.node_id).collect();
+    let ids: Vec<NodeId> = m
+        .members()
+        .filter(|x| !x.is_self)
+        .map(|x| x.node_id)
+        .collect();
     for id in ids {
         if let Some(rtt) = shared.transport.rtt(id) {
             m.set_rtt(id, rtt);
@@ -411,11 +426,18 @@ fn status_snapshot(shared: &Shared) -> ClusterStatus {
 }
 
 /// Answers `edgeray status` queries.
-async fn serve_status(shared: Arc<Shared>, mut streams: mpsc::Receiver<crate::transport::IncomingStream>) {
+async fn serve_status(
+    shared: Arc<Shared>,
+    mut streams: mpsc::Receiver<crate::transport::IncomingStream>,
+) {
     while let Some(mut s) = streams.recv().await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let req = tokio::time::timeout(Duration::from_secs(5), s.reader.read_message::<StatusRequest>()).await;
+            let req = tokio::time::timeout(
+                Duration::from_secs(5),
+                s.reader.read_message::<StatusRequest>(),
+            )
+            .await;
             let Ok(Ok(Some((_req, _)))) = req else {
                 debug!(peer = %s.peer.short(), "status stream without a request");
                 return;
@@ -475,7 +497,8 @@ impl EventLoop {
         }
         let mut score_pending = true;
         let (dial_tx, mut dial_rx) = mpsc::channel::<DialOutcome>(64);
-        let tick_every = (cfg.timing.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
+        let tick_every =
+            (cfg.timing.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_heartbeat = Instant::now();
@@ -660,17 +683,30 @@ impl EventLoop {
                 let cands = self.shared.membership.lock().dial_candidates(&g.members);
                 for (id, addr) in cands {
                     if self.shared.transport.peer(id).is_none() {
-                        debug!("gossip candidate id={} addr={addr} (from {})", id.short(), from.short());
+                        debug!(
+                            "gossip candidate id={} addr={addr} (from {})",
+                            id.short(),
+                            from.short()
+                        );
                         self.dialer.add_node(id, vec![addr], now);
                     }
                 }
             }
             t if t == Goodbye::TYPE => {
-                let Ok(g) = msg.frame.decode::<Goodbye>() else { return };
-                let events = self.shared.membership.lock().on_goodbye(from, g.incarnation, now);
+                let Ok(g) = msg.frame.decode::<Goodbye>() else {
+                    return;
+                };
+                let events = self
+                    .shared
+                    .membership
+                    .lock()
+                    .on_goodbye(from, g.incarnation, now);
                 self.publish(events);
             }
-            other => debug!("unexpected control message type {other:#06x} from {}", from.short()),
+            other => debug!(
+                "unexpected control message type {other:#06x} from {}",
+                from.short()
+            ),
         }
     }
 
@@ -693,7 +729,9 @@ impl EventLoop {
     }
 
     fn send_heartbeats(&mut self, now: Instant) {
-        let Some(mut hb) = self.heartbeat(now) else { return };
+        let Some(mut hb) = self.heartbeat(now) else {
+            return;
+        };
         {
             // Re-read the roles under the membership lock so a concurrent `set_roles` (which
             // takes both locks) is never overwritten by the older value.
@@ -720,12 +758,19 @@ impl EventLoop {
             .transport
             .peers()
             .into_iter()
-            .filter(|p| m.get(&p.node_id).is_some_and(|x| x.incarnation == p.incarnation))
+            .filter(|p| {
+                m.get(&p.node_id)
+                    .is_some_and(|x| x.incarnation == p.incarnation)
+            })
             .map(|p| p.node_id)
             .collect()
     }
 
-    fn broadcast<M: crate::wire::WireMessage + Send + Sync + 'static>(&self, peers: Vec<NodeId>, msg: M) {
+    fn broadcast<M: crate::wire::WireMessage + Send + Sync + 'static>(
+        &self,
+        peers: Vec<NodeId>,
+        msg: M,
+    ) {
         let t = self.shared.transport.clone();
         let timeout = self.shared.config.timing.heartbeat;
         for p in peers {
@@ -780,9 +825,12 @@ impl EventLoop {
             incarnation: self.shared.incarnation,
         };
         let t = &self.shared.transport;
-        let sends = peers
-            .iter()
-            .map(|p| tokio::time::timeout(Duration::from_millis(500), t.send_control(*p, &g, Bytes::new())));
+        let sends = peers.iter().map(|p| {
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                t.send_control(*p, &g, Bytes::new()),
+            )
+        });
         let results = futures::future::join_all(sends).await;
         let ok = results.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
         info!("goodbye sent to {ok} peers");
@@ -827,7 +875,8 @@ async fn dial(t: &Transport, job: DialJob, limit: Duration) -> Result<NodeId, St
 
 /// Whether `a` is this node's own endpoint (`own` may be bound to the unspecified address).
 fn is_own_addr(a: SocketAddr, own: SocketAddr) -> bool {
-    a.port() == own.port() && (a.ip() == own.ip() || (own.ip().is_unspecified() && a.ip().is_loopback()))
+    a.port() == own.port()
+        && (a.ip() == own.ip() || (own.ip().is_unspecified() && a.ip().is_loopback()))
 }
 
 fn log_event(shared: &Shared, ev: &MembershipEvent) {
@@ -835,11 +884,14 @@ fn log_event(shared: &Shared, ev: &MembershipEvent) {
         MembershipEvent::MemberJoining(s) => info!("member joining {s}"),
         MembershipEvent::MemberUp(s) => info!("member up {s}"),
         MembershipEvent::MemberSuspect(s) => info!("member suspect {s}"),
-        MembershipEvent::MemberDown { member, reason } => info!("member down {member} reason={reason}"),
+        MembershipEvent::MemberDown { member, reason } => {
+            info!("member down {member} reason={reason}")
+        }
         MembershipEvent::MemberRemoved(s) => info!("member removed {s}"),
         MembershipEvent::HeadChanged { new, .. } => {
             let m = shared.membership.try_lock();
-            let name = new.and_then(|id| m.as_ref().and_then(|m| m.get(&id).map(|x| x.name.clone())));
+            let name =
+                new.and_then(|id| m.as_ref().and_then(|m| m.get(&id).map(|x| x.name.clone())));
             match new {
                 Some(id) => info!(
                     "head changed to name={} id={}",

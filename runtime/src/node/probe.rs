@@ -16,9 +16,7 @@ use super::bandwidth::{
     BandwidthEstimate, FIRST_PROBE_AFTER, PROBE_BYTES, PROBE_CHUNK, PROBE_INTERVAL, ProbeSchedule,
     estimate_bps,
 };
-use super::messages::{
-    PROBE_STREAM_KIND, ProbeAck, ProbeData, ProbeEnd, probe_reply_types,
-};
+use super::messages::{PROBE_STREAM_KIND, ProbeAck, ProbeData, ProbeEnd, probe_reply_types};
 use crate::identity::NodeId;
 use crate::membership::MemberState;
 use crate::transport::IncomingStream;
@@ -53,7 +51,12 @@ pub(crate) async fn serve_probes(mut streams: mpsc::Receiver<IncomingStream>) {
                     }
                 }
             };
-            if tokio::time::timeout(PROBE_TIMEOUT, read).await.ok().flatten().is_none() {
+            if tokio::time::timeout(PROBE_TIMEOUT, read)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
                 debug!(peer = %peer.short(), "probe stream ended without its end marker");
                 return;
             }
@@ -121,7 +124,9 @@ async fn probe(shared: &Shared, peer: NodeId) -> Result<(u64, Duration), String>
     let t0 = Instant::now();
     let mut sent = 0usize;
     while sent < PROBE_BYTES {
-        w.send(&ProbeData {}, chunk.clone()).await.map_err(|e| e.to_string())?;
+        w.send(&ProbeData {}, chunk.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         sent += PROBE_CHUNK;
     }
     w.send(&ProbeEnd { bytes: sent as u64 }, Bytes::new())

@@ -52,10 +52,14 @@ pub struct StatusTarget {
 }
 
 /// Query the member table (see the module documentation). Must run inside a tokio runtime.
-pub async fn query_status(config: &ClusterConfig, target: &StatusTarget) -> Result<ClusterStatus, StatusError> {
+pub async fn query_status(
+    config: &ClusterConfig,
+    target: &StatusTarget,
+) -> Result<ClusterStatus, StatusError> {
     let secret = ClusterSecret::from_bytes(config.secret_bytes()?);
     let identity = NodeIdentity::generate().map_err(|e| StatusError::Setup(e.to_string()))?;
-    let security = ClusterSecurity::new(&secret, &identity).map_err(|e| StatusError::Setup(e.to_string()))?;
+    let security =
+        ClusterSecurity::new(&secret, &identity).map_err(|e| StatusError::Setup(e.to_string()))?;
     let bind: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let mut tc = TransportConfig::new(bind, "edgeray-status");
     tc.keep_alive = config.timing.keep_alive;
@@ -137,7 +141,11 @@ async fn run(
 }
 
 /// Browse mDNS for up to `wait`; returns the first resolved node's addresses.
-async fn browse(config: &ClusterConfig, transport: &Transport, wait: Duration) -> Result<Vec<SocketAddr>, String> {
+async fn browse(
+    config: &ClusterConfig,
+    transport: &Transport,
+    wait: Duration,
+) -> Result<Vec<SocketAddr>, String> {
     let (d, mut rx) = MdnsDiscovery::start(
         None,
         &Interfaces::from_names(&config.interfaces),
@@ -149,21 +157,38 @@ async fn browse(config: &ClusterConfig, transport: &Transport, wait: Duration) -
     d.shutdown().await;
     match got {
         Ok(Some(c)) => Ok(c.addrs),
-        _ => Err(format!("no node of this cluster announced itself within {wait:?}")),
+        _ => Err(format!(
+            "no node of this cluster announced itself within {wait:?}"
+        )),
     }
 }
 
-async fn ask(transport: &Transport, addr: SocketAddr, timeout: Duration) -> Result<ClusterStatus, String> {
+async fn ask(
+    transport: &Transport,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<ClusterStatus, String> {
     let fut = async {
-        let peer = transport.connect(addr, None).await.map_err(|e| e.to_string())?;
+        let peer = transport
+            .connect(addr, None)
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut w, mut r) = transport
             .open_bi(peer.node_id, STATUS_STREAM_KIND, 0, status_reply_types())
             .await
             .map_err(|e| e.to_string())?;
-        w.send(&StatusRequest { schema: STATUS_SCHEMA }, Bytes::new())
+        w.send(
+            &StatusRequest {
+                schema: STATUS_SCHEMA,
+            },
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let reply = r
+            .read_message::<StatusReply>()
             .await
             .map_err(|e| e.to_string())?;
-        let reply = r.read_message::<StatusReply>().await.map_err(|e| e.to_string())?;
         let _ = w.finish();
         transport.disconnect(peer.node_id, "status done");
         match reply {
