@@ -4,7 +4,6 @@
 //! The models live in `<workspace>/models/` (git-ignored, fetched by the setup script). When a
 //! model is missing the test prints SKIP and passes, except under `CI=true`, where it fails.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
@@ -14,23 +13,9 @@ use edgeray_model::arch::{
 use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
 
-const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+mod common;
 
-fn model_path(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("models")
-        .join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("model {} missing under CI=true", p.display());
-    }
-    eprintln!("SKIP: model {} not found", p.display());
-    None
-}
+use common::{GEMMA3, QWEN2, real_model as model_path};
 
 fn bits(t: Tensor<2>) -> Vec<u32> {
     t.into_data()

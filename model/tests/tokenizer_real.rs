@@ -9,23 +9,9 @@ use edgeray_model::tokenizer::{TokenStreamDecoder, Tokenizer};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+mod common;
 
-fn model_path(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("models")
-        .join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("model {} missing under CI=true", p.display());
-    }
-    eprintln!("SKIP: model {} not found", p.display());
-    None
-}
+use common::{GEMMA3, QWEN2, real_model as model_path};
 
 fn load(cell: &'static OnceLock<Option<Tokenizer>>, name: &str) -> Option<&'static Tokenizer> {
     cell.get_or_init(|| {

@@ -371,7 +371,7 @@ impl Worker {
     }
 
     /// Checks a batch against the sequence's state and decodes its input.
-    fn prepare(&mut self, f: Forward, tail: bytes::Bytes) -> Result<Ready, String> {
+    fn prepare(&mut self, mut f: Forward, tail: bytes::Bytes) -> Result<Ready, String> {
         let first = self.args.index == 0;
         let last = self.next.is_none();
         if f.n == 0 {
@@ -414,7 +414,8 @@ impl Worker {
             if f.tokens.len() != n {
                 return Err(format!("{} token ids for a batch of {n}", f.tokens.len()));
             }
-            Input::Tokens(f.tokens.clone())
+            // The ids are moved, not copied: nothing reads them from `f` after this.
+            Input::Tokens(std::mem::take(&mut f.tokens))
         } else {
             Input::Hidden(decode_hidden(&tail, n, d, f.dtype).map_err(|e| e.to_string())?)
         };
