@@ -7,79 +7,26 @@
 //!   streams 4 concurrent requests with the single-request output, and answers an overload
 //!   burst with 429 + Retry-After while every accepted request completes.
 
-use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use edgeray_model::arch::{GenerateOptions, Generator};
+use edgeray_tests::procs::{
+    self, Proc, free_tcp_port, free_udp_port, wait_for_line, write_cluster_config,
+};
 use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model, workspace_root};
 
 const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
-/// A child killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn write_config(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> std::path::PathBuf {
-    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let text = format!(
-        "secret = \"{SECRET}\"\ncluster_name = \"proc-test\"\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{}]\nmdns = false\nstate_dir = \"{}\"\n",
-        seeds.join(", "),
-        dir.join(name).display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    write_cluster_config(dir, SECRET, name, port, seeds)
 }
 
 /// Lines of a child's stderr, forwarded to the test output and to a channel.
 fn stderr_lines(child: &mut Child, tag: &'static str) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().expect("piped stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("[{tag}] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return l,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?} within {timeout:?}: {e}"),
-        }
-    }
+    procs::stderr_lines(child, tag, true)
 }
 
 fn single_node_text(model: &Path, prompt: &str, tokens: usize) -> String {
