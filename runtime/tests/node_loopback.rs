@@ -59,6 +59,56 @@ async fn start3(secret: [u8; 32], dir: &std::path::Path) -> (Vec<NodeHandle>, Ve
     (nodes, ports)
 }
 
+/// A newcomer is gossiped to every member as soon as it joins, not at the next gossip round:
+/// with rounds an hour apart, two nodes that only know the seed still find each other, and stay
+/// together when the seed leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomers_are_gossiped_at_once_and_survive_the_seed_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [43u8; 32];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let seeds: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
+        let mut c = config(secret, name, ports[i], &seeds, dir.path());
+        c.timing.gossip = Duration::from_secs(3600);
+        nodes.push(Node::start(c).await.unwrap());
+    }
+    for n in &nodes {
+        assert!(
+            n.wait_for_up(3, Duration::from_secs(10)).await,
+            "{} sees {:?}",
+            n.name(),
+            n.members()
+        );
+    }
+    let seed = nodes.remove(0);
+    seed.shutdown().await;
+    // The survivors see exactly each other (the seed's goodbye arrives within moments).
+    let mut survivors: Vec<_> = nodes.iter().map(|n| n.node_id()).collect();
+    survivors.sort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for n in &nodes {
+        loop {
+            let mut up: Vec<_> = n.up_members().iter().map(|m| m.node_id).collect();
+            up.sort();
+            if up == survivors {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} sees {up:?}, not {survivors:?}",
+                n.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(n.head(), Some(survivors[0]), "head on {}", n.name());
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_agree_on_head_and_leave() {
     let _ = tracing_subscriber::fmt()

@@ -45,10 +45,20 @@ async fn agreed_head(nodes: &[Cluster], not: Option<NodeId>) -> NodeId {
         {
             return *h0;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the members do not agree on a head: {h:?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            // Each member's table, to tell a partition from a slow failure detector.
+            for n in nodes {
+                let table: Vec<_> = n
+                    .node()
+                    .map(|h| h.members())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| format!("{} {:?} {:?}", m.node_id.short(), m.state, m.down_reason))
+                    .collect();
+                eprintln!("{} sees {table:?}", n.node_id().short());
+            }
+            panic!("the members do not agree on a head: {h:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

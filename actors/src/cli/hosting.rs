@@ -93,11 +93,17 @@ pub async fn embedded_cluster(
         }
         nodes.push(cluster);
     }
-    let seen = wait_for_members(&nodes[0], n, Duration::from_secs(20)).await;
-    anyhow::ensure!(
-        seen >= n,
-        "only {seen} of {n} embedded nodes joined within 20 s"
-    );
+    // Every node must see every other (not only the first, which all of them seed to): a node
+    // that knows only the seed would be cut off if the seed left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, node) in nodes.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = wait_for_members(node, n, left).await;
+        anyhow::ensure!(
+            seen >= n,
+            "embedded node {i} sees only {seen} of {n} nodes after 20 s"
+        );
+    }
     Ok(nodes)
 }
 

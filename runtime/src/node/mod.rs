@@ -651,7 +651,18 @@ impl EventLoop {
                 };
                 let res = self.shared.membership.lock().on_connected(summary, now);
                 match res {
-                    Ok(events) => self.publish(events),
+                    Ok(events) => {
+                        // Tell every member about a newcomer at once rather than at the next
+                        // gossip round, so that nodes that only know a seed find each other
+                        // before the seed can leave.
+                        let newcomer = events
+                            .iter()
+                            .any(|e| matches!(e, MembershipEvent::MemberJoining(_)));
+                        self.publish(events);
+                        if newcomer {
+                            self.send_gossip();
+                        }
+                    }
                     Err(e) => {
                         warn!("rejected peer {}: {e}", peer.remote_addr);
                         self.shared.transport.disconnect(from, &e.to_string());
