@@ -450,7 +450,12 @@ impl Cluster {
         if id.node == self.inner.node {
             return match self.inner.locals.get(id.local) {
                 Some(cell) => Box::pin(cell.life().wait()),
-                None => Box::pin(std::future::ready(StopReason::NotFound)),
+                None => Box::pin(std::future::ready(
+                    self.inner
+                        .locals
+                        .stop_reason(id.local)
+                        .unwrap_or(StopReason::NotFound),
+                )),
             };
         }
         match self.inner.remote.as_ref() {

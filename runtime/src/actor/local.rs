@@ -190,12 +190,46 @@ pub(crate) struct LocalSpawn {
 /// Callback run once an actor has stopped (e.g. to release its resource reservation).
 pub(crate) type OnStop = Box<dyn FnOnce(&StopReason) + Send + 'static>;
 
+/// How many stopped actors' reasons a node remembers (see [`Tombstones`]).
+const TOMBSTONES: usize = 4096;
+
+/// Why recently stopped actors stopped, so that a watch arriving just after the stop (a remote
+/// watch and stop travel on separate streams) still learns the reason instead of `NotFound`.
+/// Bounded: the oldest ids (ids only grow) are forgotten first.
+#[derive(Debug)]
+pub(crate) struct Tombstones {
+    cap: usize,
+    reasons: parking_lot::Mutex<std::collections::BTreeMap<u64, StopReason>>,
+}
+
+impl Tombstones {
+    pub(crate) fn new(cap: usize) -> Self {
+        Tombstones {
+            cap: cap.max(1),
+            reasons: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+    /// Remember why `local_id` stopped.
+    pub(crate) fn bury(&self, local_id: u64, reason: StopReason) {
+        let mut r = self.reasons.lock();
+        r.insert(local_id, reason);
+        while r.len() > self.cap {
+            r.pop_first();
+        }
+    }
+    /// Why `local_id` stopped, if it stopped recently.
+    pub(crate) fn reason(&self, local_id: u64) -> Option<StopReason> {
+        self.reasons.lock().get(&local_id).cloned()
+    }
+}
+
 /// The live actors of one node.
 pub(crate) struct LocalActors {
     threads: ActorThreads,
     next_id: AtomicU64,
     by_id: Arc<DashMap<u64, Arc<dyn LocalCell>>>,
     by_name: Arc<DashMap<String, u64>>,
+    stopped: Arc<Tombstones>,
 }
 
 impl LocalActors {
@@ -206,6 +240,7 @@ impl LocalActors {
             next_id: AtomicU64::new(1),
             by_id: Arc::new(DashMap::new()),
             by_name: Arc::new(DashMap::new()),
+            stopped: Arc::new(Tombstones::new(TOMBSTONES)),
         })
     }
 
@@ -241,9 +276,12 @@ impl LocalActors {
         };
         self.by_id.insert(local_id, Arc::new(actor.clone()));
         let (by_id, by_name, name) = (self.by_id.clone(), self.by_name.clone(), opts.name.clone());
+        let stopped = self.stopped.clone();
         let wait = actor.life.wait();
         let cleanup = async move {
             let reason = wait.await;
+            // Buried before it leaves the table, so a watch finds one or the other.
+            stopped.bury(local_id, reason.clone());
             by_id.remove(&local_id);
             if let Some(name) = name {
                 by_name.remove_if(&name, |_, id| *id == local_id);
@@ -305,6 +343,12 @@ impl LocalActors {
     /// The live actor with this id.
     pub(crate) fn get(&self, local_id: u64) -> Option<Arc<dyn LocalCell>> {
         self.by_id.get(&local_id).map(|e| e.value().clone())
+    }
+
+    /// Why the actor with this id stopped, when it stopped recently (`None` if it is alive,
+    /// never existed, or stopped long ago).
+    pub(crate) fn stop_reason(&self, local_id: u64) -> Option<StopReason> {
+        self.stopped.reason(local_id)
     }
 
     /// The live actor with this name.

@@ -788,9 +788,10 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::cluster::Inner>) {
             }
             RpcRequest::Watch { local } => {
                 let wait = c.inner.locals.get(local).map(|cell| cell.life().wait());
+                let buried = c.inner.locals.stop_reason(local);
                 drop(c);
                 match wait {
-                    None => RpcResponse::Stopped(StopReason::NotFound),
+                    None => RpcResponse::Stopped(buried.unwrap_or(StopReason::NotFound)),
                     Some(w) => {
                         // Also end when the watcher goes away (its stream closes).
                         tokio::select! {

@@ -180,10 +180,19 @@ async fn death_watch_sees_stop_panic_and_explicit_stop() {
         tokio::time::timeout(T, wd).await.unwrap(),
         StopReason::Stopped
     );
-    // Watching an actor that is already gone answers at once.
+    // Watching an actor that is already gone answers at once: with its reason while the node
+    // remembers it, NotFound for an id that never lived.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         tokio::time::timeout(T, c.watch(d.id())).await.unwrap(),
+        StopReason::Stopped
+    );
+    let never = ActorId {
+        node: d.id().node,
+        local: d.id().local + 1000,
+    };
+    assert_eq!(
+        tokio::time::timeout(T, c.watch(never)).await.unwrap(),
         StopReason::NotFound
     );
     // The table forgets stopped actors.
@@ -340,4 +349,17 @@ async fn many_concurrent_senders_share_the_bound() {
     assert_eq!(sent.load(Ordering::SeqCst), 40);
     assert!(a.mailbox_high_water().unwrap() <= 3);
     c.shutdown().await;
+}
+
+#[test]
+fn tombstones_keep_the_newest_reasons_only() {
+    let t = super::local::Tombstones::new(3);
+    for id in 1..=5u64 {
+        t.bury(id, StopReason::Panicked(format!("#{id}")));
+    }
+    assert_eq!(t.reason(1), None);
+    assert_eq!(t.reason(2), None);
+    assert_eq!(t.reason(3), Some(StopReason::Panicked("#3".into())));
+    assert_eq!(t.reason(5), Some(StopReason::Panicked("#5".into())));
+    assert_eq!(t.reason(6), None);
 }
