@@ -16,6 +16,8 @@ pub struct Q8_0Acts {
     pub d: Vec<f32>,
     /// 32 quants per block.
     pub qs: Vec<i8>,
+    /// The sum of each block's 32 quants (kernels for offset-coded weights use it).
+    pub sums: Vec<i16>,
 }
 
 /// Activations quantized to ggml `Q8_K` blocks (256 values per block).
@@ -62,8 +64,10 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut Q8_0Acts) -> Result<(), QuantError
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         out.d.push(f16::from_f32(d).to_f32());
+        let start = out.qs.len();
         out.qs
             .extend(b.iter().map(|&v| (v * id).round_ties_even() as i8));
+        out.sums.push(block_sum(&out.qs[start..]));
     }
     Ok(())
 }
@@ -78,9 +82,16 @@ pub fn quantize_row_q8_0_ref(x: &[f32], out: &mut Q8_0Acts) -> Result<(), QuantE
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.d.push(f16::from_f32(d).to_f32());
+        let start = out.qs.len();
         out.qs.extend(b.iter().map(|&v| (v * id).round() as i8));
+        out.sums.push(block_sum(&out.qs[start..]));
     }
     Ok(())
+}
+
+/// Sum of one block's quants (at most 32 × 127 in magnitude, so it fits an i16).
+fn block_sum(q: &[i8]) -> i16 {
+    q.iter().map(|&v| v as i16).sum()
 }
 
 /// ggml's `quantize_row_q8_K_ref` (ggml-cpu uses it on x86 too): `max` is the first element of

@@ -29,6 +29,13 @@ pub struct Q8KRow<'a> {
 }
 
 impl Q8_0Acts {
+    /// The block sums of row `t` of `cols` elements, when they were recorded (they are by
+    /// [`super::quantize_row_q8_0`] and [`super::quantize_row_q8_0_ref`]).
+    pub fn row_sums(&self, t: usize, cols: usize) -> Option<&[i16]> {
+        let nb = cols / QK32;
+        self.sums.get(t * nb..(t + 1) * nb)
+    }
+
     /// Row `t` of `cols` elements.
     pub fn row(&self, t: usize, cols: usize) -> Q8_0Row<'_> {
         let nb = cols / QK32;
