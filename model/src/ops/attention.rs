@@ -46,7 +46,7 @@ fn slice(t: &FlexTensor) -> FlexTensor {
 
 /// `x` rounded to the nearest f16 (ties to even), as an f32: a bit trick in the f16 normal range,
 /// `half` elsewhere (subnormals, overflow, NaN). Same result as `f16::from_f32(x).to_f32()`.
-#[inline]
+#[inline(always)]
 pub fn round_f16(x: f32) -> f32 {
     let a = x.abs();
     if (6.103_515_6e-5..65504.0).contains(&a) {
@@ -69,6 +69,7 @@ const KQ_ACCS: usize = 4;
 /// `_mm512_reduce_add_ps` does (upper 8 + lower 8, upper 4 + lower 4, then (0+2) + (1+3));
 /// a tail shorter than 64 elements is added in f64. A plain sequential f32 sum differs by a few
 /// ulp, which the f16 rounding of the V accumulator turns into visible logit changes.
+#[inline(always)]
 pub fn kq_dot(k: &[f32], q: &[f32]) -> f32 {
     debug_assert_eq!(k.len(), q.len());
     let step = KQ_LANES * KQ_ACCS;
@@ -118,60 +119,145 @@ impl FlashAttnBackend for Flex {
         let kd: &[f32] = k.as_slice().expect("contiguous f32 keys");
         let vd: &[f32] = v.as_slice().expect("contiguous f32 values");
         let mut out = vec![0f32; kvh * rows * hd];
-        let mut qq = vec![0f32; hd];
-        // The f16 accumulator, held as f16-exact f32 values.
-        let mut acc = vec![0f32; hd];
-        for h in 0..kvh {
-            let kb = &kd[h * cap * hd..];
-            let vb = &vd[h * cap * hd..];
-            for r in 0..rows {
-                let pos = p.pos0 + r % p.n;
-                let qrow = &qd[(h * rows + r) * hd..(h * rows + r + 1) * hd];
-                for (d, x) in qq.iter_mut().zip(qrow) {
-                    *d = round_f16(*x);
-                }
-                acc.fill(0.0);
-                let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-                let last = pos.min(p.t - 1);
-                let first = if p.window > 0 {
-                    (pos + 1).saturating_sub(p.window)
+        attend(qd, kd, vd, &mut out, [kvh, rows, hd, cap], &p);
+        FlexTensor::from_data(TensorData::new(out, [kvh, rows, hd]))
+    }
+}
+
+/// The flash-attention loops of [`FlashAttnBackend::flash_attn_f16`] on flat slices (`dims` =
+/// kv heads, query rows, head dim, cache capacity), dispatched to a copy compiled with FMA where
+/// the CPU has it: `mul_add` is then one instruction instead of a libm `fmaf` call (baseline
+/// x86-64 has no FMA). Fused multiply-add is exact either way, so both give the same bits.
+fn attend(
+    qd: &[f32],
+    kd: &[f32],
+    vd: &[f32],
+    out: &mut [f32],
+    dims: [usize; 4],
+    p: &FlashAttnParams,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were just detected.
+        return unsafe { attend_fma(qd, kd, vd, out, dims, p) };
+    }
+    attend_rows(qd, kd, vd, out, dims, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_fma(
+    qd: &[f32],
+    kd: &[f32],
+    vd: &[f32],
+    out: &mut [f32],
+    dims: [usize; 4],
+    p: &FlashAttnParams,
+) {
+    attend_rows(qd, kd, vd, out, dims, p)
+}
+
+#[inline(always)]
+fn attend_rows(
+    qd: &[f32],
+    kd: &[f32],
+    vd: &[f32],
+    out: &mut [f32],
+    dims: [usize; 4],
+    p: &FlashAttnParams,
+) {
+    let [kvh, rows, hd, cap] = dims;
+    let mut qq = vec![0f32; hd];
+    // The f16 accumulator, held as f16-exact f32 values.
+    let mut acc = vec![0f32; hd];
+    for h in 0..kvh {
+        let kb = &kd[h * cap * hd..];
+        let vb = &vd[h * cap * hd..];
+        for r in 0..rows {
+            let pos = p.pos0 + r % p.n;
+            let qrow = &qd[(h * rows + r) * hd..(h * rows + r + 1) * hd];
+            for (d, x) in qq.iter_mut().zip(qrow) {
+                *d = round_f16(*x);
+            }
+            acc.fill(0.0);
+            let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+            let last = pos.min(p.t - 1);
+            let first = if p.window > 0 {
+                (pos + 1).saturating_sub(p.window)
+            } else {
+                0
+            };
+            for j in first..=last {
+                let krow = &kb[j * hd..(j + 1) * hd];
+                let s = kq_dot(krow, &qq) * p.scale;
+                let (mut ms, mut vs) = (1.0f32, 1.0f32);
+                if s > m {
+                    let old = m;
+                    m = s;
+                    ms = (old - m).exp();
+                    for a in acc.iter_mut() {
+                        *a = round_f16(*a * ms);
+                    }
                 } else {
-                    0
-                };
-                for j in first..=last {
-                    let krow = &kb[j * hd..(j + 1) * hd];
-                    let s = kq_dot(krow, &qq) * p.scale;
-                    let (mut ms, mut vs) = (1.0f32, 1.0f32);
-                    if s > m {
-                        let old = m;
-                        m = s;
-                        ms = (old - m).exp();
-                        for a in acc.iter_mut() {
-                            *a = round_f16(*a * ms);
-                        }
-                    } else {
-                        vs = (s - m).exp();
-                    }
-                    let vrow = &vb[j * hd..(j + 1) * hd];
-                    for (a, x) in acc.iter_mut().zip(vrow) {
-                        *a = round_f16(x.mul_add(vs, *a));
-                    }
-                    s_sum = s_sum.mul_add(ms, vs); // `S = S*ms + vs`, contracted to an FMA by gcc
+                    vs = (s - m).exp();
                 }
-                let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-                let o = &mut out[(h * rows + r) * hd..(h * rows + r + 1) * hd];
-                for (y, a) in o.iter_mut().zip(&acc) {
-                    *y = a * inv;
+                let vrow = &vb[j * hd..(j + 1) * hd];
+                for (a, x) in acc.iter_mut().zip(vrow) {
+                    *a = round_f16(x.mul_add(vs, *a));
                 }
+                s_sum = s_sum.mul_add(ms, vs); // `S = S*ms + vs`, contracted to an FMA by gcc
+            }
+            let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+            let o = &mut out[(h * rows + r) * hd..(h * rows + r + 1) * hd];
+            for (y, a) in o.iter_mut().zip(&acc) {
+                *y = a * inv;
             }
         }
-        FlexTensor::from_data(TensorData::new(out, [kvh, rows, hd]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The FMA-compiled loops give exactly the bits of the portable ones (with a sliding window,
+    /// several heads and a batch of queries).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fma_dispatch_is_bit_identical() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let (kvh, n, group, hd, cap) = (2, 5, 2, 72, 40);
+        let rows = n * group;
+        let mut x = 0x9E37_79B9u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            round_f16((x as i32) as f32 / 2.0e8)
+        };
+        let q: Vec<f32> = (0..kvh * rows * hd).map(|_| next()).collect();
+        let k: Vec<f32> = (0..kvh * cap * hd).map(|_| next()).collect();
+        let v: Vec<f32> = (0..kvh * cap * hd).map(|_| next()).collect();
+        for window in [0, 7] {
+            let p = FlashAttnParams {
+                n,
+                t: 33,
+                pos0: 28,
+                window,
+                scale: 0.125,
+            };
+            let mut a = vec![0f32; kvh * rows * hd];
+            let mut b = vec![0f32; kvh * rows * hd];
+            attend_rows(&q, &k, &v, &mut a, [kvh, rows, hd, cap], &p);
+            // SAFETY: the features were detected above.
+            unsafe { attend_fma(&q, &k, &v, &mut b, [kvh, rows, hd, cap], &p) };
+            assert!(a.iter().any(|&y| y != 0.0));
+            let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "window {window}");
+        }
+    }
 
     #[test]
     fn kq_dot_uses_ggml_avx512_lane_order() {
