@@ -122,13 +122,55 @@ fn legacy_tile<const K: u8>(
 fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
-    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+    let cols = a.cols();
+    let mut lanes = Vec::new();
+    token_groups!(q, cols, t0, nt, |t, rows| {
         let (d, qs, bs) = (rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums));
+        // The tokens' quants in lane order (see `lane_order`), once for all rows of the tile.
+        lanes.clear();
+        lanes.resize(qs.len() * cols, 0i8);
+        for (k, q) in qs.iter().enumerate() {
+            // SAFETY: AVX2 checked at backend selection; both slices hold `cols` bytes.
+            unsafe { lane_order_all(&q[..cols], &mut lanes[k * cols..(k + 1) * cols]) };
+        }
+        let mut k = 0;
+        let ys = d.map(|_| {
+            k += 1;
+            &lanes[(k - 1) * cols..k * cols]
+        });
         for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
-            store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, qs, bs) });
+            store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, ys, bs) });
         }
     })
+}
+
+/// Reorders 32 bytes so that dword `l` holds bytes `l, l+8, l+16, l+24`: the four elements of a
+/// 32-element sub-block that ggml's generic k-quant code adds into lane `l`. With weights and
+/// activations both in this order, `maddubs` then `madd` by the sub-block scale yields the
+/// eight lane sums directly.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lane_order(v: __m256i) -> __m256i {
+    let d = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    let b = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+        14, 3, 7, 11, 15,
+    );
+    _mm256_shuffle_epi8(d, b)
+}
+
+/// [`lane_order`] over each 32-byte chunk of `src` into `dst` (same length, a multiple of 32).
+#[target_feature(enable = "avx2")]
+unsafe fn lane_order_all(src: &[i8], dst: &mut [i8]) {
+    assert!(src.len() == dst.len() && src.len().is_multiple_of(32));
+    for (s, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(32)) {
+        // SAFETY: 32 bytes each.
+        unsafe {
+            let v = lane_order(load(s.as_ptr() as *const u8));
+            _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, v);
+        }
+    }
 }
 
 /// Tile kernel for Q6_K weights.
@@ -526,19 +568,20 @@ fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
     _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
 }
 
-/// ggml's generic Q4_K × Q8_K dot for `T` activation rows (weights decoded once per token
-/// group): exact per-lane int sums, then the scalar reference's float operations.
+/// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
+/// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
+/// int sums, then the scalar reference's float operations.
 #[target_feature(enable = "avx2")]
 unsafe fn q4_k_avx2<const T: usize>(
     w: &[u8],
     d: [&[f32]; T],
-    qs: [&[i8]; T],
+    ys: [&[i8]; T],
     bsums: [&[i16]; T],
 ) -> [f32; T] {
     let nb = d[0].len();
     assert!(w.len() >= nb * 144);
     for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
+        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
     }
     let mut sums = [_mm256_setzero_ps(); T];
     let mut sumf = [0f32; T];
@@ -571,26 +614,22 @@ unsafe fn q4_k_avx2<const T: usize>(
         );
         let mut acc = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds.
-            let q4 = pair_l_l8(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
+            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k (low
+            // nibble, sub-block 2c) and element 32 + k (high nibble, sub-block 2c + 1).
+            let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
             let lo = _mm256_and_si256(q4, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let s0 = sc[2 * c] as i16;
-            let s1 = sc[2 * c + 1] as i16;
+            let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
+            let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
             for t in 0..T {
-                // SAFETY: q8[64c .. 64c + 64] of block i in bounds (asserted).
+                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
                 let (ya, yb) = unsafe {
-                    let p = qs[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                    let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
                     (load(p), load(p.add(32)))
                 };
-                acc[t] = _mm256_add_epi32(
-                    acc[t],
-                    fold_scaled(_mm256_maddubs_epi16(lo, pair_l_l8(ya)), s0, s0),
-                );
-                acc[t] = _mm256_add_epi32(
-                    acc[t],
-                    fold_scaled(_mm256_maddubs_epi16(hi, pair_l_l8(yb)), s1, s1),
-                );
+                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ya), s0);
+                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yb), s1);
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(pa, pb));
             }
         }
         let dx = f16_at(b);
