@@ -127,22 +127,29 @@ fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
     token_groups!(q, cols, t0, nt, |t, rows| {
         let (d, qs, bs) = (rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums));
         // The tokens' quants in lane order (see `lane_order`), once for all rows of the tile.
-        lanes.clear();
-        lanes.resize(qs.len() * cols, 0i8);
-        for (k, q) in qs.iter().enumerate() {
-            // SAFETY: AVX2 checked at backend selection; both slices hold `cols` bytes.
-            unsafe { lane_order_all(&q[..cols], &mut lanes[k * cols..(k + 1) * cols]) };
-        }
-        let mut k = 0;
-        let ys = d.map(|_| {
-            k += 1;
-            &lanes[(k - 1) * cols..k * cols]
-        });
+        let ys = lane_ordered(qs, cols, &mut lanes);
         for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
             store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, ys, bs) });
         }
     })
+}
+
+/// The quants of `qs` (rows of `cols`) in [`lane_order`], in `buf`.
+fn lane_ordered<'a, const T: usize>(
+    qs: [&[i8]; T],
+    cols: usize,
+    buf: &'a mut Vec<i8>,
+) -> [&'a [i8]; T] {
+    buf.clear();
+    buf.resize(T * cols, 0i8);
+    for (k, q) in qs.iter().enumerate() {
+        // SAFETY: only reached from tile kernels of this AVX2 backend; both slices hold `cols`
+        // bytes.
+        unsafe { lane_order_all(&q[..cols], &mut buf[k * cols..(k + 1) * cols]) };
+    }
+    let buf: &'a [i8] = buf;
+    std::array::from_fn(|k| &buf[k * cols..(k + 1) * cols])
 }
 
 /// Reorders 32 bytes so that dword `l` holds bytes `l, l+8, l+16, l+24`: the four elements of a
@@ -177,11 +184,14 @@ unsafe fn lane_order_all(src: &[i8], dst: &mut [i8]) {
 fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
-    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+    let cols = a.cols();
+    let mut lanes = Vec::new();
+    token_groups!(q, cols, t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        let ys = lane_ordered(qs, cols, &mut lanes);
         for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
-            store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, qs) });
+            store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, ys) });
         }
     })
 }
@@ -545,29 +555,6 @@ fn bytes_from_bits_32(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
 
-/// Byte shuffle pairing elements `l` and `l + 8` within each 16-byte half, so that
-/// `maddubs` adds exactly the two products ggml's generic k-quant code adds into lane `l`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn pair_l_l8(v: __m256i) -> __m256i {
-    let p = _mm256_setr_epi8(
-        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
-        13, 6, 14, 7, 15,
-    );
-    _mm256_shuffle_epi8(v, p)
-}
-
-/// From 16 i16 `[L0..L7 | H0..H7]` returns the 8 i32 lanes `L_l * s_lo + H_l * s_hi`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn fold_scaled(m: __m256i, s_lo: i16, s_hi: i16) -> __m256i {
-    let l = _mm256_castsi256_si128(m);
-    let h = _mm256_extracti128_si256(m, 1);
-    let u = _mm256_set_m128i(_mm_unpackhi_epi16(l, h), _mm_unpacklo_epi16(l, h));
-    let s = ((s_hi as u16 as u32) << 16) | s_lo as u16 as u32;
-    _mm256_madd_epi16(u, _mm256_set1_epi32(s as i32))
-}
-
 /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
 /// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
 /// int sums, then the scalar reference's float operations.
@@ -655,14 +642,15 @@ unsafe fn q4_k_avx2<const T: usize>(
     sumf
 }
 
-/// ggml's generic Q6_K × Q8_K dot for `T` activation rows (weights decoded once per token
-/// group): exact per-lane int sums, then the scalar reference's float operations.
+/// ggml's generic Q6_K × Q8_K dot for `T` activation rows, the activations' quants given in
+/// [`lane_order`] (weights decoded and reordered once per token group): exact per-lane int
+/// sums, then the scalar reference's float operations.
 #[target_feature(enable = "avx2")]
-unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) -> [f32; T] {
+unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) -> [f32; T] {
     let nb = d[0].len();
     assert!(w.len() >= nb * 210);
     for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK_K);
+        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
     }
     let mut sums = [_mm256_setzero_ps(); T];
     let m4 = _mm256_set1_epi8(0x0F);
@@ -699,17 +687,18 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], qs: [&[i8]; T]) ->
             ];
             for (k, ak) in a.into_iter().enumerate() {
                 let base = half * 128 + k * 32;
-                let x = pair_l_l8(ak);
+                // Lane order: dword l = elements l, l+8 (sub-block g) and l+16, l+24 (sub-block
+                // g+1), so `madd` by the pair (scale g, scale g+1) gives lane l's sum.
+                let x = lane_order(ak);
                 let ax = _mm256_sign_epi8(x, x);
                 let g = base / 16;
                 let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
+                let pair = _mm256_set1_epi32(((s1 as u16 as u32) << 16 | s0 as u16 as u32) as i32);
                 for t in 0..T {
                     // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
-                    let y = pair_l_l8(unsafe {
-                        load(qs[t].as_ptr().add(i * QK_K + base) as *const u8)
-                    });
+                    let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + base) as *const u8) };
                     let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                    acc[t] = _mm256_add_epi32(acc[t], fold_scaled(m, s0, s1));
+                    acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(m, pair));
                 }
             }
         }
