@@ -4,7 +4,7 @@
 //! same f32 operations in the same order as the scalar reference (`super::dot`), so results are
 //! bit-identical to it.
 
-use super::dequant::{f16_at, scale_min_k4};
+use super::dequant::f16_at;
 use super::kernels::{MAX_TOKENS, TileFn};
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
@@ -150,6 +150,24 @@ fn lane_ordered<'a, const T: usize>(
     }
     let buf: &'a [i8] = buf;
     std::array::from_fn(|k| &buf[k * cols..(k + 1) * cols])
+}
+
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K super-block from its 12 packed bytes,
+/// unpacked with whole-word masks as ggml's x86 code does (the same values as
+/// [`super::dequant::scale_min_k4`] for `j = 0..8`).
+#[inline]
+fn scales_mins_k4(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u = |k: usize| u32::from_le_bytes([q[4 * k], q[4 * k + 1], q[4 * k + 2], q[4 * k + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc_lo = u0 & K1;
+    let sc_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let mn_lo = u1 & K1;
+    let mn_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let join = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64).to_le_bytes();
+    (join(sc_lo, sc_hi), join(mn_lo, mn_hi))
 }
 
 /// Reorders 32 bytes so that dword `l` holds bytes `l, l+8, l+16, l+24`: the four elements of a
@@ -575,30 +593,10 @@ unsafe fn q4_k_avx2<const T: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         let b = &w[i * 144..i * 144 + 144];
-        let mut sc = [0u8; 8];
-        let mut mn = [0u8; 8];
-        for j in 0..8 {
-            (sc[j], mn[j]) = scale_min_k4(j, &b[4..16]);
-        }
-        // summ = sum_j bsums[j] * mins[j / 2]
-        let mins16 = _mm256_set_epi16(
-            mn[7] as i16,
-            mn[7] as i16,
-            mn[6] as i16,
-            mn[6] as i16,
-            mn[5] as i16,
-            mn[5] as i16,
-            mn[4] as i16,
-            mn[4] as i16,
-            mn[3] as i16,
-            mn[3] as i16,
-            mn[2] as i16,
-            mn[2] as i16,
-            mn[1] as i16,
-            mn[1] as i16,
-            mn[0] as i16,
-            mn[0] as i16,
-        );
+        let (sc, mn) = scales_mins_k4(&b[4..16]);
+        // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element sums.
+        let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+        let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
         let mut acc = [_mm256_setzero_si256(); T];
         for c in 0..4 {
             // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k (low
@@ -658,7 +656,10 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) ->
     let m32 = _mm256_set1_epi8(32);
     for i in 0..nb {
         let b = &w[i * 210..i * 210 + 210];
-        let scales = &b[192..208];
+        // The 16 signed 8-bit sub-block scales widened to i16: dword p = (scale 2p, 2p + 1).
+        // SAFETY: b[192..208] in bounds.
+        let sv =
+            _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i) });
         let mut acc = [_mm256_setzero_si256(); T];
         for half in 0..2 {
             // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
@@ -691,9 +692,8 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) ->
                 // g+1), so `madd` by the pair (scale g, scale g+1) gives lane l's sum.
                 let x = lane_order(ak);
                 let ax = _mm256_sign_epi8(x, x);
-                let g = base / 16;
-                let (s0, s1) = (scales[g] as i8 as i16, scales[g + 1] as i8 as i16);
-                let pair = _mm256_set1_epi32(((s1 as u16 as u32) << 16 | s0 as u16 as u32) as i32);
+                // Dword (base / 32) of `sv` holds the scales of sub-blocks base/16, base/16 + 1.
+                let pair = _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32((base / 32) as i32));
                 for t in 0..T {
                     // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
                     let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + base) as *const u8) };
@@ -718,4 +718,27 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dequant::scale_min_k4;
+    use super::scales_mins_k4;
+
+    #[test]
+    fn word_unpacking_of_k4_scales_matches_the_per_index_one() {
+        let mut x = 0x2545_F491u32;
+        for _ in 0..20_000 {
+            let q: [u8; 12] = std::array::from_fn(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            });
+            let (sc, mn) = scales_mins_k4(&q);
+            for j in 0..8 {
+                assert_eq!((sc[j], mn[j]), scale_min_k4(j, &q), "{q:?} j={j}");
+            }
+        }
+    }
 }
