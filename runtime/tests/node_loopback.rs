@@ -5,17 +5,12 @@ use edgeray_runtime::config::{ByteSize, ClusterConfig, Power};
 use edgeray_runtime::membership::{DownReason, MemberState, MembershipEvent};
 use edgeray_runtime::node::status_client::{StatusTarget, query_status};
 use edgeray_runtime::node::{Node, NodeHandle};
-use std::net::UdpSocket;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod node_support;
+use node_support::free_port;
 
+/// The shared fast-timing configuration with a 1 GiB memory and 6 W power budget.
 fn config(
     secret: [u8; 32],
     name: &str,
@@ -23,40 +18,45 @@ fn config(
     seeds: &[u16],
     dir: &std::path::Path,
 ) -> ClusterConfig {
-    let mut c = ClusterConfig::with_secret(secret);
-    c.name = Some(name.to_string());
-    c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    c.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    c.mdns = false;
-    c.state_dir = dir.join(name);
+    let mut c = node_support::config(secret, name, port, seeds, dir);
     c.memory_budget = Some(ByteSize(1 << 30));
     c.power_budget = Some(Power(6000));
-    c.resources.compute_score = Some(100.0);
-    c.timing.heartbeat = Duration::from_millis(200);
-    c.timing.suspect_after = Duration::from_millis(1000);
-    c.timing.down_after = Duration::from_millis(3000);
-    c.timing.keep_alive = Duration::from_millis(300);
-    c.timing.idle_timeout = Duration::from_secs(2);
-    c.timing.gossip = Duration::from_millis(500);
-    c.timing.seed_retry_min = Duration::from_millis(100);
-    c.timing.seed_retry_max = Duration::from_millis(500);
     c
 }
 
 async fn start3(secret: [u8; 32], dir: &std::path::Path) -> (Vec<NodeHandle>, Vec<u16>) {
+    start3_with(secret, dir, |_| {}).await
+}
+
+/// [`start3`] with `tweak` applied to each node's configuration.
+async fn start3_with(
+    secret: [u8; 32],
+    dir: &std::path::Path,
+    tweak: impl Fn(&mut ClusterConfig),
+) -> (Vec<NodeHandle>, Vec<u16>) {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         // Each node only knows the first one: the third learns the second through gossip or
         // the second's own seed dial.
         let seeds: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
-        nodes.push(
-            Node::start(config(secret, name, ports[i], &seeds, dir))
-                .await
-                .unwrap(),
-        );
+        let mut c = config(secret, name, ports[i], &seeds, dir);
+        tweak(&mut c);
+        nodes.push(Node::start(c).await.unwrap());
     }
     (nodes, ports)
+}
+
+/// Waits (10 s at most) until each node sees `n` members Up.
+async fn wait_all_up(nodes: &[NodeHandle], n: usize) {
+    for node in nodes {
+        assert!(
+            node.wait_for_up(n, Duration::from_secs(10)).await,
+            "{} sees {:?}",
+            node.name(),
+            node.members()
+        );
+    }
 }
 
 /// A newcomer is gossiped to every member as soon as it joins, not at the next gossip round:
@@ -66,22 +66,11 @@ async fn start3(secret: [u8; 32], dir: &std::path::Path) -> (Vec<NodeHandle>, Ve
 async fn newcomers_are_gossiped_at_once_and_survive_the_seed_leaving() {
     let dir = tempfile::tempdir().unwrap();
     let secret = [43u8; 32];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, name) in ["a", "b", "c"].iter().enumerate() {
-        let seeds: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
-        let mut c = config(secret, name, ports[i], &seeds, dir.path());
-        c.timing.gossip = Duration::from_secs(3600);
-        nodes.push(Node::start(c).await.unwrap());
-    }
-    for n in &nodes {
-        assert!(
-            n.wait_for_up(3, Duration::from_secs(10)).await,
-            "{} sees {:?}",
-            n.name(),
-            n.members()
-        );
-    }
+    let (mut nodes, _) = start3_with(secret, dir.path(), |c| {
+        c.timing.gossip = Duration::from_secs(3600)
+    })
+    .await;
+    wait_all_up(&nodes, 3).await;
     let seed = nodes.remove(0);
     seed.shutdown().await;
     // The survivors see exactly each other (the seed's goodbye arrives within moments).
@@ -118,14 +107,7 @@ async fn three_nodes_join_agree_on_head_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let secret = [42u8; 32];
     let (mut nodes, ports) = start3(secret, dir.path()).await;
-    for n in &nodes {
-        assert!(
-            n.wait_for_up(3, Duration::from_secs(10)).await,
-            "{} sees {:?}",
-            n.name(),
-            n.members()
-        );
-    }
+    wait_all_up(&nodes, 3).await;
     let lowest = nodes.iter().map(|n| n.node_id()).min().unwrap();
     for n in &nodes {
         assert_eq!(n.head(), Some(lowest), "head on {}", n.name());

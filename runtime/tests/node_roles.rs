@@ -2,46 +2,14 @@
 //! `edgeray status` answer list them within a few heartbeats; oversized input is truncated;
 //! clearing the roles propagates too. Two in-process nodes on 127.0.0.1 (mDNS off).
 
-use edgeray_runtime::config::ClusterConfig;
 use edgeray_runtime::membership::status::ClusterStatus;
 use edgeray_runtime::node::status_client::{StatusTarget, query_status};
 use edgeray_runtime::node::{Node, NodeHandle};
 use edgeray_runtime::resources::{MAX_ROLE_CHARS, MAX_ROLES};
-use std::net::UdpSocket;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config(
-    secret: [u8; 32],
-    name: &str,
-    port: u16,
-    seeds: &[u16],
-    dir: &std::path::Path,
-) -> ClusterConfig {
-    let mut c = ClusterConfig::with_secret(secret);
-    c.name = Some(name.to_string());
-    c.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    c.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    c.mdns = false;
-    c.state_dir = dir.join(name);
-    c.resources.compute_score = Some(100.0);
-    c.timing.heartbeat = Duration::from_millis(200);
-    c.timing.suspect_after = Duration::from_millis(1000);
-    c.timing.down_after = Duration::from_millis(3000);
-    c.timing.keep_alive = Duration::from_millis(300);
-    c.timing.idle_timeout = Duration::from_secs(2);
-    c.timing.gossip = Duration::from_millis(500);
-    c.timing.seed_retry_min = Duration::from_millis(100);
-    c.timing.seed_retry_max = Duration::from_millis(500);
-    c
-}
+mod node_support;
+use node_support::{config, free_port};
 
 /// The roles `observer`'s table holds for `of`.
 fn roles_seen(observer: &NodeHandle, of: &NodeHandle) -> Option<Vec<String>> {

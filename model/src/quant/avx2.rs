@@ -14,6 +14,7 @@
 
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, decode, load, q4_k_scales_mins};
 use super::kernels::{MAX_TOKENS, TileFn};
 use super::matrix::Activations;
 use super::types::{GgmlType, QK_K, QK32};
@@ -29,19 +30,6 @@ pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
         GgmlType::Q6_K => q6_k_tile,
         _ => return None,
     })
-}
-
-const L_Q8_0: u8 = 0;
-const L_Q5_0: u8 = 1;
-const L_Q4_0: u8 = 2;
-
-/// Bytes per block of legacy kind `K`.
-const fn block_bytes(k: u8) -> usize {
-    match k {
-        L_Q8_0 => 34,
-        L_Q5_0 => 22,
-        _ => 18,
-    }
 }
 
 /// Checks the tile's shapes (the unsafe kernels rely on them) and returns the number of weight
@@ -100,25 +88,6 @@ fn legacy_tile<const K: u8>(
             }
         }
         t += tn;
-    }
-}
-
-/// Decodes one legacy block at `p` into 32 signed weight bytes (ggml element order).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees a whole block of kind K at `p`.
-    unsafe {
-        match K {
-            L_Q8_0 => load(p.add(2)),
-            L_Q5_0 => {
-                let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
-                let hi =
-                    _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                _mm256_or_si256(nibbles(p.add(6)), hi)
-            }
-            _ => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
-        }
     }
 }
 
@@ -198,36 +167,6 @@ fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
         }
         t += tn;
     }
-}
-
-/// The 8 scales and 8 mins of a Q4_K super-block (6-bit packed in 12 bytes at `p`), as
-/// `(scales, mins)` little-endian byte pairs of u64.
-///
-/// # Safety
-/// 12 readable bytes at `p`.
-#[inline]
-unsafe fn q4_k_scales_mins(p: *const u8) -> (u64, u64) {
-    const KMASK1: u32 = 0x3f3f_3f3f;
-    const KMASK2: u32 = 0x0f0f_0f0f;
-    const KMASK3: u32 = 0x0303_0303;
-    // SAFETY: caller guarantees 12 bytes.
-    let (u0, u1, u2) = unsafe {
-        (
-            std::ptr::read_unaligned(p as *const u32),
-            std::ptr::read_unaligned(p.add(4) as *const u32),
-            std::ptr::read_unaligned(p.add(8) as *const u32),
-        )
-    };
-    // scales 0..3 = low 6 bits of bytes 0..3; scales 4..7 = low nibbles of bytes 8..11 with
-    // the top 2 bits of bytes 0..3; mins likewise from bytes 4..7 and the high nibbles.
-    let sc_lo = u0 & KMASK1;
-    let sc_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
-    let mn_lo = u1 & KMASK1;
-    let mn_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
-    (
-        sc_lo as u64 | (sc_hi as u64) << 32,
-        mn_lo as u64 | (mn_hi as u64) << 32,
-    )
 }
 
 /// `T` tokens × `nrows` rows of Q4_K (ggml's AVX2 `vec_dot_q4_K_q8_K` arithmetic).
@@ -425,37 +364,4 @@ fn hsum_float_8(x: __m256) -> f32 {
 #[target_feature(enable = "avx2,f16c")]
 fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-/// Loads 32 bytes at `p`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees 32 readable bytes.
-    unsafe { _mm256_loadu_si256(p as *const __m256i) }
-}
-
-/// 16 packed nibbles -> 32 bytes: low nibbles first, then high nibbles (ggml's element order).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees 16 readable bytes.
-    let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
-    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-}
-
-/// Byte `i` = 0xFF when bit `i` of `x` is set, else 0.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn bytes_from_bits_32(x: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(
-        0x0303030303030303,
-        0x0202020202020202,
-        0x0101010101010101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
-    let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }

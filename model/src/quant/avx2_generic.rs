@@ -4,6 +4,10 @@
 //! same f32 operations in the same order as the scalar reference (`super::dot`), so results are
 //! bit-identical to it.
 
+use super::avx2_blocks::{
+    L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, bytes_from_bits_32, decode, load, nibbles,
+    q4_k_scales_mins,
+};
 use super::dequant::f16_at;
 use super::kernels::{MAX_TOKENS, TileFn};
 use super::matrix::Activations;
@@ -152,24 +156,6 @@ fn lane_ordered<'a, const T: usize>(
     std::array::from_fn(|k| &buf[k * cols..(k + 1) * cols])
 }
 
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K super-block from its 12 packed bytes,
-/// unpacked with whole-word masks as ggml's x86 code does (the same values as
-/// [`super::dequant::scale_min_k4`] for `j = 0..8`).
-#[inline]
-fn scales_mins_k4(q: &[u8]) -> ([u8; 8], [u8; 8]) {
-    const K1: u32 = 0x3f3f_3f3f;
-    const K2: u32 = 0x0f0f_0f0f;
-    const K3: u32 = 0x0303_0303;
-    let u = |k: usize| u32::from_le_bytes([q[4 * k], q[4 * k + 1], q[4 * k + 2], q[4 * k + 3]]);
-    let (u0, u1, u2) = (u(0), u(1), u(2));
-    let sc_lo = u0 & K1;
-    let sc_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
-    let mn_lo = u1 & K1;
-    let mn_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
-    let join = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64).to_le_bytes();
-    (join(sc_lo, sc_hi), join(mn_lo, mn_hi))
-}
-
 /// Reorders 32 bytes so that dword `l` holds bytes `l, l+8, l+16, l+24`: the four elements of a
 /// 32-element sub-block that ggml's generic k-quant code adds into lane `l`. With weights and
 /// activations both in this order, `maddubs` then `madd` by the sub-block scale yields the
@@ -212,38 +198,6 @@ fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
             store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, ys) });
         }
     })
-}
-
-const L_Q8_0: u8 = 0;
-const L_Q5_0: u8 = 1;
-const L_Q4_0: u8 = 2;
-
-/// Bytes per block of legacy kind `K`.
-const fn block_bytes(k: u8) -> usize {
-    match k {
-        L_Q8_0 => 34,
-        L_Q5_0 => 22,
-        _ => 18,
-    }
-}
-
-/// Decodes one legacy block at `p` into 32 signed weight bytes (ggml element order).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn decode<const K: u8>(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees a whole block of kind K at `p`.
-    unsafe {
-        match K {
-            L_Q8_0 => load(p.add(2)),
-            L_Q5_0 => {
-                let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
-                let hi =
-                    _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                _mm256_or_si256(nibbles(p.add(6)), hi)
-            }
-            _ => _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
-        }
-    }
 }
 
 /// The 8 block sums of eight 8-lane i32 vectors, in order.
@@ -378,9 +332,9 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
     out
 }
 
-/// Dots of one legacy-quant weight row with `T` Q8_0 activation rows. Each weight block is
-/// decoded once for all tokens; block int sums come 8 at a time, their f32 products are formed
-/// lane-wise with the scalar reference's operations, then added to the sum in block order.
+/// Dots of one legacy-quant weight row with `T` Q8_0 activation rows, block by block in the
+/// scalar reference's order. Only the rows of a tile that do not fill a group of eight for
+/// [`legacy_rows8`] come here.
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn legacy_row<const K: u8, const T: usize>(
     w: &[u8],
@@ -396,83 +350,6 @@ unsafe fn legacy_row<const K: u8, const T: usize>(
     let wp = w.as_ptr();
     let mut sumf = [0f32; T];
     let mut ib = 0;
-    while ib + 8 <= nb {
-        let mut xs = [_mm256_setzero_si256(); 8];
-        let mut hs = [0u16; 8];
-        for k in 0..8 {
-            // SAFETY: block ib + k < nb lies inside w (asserted).
-            unsafe {
-                let p = wp.add((ib + k) * bs);
-                xs[k] = decode::<K>(p);
-                hs[k] = std::ptr::read_unaligned(p as *const u16);
-            }
-        }
-        // SAFETY: 8 u16 = 16 bytes.
-        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
-        for t in 0..T {
-            let mut v = [_mm256_setzero_si256(); 8];
-            // SAFETY: activation blocks ib..ib+8 and scales ib..ib+8 are in bounds (asserted).
-            let dy = unsafe {
-                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
-                for k in 0..8 {
-                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
-                }
-                _mm256_loadu_ps(d[t].as_ptr().add(ib))
-            };
-            let sf = _mm256_cvtepi32_ps(hsum8(&v));
-            let p = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            let mut pa = [0f32; 8];
-            // SAFETY: 8 f32.
-            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
-            for x in pa {
-                sumf[t] += x;
-            }
-        }
-        ib += 8;
-    }
-    if ib + 4 <= nb {
-        // One batch of 4 blocks (rows of 640 / 896 elements end with 4 blocks after the 8s).
-        let mut xs = [_mm256_setzero_si256(); 4];
-        let mut hs = [0u16; 8];
-        for k in 0..4 {
-            // SAFETY: block ib + k < nb lies inside w (asserted).
-            unsafe {
-                let p = wp.add((ib + k) * bs);
-                xs[k] = decode::<K>(p);
-                hs[k] = std::ptr::read_unaligned(p as *const u16);
-            }
-        }
-        // SAFETY: 8 u16 = 16 bytes (lanes 4..8 are zero).
-        let dx = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(hs.as_ptr() as *const __m128i) });
-        for t in 0..T {
-            let mut v = [_mm256_setzero_si256(); 8];
-            // SAFETY: activation blocks ib..ib+4 and scales ib..ib+4 are in bounds (asserted).
-            let dy = unsafe {
-                let qp = qs[t].as_ptr().add(ib * QK32) as *const u8;
-                for k in 0..4 {
-                    v[k] = mul_sum_i8(xs[k], load(qp.add(k * QK32)));
-                }
-                _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(d[t].as_ptr().add(ib)))
-            };
-            let sf = _mm256_cvtepi32_ps(hsum8(&v));
-            let p = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            let mut pa = [0f32; 8];
-            // SAFETY: 8 f32.
-            unsafe { _mm256_storeu_ps(pa.as_mut_ptr(), p) };
-            for x in &pa[..4] {
-                sumf[t] += x;
-            }
-        }
-        ib += 4;
-    }
     while ib < nb {
         // SAFETY: block ib < nb in bounds (asserted).
         let x = unsafe { decode::<K>(wp.add(ib * bs)) };
@@ -539,40 +416,6 @@ fn hsum(a: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Loads 32 bytes at `p`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees 32 readable bytes.
-    unsafe { _mm256_loadu_si256(p as *const __m256i) }
-}
-
-/// 16 packed nibbles -> 32 bytes: low nibbles first, then high nibbles (ggml's element order).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees 16 readable bytes.
-    let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
-    let lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
-    _mm256_set_m128i(hi, lo)
-}
-
-/// Byte `i` = 0xFF when bit `i` of `x` is set, else 0.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn bytes_from_bits_32(x: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(
-        0x0303030303030303,
-        0x0202020202020202,
-        0x0101010101010101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
-    let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
-}
-
 /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
 /// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
 /// int sums, then the scalar reference's float operations.
@@ -593,7 +436,9 @@ unsafe fn q4_k_avx2<const T: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         let b = &w[i * 144..i * 144 + 144];
-        let (sc, mn) = scales_mins_k4(&b[4..16]);
+        // SAFETY: b[4..16] holds the 12 packed scale bytes.
+        let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
+        let (sc, mn) = (sc.to_le_bytes(), mn.to_le_bytes());
         // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element sums.
         let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
         let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
@@ -718,27 +563,4 @@ unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) ->
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::dequant::scale_min_k4;
-    use super::scales_mins_k4;
-
-    #[test]
-    fn word_unpacking_of_k4_scales_matches_the_per_index_one() {
-        let mut x = 0x2545_F491u32;
-        for _ in 0..20_000 {
-            let q: [u8; 12] = std::array::from_fn(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            });
-            let (sc, mn) = scales_mins_k4(&q);
-            for j in 0..8 {
-                assert_eq!((sc[j], mn[j]), scale_min_k4(j, &q), "{q:?} j={j}");
-            }
-        }
-    }
 }

@@ -17,6 +17,8 @@ mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_blocks;
+#[cfg(target_arch = "x86_64")]
 mod avx2_generic;
 mod bytes;
 mod dequant;
