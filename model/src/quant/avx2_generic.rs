@@ -78,30 +78,15 @@ fn legacy_tile<const K: u8>(
 ) {
     let nrows = w.len() / row_bytes;
     let q = a.q8_0();
-    let mut own = Vec::new();
     token_groups!(q, a.cols(), t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
         // Q5_0 / Q4_0 weights are decoded unsigned; each row's block sum is then corrected by
-        // the format's offset × the activation block's sum. The quantizer records those sums;
-        // activations built without them get them computed here.
-        let nb = d[0].len();
+        // the format's offset × the activation block's sum. `Activations` are only built by the
+        // quantizers, which record those sums (`legacy_rows8` asserts their length).
         let mut k = 0;
-        let recorded = d.map(|_| {
+        let sy = d.map(|_| {
             k += 1;
-            q.row_sums(t0 + t + k - 1, a.cols())
-        });
-        if K != L_Q8_0 && nrows >= 8 && recorded.iter().any(|s| s.is_none()) {
-            own.clear();
-            for q in qs {
-                own.extend(
-                    q[..nb * QK32]
-                        .chunks_exact(QK32)
-                        .map(|b| b.iter().map(|&v| v as i16).sum::<i16>()),
-                );
-            }
-        }
-        let sy: [&[i16]; _] = std::array::from_fn(|k| {
-            recorded[k].unwrap_or_else(|| own.get(k * nb..(k + 1) * nb).unwrap_or(&[]))
+            q.row_sums(t0 + t + k - 1, a.cols()).unwrap_or(&[])
         });
         let mut i = 0;
         while i + 8 <= nrows {
