@@ -78,6 +78,14 @@ fn legacy_tile<const K: u8>(
 ) {
     let nrows = w.len() / row_bytes;
     let q = a.q8_0();
+    // Several tokens: decode the tile's rows once into the transposed layout (see
+    // `pack_rows8`), which every token group of the tile then reuses.
+    let packed = if nt >= 2 {
+        // SAFETY: this backend is only selected when AVX2 and F16C are available.
+        unsafe { pack_rows8::<K>(w, row_bytes, a.cols() / QK32) }
+    } else {
+        Vec::new()
+    };
     token_groups!(q, a.cols(), t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
         // Q5_0 / Q4_0 weights are decoded unsigned; each row's block sum is then corrected by
@@ -92,7 +100,14 @@ fn legacy_tile<const K: u8>(
         while i + 8 <= nrows {
             // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths
             // are asserted inside.
-            let r = unsafe { legacy_rows8::<K, _>(&w[i * row_bytes..], row_bytes, d, qs, sy) };
+            let r = unsafe {
+                if packed.is_empty() {
+                    legacy_rows8::<K, _>(&w[i * row_bytes..], row_bytes, d, qs, sy)
+                } else {
+                    let per_group = PACKED_PER_BLOCK * d[0].len();
+                    packed_rows8::<K, _>(&packed[i / 8 * per_group..][..per_group], d, qs, sy)
+                }
+            };
             for (k, v) in r.iter().enumerate() {
                 out[(t + k) * nrows + i..][..8].copy_from_slice(v);
             }
@@ -307,6 +322,170 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
                 _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
             };
             acc[t] = _mm256_add_ps(acc[t], p);
+        }
+    }
+    let mut out = [[0f32; 8]; T];
+    for t in 0..T {
+        // SAFETY: 8 f32.
+        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+    }
+    out
+}
+
+/// Vectors per block of an 8-row group in [`pack_rows8`]'s layout: the scales, then 8 of codes.
+const PACKED_PER_BLOCK: usize = 9;
+
+/// The whole groups of eight rows of `w` (rows `row_bytes` apart, `nb` legacy blocks of kind
+/// `K` each) decoded and transposed, for [`packed_rows8`]: per group and block, one vector of
+/// the eight rows' scales (f32), then eight vectors of codes where vector `v`, dword `r`, holds
+/// elements `4v .. 4v + 4` of row `r` (signed for Q8_0, unsigned codes before the offset for
+/// Q5_0 / Q4_0). One broadcast activation dword then multiplies all eight rows at once, with no
+/// horizontal sums.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack_rows8<const K: u8>(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
+    let bs = block_bytes(K);
+    let groups = w.len() / row_bytes / 8;
+    assert!(row_bytes >= nb * bs);
+    let mut out = Vec::with_capacity(groups * nb * PACKED_PER_BLOCK);
+    for g in 0..groups {
+        let wp = w[g * 8 * row_bytes..].as_ptr();
+        for ib in 0..nb {
+            // SAFETY: block ib of each of the group's eight rows lies inside w (groups and nb
+            // bounded above).
+            let h = |r: usize| unsafe {
+                std::ptr::read_unaligned(wp.add(r * row_bytes + ib * bs) as *const i16)
+            };
+            let dx = _mm256_cvtph_ps(_mm_set_epi16(
+                h(7),
+                h(6),
+                h(5),
+                h(4),
+                h(3),
+                h(2),
+                h(1),
+                h(0),
+            ));
+            out.push(_mm256_castps_si256(dx));
+            let mut xs = [_mm256_setzero_si256(); 8];
+            for (r, x) in xs.iter_mut().enumerate() {
+                // SAFETY: as above.
+                unsafe {
+                    let p = wp.add(r * row_bytes + ib * bs);
+                    *x = if K == L_Q8_0 {
+                        decode::<K>(p)
+                    } else {
+                        decode_unsigned::<K>(p)
+                    };
+                }
+            }
+            out.extend_from_slice(&transpose8x8_epi32(xs));
+        }
+    }
+    out
+}
+
+/// The 8×8 dword transpose: dword `r` of result `v` is dword `v` of `x[r]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8x8_epi32(x: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (a, b) = (x[k / 2 * 2], x[k / 2 * 2 + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    // u[4h + j] holds dwords j (low lane) and j + 4 (high lane) of rows 4h .. 4h + 4.
+    let u: [__m256i; 8] = std::array::from_fn(|k| {
+        let (h, j) = (k / 4, k % 4);
+        let (a, b) = (t[4 * h + j / 2], t[4 * h + 2 + j / 2]);
+        if j % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    });
+    std::array::from_fn(|v| {
+        if v < 4 {
+            _mm256_permute2x128_si256(u[v], u[4 + v], 0x20)
+        } else {
+            _mm256_permute2x128_si256(u[v - 4], u[v], 0x31)
+        }
+    })
+}
+
+/// [`legacy_rows8`] on a group of eight rows packed by [`pack_rows8`] (`p`: the group's
+/// `PACKED_PER_BLOCK * nb` vectors): the same exact block sums and the same float operations in
+/// the same order, so bit-identical to it and to the scalar reference, but each block's sums
+/// for all eight rows come from eight `maddubs` against broadcast activation dwords.
+#[target_feature(enable = "avx2")]
+unsafe fn packed_rows8<const K: u8, const T: usize>(
+    p: &[__m256i],
+    d: [&[f32]; T],
+    qs: [&[i8]; T],
+    sy: [&[i16]; T],
+) -> [[f32; 8]; T] {
+    let nb = d[0].len();
+    assert!(p.len() >= nb * PACKED_PER_BLOCK);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
+        assert!(K == L_Q8_0 || sy[t].len() >= nb);
+    }
+    let offset = if K == L_Q5_0 { 16 } else { 8 };
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for ib in 0..nb {
+        let blk = &p[ib * PACKED_PER_BLOCK..][..PACKED_PER_BLOCK];
+        let dx = _mm256_castsi256_ps(blk[0]);
+        let mut s32 = [_mm256_setzero_si256(); T];
+        let mut s16 = [_mm256_setzero_si256(); T];
+        for v in 0..8 {
+            let x = blk[1 + v];
+            // Activation dword v (elements 4v .. 4v + 4) of token t, in every lane.
+            // SAFETY: block ib of each token's quants is in bounds (asserted).
+            let y = |t: usize| unsafe {
+                _mm256_set1_epi32(std::ptr::read_unaligned(
+                    qs[t].as_ptr().add(ib * QK32 + 4 * v) as *const i32,
+                ))
+            };
+            if K == L_Q8_0 {
+                let ax = _mm256_sign_epi8(x, x);
+                for (t, s) in s32.iter_mut().enumerate() {
+                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y(t), x));
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(m, ones));
+                }
+            } else {
+                // Codes < 32 and |y| <= 128: each i16 lane of a product is below 8192 in
+                // magnitude, so four of them add up exactly in i16.
+                for (t, s) in s16.iter_mut().enumerate() {
+                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(x, y(t)));
+                }
+                if v % 4 == 3 {
+                    for (s, h) in s32.iter_mut().zip(s16.iter_mut()) {
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(*h, ones));
+                        *h = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        for t in 0..T {
+            let si = if K == L_Q8_0 {
+                s32[t]
+            } else {
+                // SAFETY: sums ib in bounds (asserted).
+                let s = offset * unsafe { *sy[t].get_unchecked(ib) } as i32;
+                _mm256_sub_epi32(s32[t], _mm256_set1_epi32(s))
+            };
+            let sf = _mm256_cvtepi32_ps(si);
+            // SAFETY: scale ib in bounds (asserted).
+            let dy = _mm256_set1_ps(unsafe { *d[t].get_unchecked(ib) });
+            let prod = if K == L_Q4_0 {
+                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+            } else {
+                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+            };
+            acc[t] = _mm256_add_ps(acc[t], prod);
         }
     }
     let mut out = [[0f32; 8]; T];
