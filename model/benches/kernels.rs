@@ -76,19 +76,39 @@ fn bench(c: &mut Criterion) {
 
 /// Gemma's tied output head (262144×640 Q8_0, 171 MiB): one matvec per generated token.
 fn bench_real_head(c: &mut Criterion) {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-q4_k_m.gguf");
+    for (model, tensor, group) in [
+        (
+            "gemma-3-270m-q4_k_m.gguf",
+            "token_embd.weight",
+            "gemma_head_q8_0_262144x640_n1",
+        ),
+        (
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            "token_embd.weight",
+            "qwen_embd_q5_0_151936x896_n1",
+        ),
+    ] {
+        bench_real_matrix(c, model, tensor, group);
+    }
+}
+
+/// One real tensor far larger than the L3 cache, as a one-token matvec: the kernel as
+/// generation meets it, bound by memory bandwidth.
+fn bench_real_matrix(c: &mut Criterion, model: &str, tensor: &str, group: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(model);
     let Ok(file) = edgeray_model::gguf::GgufFile::open(&path) else {
         eprintln!("SKIP real-model bench: {} not found", path.display());
         return;
     };
-    let w = file.matrix("token_embd.weight").unwrap();
+    let w = file.matrix(tensor).unwrap();
     let x: Vec<f32> = (0..w.cols())
         .map(|i| ((i * 31) % 200) as f32 / 100.0 - 1.0)
         .collect();
     let acts = Activations::for_matrix(&w, &x, 1).unwrap();
     let mut y = vec![0f32; w.rows()];
-    let mut g = c.benchmark_group("gemma_head_q8_0_262144x640_n1");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(w.data().len() as u64));
     g.sample_size(10);
     let pools = [KernelPool::new(1).unwrap(), KernelPool::new(2).unwrap()];

@@ -319,7 +319,7 @@ impl Stage {
                 .map(|((n, cache, _), t)| AttnSeq {
                     n: *n,
                     rope: &t[idx],
-                    cache: &mut **cache,
+                    cache,
                 })
                 .collect();
             x = block.forward_batch(x, &mut attn, i)?;

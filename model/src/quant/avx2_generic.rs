@@ -122,21 +122,171 @@ fn legacy_tile<const K: u8>(
     })
 }
 
-/// Tile kernel for Q4_K weights.
+/// Tile kernel for Q4_K weights. With several tokens the rows are decoded once for the whole
+/// tile ([`pack_q4_k`]); the activations' quants are put in lane order once per matmul.
 fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
     let cols = a.cols();
+    let nb = cols / QK_K;
     let mut lanes = Vec::new();
+    // SAFETY: this backend is only selected when AVX2 is available.
+    let packed = if nt >= 2 {
+        unsafe { pack_q4_k(w, row_bytes, nb) }
+    } else {
+        Vec::new()
+    };
+    let arranged = a.q8k_arranged(lane_order_slice);
     token_groups!(q, cols, t0, nt, |t, rows| {
         let (d, qs, bs) = (rows.map(|r| r.d), rows.map(|r| r.qs), rows.map(|r| r.bsums));
-        // The tokens' quants in lane order (see `lane_order`), once for all rows of the tile.
-        let ys = lane_ordered(qs, cols, &mut lanes);
+        let ys = tokens_in_lane_order(arranged, qs, t0 + t, cols, &mut lanes);
         for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
-            store(out, nrows, t, i, unsafe { q4_k_avx2(wr, d, ys, bs) });
+            let r = unsafe {
+                if packed.is_empty() {
+                    q4_k_avx2(wr, d, ys, bs)
+                } else {
+                    q4_k_packed(&packed[i * nb * Q4_K_PACKED..][..nb * Q4_K_PACKED], d, ys, bs)
+                }
+            };
+            store(out, nrows, t, i, r);
         }
     })
+}
+
+/// The quants of the `T` tokens from `first` on, in [`lane_order`]: slices of `arranged`
+/// (every token's quants already in lane order) when given, else reordered into `buf`.
+fn tokens_in_lane_order<'a, const T: usize>(
+    arranged: Option<&'a [i8]>,
+    qs: [&[i8]; T],
+    first: usize,
+    cols: usize,
+    buf: &'a mut Vec<i8>,
+) -> [&'a [i8]; T] {
+    match arranged {
+        Some(all) => std::array::from_fn(|k| &all[(first + k) * cols..(first + k + 1) * cols]),
+        None => lane_ordered(qs, cols, buf),
+    }
+}
+
+/// [`lane_order_all`] as a plain function (for [`Activations::q8k_arranged`]).
+fn lane_order_slice(src: &[i8], dst: &mut [i8]) {
+    // SAFETY: only called from this backend's tile kernels, selected when AVX2 is available.
+    unsafe { lane_order_all(src, dst) }
+}
+
+/// Vectors per super-block of a row packed by [`pack_q4_k`].
+const Q4_K_PACKED: usize = 10;
+
+/// Every row of `w` (rows `row_bytes` apart, `nb` Q4_K super-blocks each) decoded for
+/// [`q4_k_packed`]: per super-block, vectors `2c` and `2c + 1` hold the low and high nibbles of
+/// chunk `c` in lane order (sub-blocks `2c` and `2c + 1`), vector 8 the eight sub-block scales
+/// as i16 then `d` and `dmin` as f32, vector 9 the mins widened to i16 and paired with the
+/// activation block sums they multiply.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_q4_k(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
+    let nrows = w.len() / row_bytes;
+    assert!(row_bytes >= nb * 144);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut out = Vec::with_capacity(nrows * nb * Q4_K_PACKED);
+    for r in 0..nrows {
+        for i in 0..nb {
+            let b = &w[r * row_bytes + i * 144..][..144];
+            for c in 0..4 {
+                // SAFETY: 32 bytes of b[16 + 32c ..], in bounds.
+                let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
+                out.push(_mm256_and_si256(q4, m4));
+                out.push(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+            }
+            // SAFETY: b[4..16] holds the 12 packed scale bytes.
+            let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
+            let sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64));
+            let ds = _mm_setr_ps(f16_at(b), f16_at(&b[2..]), 0.0, 0.0);
+            out.push(_mm256_set_m128i(_mm_castps_si128(ds), sc16));
+            let m = _mm_cvtsi64_si128(mn as i64);
+            out.push(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m)));
+        }
+    }
+    out
+}
+
+/// [`q4_k_avx2`] on one row packed by [`pack_q4_k`] (`p`: its `nb * Q4_K_PACKED` vectors): the
+/// same exact lane sums and the same float operations in the same order, without the decoding.
+#[target_feature(enable = "avx2")]
+unsafe fn q4_k_packed<const T: usize>(
+    p: &[__m256i],
+    d: [&[f32]; T],
+    ys: [&[i8]; T],
+    bsums: [&[i16]; T],
+) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(p.len() >= nb * Q4_K_PACKED);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
+    let mut sumf = [0f32; T];
+    for i in 0..nb {
+        let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
+        let meta = b[8].as_ptr_i16();
+        let mins16 = b[9];
+        let mut acc = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            let (lo, hi) = (b[2 * c], b[2 * c + 1]);
+            // SAFETY: meta holds 8 i16 scales.
+            let (s0, s1) = unsafe {
+                (
+                    _mm256_set1_epi16(*meta.add(2 * c)),
+                    _mm256_set1_epi16(*meta.add(2 * c + 1)),
+                )
+            };
+            for t in 0..T {
+                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
+                let (ya, yb) = unsafe {
+                    let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                    (load(q), load(q.add(32)))
+                };
+                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ya), s0);
+                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yb), s1);
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(pa, pb));
+            }
+        }
+        // SAFETY: meta's bytes 16..24 hold d and dmin.
+        let (dx, dmx) = unsafe {
+            let f = meta.add(8) as *const f32;
+            (std::ptr::read_unaligned(f), std::ptr::read_unaligned(f.add(1)))
+        };
+        for t in 0..T {
+            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
+            let summ = hsum(_mm256_madd_epi16(bs, mins16));
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+            let dmin = dmx * d[t][i];
+            sumf[t] -= dmin * summ as f32;
+        }
+    }
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            sumf[t] += s;
+        }
+    }
+    sumf
+}
+
+/// Pointer access to a vector's lanes (packed metadata).
+trait VectorBytes {
+    /// The vector's memory as i16 lanes.
+    fn as_ptr_i16(&self) -> *const i16;
+}
+
+impl VectorBytes for __m256i {
+    fn as_ptr_i16(&self) -> *const i16 {
+        self as *const __m256i as *const i16
+    }
 }
 
 /// The quants of `qs` (rows of `cols`) in [`lane_order`], in `buf`.
@@ -184,20 +334,152 @@ unsafe fn lane_order_all(src: &[i8], dst: &mut [i8]) {
     }
 }
 
-/// Tile kernel for Q6_K weights.
+/// Tile kernel for Q6_K weights. With several tokens the rows are decoded once for the whole
+/// tile ([`pack_q6_k`]); the activations' quants are put in lane order once per matmul.
 fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
     let cols = a.cols();
+    let nb = cols / QK_K;
     let mut lanes = Vec::new();
+    // SAFETY: this backend is only selected when AVX2 is available.
+    let packed = if nt >= 2 {
+        unsafe { pack_q6_k(w, row_bytes, nb) }
+    } else {
+        Vec::new()
+    };
+    let arranged = a.q8k_arranged(lane_order_slice);
     token_groups!(q, cols, t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
-        let ys = lane_ordered(qs, cols, &mut lanes);
+        let ys = tokens_in_lane_order(arranged, qs, t0 + t, cols, &mut lanes);
         for (i, wr) in w.chunks_exact(row_bytes).enumerate() {
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
-            store(out, nrows, t, i, unsafe { q6_k_avx2(wr, d, ys) });
+            let r = unsafe {
+                if packed.is_empty() {
+                    q6_k_avx2(wr, d, ys)
+                } else {
+                    q6_k_packed(&packed[i * nb * Q6_K_PACKED..][..nb * Q6_K_PACKED], d, ys)
+                }
+            };
+            store(out, nrows, t, i, r);
         }
     })
+}
+
+/// Vectors per super-block of a row packed by [`pack_q6_k`].
+const Q6_K_PACKED: usize = 18;
+
+/// Every row of `w` (rows `row_bytes` apart, `nb` Q6_K super-blocks each) decoded for
+/// [`q6_k_packed`]: per super-block, vector `k` (0..8) holds the signed quants of elements
+/// `32k .. 32k + 32` in lane order, vector `8 + k` the pair of sub-block scales they multiply
+/// (i16, one pair per dword), and vector 16 the super-block scale `d` as f32 in lane 0.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_q6_k(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
+    let nrows = w.len() / row_bytes;
+    assert!(row_bytes >= nb * 210);
+    let mut out = Vec::with_capacity(nrows * nb * Q6_K_PACKED);
+    for r in 0..nrows {
+        for i in 0..nb {
+            let b = &w[r * row_bytes + i * 210..][..210];
+            // SAFETY: a whole 210-byte super-block.
+            let xs = unsafe { q6_k_quants(b.as_ptr()) };
+            for x in xs {
+                out.push(lane_order(x));
+            }
+            // SAFETY: b[192..208] in bounds.
+            let sv = _mm256_cvtepi8_epi16(unsafe {
+                _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i)
+            });
+            for k in 0..8 {
+                out.push(_mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(k)));
+            }
+            out.push(_mm256_castps_si256(_mm256_set1_ps(f16_at(&b[208..]))));
+            out.push(_mm256_setzero_si256());
+        }
+    }
+    out
+}
+
+/// The 256 signed quants (`q - 32`) of the Q6_K super-block at `p`, 32 elements per vector in
+/// ggml element order.
+///
+/// # Safety
+/// A whole 210-byte super-block at `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6_k_quants(p: *const u8) -> [__m256i; 8] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let m32 = _mm256_set1_epi8(32);
+    let mut out = [_mm256_setzero_si256(); 8];
+    for half in 0..2 {
+        // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] lie in the super-block.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                load(p.add(half * 64)),
+                load(p.add(half * 64 + 32)),
+                load(p.add(128 + half * 32)),
+            )
+        };
+        let hb = |s: i32| {
+            let shifted = match s {
+                0 => qh,
+                2 => _mm256_srli_epi16(qh, 2),
+                4 => _mm256_srli_epi16(qh, 4),
+                _ => _mm256_srli_epi16(qh, 6),
+            };
+            _mm256_slli_epi16(_mm256_and_si256(shifted, m3), 4)
+        };
+        let lo4 = |v: __m256i| _mm256_and_si256(v, m4);
+        let hi4 = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        out[4 * half] = _mm256_sub_epi8(_mm256_or_si256(lo4(ql0), hb(0)), m32);
+        out[4 * half + 1] = _mm256_sub_epi8(_mm256_or_si256(lo4(ql1), hb(2)), m32);
+        out[4 * half + 2] = _mm256_sub_epi8(_mm256_or_si256(hi4(ql0), hb(4)), m32);
+        out[4 * half + 3] = _mm256_sub_epi8(_mm256_or_si256(hi4(ql1), hb(6)), m32);
+    }
+    out
+}
+
+/// [`q6_k_avx2`] on one row packed by [`pack_q6_k`] (`p`: its `nb * Q6_K_PACKED` vectors): the
+/// same exact lane sums and the same float operations in the same order, without the decoding.
+#[target_feature(enable = "avx2")]
+unsafe fn q6_k_packed<const T: usize>(p: &[__m256i], d: [&[f32]; T], ys: [&[i8]; T]) -> [f32; T] {
+    let nb = d[0].len();
+    assert!(p.len() >= nb * Q6_K_PACKED);
+    for t in 0..T {
+        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
+    }
+    let mut sums = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
+        let mut acc = [_mm256_setzero_si256(); T];
+        for k in 0..8 {
+            let x = b[k];
+            let ax = _mm256_sign_epi8(x, x);
+            let pair = b[8 + k];
+            for t in 0..T {
+                // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
+                let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
+                let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(m, pair));
+            }
+        }
+        let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
+        for t in 0..T {
+            let dd = _mm256_set1_ps(dx * d[t][i]);
+            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 f32 into an 8-f32 array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+        for s in lanes {
+            out[t] += s;
+        }
+    }
+    out
 }
 
 /// The 8 block sums of eight 8-lane i32 vectors, in order.
@@ -266,11 +548,11 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
             line += 1;
         }
         let mut xs = [_mm256_setzero_si256(); 8];
-        for r in 0..8 {
+        for (r, x) in xs.iter_mut().enumerate() {
             // SAFETY: block ib of row r < 8 lies inside w (asserted).
             unsafe {
                 let p = wp.add(r * row_bytes + ib * bs);
-                xs[r] = if K == L_Q8_0 {
+                *x = if K == L_Q8_0 {
                     decode::<K>(p)
                 } else {
                     decode_unsigned::<K>(p)

@@ -8,6 +8,7 @@ use super::kernels::{Backend, Kernel, backend, kernel};
 use super::pool::KernelPool;
 use super::types::GgmlType;
 use half::f16;
+use std::sync::OnceLock;
 
 /// A weight matrix in ggml layout: `rows` rows of `cols` elements, row `r` stored at bytes
 /// `[r * row_bytes, (r + 1) * row_bytes)`. The bytes are shared (e.g. a slice of a mmapped GGUF).
@@ -61,6 +62,9 @@ pub struct Activations {
     f: Vec<f32>,
     q8_0: Q8_0Acts,
     q8k: Q8KActs,
+    /// The Q8_K quants in a kernel's own element order, made on first use (see
+    /// [`Activations::q8k_arranged`]), with the arranging function that made them.
+    q8k_arranged: OnceLock<(usize, Vec<i8>)>,
 }
 
 impl Activations {
@@ -85,6 +89,7 @@ impl Activations {
             f: Vec::new(),
             q8_0: Q8_0Acts::default(),
             q8k: Q8KActs::default(),
+            q8k_arranged: OnceLock::new(),
         };
         match kind {
             ActKind::F32 => a.f = x.to_vec(),
@@ -133,6 +138,18 @@ impl Activations {
 
     pub(crate) fn q8k(&self) -> &Q8KActs {
         &self.q8k
+    }
+
+    /// All rows' Q8_K quants rearranged by `arrange` (which maps the whole quant array to an
+    /// array of the same length), computed once and shared by every later call and thread.
+    /// `None` when another function arranged them first: the caller then arranges its own.
+    pub(crate) fn q8k_arranged(&self, arrange: fn(&[i8], &mut [i8])) -> Option<&[i8]> {
+        let (by, quants) = self.q8k_arranged.get_or_init(|| {
+            let mut v = vec![0i8; self.q8k.qs.len()];
+            arrange(&self.q8k.qs, &mut v);
+            (arrange as usize, v)
+        });
+        (*by == arrange as usize).then_some(quants.as_slice())
     }
 }
 
