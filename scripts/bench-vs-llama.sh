@@ -24,8 +24,10 @@ pp="${PP:-128}"
 tg="${TG:-32}"
 threads="${THREADS:-1 2}"
 
-cargo build -q -p edgeray --bins
-edgeray=target/debug/edgeray
+# The release build, as scripts/setup.sh builds it for users: the dev profile keeps overflow
+# checks and debug assertions in the model crate (for the tests), which halve kernel speed.
+cargo build -q --release -p edgeray --bins
+edgeray=target/release/edgeray
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 

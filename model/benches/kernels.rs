@@ -90,6 +90,44 @@ fn bench_real_head(c: &mut Criterion) {
     ] {
         bench_real_matrix(c, model, tensor, group);
     }
+    bench_real_layers(c);
+}
+
+/// qwen2.5's 48 FFN gate and up matrices (Q5_0, 4864×896, 144 MB in all), one one-token
+/// matvec each per iteration: the kernel as a generated token meets it, a run of L3-sized
+/// matrices none of which is still cached when its turn comes again.
+fn bench_real_layers(c: &mut Criterion) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let Ok(file) = edgeray_model::gguf::GgufFile::open(&path) else {
+        eprintln!("SKIP real-model bench: {} not found", path.display());
+        return;
+    };
+    let ws: Vec<_> = (0..24)
+        .flat_map(|l| ["ffn_gate", "ffn_up"].map(|m| format!("blk.{l}.{m}.weight")))
+        .map(|name| file.matrix(&name).unwrap())
+        .collect();
+    let cols = ws[0].cols();
+    let x: Vec<f32> = (0..cols).map(|i| ((i * 31) % 200) as f32 / 100.0 - 1.0).collect();
+    let acts = Activations::for_matrix(&ws[0], &x, 1).unwrap();
+    let mut y = vec![0f32; ws[0].rows()];
+    let mut g = c.benchmark_group("qwen_ffn_gate_up_q5_0_48x4864x896_n1");
+    g.throughput(Throughput::Bytes(ws.iter().map(|w| w.data().len() as u64).sum()));
+    g.sample_size(10);
+    let pools = [KernelPool::new(1).unwrap(), KernelPool::new(2).unwrap()];
+    for backend in available_backends() {
+        for pool in &pools {
+            let id = BenchmarkId::new(backend.name(), format!("{}t", pool.threads()));
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    for w in &ws {
+                        matmul_with_backend(w, &acts, &mut y, pool, backend).unwrap();
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
 }
 
 /// One real tensor far larger than the L3 cache, as a one-token matvec: the kernel as
