@@ -10,7 +10,8 @@
 # generation (tg).
 #
 # Needs a llama.cpp build: $LLAMA_BENCH (default: `llama-bench` on PATH). Prompt and generation
-# lengths: $PP (default 128) and $TG (default 32). Extra `edgeray bench` flags: $EDGERAY_BENCH_ARGS.
+# lengths: $PP (default 128) and $TG (default 32). Extra `edgeray bench` flags: $EDGERAY_BENCH_ARGS;
+# the binary measured: $EDGERAY_BIN (default: a fresh release build of this tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +27,13 @@ threads="${THREADS:-1 2}"
 
 # The release build, as scripts/setup.sh builds it for users: the dev profile keeps overflow
 # checks and debug assertions in the model crate (for the tests), which halve kernel speed.
-cargo build -q --release -p edgeray --bins
-edgeray=target/release/edgeray
+# $EDGERAY_BIN names another (release) binary to measure instead, e.g. a saved earlier build.
+if [ -n "${EDGERAY_BIN:-}" ]; then
+  edgeray=$EDGERAY_BIN
+else
+  cargo build -q --release -p edgeray --bins
+  edgeray=target/release/edgeray
+fi
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 

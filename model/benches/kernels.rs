@@ -108,11 +108,15 @@ fn bench_real_layers(c: &mut Criterion) {
         .map(|name| file.matrix(&name).unwrap())
         .collect();
     let cols = ws[0].cols();
-    let x: Vec<f32> = (0..cols).map(|i| ((i * 31) % 200) as f32 / 100.0 - 1.0).collect();
+    let x: Vec<f32> = (0..cols)
+        .map(|i| ((i * 31) % 200) as f32 / 100.0 - 1.0)
+        .collect();
     let acts = Activations::for_matrix(&ws[0], &x, 1).unwrap();
     let mut y = vec![0f32; ws[0].rows()];
     let mut g = c.benchmark_group("qwen_ffn_gate_up_q5_0_48x4864x896_n1");
-    g.throughput(Throughput::Bytes(ws.iter().map(|w| w.data().len() as u64).sum()));
+    g.throughput(Throughput::Bytes(
+        ws.iter().map(|w| w.data().len() as u64).sum(),
+    ));
     g.sample_size(10);
     let pools = [KernelPool::new(1).unwrap(), KernelPool::new(2).unwrap()];
     for backend in available_backends() {

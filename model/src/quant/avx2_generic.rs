@@ -18,9 +18,9 @@ use std::arch::x86_64::*;
 /// and F16C.
 pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
     Some(match ty {
-        GgmlType::Q8_0 => legacy_tile::<L_Q8_0>,
-        GgmlType::Q5_0 => legacy_tile::<L_Q5_0>,
-        GgmlType::Q4_0 => legacy_tile::<L_Q4_0>,
+        GgmlType::Q8_0 => legacy_tile::<L_Q8_0, Avx2Rows8>,
+        GgmlType::Q5_0 => legacy_tile::<L_Q5_0, Avx2Rows8>,
+        GgmlType::Q4_0 => legacy_tile::<L_Q4_0, Avx2Rows8>,
         GgmlType::Q4_K => q4_k_tile,
         GgmlType::Q6_K => q6_k_tile,
         _ => return None,
@@ -60,15 +60,77 @@ macro_rules! token_groups {
 
 /// Stores a row's results for a token group into the tile output (token stride `nrows`).
 #[inline]
-fn store<const T: usize>(out: &mut [f32], nrows: usize, t: usize, i: usize, r: [f32; T]) {
+pub(crate) fn store<const T: usize>(
+    out: &mut [f32],
+    nrows: usize,
+    t: usize,
+    i: usize,
+    r: [f32; T],
+) {
     for (k, v) in r.into_iter().enumerate() {
         out[(t + k) * nrows + i] = v;
     }
 }
 
+/// The eight-row inner kernels of [`legacy_tile`], one implementation per instruction set. Both
+/// must give the scalar reference's results bit for bit.
+pub(crate) trait LegacyRows8 {
+    /// Dots of eight consecutive rows of raw blocks with `T` tokens (see [`legacy_rows8`]).
+    ///
+    /// # Safety
+    /// The implementation's target features are available; `w` holds eight rows of `nb` blocks
+    /// (`nb = d[0].len()`), and `d`, `qs`, `sy` hold `nb` blocks of each token.
+    unsafe fn rows8<const K: u8, const T: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T];
+
+    /// The same dots from an eight-row group packed by [`pack_rows8`] (see [`packed_rows8`]).
+    ///
+    /// # Safety
+    /// As [`Self::rows8`], with `p` one packed group of `nb` blocks.
+    unsafe fn packed_rows8<const K: u8, const T: usize>(
+        p: &[__m256i],
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T];
+}
+
+/// The AVX2 (`maddubs` + `madd`) eight-row kernels.
+pub(crate) struct Avx2Rows8;
+
+impl LegacyRows8 for Avx2Rows8 {
+    unsafe fn rows8<const K: u8, const T: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T] {
+        // SAFETY: forwarded from the caller.
+        unsafe { legacy_rows8::<K, T>(w, row_bytes, d, qs, sy) }
+    }
+
+    unsafe fn packed_rows8<const K: u8, const T: usize>(
+        p: &[__m256i],
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T] {
+        // SAFETY: forwarded from the caller.
+        unsafe { packed_rows8::<K, T>(p, d, qs, sy) }
+    }
+}
+
 /// Tile kernel for Q8_0 / Q5_0 / Q4_0 weights: activation rows are sliced once per token group,
-/// not once per weight row.
-fn legacy_tile<const K: u8>(
+/// not once per weight row; groups of eight rows go to `R`'s kernels, the rest row by row.
+///
+/// Callers must have checked AVX2, F16C and `R`'s own target features.
+pub(crate) fn legacy_tile<const K: u8, R: LegacyRows8>(
     w: &[u8],
     row_bytes: usize,
     a: &Activations,
@@ -88,9 +150,9 @@ fn legacy_tile<const K: u8>(
     };
     token_groups!(q, a.cols(), t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
-        // Q5_0 / Q4_0 weights are decoded unsigned; each row's block sum is then corrected by
+        // Offset-coded weights are decoded unsigned; each row's block sum is then corrected by
         // the format's offset × the activation block's sum. `Activations` are only built by the
-        // quantizers, which record those sums (`legacy_rows8` asserts their length).
+        // quantizers, which record those sums (the kernels assert their length).
         let mut k = 0;
         let sy = d.map(|_| {
             k += 1;
@@ -98,14 +160,13 @@ fn legacy_tile<const K: u8>(
         });
         let mut i = 0;
         while i + 8 <= nrows {
-            // SAFETY: this backend is only selected when AVX2 and F16C are available; lengths
-            // are asserted inside.
+            // SAFETY: the caller checked the target features; lengths are asserted inside.
             let r = unsafe {
                 if packed.is_empty() {
-                    legacy_rows8::<K, _>(&w[i * row_bytes..], row_bytes, d, qs, sy)
+                    R::rows8::<K, _>(&w[i * row_bytes..], row_bytes, d, qs, sy)
                 } else {
                     let per_group = PACKED_PER_BLOCK * d[0].len();
-                    packed_rows8::<K, _>(&packed[i / 8 * per_group..][..per_group], d, qs, sy)
+                    R::packed_rows8::<K, _>(&packed[i / 8 * per_group..][..per_group], d, qs, sy)
                 }
             };
             for (k, v) in r.iter().enumerate() {
@@ -146,7 +207,12 @@ fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
                 if packed.is_empty() {
                     q4_k_avx2(wr, d, ys, bs)
                 } else {
-                    q4_k_packed(&packed[i * nb * Q4_K_PACKED..][..nb * Q4_K_PACKED], d, ys, bs)
+                    q4_k_packed(
+                        &packed[i * nb * Q4_K_PACKED..][..nb * Q4_K_PACKED],
+                        d,
+                        ys,
+                        bs,
+                    )
                 }
             };
             store(out, nrows, t, i, r);
@@ -254,7 +320,10 @@ unsafe fn q4_k_packed<const T: usize>(
         // SAFETY: meta's bytes 16..24 hold d and dmin.
         let (dx, dmx) = unsafe {
             let f = meta.add(8) as *const f32;
-            (std::ptr::read_unaligned(f), std::ptr::read_unaligned(f.add(1)))
+            (
+                std::ptr::read_unaligned(f),
+                std::ptr::read_unaligned(f.add(1)),
+            )
         };
         for t in 0..T {
             // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
@@ -485,7 +554,7 @@ unsafe fn q6_k_packed<const T: usize>(p: &[__m256i], d: [&[f32]; T], ys: [&[i8];
 /// The 8 block sums of eight 8-lane i32 vectors, in order.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum8(v: &[__m256i; 8]) -> __m256i {
+pub(crate) fn hsum8(v: &[__m256i; 8]) -> __m256i {
     let h0 = _mm256_hadd_epi32(v[0], v[1]);
     let h1 = _mm256_hadd_epi32(v[2], v[3]);
     let h2 = _mm256_hadd_epi32(v[4], v[5]);
@@ -500,7 +569,69 @@ fn hsum8(v: &[__m256i; 8]) -> __m256i {
 
 /// How many groups of eight rows ahead [`legacy_rows8`] prefetches (measured on qwen2 decode,
 /// 1 thread: 0 → 5.7 t/s, 1 → 10.7, 2 → 11.0, 4 → 11.2).
-const PREFETCH_GROUPS: usize = 2;
+pub(crate) const PREFETCH_GROUPS: usize = 2;
+
+/// Software prefetch for kernels that read eight rows as eight interleaved streams, which the
+/// hardware prefetchers follow poorly: the group of eight rows [`PREFETCH_GROUPS`] groups ahead
+/// (rows are contiguous in memory) is prefetched a slice per block, so it is in cache when its
+/// turn comes.
+pub(crate) struct GroupPrefetch {
+    base: *const u8,
+    lines: usize,
+    per_block: usize,
+    line: usize,
+}
+
+impl GroupPrefetch {
+    /// For the group starting at `w` (rows `row_bytes` apart, `nb` blocks each).
+    pub(crate) fn new(w: &[u8], row_bytes: usize, nb: usize) -> Self {
+        let group = 8 * row_bytes;
+        let ahead = w.len().saturating_sub(PREFETCH_GROUPS * group).min(group);
+        let lines = ahead.div_ceil(64);
+        Self {
+            base: w.as_ptr().wrapping_add(PREFETCH_GROUPS * group),
+            lines,
+            per_block: lines.div_ceil(nb.max(1)),
+            line: 0,
+        }
+    }
+
+    /// Prefetches the next block's slice.
+    #[inline]
+    pub(crate) fn step(&mut self) {
+        let until = (self.line + self.per_block).min(self.lines);
+        while self.line < until {
+            // SAFETY: a prefetch never faults (and the address lies inside `w` anyway).
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(self.base.wrapping_add(self.line * 64) as *const i8)
+            };
+            self.line += 1;
+        }
+    }
+}
+
+/// The f16 scales at `p`, `p + row_bytes`, ... (one block of each of eight rows) as eight f32,
+/// gathered straight into a vector (going through a stack array would stall on store
+/// forwarding).
+///
+/// # Safety
+/// Two readable bytes at each of the eight addresses.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn row_scales8(p: *const u8, row_bytes: usize) -> __m256 {
+    // SAFETY: caller guarantees the eight scales.
+    let h = |r: usize| unsafe { std::ptr::read_unaligned(p.add(r * row_bytes) as *const i16) };
+    _mm256_cvtph_ps(_mm_set_epi16(
+        h(7),
+        h(6),
+        h(5),
+        h(4),
+        h(3),
+        h(2),
+        h(1),
+        h(0),
+    ))
+}
 
 /// Dots of eight consecutive legacy-quant weight rows (`w` starts at the first; rows are
 /// `row_bytes` apart) with `T` Q8_0 activation rows: `result[t][r]` = row `r` · token `t`.
@@ -530,23 +661,10 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
     // off afterwards. Integer arithmetic, so the block sums are exactly the reference's.
     let offset = if K == L_Q5_0 { 16 } else { 8 };
     let wp = w.as_ptr();
-    // The eight rows are read as eight interleaved streams, which the hardware prefetchers
-    // follow poorly: prefetch the group of eight rows two groups ahead (rows are contiguous in
-    // memory), a slice of it per block, so it is in cache when its turn comes.
-    let group = 8 * row_bytes;
-    let ahead = w.len().saturating_sub(PREFETCH_GROUPS * group).min(group);
-    let lines = ahead.div_ceil(64);
-    let base = wp.wrapping_add(PREFETCH_GROUPS * group);
+    let mut prefetch = GroupPrefetch::new(w, row_bytes, nb);
     let mut acc = [_mm256_setzero_ps(); T];
-    let per_block = lines.div_ceil(nb.max(1));
-    let mut line = 0;
     for ib in 0..nb {
-        let until = (line + per_block).min(lines);
-        while line < until {
-            // A prefetch never faults (and the address lies inside `w` anyway).
-            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line * 64) as *const i8);
-            line += 1;
-        }
+        prefetch.step();
         let mut xs = [_mm256_setzero_si256(); 8];
         for (r, x) in xs.iter_mut().enumerate() {
             // SAFETY: block ib of row r < 8 lies inside w (asserted).
@@ -559,22 +677,8 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
                 };
             }
         }
-        // The eight rows' f16 block scales, gathered straight into a vector (going through a
-        // stack array would stall on store forwarding).
-        // SAFETY: each row's block ib starts with its 2-byte scale, inside w (asserted).
-        let h = |r: usize| unsafe {
-            std::ptr::read_unaligned(wp.add(r * row_bytes + ib * bs) as *const i16)
-        };
-        let dx = _mm256_cvtph_ps(_mm_set_epi16(
-            h(7),
-            h(6),
-            h(5),
-            h(4),
-            h(3),
-            h(2),
-            h(1),
-            h(0),
-        ));
+        // SAFETY: block ib of each of the eight rows lies inside w (asserted).
+        let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
         for t in 0..T {
             // SAFETY: activation block ib and scale ib are in bounds (asserted).
             let (y, dy) = unsafe {
@@ -615,7 +719,7 @@ unsafe fn legacy_rows8<const K: u8, const T: usize>(
 }
 
 /// Vectors per block of an 8-row group in [`pack_rows8`]'s layout: the scales, then 8 of codes.
-const PACKED_PER_BLOCK: usize = 9;
+pub(crate) const PACKED_PER_BLOCK: usize = 9;
 
 /// The whole groups of eight rows of `w` (rows `row_bytes` apart, `nb` legacy blocks of kind
 /// `K` each) decoded and transposed, for [`packed_rows8`]: per group and block, one vector of
@@ -624,7 +728,11 @@ const PACKED_PER_BLOCK: usize = 9;
 /// Q5_0 / Q4_0). One broadcast activation dword then multiplies all eight rows at once, with no
 /// horizontal sums.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn pack_rows8<const K: u8>(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
+pub(crate) unsafe fn pack_rows8<const K: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    nb: usize,
+) -> Vec<__m256i> {
     let bs = block_bytes(K);
     let groups = w.len() / row_bytes / 8;
     assert!(row_bytes >= nb * bs);
@@ -634,19 +742,7 @@ unsafe fn pack_rows8<const K: u8>(w: &[u8], row_bytes: usize, nb: usize) -> Vec<
         for ib in 0..nb {
             // SAFETY: block ib of each of the group's eight rows lies inside w (groups and nb
             // bounded above).
-            let h = |r: usize| unsafe {
-                std::ptr::read_unaligned(wp.add(r * row_bytes + ib * bs) as *const i16)
-            };
-            let dx = _mm256_cvtph_ps(_mm_set_epi16(
-                h(7),
-                h(6),
-                h(5),
-                h(4),
-                h(3),
-                h(2),
-                h(1),
-                h(0),
-            ));
+            let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
             out.push(_mm256_castps_si256(dx));
             let mut xs = [_mm256_setzero_si256(); 8];
             for (r, x) in xs.iter_mut().enumerate() {
@@ -821,7 +917,7 @@ unsafe fn legacy_row<const K: u8, const T: usize>(
 /// format's offset is taken off), in ggml element order.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn decode_unsigned<const K: u8>(p: *const u8) -> __m256i {
+pub(crate) unsafe fn decode_unsigned<const K: u8>(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees a whole block of kind K at `p`.
     unsafe {
         match K {

@@ -31,6 +31,9 @@ pub enum Backend {
     /// x86-64 AVX2 + F16C in ggml's generic float order (no FMA in the float combine):
     /// identical to [`Self::Scalar`].
     Avx2,
+    /// x86-64 AVX-512 (F, BW, VL, VNNI) on top of [`Self::Avx2`], in ggml's generic float
+    /// order: identical to [`Self::Scalar`]. Formats without an AVX-512 kernel use `avx2`'s.
+    Avx512,
     /// aarch64 NEON (baseline on aarch64; results identical to scalar).
     Neon,
     /// aarch64 NEON with `SDOT` (dotprod, runtime detected) for the legacy formats; results
@@ -46,6 +49,7 @@ impl Backend {
             Self::ScalarX86 => "scalar-x86",
             Self::Avx2X86 => "avx2-x86",
             Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
             Self::Neon => "neon",
             Self::NeonDotprod => "neon-dotprod",
         }
@@ -56,6 +60,7 @@ impl Backend {
         match self {
             Self::Scalar | Self::ScalarX86 => true,
             Self::Avx2 | Self::Avx2X86 => avx2_available(),
+            Self::Avx512 => avx2_available() && avx512_available(),
             Self::Neon => cfg!(target_arch = "aarch64"),
             Self::NeonDotprod => dotprod_available(),
         }
@@ -66,7 +71,9 @@ impl Backend {
     pub fn reference(self) -> Backend {
         match self {
             Self::ScalarX86 | Self::Avx2X86 => Self::ScalarX86,
-            Self::Scalar | Self::Avx2 | Self::Neon | Self::NeonDotprod => Self::Scalar,
+            Self::Scalar | Self::Avx2 | Self::Avx512 | Self::Neon | Self::NeonDotprod => {
+                Self::Scalar
+            }
         }
     }
 
@@ -82,6 +89,17 @@ fn dotprod_available() -> bool {
         std::arch::is_aarch64_feature_detected!("dotprod")
     }
     #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
@@ -149,6 +167,17 @@ mod tests {
         assert_eq!(choose_backend(None, &x86), Backend::Avx2);
         assert_eq!(choose_backend(Some("auto"), &x86), Backend::Avx2);
         assert_eq!(choose_backend(None, &[Backend::Scalar]), Backend::Scalar);
+        // AVX-512 is preferred where present, and `avx2` can still be named there
+        let x86_512 = [
+            Backend::Scalar,
+            Backend::ScalarX86,
+            Backend::Avx2X86,
+            Backend::Avx2,
+            Backend::Avx512,
+        ];
+        assert_eq!(choose_backend(None, &x86_512), Backend::Avx512);
+        assert_eq!(choose_backend(Some("avx2"), &x86_512), Backend::Avx2);
+        assert_eq!(Backend::Avx512.reference(), Backend::Scalar);
         let arm = [Backend::Scalar, Backend::Neon, Backend::NeonDotprod];
         assert_eq!(choose_backend(None, &arm), Backend::NeonDotprod);
         assert_eq!(choose_backend(Some("neon"), &arm), Backend::Neon);
@@ -168,6 +197,7 @@ pub fn available_backends() -> Vec<Backend> {
         Backend::ScalarX86,
         Backend::Avx2X86,
         Backend::Avx2,
+        Backend::Avx512,
         Backend::Neon,
         Backend::NeonDotprod,
     ]
@@ -249,7 +279,13 @@ pub(crate) fn kernel(ty: GgmlType, backend: Backend) -> Result<Kernel, QuantErro
         return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2
+    if backend == Backend::Avx512
+        && let Some(f) = super::avx512::tile_fn(ty)
+    {
+        return Ok(Kernel::Tile(f));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(backend, Backend::Avx2 | Backend::Avx512)
         && let Some(f) = super::avx2_generic::tile_fn(ty)
     {
         return Ok(Kernel::Tile(f));

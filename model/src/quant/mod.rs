@@ -20,6 +20,8 @@ mod avx2;
 mod avx2_blocks;
 #[cfg(target_arch = "x86_64")]
 mod avx2_generic;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod bytes;
 mod dequant;
 mod dot;
