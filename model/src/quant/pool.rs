@@ -23,6 +23,15 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins waiting for the next job before it parks.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// The id of the pool that most recently published a job in this process. A worker whose pool
+/// is not that one parks at once instead of spinning: when a process runs several pools (one
+/// per pipeline stage), the stage that computes now gets the cores, not the spinning workers
+/// of the stage that just finished.
+static LATEST_POOL: AtomicUsize = AtomicUsize::new(0);
+
+/// Source of pool ids (0 is "none").
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(1);
+
 /// Low bits of the job word that hold the job's range count (the rest is the job's sequence
 /// number).
 const COUNT_BITS: u32 = 16;
@@ -56,6 +65,8 @@ struct Job {
 
 /// State shared by the caller and the workers.
 struct Shared {
+    /// This pool's id (see [`LATEST_POOL`]).
+    id: usize,
     /// `sequence << COUNT_BITS | range count` of the latest job. Worker `i` (1-based) runs range
     /// `i` of a job whose count exceeds `i`; it never touches a job that has fewer ranges.
     word: AtomicU64,
@@ -99,6 +110,7 @@ impl KernelPool {
             return Ok(Self::single());
         }
         let shared = Arc::new(Shared {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             word: AtomicU64::new(0),
             job: UnsafeCell::new(None),
             remaining: AtomicUsize::new(0),
@@ -172,6 +184,7 @@ impl KernelPool {
             })
         };
         shared.remaining.store(ranges.len() - 1, Ordering::Relaxed);
+        LATEST_POOL.store(shared.id, Ordering::Relaxed);
         let sequence = (shared.word.load(Ordering::Relaxed) >> COUNT_BITS) + 1;
         shared.word.store(
             sequence << COUNT_BITS | ranges.len() as u64,
@@ -219,7 +232,7 @@ impl Drop for KernelPool {
 }
 
 /// Worker `index`'s loop: wait for a job whose range count exceeds `index`, run that range,
-/// report back; spin between jobs for [`SPIN`], then park.
+/// report back; spin between jobs for [`SPIN`] (while no other pool publishes a job), then park.
 fn worker(shared: &Shared, index: usize) {
     // Sequence 0 is the word's initial value: every job is fresh to a new worker, even one
     // published before this thread first ran.
@@ -263,8 +276,11 @@ fn wait_for_job(shared: &Shared, seen: u64) -> Option<u64> {
             return None;
         }
         spins += 1;
-        // Checking the clock costs more than one spin: look every 64.
-        if spins.is_multiple_of(64) && start.elapsed() >= SPIN {
+        // Checking the clock costs more than one spin: look every 64. Another pool's job means
+        // this one's threads are not the ones needed now.
+        if spins.is_multiple_of(64)
+            && (start.elapsed() >= SPIN || LATEST_POOL.load(Ordering::Relaxed) != shared.id)
+        {
             break;
         }
         std::hint::spin_loop();
