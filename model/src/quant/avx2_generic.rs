@@ -21,8 +21,8 @@ pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
         GgmlType::Q8_0 => legacy_tile::<L_Q8_0, Avx2Rows8>,
         GgmlType::Q5_0 => legacy_tile::<L_Q5_0, Avx2Rows8>,
         GgmlType::Q4_0 => legacy_tile::<L_Q4_0, Avx2Rows8>,
-        GgmlType::Q4_K => q4_k_tile,
-        GgmlType::Q6_K => q6_k_tile,
+        GgmlType::Q4_K => q4_k_tile::<Avx2KQuants>,
+        GgmlType::Q6_K => q6_k_tile::<Avx2KQuants>,
         _ => return None,
     })
 }
@@ -183,9 +183,430 @@ pub(crate) fn legacy_tile<const K: u8, R: LegacyRows8>(
     })
 }
 
+/// The k-quant row kernels of [`q4_k_tile`] and [`q6_k_tile`], one implementation per
+/// instruction set. All must give the scalar reference's results bit for bit.
+pub(crate) trait KQuantRows {
+    /// ggml's generic Q4_K × Q8_K dot of one row of raw super-blocks with `T` activation rows.
+    ///
+    /// # Safety
+    /// The implementation's target features are available.
+    unsafe fn q4_k_one<const T: usize>(
+        w: &[u8],
+        d: [&[f32]; T],
+        ys: [&[i8]; T],
+        bsums: [&[i16]; T],
+    ) -> [f32; T];
+    /// The same from one row packed by [`pack_q4_k`].
+    ///
+    /// # Safety
+    /// As [`Self::q4_k_one`].
+    unsafe fn q4_k_packed<const T: usize>(
+        p: &[__m256i],
+        d: [&[f32]; T],
+        ys: [&[i8]; T],
+        bsums: [&[i16]; T],
+    ) -> [f32; T];
+    /// ggml's generic Q6_K × Q8_K dot of one row of raw super-blocks with `T` activation rows.
+    ///
+    /// # Safety
+    /// As [`Self::q4_k_one`].
+    unsafe fn q6_k_one<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) -> [f32; T];
+    /// The same from one row packed by [`pack_q6_k`].
+    ///
+    /// # Safety
+    /// As [`Self::q4_k_one`].
+    unsafe fn q6_k_packed<const T: usize>(
+        p: &[__m256i],
+        d: [&[f32]; T],
+        ys: [&[i8]; T],
+    ) -> [f32; T];
+}
+
+/// Defines `$name`, a [`KQuantRows`] whose kernels are compiled with `$features` and add each
+/// `i16` pair product × scale into the dword accumulators with `$madd_acc(acc, pairs, scales)`
+/// (AVX2: `madd` + `add`; VNNI: one `vpdpwssd`). Integer sums, so exact either way.
+macro_rules! k_quant_rows {
+    ($name:ident, $features:literal, $madd_acc:path) => {
+        pub(crate) struct $name;
+
+        impl KQuantRows for $name {
+            /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
+            /// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
+            /// int sums, then the scalar reference's float operations.
+            unsafe fn q4_k_one<const T: usize>(
+                w: &[u8],
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+                bsums: [&[i16]; T],
+            ) -> [f32; T] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner<const T: usize>(
+                    w: &[u8],
+                    d: [&[f32]; T],
+                    ys: [&[i8]; T],
+                    bsums: [&[i16]; T],
+                ) -> [f32; T] {
+                    let nb = d[0].len();
+                    assert!(w.len() >= nb * 144);
+                    for t in 0..T {
+                        assert!(
+                            d[t].len() >= nb
+                                && ys[t].len() >= nb * QK_K
+                                && bsums[t].len() >= nb * 16
+                        );
+                    }
+                    let mut sums = [_mm256_setzero_ps(); T];
+                    let mut sumf = [0f32; T];
+                    let m4 = _mm256_set1_epi8(0x0F);
+                    for i in 0..nb {
+                        let b = &w[i * 144..i * 144 + 144];
+                        // SAFETY: b[4..16] holds the 12 packed scale bytes.
+                        let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
+                        let (sc, mn) = (sc.to_le_bytes(), mn.to_le_bytes());
+                        // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element sums.
+                        let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+                        let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+                        let mut acc = [_mm256_setzero_si256(); T];
+                        for c in 0..4 {
+                            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k (low
+                            // nibble, sub-block 2c) and element 32 + k (high nibble, sub-block 2c + 1).
+                            let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
+                            let lo = _mm256_and_si256(q4, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                            let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
+                            let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+                            for t in 0..T {
+                                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
+                                let (ya, yb) = unsafe {
+                                    let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                                    (load(p), load(p.add(32)))
+                                };
+                                let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
+                                acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
+                            }
+                        }
+                        let dx = f16_at(b);
+                        let dmx = f16_at(&b[2..]);
+                        for t in 0..T {
+                            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+                            let bs = unsafe {
+                                _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                            };
+                            let summ = hsum(_mm256_madd_epi16(bs, mins16));
+                            let dd = _mm256_set1_ps(dx * d[t][i]);
+                            sums[t] = _mm256_add_ps(
+                                sums[t],
+                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
+                            );
+                            let dmin = dmx * d[t][i];
+                            sumf[t] -= dmin * summ as f32;
+                        }
+                    }
+                    for t in 0..T {
+                        let mut lanes = [0f32; 8];
+                        // SAFETY: 8 f32 into an 8-f32 array.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+                        for s in lanes {
+                            sumf[t] += s;
+                        }
+                    }
+                    sumf
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { inner::<T>(w, d, ys, bsums) }
+            }
+
+            /// [`KQuantRows::q4_k_one`] on one row packed by [`pack_q4_k`] (`p`: its `nb * Q4_K_PACKED` vectors): the
+            /// same exact lane sums and the same float operations in the same order, without the decoding.
+            unsafe fn q4_k_packed<const T: usize>(
+                p: &[__m256i],
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+                bsums: [&[i16]; T],
+            ) -> [f32; T] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner<const T: usize>(
+                    p: &[__m256i],
+                    d: [&[f32]; T],
+                    ys: [&[i8]; T],
+                    bsums: [&[i16]; T],
+                ) -> [f32; T] {
+                    let nb = d[0].len();
+                    assert!(p.len() >= nb * Q4_K_PACKED);
+                    for t in 0..T {
+                        assert!(
+                            d[t].len() >= nb
+                                && ys[t].len() >= nb * QK_K
+                                && bsums[t].len() >= nb * 16
+                        );
+                    }
+                    let mut sums = [_mm256_setzero_ps(); T];
+                    let mut sumf = [0f32; T];
+                    for i in 0..nb {
+                        let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
+                        let meta = b[8].as_ptr_i16();
+                        let mins16 = b[9];
+                        let mut acc = [_mm256_setzero_si256(); T];
+                        for c in 0..4 {
+                            let (lo, hi) = (b[2 * c], b[2 * c + 1]);
+                            // SAFETY: meta holds 8 i16 scales.
+                            let (s0, s1) = unsafe {
+                                (
+                                    _mm256_set1_epi16(*meta.add(2 * c)),
+                                    _mm256_set1_epi16(*meta.add(2 * c + 1)),
+                                )
+                            };
+                            for t in 0..T {
+                                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
+                                let (ya, yb) = unsafe {
+                                    let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                                    (load(q), load(q.add(32)))
+                                };
+                                let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
+                                acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
+                            }
+                        }
+                        // SAFETY: meta's bytes 16..24 hold d and dmin.
+                        let (dx, dmx) = unsafe {
+                            let f = meta.add(8) as *const f32;
+                            (
+                                std::ptr::read_unaligned(f),
+                                std::ptr::read_unaligned(f.add(1)),
+                            )
+                        };
+                        for t in 0..T {
+                            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+                            let bs = unsafe {
+                                _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                            };
+                            let summ = hsum(_mm256_madd_epi16(bs, mins16));
+                            let dd = _mm256_set1_ps(dx * d[t][i]);
+                            sums[t] = _mm256_add_ps(
+                                sums[t],
+                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
+                            );
+                            let dmin = dmx * d[t][i];
+                            sumf[t] -= dmin * summ as f32;
+                        }
+                    }
+                    for t in 0..T {
+                        let mut lanes = [0f32; 8];
+                        // SAFETY: 8 f32 into an 8-f32 array.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+                        for s in lanes {
+                            sumf[t] += s;
+                        }
+                    }
+                    sumf
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { inner::<T>(p, d, ys, bsums) }
+            }
+
+            /// ggml's generic Q6_K × Q8_K dot for `T` activation rows, the activations' quants given in
+            /// [`lane_order`] (weights decoded and reordered once per token group): exact per-lane int
+            /// sums, then the scalar reference's float operations.
+            unsafe fn q6_k_one<const T: usize>(
+                w: &[u8],
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+            ) -> [f32; T] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner<const T: usize>(
+                    w: &[u8],
+                    d: [&[f32]; T],
+                    ys: [&[i8]; T],
+                ) -> [f32; T] {
+                    let nb = d[0].len();
+                    assert!(w.len() >= nb * 210);
+                    for t in 0..T {
+                        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
+                    }
+                    let mut sums = [_mm256_setzero_ps(); T];
+                    let m4 = _mm256_set1_epi8(0x0F);
+                    let m3 = _mm256_set1_epi8(0x03);
+                    let m32 = _mm256_set1_epi8(32);
+                    for i in 0..nb {
+                        let b = &w[i * 210..i * 210 + 210];
+                        // The 16 signed 8-bit sub-block scales widened to i16: dword p = (scale 2p, 2p + 1).
+                        // SAFETY: b[192..208] in bounds.
+                        let sv = _mm256_cvtepi8_epi16(unsafe {
+                            _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i)
+                        });
+                        let mut acc = [_mm256_setzero_si256(); T];
+                        for half in 0..2 {
+                            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
+                            let (ql0, ql1, qh) = unsafe {
+                                (
+                                    load(b.as_ptr().add(half * 64)),
+                                    load(b.as_ptr().add(half * 64 + 32)),
+                                    load(b.as_ptr().add(128 + half * 32)),
+                                )
+                            };
+                            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                            let h1 = _mm256_slli_epi16(
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3),
+                                4,
+                            );
+                            let h2 = _mm256_slli_epi16(
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 4), m3),
+                                4,
+                            );
+                            let h3 = _mm256_slli_epi16(
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 6), m3),
+                                4,
+                            );
+                            let a = [
+                                _mm256_sub_epi8(
+                                    _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+                                    m32,
+                                ),
+                                _mm256_sub_epi8(
+                                    _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+                                    m32,
+                                ),
+                                _mm256_sub_epi8(
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                        h2,
+                                    ),
+                                    m32,
+                                ),
+                                _mm256_sub_epi8(
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                        h3,
+                                    ),
+                                    m32,
+                                ),
+                            ];
+                            for (k, ak) in a.into_iter().enumerate() {
+                                let base = half * 128 + k * 32;
+                                // Lane order: dword l = elements l, l+8 (sub-block g) and l+16, l+24 (sub-block
+                                // g+1), so `madd` by the pair (scale g, scale g+1) gives lane l's sum.
+                                let x = lane_order(ak);
+                                let ax = _mm256_sign_epi8(x, x);
+                                // Dword (base / 32) of `sv` holds the scales of sub-blocks base/16, base/16 + 1.
+                                let pair = _mm256_permutevar8x32_epi32(
+                                    sv,
+                                    _mm256_set1_epi32((base / 32) as i32),
+                                );
+                                for t in 0..T {
+                                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
+                                    let y = unsafe {
+                                        load(ys[t].as_ptr().add(i * QK_K + base) as *const u8)
+                                    };
+                                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                                    acc[t] = $madd_acc(acc[t], m, pair);
+                                }
+                            }
+                        }
+                        let dx = f16_at(&b[208..]);
+                        for t in 0..T {
+                            let dd = _mm256_set1_ps(dx * d[t][i]);
+                            sums[t] = _mm256_add_ps(
+                                sums[t],
+                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
+                            );
+                        }
+                    }
+                    let mut out = [0f32; T];
+                    for t in 0..T {
+                        let mut lanes = [0f32; 8];
+                        // SAFETY: 8 f32 into an 8-f32 array.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+                        for s in lanes {
+                            out[t] += s;
+                        }
+                    }
+                    out
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { inner::<T>(w, d, ys) }
+            }
+
+            /// [`KQuantRows::q6_k_one`] on one row packed by [`pack_q6_k`] (`p`: its `nb * Q6_K_PACKED` vectors): the
+            /// same exact lane sums and the same float operations in the same order, without the decoding.
+            unsafe fn q6_k_packed<const T: usize>(
+                p: &[__m256i],
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+            ) -> [f32; T] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner<const T: usize>(
+                    p: &[__m256i],
+                    d: [&[f32]; T],
+                    ys: [&[i8]; T],
+                ) -> [f32; T] {
+                    let nb = d[0].len();
+                    assert!(p.len() >= nb * Q6_K_PACKED);
+                    for t in 0..T {
+                        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
+                    }
+                    let mut sums = [_mm256_setzero_ps(); T];
+                    for i in 0..nb {
+                        let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
+                        let mut acc = [_mm256_setzero_si256(); T];
+                        for k in 0..8 {
+                            let x = b[k];
+                            let ax = _mm256_sign_epi8(x, x);
+                            let pair = b[8 + k];
+                            for t in 0..T {
+                                // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
+                                let y = unsafe {
+                                    load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8)
+                                };
+                                let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                                acc[t] = $madd_acc(acc[t], m, pair);
+                            }
+                        }
+                        let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
+                        for t in 0..T {
+                            let dd = _mm256_set1_ps(dx * d[t][i]);
+                            sums[t] = _mm256_add_ps(
+                                sums[t],
+                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
+                            );
+                        }
+                    }
+                    let mut out = [0f32; T];
+                    for t in 0..T {
+                        let mut lanes = [0f32; 8];
+                        // SAFETY: 8 f32 into an 8-f32 array.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
+                        for s in lanes {
+                            out[t] += s;
+                        }
+                    }
+                    out
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { inner::<T>(p, d, ys) }
+            }
+        }
+    };
+}
+pub(crate) use k_quant_rows;
+
+/// `acc + madd(pairs, scales)`: the AVX2 multiply-accumulate of [`KQuantRows`] kernels.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn madd_acc_avx2(acc: __m256i, pairs: __m256i, scales: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scales))
+}
+
+k_quant_rows!(Avx2KQuants, "avx2", madd_acc_avx2);
+
 /// Tile kernel for Q4_K weights. With several tokens the rows are decoded once for the whole
 /// tile ([`pack_q4_k`]); the activations' quants are put in lane order once per matmul.
-fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+pub(crate) fn q4_k_tile<R: KQuantRows>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
     let cols = a.cols();
@@ -205,9 +626,9 @@ fn q4_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
             let r = unsafe {
                 if packed.is_empty() {
-                    q4_k_avx2(wr, d, ys, bs)
+                    R::q4_k_one(wr, d, ys, bs)
                 } else {
-                    q4_k_packed(
+                    R::q4_k_packed(
                         &packed[i * nb * Q4_K_PACKED..][..nb * Q4_K_PACKED],
                         d,
                         ys,
@@ -242,10 +663,10 @@ fn lane_order_slice(src: &[i8], dst: &mut [i8]) {
 }
 
 /// Vectors per super-block of a row packed by [`pack_q4_k`].
-const Q4_K_PACKED: usize = 10;
+pub(crate) const Q4_K_PACKED: usize = 10;
 
 /// Every row of `w` (rows `row_bytes` apart, `nb` Q4_K super-blocks each) decoded for
-/// [`q4_k_packed`]: per super-block, vectors `2c` and `2c + 1` hold the low and high nibbles of
+/// [`KQuantRows::q4_k_packed`]: per super-block, vectors `2c` and `2c + 1` hold the low and high nibbles of
 /// chunk `c` in lane order (sub-blocks `2c` and `2c + 1`), vector 8 the eight sub-block scales
 /// as i16 then `d` and `dmin` as f32, vector 9 the mins widened to i16 and paired with the
 /// activation block sums they multiply.
@@ -276,78 +697,8 @@ unsafe fn pack_q4_k(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
     out
 }
 
-/// [`q4_k_avx2`] on one row packed by [`pack_q4_k`] (`p`: its `nb * Q4_K_PACKED` vectors): the
-/// same exact lane sums and the same float operations in the same order, without the decoding.
-#[target_feature(enable = "avx2")]
-unsafe fn q4_k_packed<const T: usize>(
-    p: &[__m256i],
-    d: [&[f32]; T],
-    ys: [&[i8]; T],
-    bsums: [&[i16]; T],
-) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(p.len() >= nb * Q4_K_PACKED);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    let mut sumf = [0f32; T];
-    for i in 0..nb {
-        let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
-        let meta = b[8].as_ptr_i16();
-        let mins16 = b[9];
-        let mut acc = [_mm256_setzero_si256(); T];
-        for c in 0..4 {
-            let (lo, hi) = (b[2 * c], b[2 * c + 1]);
-            // SAFETY: meta holds 8 i16 scales.
-            let (s0, s1) = unsafe {
-                (
-                    _mm256_set1_epi16(*meta.add(2 * c)),
-                    _mm256_set1_epi16(*meta.add(2 * c + 1)),
-                )
-            };
-            for t in 0..T {
-                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                let (ya, yb) = unsafe {
-                    let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                    (load(q), load(q.add(32)))
-                };
-                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ya), s0);
-                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yb), s1);
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(pa, pb));
-            }
-        }
-        // SAFETY: meta's bytes 16..24 hold d and dmin.
-        let (dx, dmx) = unsafe {
-            let f = meta.add(8) as *const f32;
-            (
-                std::ptr::read_unaligned(f),
-                std::ptr::read_unaligned(f.add(1)),
-            )
-        };
-        for t in 0..T {
-            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
-            let summ = hsum(_mm256_madd_epi16(bs, mins16));
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-            let dmin = dmx * d[t][i];
-            sumf[t] -= dmin * summ as f32;
-        }
-    }
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            sumf[t] += s;
-        }
-    }
-    sumf
-}
-
 /// Pointer access to a vector's lanes (packed metadata).
-trait VectorBytes {
+pub(crate) trait VectorBytes {
     /// The vector's memory as i16 lanes.
     fn as_ptr_i16(&self) -> *const i16;
 }
@@ -381,7 +732,7 @@ fn lane_ordered<'a, const T: usize>(
 /// eight lane sums directly.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn lane_order(v: __m256i) -> __m256i {
+pub(crate) fn lane_order(v: __m256i) -> __m256i {
     let d = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     let b = _mm256_setr_epi8(
         0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
@@ -405,7 +756,14 @@ unsafe fn lane_order_all(src: &[i8], dst: &mut [i8]) {
 
 /// Tile kernel for Q6_K weights. With several tokens the rows are decoded once for the whole
 /// tile ([`pack_q6_k`]); the activations' quants are put in lane order once per matmul.
-fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, out: &mut [f32]) {
+pub(crate) fn q6_k_tile<R: KQuantRows>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
     let nrows = w.len() / row_bytes;
     let q = a.q8k();
     let cols = a.cols();
@@ -425,9 +783,9 @@ fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
             // SAFETY: AVX2 checked at backend selection; lengths asserted inside.
             let r = unsafe {
                 if packed.is_empty() {
-                    q6_k_avx2(wr, d, ys)
+                    R::q6_k_one(wr, d, ys)
                 } else {
-                    q6_k_packed(&packed[i * nb * Q6_K_PACKED..][..nb * Q6_K_PACKED], d, ys)
+                    R::q6_k_packed(&packed[i * nb * Q6_K_PACKED..][..nb * Q6_K_PACKED], d, ys)
                 }
             };
             store(out, nrows, t, i, r);
@@ -436,10 +794,10 @@ fn q6_k_tile(w: &[u8], row_bytes: usize, a: &Activations, t0: usize, nt: usize, 
 }
 
 /// Vectors per super-block of a row packed by [`pack_q6_k`].
-const Q6_K_PACKED: usize = 18;
+pub(crate) const Q6_K_PACKED: usize = 18;
 
 /// Every row of `w` (rows `row_bytes` apart, `nb` Q6_K super-blocks each) decoded for
-/// [`q6_k_packed`]: per super-block, vector `k` (0..8) holds the signed quants of elements
+/// [`KQuantRows::q6_k_packed`]: per super-block, vector `k` (0..8) holds the signed quants of elements
 /// `32k .. 32k + 32` in lane order, vector `8 + k` the pair of sub-block scales they multiply
 /// (i16, one pair per dword), and vector 16 the super-block scale `d` as f32 in lane 0.
 #[target_feature(enable = "avx2")]
@@ -505,48 +863,6 @@ unsafe fn q6_k_quants(p: *const u8) -> [__m256i; 8] {
         out[4 * half + 1] = _mm256_sub_epi8(_mm256_or_si256(lo4(ql1), hb(2)), m32);
         out[4 * half + 2] = _mm256_sub_epi8(_mm256_or_si256(hi4(ql0), hb(4)), m32);
         out[4 * half + 3] = _mm256_sub_epi8(_mm256_or_si256(hi4(ql1), hb(6)), m32);
-    }
-    out
-}
-
-/// [`q6_k_avx2`] on one row packed by [`pack_q6_k`] (`p`: its `nb * Q6_K_PACKED` vectors): the
-/// same exact lane sums and the same float operations in the same order, without the decoding.
-#[target_feature(enable = "avx2")]
-unsafe fn q6_k_packed<const T: usize>(p: &[__m256i], d: [&[f32]; T], ys: [&[i8]; T]) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(p.len() >= nb * Q6_K_PACKED);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    for i in 0..nb {
-        let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
-        let mut acc = [_mm256_setzero_si256(); T];
-        for k in 0..8 {
-            let x = b[k];
-            let ax = _mm256_sign_epi8(x, x);
-            let pair = b[8 + k];
-            for t in 0..T {
-                // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
-                let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
-                let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(m, pair));
-            }
-        }
-        let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
-        for t in 0..T {
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-        }
-    }
-    let mut out = [0f32; T];
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            out[t] += s;
-        }
     }
     out
 }
@@ -951,158 +1267,9 @@ fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum(a: __m256i) -> i32 {
+pub(crate) fn hsum(a: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     let s = _mm_hadd_epi32(s, s);
     let s = _mm_hadd_epi32(s, s);
     _mm_cvtsi128_si32(s)
-}
-
-/// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
-/// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
-/// int sums, then the scalar reference's float operations.
-#[target_feature(enable = "avx2")]
-unsafe fn q4_k_avx2<const T: usize>(
-    w: &[u8],
-    d: [&[f32]; T],
-    ys: [&[i8]; T],
-    bsums: [&[i16]; T],
-) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(w.len() >= nb * 144);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    let mut sumf = [0f32; T];
-    let m4 = _mm256_set1_epi8(0x0F);
-    for i in 0..nb {
-        let b = &w[i * 144..i * 144 + 144];
-        // SAFETY: b[4..16] holds the 12 packed scale bytes.
-        let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
-        let (sc, mn) = (sc.to_le_bytes(), mn.to_le_bytes());
-        // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element sums.
-        let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
-        let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-        let mut acc = [_mm256_setzero_si256(); T];
-        for c in 0..4 {
-            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k (low
-            // nibble, sub-block 2c) and element 32 + k (high nibble, sub-block 2c + 1).
-            let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
-            let lo = _mm256_and_si256(q4, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
-            let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
-            for t in 0..T {
-                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                let (ya, yb) = unsafe {
-                    let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                    (load(p), load(p.add(32)))
-                };
-                let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ya), s0);
-                let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yb), s1);
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(pa, pb));
-            }
-        }
-        let dx = f16_at(b);
-        let dmx = f16_at(&b[2..]);
-        for t in 0..T {
-            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-            let bs = unsafe { _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i) };
-            let summ = hsum(_mm256_madd_epi16(bs, mins16));
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-            let dmin = dmx * d[t][i];
-            sumf[t] -= dmin * summ as f32;
-        }
-    }
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            sumf[t] += s;
-        }
-    }
-    sumf
-}
-
-/// ggml's generic Q6_K × Q8_K dot for `T` activation rows, the activations' quants given in
-/// [`lane_order`] (weights decoded and reordered once per token group): exact per-lane int
-/// sums, then the scalar reference's float operations.
-#[target_feature(enable = "avx2")]
-unsafe fn q6_k_avx2<const T: usize>(w: &[u8], d: [&[f32]; T], ys: [&[i8]; T]) -> [f32; T] {
-    let nb = d[0].len();
-    assert!(w.len() >= nb * 210);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
-    }
-    let mut sums = [_mm256_setzero_ps(); T];
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(0x03);
-    let m32 = _mm256_set1_epi8(32);
-    for i in 0..nb {
-        let b = &w[i * 210..i * 210 + 210];
-        // The 16 signed 8-bit sub-block scales widened to i16: dword p = (scale 2p, 2p + 1).
-        // SAFETY: b[192..208] in bounds.
-        let sv =
-            _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i) });
-        let mut acc = [_mm256_setzero_si256(); T];
-        for half in 0..2 {
-            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load(b.as_ptr().add(half * 64)),
-                    load(b.as_ptr().add(half * 64 + 32)),
-                    load(b.as_ptr().add(128 + half * 32)),
-                )
-            };
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
-            let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
-            let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
-            let a = [
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h0), m32),
-                _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h1), m32),
-                _mm256_sub_epi8(
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
-                    m32,
-                ),
-                _mm256_sub_epi8(
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
-                    m32,
-                ),
-            ];
-            for (k, ak) in a.into_iter().enumerate() {
-                let base = half * 128 + k * 32;
-                // Lane order: dword l = elements l, l+8 (sub-block g) and l+16, l+24 (sub-block
-                // g+1), so `madd` by the pair (scale g, scale g+1) gives lane l's sum.
-                let x = lane_order(ak);
-                let ax = _mm256_sign_epi8(x, x);
-                // Dword (base / 32) of `sv` holds the scales of sub-blocks base/16, base/16 + 1.
-                let pair = _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32((base / 32) as i32));
-                for t in 0..T {
-                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
-                    let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + base) as *const u8) };
-                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                    acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(m, pair));
-                }
-            }
-        }
-        let dx = f16_at(&b[208..]);
-        for t in 0..T {
-            let dd = _mm256_set1_ps(dx * d[t][i]);
-            sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-        }
-    }
-    let mut out = [0f32; T];
-    for t in 0..T {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 f32 into an 8-f32 array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-        for s in lanes {
-            out[t] += s;
-        }
-    }
-    out
 }

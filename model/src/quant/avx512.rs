@@ -14,14 +14,16 @@
 //! - A byte mask (AVX512BW) sets Q5_0's fifth bit with one masked add, replacing AVX2's
 //!   shuffle / or / compare expansion of the 32 high bits.
 //!
-//! Formats without a kernel here use the `avx2` backend's (the CPU has AVX2).
 
-use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, load, nibbles};
+use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, load, nibbles, q4_k_scales_mins};
 use super::avx2_generic::{
-    GroupPrefetch, LegacyRows8, PACKED_PER_BLOCK, hsum8, legacy_tile, row_scales8,
+    GroupPrefetch, KQuantRows, LegacyRows8, PACKED_PER_BLOCK, Q4_K_PACKED, Q6_K_PACKED,
+    VectorBytes, hsum, hsum8, k_quant_rows, lane_order, legacy_tile, q4_k_tile, q6_k_tile,
+    row_scales8,
 };
+use super::dequant::f16_at;
 use super::kernels::TileFn;
-use super::types::{GgmlType, QK32};
+use super::types::{GgmlType, QK_K, QK32};
 use std::arch::x86_64::*;
 
 /// The AVX-512 tile kernel for `ty`, if there is one. Callers must have checked
@@ -31,6 +33,8 @@ pub(crate) fn tile_fn(ty: GgmlType) -> Option<TileFn> {
         GgmlType::Q8_0 => legacy_tile::<L_Q8_0, Vnni>,
         GgmlType::Q5_0 => legacy_tile::<L_Q5_0, Vnni>,
         GgmlType::Q4_0 => legacy_tile::<L_Q4_0, Vnni>,
+        GgmlType::Q4_K => q4_k_tile::<VnniKQuants>,
+        GgmlType::Q6_K => q6_k_tile::<VnniKQuants>,
         _ => return None,
     })
 }
@@ -76,6 +80,20 @@ unsafe fn codes<const K: u8>(p: *const u8) -> __m256i {
         }
     }
 }
+
+/// `acc + madd(pairs, scales)` in one `vpdpwssd`: the VNNI multiply-accumulate of the
+/// k-quant kernels.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn madd_acc_vnni(acc: __m256i, pairs: __m256i, scales: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, pairs, scales)
+}
+
+k_quant_rows!(
+    VnniKQuants,
+    "avx2,avx512f,avx512bw,avx512vl,avx512vnni",
+    madd_acc_vnni
+);
 
 /// The VNNI eight-row kernels for [`legacy_tile`].
 pub(crate) struct Vnni;
