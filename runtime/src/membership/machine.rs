@@ -219,9 +219,11 @@ impl Membership {
     }
 
     /// A heartbeat from a connected peer: refreshes last-seen, resources and uptime; Joining,
-    /// Suspect and Down members of the current incarnation become Up. Heartbeats of unknown
-    /// members or other incarnations are ignored (the peer must connect first). Roles beyond
-    /// the bounds of [`crate::resources::bound_roles`] are truncated.
+    /// Suspect and Down members of the current incarnation become Up, except one that said
+    /// goodbye (`Left`): a heartbeat it sent before leaving may be handled after its goodbye,
+    /// and must not bring it back. Heartbeats of unknown members or other incarnations are
+    /// ignored (the peer must connect first). Roles beyond the bounds of
+    /// [`crate::resources::bound_roles`] are truncated.
     pub fn on_heartbeat(
         &mut self,
         node_id: NodeId,
@@ -234,7 +236,7 @@ impl Membership {
         let Some(m) = self.members.get_mut(&node_id) else {
             return events;
         };
-        if m.is_self || m.incarnation != incarnation {
+        if m.is_self || m.incarnation != incarnation || m.down_reason == Some(DownReason::Left) {
             return events;
         }
         m.last_heard = now;
@@ -586,11 +588,17 @@ mod tests {
                 reason: DownReason::Left
             }]
         );
-        // Repeated or stale reports change nothing.
+        // Repeated or stale reports change nothing; a heartbeat sent before the goodbye but
+        // handled after it does not bring the member back.
         assert!(
             m.on_disconnected(id(7), Incarnation(1), c.at(1.5))
                 .is_empty()
         );
+        assert!(
+            m.on_heartbeat(id(7), Incarnation(1), res(2), s(1), c.at(1.5))
+                .is_empty()
+        );
+        assert_eq!(state(&m, 7), Some(MemberState::Down));
         assert!(
             m.on_disconnected(id(9), Incarnation(1), c.at(1.5))
                 .is_empty()
