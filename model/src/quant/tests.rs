@@ -317,3 +317,35 @@ fn simd_backends_dispatch_their_own_kernels() {
         }
     }
 }
+
+/// Activations quantized in parallel on a pool are those quantized serially, for both
+/// quantized kinds, any row count and thread count; bad shapes fail the same way.
+#[test]
+fn parallel_activation_quantization_equals_serial() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let pools: Vec<KernelPool> = [1, 2, 3]
+        .into_iter()
+        .map(|t| KernelPool::new(t).unwrap())
+        .collect();
+    for (kind, cols) in [(ActKind::Q8_0, 96), (ActKind::Q8K, 512)] {
+        for n in [1, 7, 8, 9, 33, 70] {
+            let x = random_x(n * cols, &mut rng);
+            let serial = Activations::new(kind, &x, n, cols).unwrap();
+            for pool in &pools {
+                let par = Activations::new_on(kind, &x, n, cols, pool).unwrap();
+                assert_eq!(par.n(), n);
+                assert_eq!(par.q8_0(), serial.q8_0(), "{kind:?} n={n} {pool:?}");
+                assert_eq!(par.q8k(), serial.q8k(), "{kind:?} n={n} {pool:?}");
+            }
+        }
+    }
+    let x = vec![0.5f32; 16 * 100];
+    assert!(matches!(
+        Activations::new_on(ActKind::Q8_0, &x, 16, 100, &pools[1]),
+        Err(QuantError::NotBlockAligned { .. })
+    ));
+    assert!(matches!(
+        Activations::new_on(ActKind::Q8K, &x[..1599], 16, 100, &pools[1]),
+        Err(QuantError::LengthMismatch { .. })
+    ));
+}
