@@ -37,8 +37,8 @@ fi
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-echo "| model | threads | llama.cpp pp$pp / tg$tg | edgeray pp$pp / tg$tg | ratio pp / tg |"
-echo "|---|---|---|---|---|"
+echo "| model | threads | llama.cpp pp$pp / tg$tg | edgeray pp$pp / tg$tg | ratio pp / tg | edgeray peak RSS / budget (MiB) |"
+echo "|---|---|---|---|---|---|"
 for model in models/*.gguf; do
   for t in $threads; do
     lpp=(); ltg=(); epp=(); etg=()
@@ -52,10 +52,12 @@ for model in models/*.gguf; do
         --gen-tokens "$tg" --json ${EDGERAY_BENCH_ARGS:-} 2>/dev/null)
       epp+=("$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pp_tokens_per_s"])')")
       etg+=("$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tg_tokens_per_s"])')")
+      # The memory target: 1.1 x GGUF + KV cache + 64 MiB (`edgeray bench` computes it).
+      rss=$(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f / %.0f" % (d["peak_rss_bytes"] / 2**20, d["rss_budget_bytes"] / 2**20))')
     done
     mlpp=$(printf '%s\n' "${lpp[@]}" | median); mltg=$(printf '%s\n' "${ltg[@]}" | median)
     mepp=$(printf '%s\n' "${epp[@]}" | median); metg=$(printf '%s\n' "${etg[@]}" | median)
-    awk -v m="$(basename "$model" .gguf)" -v t="$t" -v a="$mlpp" -v b="$mltg" -v c="$mepp" -v d="$metg" \
-      'BEGIN {printf "| %s | %s | %.1f / %.1f | %.1f / %.1f | %.2f× / %.2f× |\n", m, t, a, b, c, d, c/a, d/b}'
+    awk -v m="$(basename "$model" .gguf)" -v t="$t" -v a="$mlpp" -v b="$mltg" -v c="$mepp" -v d="$metg" -v r="$rss" \
+      'BEGIN {printf "| %s | %s | %.1f / %.1f | %.1f / %.1f | %.2f× / %.2f× | %s |\n", m, t, a, b, c, d, c/a, d/b, r}'
   done
 done

@@ -50,6 +50,11 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// The memory target of a single-node run: 1.1 × the GGUF file + the KV cache + 64 MiB.
+pub fn rss_budget_bytes(gguf_bytes: u64, kv_cache_bytes: u64) -> u64 {
+    gguf_bytes + gguf_bytes / 10 + kv_cache_bytes + (64 << 20)
+}
+
 /// Peak resident set size of this process (`VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -123,12 +128,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .len();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
+    // The largest KV cache held at once (the prompt's and the generation's are separate).
+    let mut kv_bytes = 0usize;
     for rep in 0..args.reps {
         let prompt = synthetic_tokens(args.prompt_tokens, vocab, rep as u64);
         let mut cache = g.stage.new_cache(ctx);
         let t = Instant::now();
         let l = logits(&g, StageInput::Tokens(prompt), &mut cache)?;
         pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
+        kv_bytes = kv_bytes.max(cache.allocated_bytes());
         drop(l);
 
         let mut cache = g.stage.new_cache(ctx);
@@ -139,6 +147,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             tok = argmax(&l).context("empty logits")? as u32;
         }
         tg.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
+        kv_bytes = kv_bytes.max(cache.allocated_bytes());
         if !args.json {
             eprintln!(
                 "rep {}: pp {:.1} t/s, tg {:.1} t/s",
@@ -150,6 +159,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let (pp_m, tg_m) = (median(pp), median(tg));
     let rss = peak_rss_bytes().unwrap_or(0);
+    let budget = rss_budget_bytes(gguf_bytes, kv_bytes as u64);
     let model = args.model.display().to_string();
     if args.json {
         let v = serde_json::json!({
@@ -162,6 +172,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "pp_tokens_per_s": pp_m,
             "tg_tokens_per_s": tg_m,
             "peak_rss_bytes": rss,
+            "kv_cache_bytes": kv_bytes,
+            "rss_budget_bytes": budget,
         });
         println!("{v}");
     } else {
@@ -175,7 +187,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "tg{}:       {tg_m:.1} tokens/s (median of {})",
             args.gen_tokens, args.reps
         );
-        println!("peak RSS:    {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "peak RSS:    {:.1} MiB ({:.2}x the budget of 1.1x GGUF + KV cache {:.1} MiB + 64 MiB = {:.1} MiB)",
+            mib(rss),
+            rss as f64 / budget as f64,
+            mib(kv_bytes as u64),
+            mib(budget)
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rss_budget_bytes;
+
+    #[test]
+    fn rss_budget_is_gguf_plus_a_tenth_plus_kv_plus_64_mib() {
+        let mib = 1u64 << 20;
+        assert_eq!(
+            rss_budget_bytes(1000 * mib, 10 * mib),
+            (1100 + 10 + 64) * mib
+        );
+        assert_eq!(rss_budget_bytes(0, 0), 64 * mib);
+    }
 }
