@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# aarch64 (Raspberry Pi) proof from an x86-64 machine: cross-builds edgeray-model for
-# aarch64-unknown-linux-gnu and runs its quantized-kernel tests under qemu-user, twice:
+# aarch64 (Raspberry Pi) proof from an x86-64 machine: cross-builds the `edgeray` binary (the whole
+# dependency tree a board needs: model, runtime, actors) for aarch64-unknown-linux-gnu and starts
+# it under qemu-user, then runs edgeray-model's quantized-kernel tests under qemu-user, twice:
 #   - qemu's default CPU ("max": NEON + dotprod): scalar, neon and neon-dotprod backends;
 #   - a Cortex-A72 (Raspberry Pi 4: NEON, no dotprod): scalar and neon backends.
 # The proptest `quant::tests::simd_backends_equal_scalar` checks every available backend
@@ -35,7 +36,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-cargo build -p edgeray-model --target "$TARGET"
+cargo build -p edgeray --bin edgeray --target "$TARGET"
+
+echo "== the edgeray binary under qemu-aarch64"
+file "$CARGO_TARGET_DIR/$TARGET/debug/edgeray" 2>/dev/null || true
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$CARGO_TARGET_DIR/$TARGET/debug/edgeray" --version
 
 echo "== quant tests under qemu-aarch64 (default CPU: NEON + dotprod)"
 cargo test -p edgeray-model --target "$TARGET" --lib -- quant
