@@ -315,6 +315,14 @@ fn simd_backends_dispatch_their_own_kernels() {
                 );
             }
         }
+        // The AVX-512 backend has kernels of its own for every format, not avx2's.
+        if available_backends().contains(&Backend::Avx512) {
+            assert_ne!(
+                kernel(ty, Backend::Avx512).unwrap().addr(),
+                kernel(ty, Backend::Avx2).unwrap().addr(),
+                "{ty}"
+            );
+        }
     }
 }
 
