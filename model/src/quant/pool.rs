@@ -6,7 +6,7 @@
 //! threads go to sleep between products pays a futex wake-up (an inter-processor interrupt,
 //! costly under virtualization) on nearly every one. rayon's pool did: on the 2-core
 //! development VM, 2-thread generation of gemma3-270m ran at 61-65 tokens/s with it and 83-92
-//! with this pool (same run; qwen2.5-0.5b 43-46 against 56-61). So the workers here spin for a
+//! with this pool (same run; qwen2.5-0.5b 42-46 against 56-61). So the workers here spin for a
 //! short while ([`SPIN`]) after each job, waiting for the next one, and only then park on a
 //! condition variable; the caller hands out a job by bumping one atomic word.
 
