@@ -75,7 +75,7 @@ pub(crate) fn store<const T: usize>(
 /// The eight-row inner kernels of [`legacy_tile`], one implementation per instruction set. Both
 /// must give the scalar reference's results bit for bit.
 pub(crate) trait LegacyRows8 {
-    /// Dots of eight consecutive rows of raw blocks with `T` tokens (see [`legacy_rows8`]).
+    /// Dots of eight consecutive rows of raw blocks with `T` tokens (see [`Avx2Rows8`]).
     ///
     /// # Safety
     /// The implementation's target features are available; `w` holds eight rows of `nb` blocks
@@ -88,7 +88,7 @@ pub(crate) trait LegacyRows8 {
         sy: [&[i16]; T],
     ) -> [[f32; 8]; T];
 
-    /// The same dots from an eight-row group packed by [`pack_rows8`] (see [`packed_rows8`]).
+    /// The same dots from an eight-row group packed by [`pack_rows8`] (see [`Avx2Rows8`]).
     ///
     /// # Safety
     /// As [`Self::rows8`], with `p` one packed group of `nb` blocks.
@@ -104,6 +104,14 @@ pub(crate) trait LegacyRows8 {
 pub(crate) struct Avx2Rows8;
 
 impl LegacyRows8 for Avx2Rows8 {
+    /// Dots of eight consecutive legacy-quant weight rows (`w` starts at the first; rows are
+    /// `row_bytes` apart) with `T` Q8_0 activation rows: `result[t][r]` = row `r` · token `t`.
+    ///
+    /// The rows sit in the eight lanes, so each row's float sum is still formed block by block in
+    /// the scalar reference's order (bit-identical to it), while the float work is vectorised and no
+    /// sum waits on its own add latency: the 8 block int sums of one block come from one `hsum8`
+    /// tree over the rows.
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn rows8<const K: u8, const T: usize>(
         w: &[u8],
         row_bytes: usize,
@@ -111,18 +119,133 @@ impl LegacyRows8 for Avx2Rows8 {
         qs: [&[i8]; T],
         sy: [&[i16]; T],
     ) -> [[f32; 8]; T] {
-        // SAFETY: forwarded from the caller.
-        unsafe { legacy_rows8::<K, T>(w, row_bytes, d, qs, sy) }
+        // `sy[t][ib]`: the sum of token t's activation block ib (unused for Q8_0).
+        let bs = block_bytes(K);
+        let nb = d[0].len();
+        assert!(row_bytes >= nb * bs && w.len() >= 7 * row_bytes + nb * bs);
+        for t in 0..T {
+            assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
+            assert!(K == L_Q8_0 || sy[t].len() >= nb);
+        }
+        // Q5_0 / Q4_0 quants are stored with an offset (16 / 8): their unsigned codes multiply the
+        // signed activations directly (`maddubs`), and offset × the activation block sum is taken
+        // off afterwards. Integer arithmetic, so the block sums are exactly the reference's.
+        let offset = if K == L_Q5_0 { 16 } else { 8 };
+        let wp = w.as_ptr();
+        let mut prefetch = GroupPrefetch::new(w, row_bytes, nb);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for ib in 0..nb {
+            prefetch.step();
+            let mut xs = [_mm256_setzero_si256(); 8];
+            for (r, x) in xs.iter_mut().enumerate() {
+                // SAFETY: block ib of row r < 8 lies inside w (asserted).
+                unsafe {
+                    let p = wp.add(r * row_bytes + ib * bs);
+                    *x = if K == L_Q8_0 {
+                        decode::<K>(p)
+                    } else {
+                        decode_unsigned::<K>(p)
+                    };
+                }
+            }
+            // SAFETY: block ib of each of the eight rows lies inside w (asserted).
+            let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
+            for t in 0..T {
+                // SAFETY: activation block ib and scale ib are in bounds (asserted).
+                let (y, dy) = unsafe {
+                    (
+                        load(qs[t].as_ptr().add(ib * QK32) as *const u8),
+                        _mm256_set1_ps(*d[t].get_unchecked(ib)),
+                    )
+                };
+                let mut v = [_mm256_setzero_si256(); 8];
+                let si = if K == L_Q8_0 {
+                    for r in 0..8 {
+                        v[r] = mul_sum_i8(xs[r], y);
+                    }
+                    hsum8(&v)
+                } else {
+                    for r in 0..8 {
+                        v[r] = mul_sum_u8_i8(xs[r], y);
+                    }
+                    // SAFETY: sums ib in bounds (asserted).
+                    let s = _mm256_set1_epi32(offset * unsafe { *sy[t].get_unchecked(ib) } as i32);
+                    _mm256_sub_epi32(hsum8(&v), s)
+                };
+                acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
+            }
+        }
+        acc.map(|v| lanes8(v))
     }
 
+    /// [`Self::rows8`] on a group of eight rows packed by [`pack_rows8`] (`p`: the group's
+    /// `PACKED_PER_BLOCK * nb` vectors): the same exact block sums and the same float operations in
+    /// the same order, so bit-identical to it and to the scalar reference, but each block's sums
+    /// for all eight rows come from eight `maddubs` against broadcast activation dwords.
+    #[target_feature(enable = "avx2")]
     unsafe fn packed_rows8<const K: u8, const T: usize>(
         p: &[__m256i],
         d: [&[f32]; T],
         qs: [&[i8]; T],
         sy: [&[i16]; T],
     ) -> [[f32; 8]; T] {
-        // SAFETY: forwarded from the caller.
-        unsafe { packed_rows8::<K, T>(p, d, qs, sy) }
+        let nb = d[0].len();
+        assert!(p.len() >= nb * PACKED_PER_BLOCK);
+        for t in 0..T {
+            assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
+            assert!(K == L_Q8_0 || sy[t].len() >= nb);
+        }
+        let offset = if K == L_Q5_0 { 16 } else { 8 };
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for ib in 0..nb {
+            let blk = &p[ib * PACKED_PER_BLOCK..][..PACKED_PER_BLOCK];
+            let dx = _mm256_castsi256_ps(blk[0]);
+            let mut s32 = [_mm256_setzero_si256(); T];
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for v in 0..8 {
+                let x = blk[1 + v];
+                // Activation dword v (elements 4v .. 4v + 4) of token t, in every lane.
+                // SAFETY: block ib of each token's quants is in bounds (asserted).
+                let y = |t: usize| unsafe {
+                    _mm256_set1_epi32(std::ptr::read_unaligned(
+                        qs[t].as_ptr().add(ib * QK32 + 4 * v) as *const i32,
+                    ))
+                };
+                if K == L_Q8_0 {
+                    let ax = _mm256_sign_epi8(x, x);
+                    for (t, s) in s32.iter_mut().enumerate() {
+                        let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y(t), x));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(m, ones));
+                    }
+                } else {
+                    // Codes < 32 and |y| <= 128: each i16 lane of a product is below 8192 in
+                    // magnitude, so four of them add up exactly in i16.
+                    for (t, s) in s16.iter_mut().enumerate() {
+                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(x, y(t)));
+                    }
+                    if v % 4 == 3 {
+                        for (s, h) in s32.iter_mut().zip(s16.iter_mut()) {
+                            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(*h, ones));
+                            *h = _mm256_setzero_si256();
+                        }
+                    }
+                }
+            }
+            for t in 0..T {
+                let si = if K == L_Q8_0 {
+                    s32[t]
+                } else {
+                    // SAFETY: sums ib in bounds (asserted).
+                    let s = offset * unsafe { *sy[t].get_unchecked(ib) } as i32;
+                    _mm256_sub_epi32(s32[t], _mm256_set1_epi32(s))
+                };
+                // SAFETY: scale ib in bounds (asserted).
+                let dy = _mm256_set1_ps(unsafe { *d[t].get_unchecked(ib) });
+                acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
+            }
+        }
+        acc.map(|v| lanes8(v))
     }
 }
 
@@ -230,363 +353,269 @@ macro_rules! k_quant_rows {
         pub(crate) struct $name;
 
         impl KQuantRows for $name {
-            /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants given in
-            /// [`lane_order`] (weights are reordered the same way, once per token group): exact per-lane
-            /// int sums, then the scalar reference's float operations.
+            /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants
+            /// given in [`lane_order`] (weights are reordered the same way, once per token
+            /// group): exact per-lane int sums, then the scalar reference's float operations.
+            #[target_feature(enable = $features)]
             unsafe fn q4_k_one<const T: usize>(
                 w: &[u8],
                 d: [&[f32]; T],
                 ys: [&[i8]; T],
                 bsums: [&[i16]; T],
             ) -> [f32; T] {
-                #[target_feature(enable = $features)]
-                unsafe fn inner<const T: usize>(
-                    w: &[u8],
-                    d: [&[f32]; T],
-                    ys: [&[i8]; T],
-                    bsums: [&[i16]; T],
-                ) -> [f32; T] {
-                    let nb = d[0].len();
-                    assert!(w.len() >= nb * 144);
-                    for t in 0..T {
-                        assert!(
-                            d[t].len() >= nb
-                                && ys[t].len() >= nb * QK_K
-                                && bsums[t].len() >= nb * 16
-                        );
-                    }
-                    let mut sums = [_mm256_setzero_ps(); T];
-                    let mut sumf = [0f32; T];
-                    let m4 = _mm256_set1_epi8(0x0F);
-                    for i in 0..nb {
-                        let b = &w[i * 144..i * 144 + 144];
-                        // SAFETY: b[4..16] holds the 12 packed scale bytes.
-                        let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
-                        let (sc, mn) = (sc.to_le_bytes(), mn.to_le_bytes());
-                        // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element sums.
-                        let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
-                        let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-                        let mut acc = [_mm256_setzero_si256(); T];
-                        for c in 0..4 {
-                            // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k (low
-                            // nibble, sub-block 2c) and element 32 + k (high nibble, sub-block 2c + 1).
-                            let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
-                            let lo = _mm256_and_si256(q4, m4);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-                            let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
-                            let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
-                            for t in 0..T {
-                                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                                let (ya, yb) = unsafe {
-                                    let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                                    (load(p), load(p.add(32)))
-                                };
-                                let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
-                                acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
-                            }
-                        }
-                        let dx = f16_at(b);
-                        let dmx = f16_at(&b[2..]);
-                        for t in 0..T {
-                            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-                            let bs = unsafe {
-                                _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
-                            };
-                            let summ = hsum(_mm256_madd_epi16(bs, mins16));
-                            let dd = _mm256_set1_ps(dx * d[t][i]);
-                            sums[t] = _mm256_add_ps(
-                                sums[t],
-                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
-                            );
-                            let dmin = dmx * d[t][i];
-                            sumf[t] -= dmin * summ as f32;
-                        }
-                    }
-                    for t in 0..T {
-                        let mut lanes = [0f32; 8];
-                        // SAFETY: 8 f32 into an 8-f32 array.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-                        for s in lanes {
-                            sumf[t] += s;
-                        }
-                    }
-                    sumf
+                let nb = d[0].len();
+                assert!(w.len() >= nb * 144);
+                for t in 0..T {
+                    assert!(
+                        d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16
+                    );
                 }
-                // SAFETY: forwarded from the caller.
-                unsafe { inner::<T>(w, d, ys, bsums) }
+                let mut sums = [_mm256_setzero_ps(); T];
+                let mut sumf = [0f32; T];
+                let m4 = _mm256_set1_epi8(0x0F);
+                for i in 0..nb {
+                    let b = &w[i * 144..i * 144 + 144];
+                    // SAFETY: b[4..16] holds the 12 packed scale bytes.
+                    let (sc, mn) = unsafe { q4_k_scales_mins(b.as_ptr().add(4)) };
+                    let (sc, mn) = (sc.to_le_bytes(), mn.to_le_bytes());
+                    // summ = sum_j bsums[j] * mins[j / 2]: each min paired with two 16-element
+                    // sums.
+                    let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+                    let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+                    let mut acc = [_mm256_setzero_si256(); T];
+                    for c in 0..4 {
+                        // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k
+                        // (low nibble, sub-block 2c) and element 32 + k (high nibble, sub-block
+                        // 2c + 1).
+                        let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
+                        let lo = _mm256_and_si256(q4, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                        let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
+                        let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+                        for t in 0..T {
+                            // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
+                            let (ya, yb) = unsafe {
+                                let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                                (load(p), load(p.add(32)))
+                            };
+                            let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
+                            acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
+                        }
+                    }
+                    let dx = f16_at(b);
+                    let dmx = f16_at(&b[2..]);
+                    for t in 0..T {
+                        // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+                        let bs = unsafe {
+                            _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                        };
+                        let summ = hsum(_mm256_madd_epi16(bs, mins16));
+                        let dd = _mm256_set1_ps(dx * d[t][i]);
+                        sums[t] =
+                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                        let dmin = dmx * d[t][i];
+                        sumf[t] -= dmin * summ as f32;
+                    }
+                }
+                std::array::from_fn(|t| add_lanes(sumf[t], sums[t]))
             }
 
-            /// [`KQuantRows::q4_k_one`] on one row packed by [`pack_q4_k`] (`p`: its `nb * Q4_K_PACKED` vectors): the
-            /// same exact lane sums and the same float operations in the same order, without the decoding.
+            /// [`KQuantRows::q4_k_one`] on one row packed by [`pack_q4_k`] (`p`: its
+            /// `nb * Q4_K_PACKED` vectors): the same exact lane sums and the same float
+            /// operations in the same order, without the decoding.
+            #[target_feature(enable = $features)]
             unsafe fn q4_k_packed<const T: usize>(
                 p: &[__m256i],
                 d: [&[f32]; T],
                 ys: [&[i8]; T],
                 bsums: [&[i16]; T],
             ) -> [f32; T] {
-                #[target_feature(enable = $features)]
-                unsafe fn inner<const T: usize>(
-                    p: &[__m256i],
-                    d: [&[f32]; T],
-                    ys: [&[i8]; T],
-                    bsums: [&[i16]; T],
-                ) -> [f32; T] {
-                    let nb = d[0].len();
-                    assert!(p.len() >= nb * Q4_K_PACKED);
-                    for t in 0..T {
-                        assert!(
-                            d[t].len() >= nb
-                                && ys[t].len() >= nb * QK_K
-                                && bsums[t].len() >= nb * 16
-                        );
-                    }
-                    let mut sums = [_mm256_setzero_ps(); T];
-                    let mut sumf = [0f32; T];
-                    for i in 0..nb {
-                        let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
-                        let meta = b[8].as_ptr_i16();
-                        let mins16 = b[9];
-                        let mut acc = [_mm256_setzero_si256(); T];
-                        for c in 0..4 {
-                            let (lo, hi) = (b[2 * c], b[2 * c + 1]);
-                            // SAFETY: meta holds 8 i16 scales.
-                            let (s0, s1) = unsafe {
-                                (
-                                    _mm256_set1_epi16(*meta.add(2 * c)),
-                                    _mm256_set1_epi16(*meta.add(2 * c + 1)),
-                                )
-                            };
-                            for t in 0..T {
-                                // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                                let (ya, yb) = unsafe {
-                                    let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                                    (load(q), load(q.add(32)))
-                                };
-                                let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
-                                acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
-                            }
-                        }
-                        // SAFETY: meta's bytes 16..24 hold d and dmin.
-                        let (dx, dmx) = unsafe {
-                            let f = meta.add(8) as *const f32;
+                let nb = d[0].len();
+                assert!(p.len() >= nb * Q4_K_PACKED);
+                for t in 0..T {
+                    assert!(
+                        d[t].len() >= nb && ys[t].len() >= nb * QK_K && bsums[t].len() >= nb * 16
+                    );
+                }
+                let mut sums = [_mm256_setzero_ps(); T];
+                let mut sumf = [0f32; T];
+                for i in 0..nb {
+                    let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
+                    let meta = b[8].as_ptr_i16();
+                    let mins16 = b[9];
+                    let mut acc = [_mm256_setzero_si256(); T];
+                    for c in 0..4 {
+                        let (lo, hi) = (b[2 * c], b[2 * c + 1]);
+                        // SAFETY: meta holds 8 i16 scales.
+                        let (s0, s1) = unsafe {
                             (
-                                std::ptr::read_unaligned(f),
-                                std::ptr::read_unaligned(f.add(1)),
+                                _mm256_set1_epi16(*meta.add(2 * c)),
+                                _mm256_set1_epi16(*meta.add(2 * c + 1)),
                             )
                         };
                         for t in 0..T {
-                            // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-                            let bs = unsafe {
-                                _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                            // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
+                            let (ya, yb) = unsafe {
+                                let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                                (load(q), load(q.add(32)))
                             };
-                            let summ = hsum(_mm256_madd_epi16(bs, mins16));
-                            let dd = _mm256_set1_ps(dx * d[t][i]);
-                            sums[t] = _mm256_add_ps(
-                                sums[t],
-                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
-                            );
-                            let dmin = dmx * d[t][i];
-                            sumf[t] -= dmin * summ as f32;
+                            let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
+                            acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
                         }
                     }
+                    // SAFETY: meta's bytes 16..24 hold d and dmin.
+                    let (dx, dmx) = unsafe {
+                        let f = meta.add(8) as *const f32;
+                        (
+                            std::ptr::read_unaligned(f),
+                            std::ptr::read_unaligned(f.add(1)),
+                        )
+                    };
                     for t in 0..T {
-                        let mut lanes = [0f32; 8];
-                        // SAFETY: 8 f32 into an 8-f32 array.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-                        for s in lanes {
-                            sumf[t] += s;
-                        }
+                        // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
+                        let bs = unsafe {
+                            _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                        };
+                        let summ = hsum(_mm256_madd_epi16(bs, mins16));
+                        let dd = _mm256_set1_ps(dx * d[t][i]);
+                        sums[t] =
+                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                        let dmin = dmx * d[t][i];
+                        sumf[t] -= dmin * summ as f32;
                     }
-                    sumf
                 }
-                // SAFETY: forwarded from the caller.
-                unsafe { inner::<T>(p, d, ys, bsums) }
+                std::array::from_fn(|t| add_lanes(sumf[t], sums[t]))
             }
 
-            /// ggml's generic Q6_K × Q8_K dot for `T` activation rows, the activations' quants given in
-            /// [`lane_order`] (weights decoded and reordered once per token group): exact per-lane int
-            /// sums, then the scalar reference's float operations.
+            /// ggml's generic Q6_K × Q8_K dot for `T` activation rows, the activations' quants
+            /// given in [`lane_order`] (weights decoded and reordered once per token group):
+            /// exact per-lane int sums, then the scalar reference's float operations.
+            #[target_feature(enable = $features)]
             unsafe fn q6_k_one<const T: usize>(
                 w: &[u8],
                 d: [&[f32]; T],
                 ys: [&[i8]; T],
             ) -> [f32; T] {
-                #[target_feature(enable = $features)]
-                unsafe fn inner<const T: usize>(
-                    w: &[u8],
-                    d: [&[f32]; T],
-                    ys: [&[i8]; T],
-                ) -> [f32; T] {
-                    let nb = d[0].len();
-                    assert!(w.len() >= nb * 210);
-                    for t in 0..T {
-                        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
-                    }
-                    let mut sums = [_mm256_setzero_ps(); T];
-                    let m4 = _mm256_set1_epi8(0x0F);
-                    let m3 = _mm256_set1_epi8(0x03);
-                    let m32 = _mm256_set1_epi8(32);
-                    for i in 0..nb {
-                        let b = &w[i * 210..i * 210 + 210];
-                        // The 16 signed 8-bit sub-block scales widened to i16: dword p = (scale 2p, 2p + 1).
-                        // SAFETY: b[192..208] in bounds.
-                        let sv = _mm256_cvtepi8_epi16(unsafe {
-                            _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i)
-                        });
-                        let mut acc = [_mm256_setzero_si256(); T];
-                        for half in 0..2 {
-                            // SAFETY: ql[half*64 .. +64] and qh[128 + half*32 .. +32] in bounds.
-                            let (ql0, ql1, qh) = unsafe {
-                                (
-                                    load(b.as_ptr().add(half * 64)),
-                                    load(b.as_ptr().add(half * 64 + 32)),
-                                    load(b.as_ptr().add(128 + half * 32)),
-                                )
-                            };
-                            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
-                            let h1 = _mm256_slli_epi16(
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3),
-                                4,
-                            );
-                            let h2 = _mm256_slli_epi16(
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 4), m3),
-                                4,
-                            );
-                            let h3 = _mm256_slli_epi16(
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 6), m3),
-                                4,
-                            );
-                            let a = [
-                                _mm256_sub_epi8(
-                                    _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
-                                    m32,
-                                ),
-                                _mm256_sub_epi8(
-                                    _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
-                                    m32,
-                                ),
-                                _mm256_sub_epi8(
-                                    _mm256_or_si256(
-                                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                        h2,
-                                    ),
-                                    m32,
-                                ),
-                                _mm256_sub_epi8(
-                                    _mm256_or_si256(
-                                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                        h3,
-                                    ),
-                                    m32,
-                                ),
-                            ];
-                            for (k, ak) in a.into_iter().enumerate() {
-                                let base = half * 128 + k * 32;
-                                // Lane order: dword l = elements l, l+8 (sub-block g) and l+16, l+24 (sub-block
-                                // g+1), so `madd` by the pair (scale g, scale g+1) gives lane l's sum.
-                                let x = lane_order(ak);
-                                let ax = _mm256_sign_epi8(x, x);
-                                // Dword (base / 32) of `sv` holds the scales of sub-blocks base/16, base/16 + 1.
-                                let pair = _mm256_permutevar8x32_epi32(
-                                    sv,
-                                    _mm256_set1_epi32((base / 32) as i32),
-                                );
-                                for t in 0..T {
-                                    // SAFETY: q8[base .. base + 32] of block i in bounds (asserted).
-                                    let y = unsafe {
-                                        load(ys[t].as_ptr().add(i * QK_K + base) as *const u8)
-                                    };
-                                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                                    acc[t] = $madd_acc(acc[t], m, pair);
-                                }
-                            }
-                        }
-                        let dx = f16_at(&b[208..]);
-                        for t in 0..T {
-                            let dd = _mm256_set1_ps(dx * d[t][i]);
-                            sums[t] = _mm256_add_ps(
-                                sums[t],
-                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
-                            );
-                        }
-                    }
-                    let mut out = [0f32; T];
-                    for t in 0..T {
-                        let mut lanes = [0f32; 8];
-                        // SAFETY: 8 f32 into an 8-f32 array.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-                        for s in lanes {
-                            out[t] += s;
-                        }
-                    }
-                    out
+                let nb = d[0].len();
+                assert!(w.len() >= nb * 210);
+                for t in 0..T {
+                    assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
                 }
-                // SAFETY: forwarded from the caller.
-                unsafe { inner::<T>(w, d, ys) }
+                let mut sums = [_mm256_setzero_ps(); T];
+                for i in 0..nb {
+                    let b = &w[i * 210..i * 210 + 210];
+                    // SAFETY: a whole 210-byte super-block.
+                    let quants = unsafe { q6_k_quants(b.as_ptr()) };
+                    // The 16 signed 8-bit sub-block scales widened to i16: dword p = (scale 2p,
+                    // 2p + 1).
+                    // SAFETY: b[192..208] in bounds.
+                    let sv = _mm256_cvtepi8_epi16(unsafe {
+                        _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i)
+                    });
+                    let mut acc = [_mm256_setzero_si256(); T];
+                    for (k, q) in quants.into_iter().enumerate() {
+                        // Lane order: dword l = elements l, l+8 (sub-block 2k) and l+16, l+24
+                        // (sub-block 2k+1) of chunk k, so `madd` by the pair (scale 2k, scale
+                        // 2k+1) gives lane l's sum.
+                        let x = lane_order(q);
+                        let ax = _mm256_sign_epi8(x, x);
+                        // Dword k of `sv` holds the scales of sub-blocks 2k, 2k + 1.
+                        let pair = _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(k as i32));
+                        for t in 0..T {
+                            // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
+                            let y =
+                                unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
+                            let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                            acc[t] = $madd_acc(acc[t], m, pair);
+                        }
+                    }
+                    let dx = f16_at(&b[208..]);
+                    for t in 0..T {
+                        let dd = _mm256_set1_ps(dx * d[t][i]);
+                        sums[t] =
+                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                    }
+                }
+                std::array::from_fn(|t| add_lanes(0.0, sums[t]))
             }
 
-            /// [`KQuantRows::q6_k_one`] on one row packed by [`pack_q6_k`] (`p`: its `nb * Q6_K_PACKED` vectors): the
-            /// same exact lane sums and the same float operations in the same order, without the decoding.
+            /// [`KQuantRows::q6_k_one`] on one row packed by [`pack_q6_k`] (`p`: its
+            /// `nb * Q6_K_PACKED` vectors): the same exact lane sums and the same float
+            /// operations in the same order, without the decoding.
+            #[target_feature(enable = $features)]
             unsafe fn q6_k_packed<const T: usize>(
                 p: &[__m256i],
                 d: [&[f32]; T],
                 ys: [&[i8]; T],
             ) -> [f32; T] {
-                #[target_feature(enable = $features)]
-                unsafe fn inner<const T: usize>(
-                    p: &[__m256i],
-                    d: [&[f32]; T],
-                    ys: [&[i8]; T],
-                ) -> [f32; T] {
-                    let nb = d[0].len();
-                    assert!(p.len() >= nb * Q6_K_PACKED);
-                    for t in 0..T {
-                        assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
-                    }
-                    let mut sums = [_mm256_setzero_ps(); T];
-                    for i in 0..nb {
-                        let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
-                        let mut acc = [_mm256_setzero_si256(); T];
-                        for k in 0..8 {
-                            let x = b[k];
-                            let ax = _mm256_sign_epi8(x, x);
-                            let pair = b[8 + k];
-                            for t in 0..T {
-                                // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
-                                let y = unsafe {
-                                    load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8)
-                                };
-                                let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                                acc[t] = $madd_acc(acc[t], m, pair);
-                            }
-                        }
-                        let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
-                        for t in 0..T {
-                            let dd = _mm256_set1_ps(dx * d[t][i]);
-                            sums[t] = _mm256_add_ps(
-                                sums[t],
-                                _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])),
-                            );
-                        }
-                    }
-                    let mut out = [0f32; T];
-                    for t in 0..T {
-                        let mut lanes = [0f32; 8];
-                        // SAFETY: 8 f32 into an 8-f32 array.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums[t]) };
-                        for s in lanes {
-                            out[t] += s;
-                        }
-                    }
-                    out
+                let nb = d[0].len();
+                assert!(p.len() >= nb * Q6_K_PACKED);
+                for t in 0..T {
+                    assert!(d[t].len() >= nb && ys[t].len() >= nb * QK_K);
                 }
-                // SAFETY: forwarded from the caller.
-                unsafe { inner::<T>(p, d, ys) }
+                let mut sums = [_mm256_setzero_ps(); T];
+                for i in 0..nb {
+                    let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
+                    let mut acc = [_mm256_setzero_si256(); T];
+                    for k in 0..8 {
+                        let x = b[k];
+                        let ax = _mm256_sign_epi8(x, x);
+                        let pair = b[8 + k];
+                        for t in 0..T {
+                            // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
+                            let y =
+                                unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
+                            let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                            acc[t] = $madd_acc(acc[t], m, pair);
+                        }
+                    }
+                    let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
+                    for t in 0..T {
+                        let dd = _mm256_set1_ps(dx * d[t][i]);
+                        sums[t] =
+                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                    }
+                }
+                std::array::from_fn(|t| add_lanes(0.0, sums[t]))
             }
         }
     };
 }
 pub(crate) use k_quant_rows;
+
+/// The block's scale product in the scalar reference's association: `sumi * dx * dy` for
+/// Q4_0, `sumi * (dx * dy)` for Q8_0 and Q5_0.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn scaled<const K: u8>(si: __m256i, dx: __m256, dy: __m256) -> __m256 {
+    let sf = _mm256_cvtepi32_ps(si);
+    if K == L_Q4_0 {
+        _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
+    } else {
+        _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
+    }
+}
+
+/// The eight lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn lanes8(v: __m256) -> [f32; 8] {
+    let mut lanes = [0f32; 8];
+    // SAFETY: 8 f32 into an 8-f32 array.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    lanes
+}
+
+/// `acc` plus the eight lanes of `v`, added one after another in lane order (the scalar
+/// reference's final sum over its eight lane accumulators).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn add_lanes(mut acc: f32, v: __m256) -> f32 {
+    for s in lanes8(v) {
+        acc += s;
+    }
+    acc
+}
 
 /// `acc + madd(pairs, scales)`: the AVX2 multiply-accumulate of [`KQuantRows`] kernels.
 #[inline]
@@ -834,7 +863,7 @@ unsafe fn pack_q6_k(w: &[u8], row_bytes: usize, nb: usize) -> Vec<__m256i> {
 /// A whole 210-byte super-block at `p`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q6_k_quants(p: *const u8) -> [__m256i; 8] {
+pub(crate) unsafe fn q6_k_quants(p: *const u8) -> [__m256i; 8] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(0x03);
     let m32 = _mm256_set1_epi8(32);
@@ -883,7 +912,7 @@ pub(crate) fn hsum8(v: &[__m256i; 8]) -> __m256i {
     )
 }
 
-/// How many groups of eight rows ahead [`legacy_rows8`] prefetches (measured on qwen2 decode,
+/// How many groups of eight rows ahead [`Avx2Rows8::rows8`] prefetches (measured on qwen2 decode,
 /// 1 thread: 0 → 5.7 t/s, 1 → 10.7, 2 → 11.0, 4 → 11.2).
 pub(crate) const PREFETCH_GROUPS: usize = 2;
 
@@ -949,96 +978,11 @@ pub(crate) unsafe fn row_scales8(p: *const u8, row_bytes: usize) -> __m256 {
     ))
 }
 
-/// Dots of eight consecutive legacy-quant weight rows (`w` starts at the first; rows are
-/// `row_bytes` apart) with `T` Q8_0 activation rows: `result[t][r]` = row `r` · token `t`.
-///
-/// The rows sit in the eight lanes, so each row's float sum is still formed block by block in
-/// the scalar reference's order (bit-identical to it), while the float work is vectorised and no
-/// sum waits on its own add latency: the 8 block int sums of one block come from one `hsum8`
-/// tree over the rows.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn legacy_rows8<const K: u8, const T: usize>(
-    w: &[u8],
-    row_bytes: usize,
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-    sy: [&[i16]; T],
-) -> [[f32; 8]; T] {
-    // `sy[t][ib]`: the sum of token t's activation block ib (unused for Q8_0).
-    let bs = block_bytes(K);
-    let nb = d[0].len();
-    assert!(row_bytes >= nb * bs && w.len() >= 7 * row_bytes + nb * bs);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
-        assert!(K == L_Q8_0 || sy[t].len() >= nb);
-    }
-    // Q5_0 / Q4_0 quants are stored with an offset (16 / 8): their unsigned codes multiply the
-    // signed activations directly (`maddubs`), and offset × the activation block sum is taken
-    // off afterwards. Integer arithmetic, so the block sums are exactly the reference's.
-    let offset = if K == L_Q5_0 { 16 } else { 8 };
-    let wp = w.as_ptr();
-    let mut prefetch = GroupPrefetch::new(w, row_bytes, nb);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        prefetch.step();
-        let mut xs = [_mm256_setzero_si256(); 8];
-        for (r, x) in xs.iter_mut().enumerate() {
-            // SAFETY: block ib of row r < 8 lies inside w (asserted).
-            unsafe {
-                let p = wp.add(r * row_bytes + ib * bs);
-                *x = if K == L_Q8_0 {
-                    decode::<K>(p)
-                } else {
-                    decode_unsigned::<K>(p)
-                };
-            }
-        }
-        // SAFETY: block ib of each of the eight rows lies inside w (asserted).
-        let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
-        for t in 0..T {
-            // SAFETY: activation block ib and scale ib are in bounds (asserted).
-            let (y, dy) = unsafe {
-                (
-                    load(qs[t].as_ptr().add(ib * QK32) as *const u8),
-                    _mm256_set1_ps(*d[t].get_unchecked(ib)),
-                )
-            };
-            let mut v = [_mm256_setzero_si256(); 8];
-            let si = if K == L_Q8_0 {
-                for r in 0..8 {
-                    v[r] = mul_sum_i8(xs[r], y);
-                }
-                hsum8(&v)
-            } else {
-                for r in 0..8 {
-                    v[r] = mul_sum_u8_i8(xs[r], y);
-                }
-                // SAFETY: sums ib in bounds (asserted).
-                let s = _mm256_set1_epi32(offset * unsafe { *sy[t].get_unchecked(ib) } as i32);
-                _mm256_sub_epi32(hsum8(&v), s)
-            };
-            let sf = _mm256_cvtepi32_ps(si);
-            let p = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            acc[t] = _mm256_add_ps(acc[t], p);
-        }
-    }
-    let mut out = [[0f32; 8]; T];
-    for t in 0..T {
-        // SAFETY: 8 f32.
-        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-    }
-    out
-}
-
 /// Vectors per block of an 8-row group in [`pack_rows8`]'s layout: the scales, then 8 of codes.
 pub(crate) const PACKED_PER_BLOCK: usize = 9;
 
 /// The whole groups of eight rows of `w` (rows `row_bytes` apart, `nb` legacy blocks of kind
-/// `K` each) decoded and transposed, for [`packed_rows8`]: per group and block, one vector of
+/// `K` each) decoded and transposed, for [`LegacyRows8::packed_rows8`]: per group and block, one vector of
 /// the eight rows' scales (f32), then eight vectors of codes where vector `v`, dword `r`, holds
 /// elements `4v .. 4v + 4` of row `r` (signed for Q8_0, unsigned codes before the offset for
 /// Q5_0 / Q4_0). One broadcast activation dword then multiplies all eight rows at once, with no
@@ -1109,90 +1053,9 @@ fn transpose8x8_epi32(x: [__m256i; 8]) -> [__m256i; 8] {
     })
 }
 
-/// [`legacy_rows8`] on a group of eight rows packed by [`pack_rows8`] (`p`: the group's
-/// `PACKED_PER_BLOCK * nb` vectors): the same exact block sums and the same float operations in
-/// the same order, so bit-identical to it and to the scalar reference, but each block's sums
-/// for all eight rows come from eight `maddubs` against broadcast activation dwords.
-#[target_feature(enable = "avx2")]
-unsafe fn packed_rows8<const K: u8, const T: usize>(
-    p: &[__m256i],
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-    sy: [&[i16]; T],
-) -> [[f32; 8]; T] {
-    let nb = d[0].len();
-    assert!(p.len() >= nb * PACKED_PER_BLOCK);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32);
-        assert!(K == L_Q8_0 || sy[t].len() >= nb);
-    }
-    let offset = if K == L_Q5_0 { 16 } else { 8 };
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        let blk = &p[ib * PACKED_PER_BLOCK..][..PACKED_PER_BLOCK];
-        let dx = _mm256_castsi256_ps(blk[0]);
-        let mut s32 = [_mm256_setzero_si256(); T];
-        let mut s16 = [_mm256_setzero_si256(); T];
-        for v in 0..8 {
-            let x = blk[1 + v];
-            // Activation dword v (elements 4v .. 4v + 4) of token t, in every lane.
-            // SAFETY: block ib of each token's quants is in bounds (asserted).
-            let y = |t: usize| unsafe {
-                _mm256_set1_epi32(std::ptr::read_unaligned(
-                    qs[t].as_ptr().add(ib * QK32 + 4 * v) as *const i32,
-                ))
-            };
-            if K == L_Q8_0 {
-                let ax = _mm256_sign_epi8(x, x);
-                for (t, s) in s32.iter_mut().enumerate() {
-                    let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y(t), x));
-                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(m, ones));
-                }
-            } else {
-                // Codes < 32 and |y| <= 128: each i16 lane of a product is below 8192 in
-                // magnitude, so four of them add up exactly in i16.
-                for (t, s) in s16.iter_mut().enumerate() {
-                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(x, y(t)));
-                }
-                if v % 4 == 3 {
-                    for (s, h) in s32.iter_mut().zip(s16.iter_mut()) {
-                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(*h, ones));
-                        *h = _mm256_setzero_si256();
-                    }
-                }
-            }
-        }
-        for t in 0..T {
-            let si = if K == L_Q8_0 {
-                s32[t]
-            } else {
-                // SAFETY: sums ib in bounds (asserted).
-                let s = offset * unsafe { *sy[t].get_unchecked(ib) } as i32;
-                _mm256_sub_epi32(s32[t], _mm256_set1_epi32(s))
-            };
-            let sf = _mm256_cvtepi32_ps(si);
-            // SAFETY: scale ib in bounds (asserted).
-            let dy = _mm256_set1_ps(unsafe { *d[t].get_unchecked(ib) });
-            let prod = if K == L_Q4_0 {
-                _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-            } else {
-                _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-            };
-            acc[t] = _mm256_add_ps(acc[t], prod);
-        }
-    }
-    let mut out = [[0f32; 8]; T];
-    for t in 0..T {
-        // SAFETY: 8 f32.
-        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-    }
-    out
-}
-
 /// Dots of one legacy-quant weight row with `T` Q8_0 activation rows, block by block in the
 /// scalar reference's order. Only the rows of a tile that do not fill a group of eight for
-/// [`legacy_rows8`] come here.
+/// [`LegacyRows8::rows8`] come here.
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn legacy_row<const K: u8, const T: usize>(
     w: &[u8],

@@ -21,8 +21,8 @@
 use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, load, nibbles, q4_k_scales_mins};
 use super::avx2_generic::{
     Avx2Rows8, GroupPrefetch, KQuantRows, LegacyRows8, PACKED_PER_BLOCK, Q4_K_PACKED, Q6_K_PACKED,
-    VectorBytes, hsum, hsum8, k_quant_rows, lane_order, legacy_tile, q4_k_tile, q6_k_tile,
-    row_scales8,
+    VectorBytes, add_lanes, hsum, hsum8, k_quant_rows, lane_order, lanes8, legacy_tile, q4_k_tile,
+    q6_k_quants, q6_k_tile, row_scales8, scaled,
 };
 use super::dequant::f16_at;
 use super::kernels::TileFn;
@@ -102,6 +102,11 @@ k_quant_rows!(
 pub(crate) struct Vnni;
 
 impl LegacyRows8 for Vnni {
+    /// Dots of eight consecutive legacy-quant weight rows (`w` starts at the first; rows are
+    /// `row_bytes` apart) with `T` Q8_0 activation rows: `result[t][r]` = row `r` · token `t`.
+    /// The structure of the `avx2` backend's `Avx2Rows8::rows8` (rows in lanes, block by block, the same
+    /// prefetch), with one `vpdpbusd` per row and block for the integer sum.
+    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn rows8<const K: u8, const T: usize>(
         w: &[u8],
         row_bytes: usize,
@@ -116,142 +121,93 @@ impl LegacyRows8 for Vnni {
             // SAFETY: forwarded from the caller (AVX2 and F16C are part of this backend).
             return unsafe { Avx2Rows8::rows8::<K, T>(w, row_bytes, d, qs, sy) };
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { rows8::<K, T>(w, row_bytes, d, qs, sy) }
+        let bs = block_bytes(K);
+        let nb = d[0].len();
+        assert!(row_bytes >= nb * bs && w.len() >= 7 * row_bytes + nb * bs);
+        for t in 0..T {
+            assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32 && sy[t].len() >= nb);
+        }
+        let offset = code_offset(K);
+        let wp = w.as_ptr();
+        let mut prefetch = GroupPrefetch::new(w, row_bytes, nb);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for ib in 0..nb {
+            prefetch.step();
+            // SAFETY: block ib of each row r < 8 lies inside w (asserted).
+            let xs: [__m256i; 8] =
+                std::array::from_fn(|r| unsafe { codes::<K>(wp.add(r * row_bytes + ib * bs)) });
+            // SAFETY: as above.
+            let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
+            for t in 0..T {
+                // SAFETY: activation block ib, its scale and its sum are in bounds (asserted).
+                let (y, dy, s) = unsafe {
+                    (
+                        load(qs[t].as_ptr().add(ib * QK32) as *const u8),
+                        _mm256_set1_ps(*d[t].get_unchecked(ib)),
+                        offset * *sy[t].get_unchecked(ib) as i32,
+                    )
+                };
+                let zero = _mm256_setzero_si256();
+                let v: [__m256i; 8] = std::array::from_fn(|r| _mm256_dpbusd_epi32(zero, xs[r], y));
+                let si = _mm256_sub_epi32(hsum8(&v), _mm256_set1_epi32(s));
+                acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
+            }
+        }
+        acc.map(|v| lanes8(v))
     }
 
+    /// [`Self::rows8`] on a group of eight rows packed by the `avx2` backend's `pack_rows8` (`p`: the
+    /// group's `PACKED_PER_BLOCK * nb` vectors; dword `r` of code vector `v` = elements
+    /// `4v .. 4v + 4` of row `r`): one `vpdpbusd` per code vector and token against the broadcast
+    /// activation dword gives all eight rows' sums, with no horizontal sums.
+    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn packed_rows8<const K: u8, const T: usize>(
         p: &[__m256i],
         d: [&[f32]; T],
         qs: [&[i8]; T],
         sy: [&[i16]; T],
     ) -> [[f32; 8]; T] {
-        // SAFETY: forwarded from the caller.
-        unsafe { packed_rows8::<K, T>(p, d, qs, sy) }
-    }
-}
-
-/// The block's scale product in the scalar reference's association: `sumi * dx * dy` for
-/// Q4_0, `sumi * (dx * dy)` for Q8_0 and Q5_0.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn scaled<const K: u8>(si: __m256i, dx: __m256, dy: __m256) -> __m256 {
-    let sf = _mm256_cvtepi32_ps(si);
-    if K == L_Q4_0 {
-        _mm256_mul_ps(_mm256_mul_ps(sf, dx), dy)
-    } else {
-        _mm256_mul_ps(sf, _mm256_mul_ps(dx, dy))
-    }
-}
-
-/// Dots of eight consecutive legacy-quant weight rows (`w` starts at the first; rows are
-/// `row_bytes` apart) with `T` Q8_0 activation rows: `result[t][r]` = row `r` · token `t`.
-/// The structure of the `avx2` backend's `legacy_rows8` (rows in lanes, block by block, the same
-/// prefetch), with one `vpdpbusd` per row and block for the integer sum.
-#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows8<const K: u8, const T: usize>(
-    w: &[u8],
-    row_bytes: usize,
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-    sy: [&[i16]; T],
-) -> [[f32; 8]; T] {
-    let bs = block_bytes(K);
-    let nb = d[0].len();
-    assert!(row_bytes >= nb * bs && w.len() >= 7 * row_bytes + nb * bs);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32 && sy[t].len() >= nb);
-    }
-    let offset = code_offset(K);
-    let wp = w.as_ptr();
-    let mut prefetch = GroupPrefetch::new(w, row_bytes, nb);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        prefetch.step();
-        // SAFETY: block ib of each row r < 8 lies inside w (asserted).
-        let xs: [__m256i; 8] =
-            std::array::from_fn(|r| unsafe { codes::<K>(wp.add(r * row_bytes + ib * bs)) });
-        // SAFETY: as above.
-        let dx = unsafe { row_scales8(wp.add(ib * bs), row_bytes) };
+        let nb = d[0].len();
+        assert!(p.len() >= nb * PACKED_PER_BLOCK);
         for t in 0..T {
-            // SAFETY: activation block ib, its scale and its sum are in bounds (asserted).
-            let (y, dy, s) = unsafe {
-                (
-                    load(qs[t].as_ptr().add(ib * QK32) as *const u8),
-                    _mm256_set1_ps(*d[t].get_unchecked(ib)),
-                    offset * *sy[t].get_unchecked(ib) as i32,
-                )
-            };
-            let zero = _mm256_setzero_si256();
-            let v: [__m256i; 8] = std::array::from_fn(|r| _mm256_dpbusd_epi32(zero, xs[r], y));
-            let si = _mm256_sub_epi32(hsum8(&v), _mm256_set1_epi32(s));
-            acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
+            assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32 && sy[t].len() >= nb);
         }
-    }
-    let mut out = [[0f32; 8]; T];
-    for t in 0..T {
-        // SAFETY: 8 f32.
-        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-    }
-    out
-}
-
-/// [`rows8`] on a group of eight rows packed by the `avx2` backend's `pack_rows8` (`p`: the
-/// group's `PACKED_PER_BLOCK * nb` vectors; dword `r` of code vector `v` = elements
-/// `4v .. 4v + 4` of row `r`): one `vpdpbusd` per code vector and token against the broadcast
-/// activation dword gives all eight rows' sums, with no horizontal sums.
-#[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn packed_rows8<const K: u8, const T: usize>(
-    p: &[__m256i],
-    d: [&[f32]; T],
-    qs: [&[i8]; T],
-    sy: [&[i16]; T],
-) -> [[f32; 8]; T] {
-    let nb = d[0].len();
-    assert!(p.len() >= nb * PACKED_PER_BLOCK);
-    for t in 0..T {
-        assert!(d[t].len() >= nb && qs[t].len() >= nb * QK32 && sy[t].len() >= nb);
-    }
-    let offset = code_offset(K);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        let blk = &p[ib * PACKED_PER_BLOCK..][..PACKED_PER_BLOCK];
-        let dx = _mm256_castsi256_ps(blk[0]);
-        let mut s32 = [_mm256_setzero_si256(); T];
-        for v in 0..8 {
-            // `pack_rows8` keeps Q8_0 quants signed: make them codes.
-            let x = if K == L_Q8_0 {
-                _mm256_xor_si256(blk[1 + v], _mm256_set1_epi8(0x80u8 as i8))
-            } else {
-                blk[1 + v]
-            };
-            for (t, s) in s32.iter_mut().enumerate() {
-                // Activation dword v (elements 4v .. 4v + 4) of token t, in every lane.
-                // SAFETY: block ib of each token's quants is in bounds (asserted).
-                let y = unsafe {
-                    _mm256_set1_epi32(std::ptr::read_unaligned(
-                        qs[t].as_ptr().add(ib * QK32 + 4 * v) as *const i32,
-                    ))
+        let offset = code_offset(K);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for ib in 0..nb {
+            let blk = &p[ib * PACKED_PER_BLOCK..][..PACKED_PER_BLOCK];
+            let dx = _mm256_castsi256_ps(blk[0]);
+            let mut s32 = [_mm256_setzero_si256(); T];
+            for v in 0..8 {
+                // `pack_rows8` keeps Q8_0 quants signed: make them codes.
+                let x = if K == L_Q8_0 {
+                    _mm256_xor_si256(blk[1 + v], _mm256_set1_epi8(0x80u8 as i8))
+                } else {
+                    blk[1 + v]
                 };
-                *s = _mm256_dpbusd_epi32(*s, x, y);
+                for (t, s) in s32.iter_mut().enumerate() {
+                    // Activation dword v (elements 4v .. 4v + 4) of token t, in every lane.
+                    // SAFETY: block ib of each token's quants is in bounds (asserted).
+                    let y = unsafe {
+                        _mm256_set1_epi32(std::ptr::read_unaligned(
+                            qs[t].as_ptr().add(ib * QK32 + 4 * v) as *const i32,
+                        ))
+                    };
+                    *s = _mm256_dpbusd_epi32(*s, x, y);
+                }
+            }
+            for t in 0..T {
+                // SAFETY: scale and sum ib in bounds (asserted).
+                let (dy, s) = unsafe {
+                    (
+                        _mm256_set1_ps(*d[t].get_unchecked(ib)),
+                        offset * *sy[t].get_unchecked(ib) as i32,
+                    )
+                };
+                let si = _mm256_sub_epi32(s32[t], _mm256_set1_epi32(s));
+                acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
             }
         }
-        for t in 0..T {
-            // SAFETY: scale and sum ib in bounds (asserted).
-            let (dy, s) = unsafe {
-                (
-                    _mm256_set1_ps(*d[t].get_unchecked(ib)),
-                    offset * *sy[t].get_unchecked(ib) as i32,
-                )
-            };
-            let si = _mm256_sub_epi32(s32[t], _mm256_set1_epi32(s));
-            acc[t] = _mm256_add_ps(acc[t], scaled::<K>(si, dx, dy));
-        }
+        acc.map(|v| lanes8(v))
     }
-    let mut out = [[0f32; 8]; T];
-    for t in 0..T {
-        // SAFETY: 8 f32.
-        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-    }
-    out
 }
