@@ -1,7 +1,7 @@
 //! Placement policies on synthetic models and clusters.
 
 use edgeray::placement::{
-    CandidateOutcome, ClusterView, ExclusionReason, LinkView, MemoryPolicy, ModelProfile, NodeId,
+    CandidateOutcome, ClusterView, ExclusionReason, LinkView, MemberId, MemoryPolicy, ModelProfile,
     NodeView, Placement, PlacementPolicy, PowerPolicy, ThroughputPolicy, Unplaceable,
     builtin_policies, policy_by_name,
 };
@@ -27,7 +27,7 @@ fn model(layers: Vec<u64>, embed: u64, head: u64) -> ModelProfile {
 
 fn node(name: &str, mem: u64, power: f64, speed: f64) -> NodeView {
     NodeView {
-        id: NodeId::new(name),
+        id: MemberId::new(name),
         name: name.into(),
         memory_budget_bytes: mem,
         memory_free_bytes: mem,
@@ -353,7 +353,7 @@ fn down_and_empty_nodes_are_excluded_with_reasons() {
     for policy in builtin_policies() {
         let p = policy.place(&m, &c).unwrap();
         assert_eq!(p.stages.len(), 1);
-        assert_eq!(p.stages[0].node, NodeId::new("ok"));
+        assert_eq!(p.stages[0].node, MemberId::new("ok"));
         let cands = policy.candidates(&m, &c);
         assert_eq!(cands.len(), 1, "one usable node: one candidate");
         let reasons: Vec<(&str, &ExclusionReason)> = cands[0]
@@ -386,7 +386,11 @@ fn memory_policy_splits_in_proportion_to_memory() {
     let p = MemoryPolicy.place(&m, &c).unwrap();
     check_valid(&m, &c, &p);
     assert_eq!(p.stages.len(), 2);
-    assert_eq!(p.stages[0].node, NodeId::new("big"), "largest memory first");
+    assert_eq!(
+        p.stages[0].node,
+        MemberId::new("big"),
+        "largest memory first"
+    );
     let big = p.stages[0].layers.len();
     let small = p.stages[1].layers.len();
     assert_eq!(big + small, 32);
@@ -405,8 +409,8 @@ fn throughput_policy_gives_the_fast_node_more_layers() {
     let fast = node("fast", 4 * GIB, 15.0, 3e9);
     let slow = node("slow", 4 * GIB, 5.0, 1e9);
     let c = ClusterView::new(vec![slow, fast]).with_link(
-        &NodeId::new("fast"),
-        &NodeId::new("slow"),
+        &MemberId::new("fast"),
+        &MemberId::new("slow"),
         LinkView {
             rtt_s: 0.0002,
             bandwidth_bytes_per_s: 100e6,
@@ -418,14 +422,14 @@ fn throughput_policy_gives_the_fast_node_more_layers() {
     let fast_layers = p
         .stages
         .iter()
-        .find(|s| s.node == NodeId::new("fast"))
+        .find(|s| s.node == MemberId::new("fast"))
         .unwrap()
         .layers
         .len();
     let slow_layers = p
         .stages
         .iter()
-        .find(|s| s.node == NodeId::new("slow"))
+        .find(|s| s.node == MemberId::new("slow"))
         .unwrap()
         .layers
         .len();
@@ -448,7 +452,7 @@ fn power_policy_prefers_efficient_nodes_within_the_latency_target() {
     ]);
     let p = PowerPolicy::default().place(&m, &c).unwrap();
     assert_eq!(p.stages.len(), 1);
-    assert_eq!(p.stages[0].node, NodeId::new("frugal"));
+    assert_eq!(p.stages[0].node, MemberId::new("frugal"));
     let t = ThroughputPolicy.place(&m, &c).unwrap();
     assert!(p.prediction.joules_per_token < t.prediction.joules_per_token);
 
@@ -460,12 +464,12 @@ fn power_policy_prefers_efficient_nodes_within_the_latency_target() {
     ]);
     let loose = PowerPolicy::with_factor(5.0).place(&m, &c).unwrap();
     assert!(
-        loose.stages.iter().all(|s| s.node == NodeId::new("eco")),
+        loose.stages.iter().all(|s| s.node == MemberId::new("eco")),
         "{loose}"
     );
     let tight = PowerPolicy::with_factor(1.0).place(&m, &c).unwrap();
     assert!(
-        tight.stages.iter().any(|s| s.node == NodeId::new("fast")),
+        tight.stages.iter().any(|s| s.node == MemberId::new("fast")),
         "{tight}"
     );
     assert!(tight.prediction.latency_s < loose.prediction.latency_s);

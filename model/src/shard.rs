@@ -71,16 +71,6 @@ fn names_for(
     Ok(names)
 }
 
-/// Total bytes of tensor data a stage holding `spec` reads from `file`.
-pub fn stage_tensor_bytes(file: &GgufFile, spec: &StageSpec) -> Result<u64, ShardError> {
-    let names = stage_tensor_names(file, spec)?;
-    Ok(names
-        .iter()
-        .filter_map(|n| file.tensor(n))
-        .map(|t| t.size)
-        .sum())
-}
-
 /// Builds the shard of `spec` from the full model `file`, as GGUF bytes.
 pub fn build_stage_shard(file: &GgufFile, spec: &StageSpec) -> Result<Vec<u8>, ShardError> {
     let config = ModelConfig::from_gguf(file)?;

@@ -339,29 +339,29 @@ mod duration_serde {
 /// The compute backend a node offers to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Backend {
+pub enum ComputeBackend {
     /// burn's `flex` CPU backend.
     #[default]
     Cpu,
-    /// burn's wgpu backend (GPU); the binary must be built with the `wgpu` feature.
+    /// burn's wgpu backend (GPU): reported to the scheduler only; GPU stages are not implemented yet.
     Wgpu,
 }
 
-impl fmt::Display for Backend {
+impl fmt::Display for ComputeBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Backend::Cpu => "cpu",
-            Backend::Wgpu => "wgpu",
+            ComputeBackend::Cpu => "cpu",
+            ComputeBackend::Wgpu => "wgpu",
         })
     }
 }
 
-impl FromStr for Backend {
+impl FromStr for ComputeBackend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "cpu" => Ok(Backend::Cpu),
-            "wgpu" => Ok(Backend::Wgpu),
+            "cpu" => Ok(ComputeBackend::Cpu),
+            "wgpu" => Ok(ComputeBackend::Wgpu),
             other => Err(format!(
                 "unknown backend `{other}` (expected `cpu` or `wgpu`)"
             )),
@@ -378,7 +378,8 @@ pub struct ResourceOverrides {
     pub memory_total: Option<ByteSize>,
     /// Free memory reported instead of `MemAvailable`.
     pub memory_free: Option<ByteSize>,
-    /// Compute score reported instead of the measured one (see [`crate::resources`]).
+    /// Compute score reported instead of the one the hosting application measures (weight MB/s
+    /// of quantized matrix-vector products, see [`crate::resources`]).
     pub compute_score: Option<f64>,
 }
 
@@ -502,7 +503,7 @@ pub struct ClusterConfig {
     pub state_dir: PathBuf,
     /// Compute backend offered by this node.
     #[serde(default)]
-    pub backend: Backend,
+    pub backend: ComputeBackend,
     /// Overrides of measured resources.
     #[serde(default)]
     pub resources: ResourceOverrides,
@@ -528,7 +529,7 @@ impl ClusterConfig {
             memory_budget: None,
             power_budget: None,
             state_dir: default_state_dir(),
-            backend: Backend::Cpu,
+            backend: ComputeBackend::Cpu,
             resources: ResourceOverrides::default(),
             timing: Timing::default(),
             limits: Limits::default(),
@@ -777,7 +778,7 @@ max_message = "1MiB"
         let cfg = ClusterConfig::from_toml_str(&text).unwrap();
         assert_eq!(cfg.memory_budget, Some(ByteSize(3 << 30)));
         assert_eq!(cfg.power_budget, Some(Power(6500)));
-        assert_eq!(cfg.backend, Backend::Wgpu);
+        assert_eq!(cfg.backend, ComputeBackend::Wgpu);
         assert_eq!(cfg.resources.memory_total, Some(ByteSize(8_000_000_000)));
         assert_eq!(cfg.resources.memory_free, Some(ByteSize(1024)));
         assert_eq!(cfg.timing.heartbeat, Duration::from_millis(500));

@@ -1,6 +1,7 @@
 //! edgeray cluster runtime.
 pub mod actor;
-pub mod cluster;
+/// The actor system's entry point ([`actor::cluster`]), at the crate root for short paths.
+pub use actor::cluster;
 pub mod codec;
 pub mod config;
 pub mod discovery;

@@ -5,15 +5,15 @@
 //! reading. `/proc/meminfo` is not per container or network namespace: labs inject memory through
 //! `[resources]` in `cluster.toml` or `--memory-budget`.
 //!
-//! The compute score is a relative number: millions of int8 multiply-accumulates per second of a
-//! short single-threaded dot-product loop ([`compute_score`]), so a board twice as fast scores
-//! about twice as high. It is a placeholder for a model-specific benchmark and only meant for
-//! comparing nodes of one cluster.
+//! The compute score is measured by the application hosting work on the node, in one unit for
+//! the whole cluster: edgeray reports the weight megabytes per second its quantized kernels
+//! stream through a Q4_K matrix-vector product on the node's kernel threads. The runtime itself
+//! knows nothing of kernels: a node whose application sets no score (`[resources]
+//! compute_score` or the node's builder) reports 0, "not measured".
 
-use crate::config::{Backend, ClusterConfig};
+use crate::config::{ClusterConfig, ComputeBackend};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// A node's resource report, sent with every heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +30,11 @@ pub struct ResourceReport {
     pub load1: f32,
     /// Hottest thermal zone in °C, when `/sys/class/thermal` exposes one.
     pub temperature_c: Option<f32>,
-    /// Relative compute score (see the module documentation).
+    /// Weight megabytes per second through the hosting application's kernels; 0 when not
+    /// measured (see the module documentation).
     pub compute_score: f64,
     /// Compute backend offered.
-    pub backend: Backend,
+    pub backend: ComputeBackend,
     /// Number of CPUs available to this process.
     pub cpus: u32,
     /// Short free-form descriptions of what this node hosts (e.g. `stage 1/3 layers 6..12
@@ -171,37 +172,8 @@ pub fn read_max_temperature(dir: &Path) -> Option<f32> {
         })
 }
 
-/// Relative compute score: millions of int8 multiply-accumulates per second of a single-threaded
-/// dot-product loop run for about `budget`. Higher is faster.
-pub fn compute_score(budget: Duration) -> f64 {
-    const N: usize = 4096;
-    let a: Vec<i8> = (0..N).map(|i| ((i * 31 + 7) % 255) as i8).collect();
-    let b: Vec<i8> = (0..N).map(|i| ((i * 17 + 3) % 253) as i8).collect();
-    let start = Instant::now();
-    let mut macs: u64 = 0;
-    let mut acc: i64 = 0;
-    loop {
-        for _ in 0..64 {
-            acc =
-                acc.wrapping_add(dot_i8(std::hint::black_box(&a), std::hint::black_box(&b)) as i64);
-            macs += N as u64;
-        }
-        if start.elapsed() >= budget {
-            break;
-        }
-    }
-    std::hint::black_box(acc);
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    (macs as f64 / secs / 1e6 * 10.0).round() / 10.0
-}
-
-/// int8 dot product accumulated in i32 (the inner loop of quantized matrix-vector products).
-pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
-}
-
 /// Measure this machine: memory, load, temperature, CPUs; `compute_score` is passed in (measured
-/// once at start, it takes ~100 ms). Configured overrides and budgets win over measurements.
+/// by the hosting application, 0 when not measured). Configured overrides and budgets win over measurements.
 pub fn measure(config: &ClusterConfig, compute_score: f64) -> ResourceReport {
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -277,14 +249,6 @@ mod tests {
         }
         assert_eq!(read_max_temperature(dir.path()), Some(52.5));
         assert_eq!(read_max_temperature(&dir.path().join("missing")), None);
-    }
-
-    #[test]
-    fn dot_and_score() {
-        assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), 4 - 10 - 18);
-        assert_eq!(dot_i8(&[-128; 4], &[-128; 4]), 4 * 16384);
-        let s = compute_score(Duration::from_millis(20));
-        assert!(s > 1.0, "score {s}");
     }
 
     #[test]

@@ -13,10 +13,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use edgeray::cli::hosting::embedded_cluster;
+use edgeray::pipeline::embedded_cluster;
 use edgeray::pipeline::{
-    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype, deploy,
-    weights::{CHUNK_BYTES, ship_shard},
+    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype, coordinator::ship_shard, deploy,
+    stage::CHUNK_BYTES,
 };
 use edgeray_model::arch::{GenerateOptions, Generator, StageSpec};
 use edgeray_model::gguf::GgufFile;
@@ -172,9 +172,10 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         let spec = StageSpec::for_range(st.layers.clone(), n_layers);
         let shard = build_stage_shard(&file, &spec).unwrap();
         want += shard.len() as u64;
-        let node = edgeray::pipeline::scheduler::runtime_id(&st.node).unwrap();
-        let cache = edgeray::pipeline::shard_dir(Some(&node));
-        let hash = edgeray::pipeline::shard_store::content_hash(&shard);
+        let node = edgeray::pipeline::head::runtime_id(&st.node).unwrap();
+        let host = nodes.iter().find(|c| c.node_id() == node).unwrap();
+        let cache = edgeray::pipeline::shard_dir(host);
+        let hash = edgeray::pipeline::stage::content_hash(&shard);
         let cached = GgufFile::open(cache.join(format!("{hash}.gguf")))
             .unwrap_or_else(|e| panic!("stage {k}'s shard is not in its node's cache: {e}"));
         let names: Vec<_> = cached.tensors().iter().map(|t| t.name.clone()).collect();
@@ -209,7 +210,7 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
     let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 12345) as u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
         .collect();
-    let hash = edgeray::pipeline::shard_store::content_hash(&data);
+    let hash = edgeray::pipeline::stage::content_hash(&data);
     let target = nodes[1].node_id();
     let transport = nodes[0].transport().expect("transport").clone();
     let mut cut = false;
@@ -234,7 +235,7 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         "resumed instead of restarting from zero: {report:?}"
     );
     let stored =
-        std::fs::read(edgeray::pipeline::shard_dir(Some(&target)).join(format!("{hash}.gguf")))
+        std::fs::read(edgeray::pipeline::shard_dir(&nodes[1]).join(format!("{hash}.gguf")))
             .expect("shard stored");
     assert_eq!(stored, data);
     shutdown(nodes).await;
@@ -366,7 +367,7 @@ async fn a_dead_stage_node_is_replaced_by_redeploying_on_the_survivors() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let dead = nodes.pop().expect("third node");
-    let dead_id = edgeray::pipeline::scheduler::place_id(&dead.node_id());
+    let dead_id = edgeray::pipeline::head::place_id(&dead.node_id());
     dead.shutdown().await;
     let r = tokio::time::timeout(Duration::from_secs(60), inflight)
         .await

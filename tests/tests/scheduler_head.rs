@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use edgeray::cli::hosting::embedded_cluster;
-use edgeray::pipeline::scheduler_actor::{
+use edgeray::pipeline::embedded_cluster;
+use edgeray::pipeline::head::{
     PlaceAsk, PolicySpec, SCHEDULER_NAME, SchedulerActor, ask_placement,
 };
 use edgeray::placement::ModelProfile;

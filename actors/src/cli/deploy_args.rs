@@ -9,8 +9,8 @@ use anyhow::Context;
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::config::{ClusterConfig, parse_duration};
 
-use super::hosting::{default_local_dir, embedded_cluster, start_hosting_node, wait_for_members};
 use crate::pipeline::{DeployOptions, Pipeline, WireDtype, deploy};
+use crate::pipeline::{default_local_dir, embedded_cluster, start_hosting_node, wait_for_members};
 
 /// Default model of the embedded demo cluster.
 pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";

@@ -7,7 +7,6 @@ pub mod bench;
 pub mod bench_pipeline;
 pub mod deploy_args;
 pub mod generate;
-pub mod hosting;
 pub mod init;
 pub mod model_info;
 pub mod node;

@@ -95,7 +95,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(super::generate::default_threads);
     rt.block_on(async move {
-        let cluster = super::hosting::start_hosting_node(config, threads).await?;
+        let cluster = crate::pipeline::start_hosting_node(config, threads).await?;
         let node = cluster
             .node()
             .context("the actor system has no node")?

@@ -8,10 +8,9 @@
 //! model profile from the GGUF tensor table (per-layer bytes = the sizes of the tensors named
 //! `blk.<i>.*`).
 
-use crate::pipeline::scheduler_actor::{PlaceAnswer, PlaceAsk, PolicySpec, ask_placement};
+use crate::pipeline::head::{PlaceAnswer, PlaceAsk, PolicySpec, ask_placement};
 use crate::placement::{
-    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench, ProfileParams,
-    profile_from_tensors,
+    self, CandidateOutcome, ClusterView, ModelProfile, PlacementBench,
     units::{fmt_bytes, fmt_secs},
 };
 use anyhow::{Context, Result, bail};
@@ -97,7 +96,7 @@ pub fn run(args: PlacementArgs) -> Result<()> {
     }
 }
 
-/// Build a [`ModelProfile`] from a GGUF file.
+/// Opens `path` and reads its placement profile ([`placement::profile_from_gguf`]).
 pub fn profile_from_gguf(
     path: &Path,
     ctx: Option<usize>,
@@ -105,56 +104,8 @@ pub fn profile_from_gguf(
 ) -> Result<ModelProfile> {
     let file =
         GgufFile::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
-    let md = file.metadata();
-    let arch = md
-        .get_str("general.architecture")
-        .context("reading general.architecture")?;
-    let key = |k: &str| format!("{arch}.{k}");
-    let n_layers = md
-        .get_usize(&key("block_count"))
-        .context("reading the layer count")?;
-    let hidden = md
-        .get_usize(&key("embedding_length"))
-        .context("reading the hidden size")?;
-    let n_head = md
-        .get_usize(&key("attention.head_count"))
-        .context("reading the head count")?;
-    let n_kv = match md.get(&key("attention.head_count_kv")) {
-        None => n_head,
-        Some(v) => match v.as_integer() {
-            Some(i) => usize::try_from(i).context("head_count_kv out of range")?,
-            // per-layer arrays: size the cache for the largest layer
-            None => md
-                .get_u32_array(&key("attention.head_count_kv"))
-                .context("reading head_count_kv")?
-                .into_iter()
-                .max()
-                .unwrap_or(0) as usize,
-        },
-    };
-    if n_head == 0 {
-        bail!("{}: attention.head_count is 0", path.display());
-    }
-    let head_dim = md
-        .get_usize_opt(&key("attention.key_length"))?
-        .unwrap_or(hidden / n_head);
-    let value_dim = md
-        .get_usize_opt(&key("attention.value_length"))?
-        .unwrap_or(head_dim);
-    let train_ctx = md.get_usize_opt(&key("context_length"))?.unwrap_or(2048);
-    let name = md.get_str_opt("general.name")?.unwrap_or(arch).to_string();
-    let mut params = ProfileParams::new(
-        name,
-        n_layers,
-        hidden,
-        n_kv,
-        head_dim,
-        ctx.unwrap_or(train_ctx),
-    );
-    params.value_dim = value_dim;
-    params.stage_overhead_bytes = overhead_bytes;
-    let tensors = file.tensors().iter().map(|t| (t.name.as_str(), t.size));
-    Ok(profile_from_tensors(&params, tensors)?)
+    placement::profile_from_gguf(&file, ctx, overhead_bytes)
+        .with_context(|| format!("cannot profile {}", path.display()))
 }
 
 /// Read a nodes file.
@@ -247,7 +198,7 @@ fn live_placement(
         .build()?;
     rt.block_on(async move {
         let cluster =
-            super::hosting::start_hosting_node(c, super::generate::default_threads()).await?;
+            crate::pipeline::start_hosting_node(c, super::generate::default_threads()).await?;
         let deadline = tokio::time::Instant::now() + discover;
         tokio::time::sleep_until(deadline).await;
         let answer = ask_placement(&cluster, ask).await;

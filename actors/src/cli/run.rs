@@ -101,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let result = async {
             let ids = if args.chat {
-                first.encode_chat(&[("user".to_string(), args.prompt.clone())])?
+                first.encode_chat(&[edgeray_model::chat::ChatMessage::user(args.prompt.clone())])?
             } else {
                 first.encode(&args.prompt)?
             };

@@ -4,14 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// A chat message as the backend receives it (the backend applies the chat template).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user`, `assistant` (or `developer`/`tool`, passed through).
-    pub role: String,
-    /// Text content (multi-part text contents are joined).
-    pub content: String,
-}
+/// A chat message as the backend receives it: the model's own turn type (the backend applies
+/// the chat template); multi-part text contents arrive joined.
+pub use edgeray_model::chat::ChatMessage;
 
 /// What to continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +17,9 @@ pub enum PromptInput {
     Chat(Vec<ChatMessage>),
 }
 
-/// Sampling settings; `None` means the backend's default.
+/// A request's sampling settings; `None` means the backend's default.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SamplingParams {
+pub struct RequestSampling {
     /// Softmax temperature (0 = greedy).
     pub temperature: Option<f32>,
     /// Nucleus sampling mass.
@@ -53,7 +48,7 @@ pub struct GenerationRequest {
     /// Most tokens to generate; `None` = until end of sequence or the context is full.
     pub max_tokens: Option<u32>,
     /// Sampling settings.
-    pub sampling: SamplingParams,
+    pub sampling: RequestSampling,
     /// Stop strings (the gateway also enforces them on the text it returns, and cancels the
     /// stream when one appears).
     pub stop: Vec<String>,

@@ -29,7 +29,7 @@ pub mod stop;
 
 pub use backend::{
     ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
-    SamplingParams, SubmitError, TokenStream,
+    RequestSampling, SubmitError, TokenStream,
 };
 pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;

@@ -1,7 +1,7 @@
 //! OpenAI wire format: request bodies, responses, streaming chunks, and the pure conversion of
 //! a request into a [`GenerationRequest`].
 
-use super::backend::{ChatMessage, GenerationRequest, PromptInput, SamplingParams};
+use super::backend::{ChatMessage, GenerationRequest, PromptInput, RequestSampling};
 use super::error::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -268,7 +268,7 @@ fn check_range(v: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<(), ApiE
 fn common_checks(
     c: &CommonParams,
     max_tokens: Option<u32>,
-) -> Result<(SamplingParams, Vec<String>), ApiError> {
+) -> Result<(RequestSampling, Vec<String>), ApiError> {
     if let Some(n) = c.n
         && n != 1
     {
@@ -298,7 +298,7 @@ fn common_checks(
         ));
     }
     let stop: Vec<String> = stop.into_iter().filter(|s| !s.is_empty()).collect();
-    let sampling = SamplingParams {
+    let sampling = RequestSampling {
         temperature: c.temperature,
         top_p: c.top_p,
         top_k: c.top_k,

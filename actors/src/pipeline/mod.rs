@@ -1,43 +1,33 @@
 //! Distributed pipeline inference: a model split into contiguous layer ranges, one stage actor
 //! per range on the node the scheduler picked, hidden states flowing stage to stage over QUIC.
 //!
-//! - [`deploy`]: ask the head node's scheduler actor for a placement ([`scheduler_actor`]), ship
-//!   each node its shard ([`weights`]), spawn the stage actors ([`StageActor`], which batch the
-//!   sequences that arrive together, see [`batching`]) and the coordinator's token sink.
-//! - [`Pipeline`]: admission and one driver per sequence; [`PipelineBackend`] serves it through
-//!   the OpenAI-compatible gateway.
-//! - [`registry`]: the actor kinds every node must register to host stages.
+//! The code is in rooms by where it runs:
+//! - [`stage`]: on every board that hosts stages (the stage actor and its batching, the weight
+//!   receiver, the shard cache, the compute score);
+//! - [`coordinator`]: where requests enter (deploy, the [`Pipeline`] and its sequence drivers,
+//!   the token sink, failover, the gateway adapter);
+//! - [`head`]: on the head node (the scheduler actor placing against the live cluster view);
+//! - [`protocol`]: what travels between them (messages, and the hidden-state wire codec).
+//!
+//! [`hosting`] starts a node that can take part in all three, and the embedded cluster.
 
-pub mod backend;
-pub mod batching;
-pub mod compute;
-pub mod deploy;
-pub mod engine;
-pub mod hidden;
-pub mod node_env;
+pub mod coordinator;
+pub mod head;
+mod hosting;
 pub mod protocol;
-pub mod scheduler;
-pub mod scheduler_actor;
-pub mod service;
-pub mod shard_store;
-pub mod sink;
-pub mod spares;
-pub mod stage_actor;
-pub mod weights;
+pub mod stage;
 
-pub use backend::PipelineBackend;
-pub use compute::measure_compute_score;
-pub use deploy::{
-    DeployError, DeployOptions, DeployTimings, PlannedPlacement, deploy, deploy_with,
+pub use coordinator::{
+    DeployError, DeployOptions, DeployTimings, Finish, GenOptions, GenSummary, GenToken, HopTotals,
+    Pipeline, PipelineBackend, PipelineError, PlannedPlacement, Resumable, Service, SinkActor,
+    Stall, deploy, deploy_with,
 };
-pub use engine::{Finish, GenOptions, GenSummary, GenToken, HopTotals, Pipeline, PipelineError};
-pub use hidden::WireDtype;
-pub use node_env::{set_shard_dir, shard_dir};
-pub use scheduler_actor::SchedulerActor;
-pub use service::{Resumable, Service, Stall};
-pub use sink::SinkActor;
-pub use stage_actor::StageActor;
-pub use weights::WeightsActor;
+pub use head::SchedulerActor;
+pub use hosting::{
+    HostingError, default_local_dir, embedded_cluster, start_hosting_node, wait_for_members,
+};
+pub use protocol::WireDtype;
+pub use stage::{StageActor, WeightsActor, measure_compute_score, set_shard_dir, shard_dir};
 
 use edgeray_runtime::actor::Registry;
 

@@ -31,9 +31,11 @@ pub use plan::{
     StageAssignment, Unplaceable,
 };
 pub use power::{LatencyTarget, PowerPolicy};
-pub use profile::{ProfileError, ProfileParams, profile_from_tensors};
+pub use profile::{
+    GgufProfileError, ProfileError, ProfileParams, profile_from_gguf, profile_from_tensors,
+};
 pub use throughput::ThroughputPolicy;
-pub use types::{ClusterView, LinkView, ModelProfile, NodeId, NodeView};
+pub use types::{ClusterView, LinkView, MemberId, ModelProfile, NodeView};
 
 /// A placement policy: pure, deterministic, pluggable.
 pub trait PlacementPolicy: Send + Sync {

@@ -23,7 +23,7 @@
 //! bandwidth_mbit = 940.0
 //! ```
 
-use super::types::{ClusterView, LinkView, NodeId, NodeView};
+use super::types::{ClusterView, LinkView, MemberId, NodeView};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -130,10 +130,10 @@ pub fn parse_nodes_toml(text: &str) -> Result<ClusterView, NodesFileError> {
     if file.node.is_empty() {
         return Err(NodesFileError::NoNodes);
     }
-    let mut by_key: BTreeMap<String, NodeId> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, MemberId> = BTreeMap::new();
     let mut nodes = Vec::new();
     for n in &file.node {
-        let id = NodeId(n.id.clone().unwrap_or_else(|| n.name.clone()));
+        let id = MemberId(n.id.clone().unwrap_or_else(|| n.name.clone()));
         for key in [n.name.clone(), id.0.clone()] {
             if by_key.get(&key).is_some_and(|other| *other != id)
                 || nodes.iter().any(|x: &NodeView| x.id == id)
@@ -206,10 +206,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.nodes.len(), 2);
-        assert_eq!(v.nodes[1].id, NodeId("42".into()));
+        assert_eq!(v.nodes[1].id, MemberId("42".into()));
         assert_eq!(v.nodes[1].usable_bytes(), 256 << 20);
         assert!(!v.nodes[1].up);
-        let l = v.link(&NodeId("42".into()), &NodeId("a".into()));
+        let l = v.link(&MemberId("42".into()), &MemberId("a".into()));
         assert_eq!(l.rtt_s, 0.0005);
         assert_eq!(l.bandwidth_bytes_per_s, 100e6);
         assert_eq!(v.default_link.rtt_s, 0.002);

@@ -1,6 +1,6 @@
 //! What a placement policy produces: placements, candidates, exclusions and failures.
 
-use super::types::NodeId;
+use super::types::MemberId;
 use super::units::{fmt_bytes, fmt_secs};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -10,7 +10,7 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageAssignment {
     /// Node that runs the stage.
-    pub node: NodeId,
+    pub node: MemberId,
     /// That node's name.
     pub node_name: String,
     /// Transformer layers `start..end` this stage holds.
@@ -67,13 +67,8 @@ impl Placement {
         self.prediction.tokens_per_s
     }
 
-    /// Predicted joules per token.
-    pub fn predicted_joules_per_token(&self) -> f64 {
-        self.prediction.joules_per_token
-    }
-
     /// Nodes used, in pipeline order.
-    pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
+    pub fn nodes(&self) -> impl Iterator<Item = &MemberId> {
         self.stages.iter().map(|s| &s.node)
     }
 }
@@ -163,7 +158,7 @@ impl fmt::Display for ExclusionReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exclusion {
     /// The node.
-    pub node: NodeId,
+    pub node: MemberId,
     /// Its name.
     pub name: String,
     /// Why it was left out.

@@ -178,3 +178,69 @@ mod tests {
         assert_eq!(e, ProfileError::EmptyLayer(1));
     }
 }
+
+/// Why a GGUF file's metadata does not describe a model that can be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufProfileError {
+    /// A metadata key is missing or has the wrong type.
+    #[error("GGUF metadata: {0}")]
+    Metadata(#[from] edgeray_model::gguf::GgufError),
+    /// A key holds a value the profile cannot use.
+    #[error("GGUF metadata: {0}")]
+    Value(String),
+    /// The tensor table does not give per-layer sizes.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// The placement profile of an opened GGUF model: hyper-parameters from its metadata, per-layer
+/// bytes from its tensor table (the sizes of the tensors named `blk.<i>.*`), the KV cache sized
+/// for `ctx` positions (the training context when `None`).
+pub fn profile_from_gguf(
+    file: &edgeray_model::gguf::GgufFile,
+    ctx: Option<usize>,
+    overhead_bytes: u64,
+) -> Result<ModelProfile, GgufProfileError> {
+    let md = file.metadata();
+    let arch = md.get_str("general.architecture")?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_layers = md.get_usize(&key("block_count"))?;
+    let hidden = md.get_usize(&key("embedding_length"))?;
+    let n_head = md.get_usize(&key("attention.head_count"))?;
+    let n_kv = match md.get(&key("attention.head_count_kv")) {
+        None => n_head,
+        Some(v) => match v.as_integer() {
+            Some(i) => usize::try_from(i)
+                .map_err(|_| GgufProfileError::Value(format!("head_count_kv {i} out of range")))?,
+            // per-layer arrays: size the cache for the largest layer
+            None => md
+                .get_u32_array(&key("attention.head_count_kv"))?
+                .into_iter()
+                .max()
+                .unwrap_or(0) as usize,
+        },
+    };
+    if n_head == 0 {
+        return Err(GgufProfileError::Value("attention.head_count is 0".into()));
+    }
+    let head_dim = md
+        .get_usize_opt(&key("attention.key_length"))?
+        .unwrap_or(hidden / n_head);
+    let value_dim = md
+        .get_usize_opt(&key("attention.value_length"))?
+        .unwrap_or(head_dim);
+    let train_ctx = md.get_usize_opt(&key("context_length"))?.unwrap_or(2048);
+    let name = md.get_str_opt("general.name")?.unwrap_or(arch).to_string();
+    let mut params = ProfileParams::new(
+        name,
+        n_layers,
+        hidden,
+        n_kv,
+        head_dim,
+        ctx.unwrap_or(train_ctx),
+    );
+    params.value_dim = value_dim;
+    params.stage_overhead_bytes = overhead_bytes;
+    let tensors = file.tensors().iter().map(|t| (t.name.as_str(), t.size));
+    Ok(profile_from_tensors(&params, tensors)?)
+}

@@ -7,16 +7,16 @@ use std::fmt;
 /// Opaque identity of a cluster node (the runtime's node id rendered as a string).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(pub String);
+pub struct MemberId(pub String);
 
-impl NodeId {
+impl MemberId {
     /// Wrap any displayable id (e.g. a `u64` or the runtime's id type).
     pub fn new(id: impl fmt::Display) -> Self {
-        NodeId(id.to_string())
+        MemberId(id.to_string())
     }
 }
 
-impl fmt::Display for NodeId {
+impl fmt::Display for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -86,7 +86,7 @@ impl ModelProfile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
     /// Opaque node identity.
-    pub id: NodeId,
+    pub id: MemberId,
     /// Human-readable node name (e.g. `pi-01`).
     pub name: String,
     /// Memory edgeray may use on this node, in bytes.
@@ -141,7 +141,7 @@ pub struct ClusterView {
     /// Every known node (down ones included; policies exclude them with a reason).
     pub nodes: Vec<NodeView>,
     /// Measured links, symmetric; the key pair is stored in sorted order.
-    links: BTreeMap<(NodeId, NodeId), LinkView>,
+    links: BTreeMap<(MemberId, MemberId), LinkView>,
     /// Link assumed for pairs that were not measured.
     pub default_link: LinkView,
 }
@@ -157,18 +157,18 @@ impl ClusterView {
     }
 
     /// Record the measured link between `a` and `b` (both directions).
-    pub fn set_link(&mut self, a: &NodeId, b: &NodeId, link: LinkView) {
+    pub fn set_link(&mut self, a: &MemberId, b: &MemberId, link: LinkView) {
         self.links.insert(Self::key(a, b), link);
     }
 
     /// Builder form of [`ClusterView::set_link`].
-    pub fn with_link(mut self, a: &NodeId, b: &NodeId, link: LinkView) -> Self {
+    pub fn with_link(mut self, a: &MemberId, b: &MemberId, link: LinkView) -> Self {
         self.set_link(a, b, link);
         self
     }
 
     /// The link between `a` and `b`: measured, or the default link.
-    pub fn link(&self, a: &NodeId, b: &NodeId) -> LinkView {
+    pub fn link(&self, a: &MemberId, b: &MemberId) -> LinkView {
         self.links
             .get(&Self::key(a, b))
             .copied()
@@ -176,11 +176,11 @@ impl ClusterView {
     }
 
     /// Every measured link.
-    pub fn links(&self) -> impl Iterator<Item = (&NodeId, &NodeId, &LinkView)> {
+    pub fn links(&self) -> impl Iterator<Item = (&MemberId, &MemberId, &LinkView)> {
         self.links.iter().map(|((a, b), l)| (a, b, l))
     }
 
-    fn key(a: &NodeId, b: &NodeId) -> (NodeId, NodeId) {
+    fn key(a: &MemberId, b: &MemberId) -> (MemberId, MemberId) {
         if a <= b {
             (a.clone(), b.clone())
         } else {

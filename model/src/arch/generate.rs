@@ -70,7 +70,7 @@ impl Default for GenerateOptions {
 
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub enum GenerateStop {
     /// The model produced an end-of-generation token (not included in the output).
     EndOfGeneration,
     /// `max_tokens` were generated.
@@ -104,7 +104,7 @@ pub struct Generation {
     /// Generated text.
     pub text: String,
     /// Why it stopped.
-    pub stop: StopReason,
+    pub stop: GenerateStop,
     /// Time of the batched prompt pass (including sampling the first token).
     pub prompt_time: Duration,
     /// Time of the decode steps after the first token.
@@ -246,7 +246,7 @@ impl Generator {
             tokens: Vec::new(),
             gaps: Vec::new(),
             text: String::new(),
-            stop: StopReason::MaxTokens,
+            stop: GenerateStop::MaxTokens,
             prompt_time: Duration::ZERO,
             gen_time: Duration::ZERO,
         };
@@ -264,7 +264,7 @@ impl Generator {
                 t_gen = Some(Instant::now());
             }
             if self.tokenizer.is_eog(id) {
-                out.stop = StopReason::EndOfGeneration;
+                out.stop = GenerateStop::EndOfGeneration;
                 break;
             }
             let text = decoder.push(&self.tokenizer, id)?;
@@ -276,15 +276,15 @@ impl Generator {
                 text: &text,
                 top2_gap: gap,
             }) {
-                out.stop = StopReason::Callback;
+                out.stop = GenerateStop::Callback;
                 break;
             }
             if out.tokens.len() >= opts.max_tokens {
-                out.stop = StopReason::MaxTokens;
+                out.stop = GenerateStop::MaxTokens;
                 break;
             }
             if cache.len() >= self.ctx {
-                out.stop = StopReason::ContextFull;
+                out.stop = GenerateStop::ContextFull;
                 break;
             }
             logits = self.step(StageInput::Tokens(vec![id]), &mut cache)?;

@@ -32,7 +32,9 @@ pub use attention::{Attention, AttentionSpec, AttnSeq};
 pub use block::Block;
 pub use config::{Activation, Arch, LayerSpec, ModelConfig, SHARD_TIED_KEY, SHARD_VOCAB_KEY};
 pub use error::ArchError;
-pub use generate::{GenerateError, GenerateOptions, Generation, Generator, StopReason, TokenEvent};
+pub use generate::{
+    GenerateError, GenerateOptions, GenerateStop, Generation, Generator, TokenEvent,
+};
 pub use kv_cache::KvCache;
 pub use mlp::{Mlp, gelu_ggml};
 pub use norm::RmsNorm;

@@ -18,12 +18,12 @@
 //! `avx2`'s kernel, which measured faster on matrices that stream from memory.
 //!
 
-use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, load, nibbles, q4_k_scales_mins};
-use super::avx2_generic::{
+use super::avx2::{
     Avx2Rows8, GroupPrefetch, KQuantRows, LegacyRows8, PACKED_PER_BLOCK, Q4_K_PACKED, Q6_K_PACKED,
     VectorBytes, add_lanes, hsum, hsum8, k_quant_rows, lane_order, lanes8, legacy_tile, q4_k_tile,
     q6_k_quants, q6_k_tile, row_scales8, scaled,
 };
+use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0, block_bytes, load, nibbles, q4_k_scales_mins};
 use super::dequant::f16_at;
 use super::kernels::TileFn;
 use super::types::{GgmlType, QK_K, QK32};

@@ -5,20 +5,20 @@
 //! Two float orders exist, both copied from ggml-cpu: the generic one (`scalar`, `avx2`, `neon`,
 //! `neon-dotprod`: one `sumf += ...` per block) and the x86 one (`scalar-x86`, `avx2-x86`: eight
 //! FMA lanes reduced at the end, as ggml's AVX2 kernels). Each SIMD backend is bit-identical to
-//! the scalar backend of its order ([`Backend::reference`]). The x86-order backends are only
+//! the scalar backend of its order ([`KernelBackend::reference`]). The x86-order backends are only
 //! used when named: on gemma3-270m they move greedy output away from the llama.cpp references
 //! (see the README's kernel section).
 
-use super::dot;
-use super::dot_x86;
 use super::error::QuantError;
 use super::matrix::Activations;
+use super::scalar;
+use super::scalar_x86;
 use super::types::GgmlType;
 use std::sync::OnceLock;
 
 /// Which implementation of the vec-dot kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum KernelBackend {
     /// Portable scalar code in ggml's generic float order, the reference of the NEON backends.
     Scalar,
     /// Portable scalar code in ggml's x86 (AVX2) float order, the reference of
@@ -42,7 +42,7 @@ pub enum Backend {
     NeonDotprod,
 }
 
-impl Backend {
+impl KernelBackend {
     /// Name for logs and benchmarks.
     pub fn name(self) -> &'static str {
         match self {
@@ -69,7 +69,7 @@ impl Backend {
 
     /// The scalar backend computing the same float operations in the same order (bit-identical
     /// results).
-    pub fn reference(self) -> Backend {
+    pub fn reference(self) -> KernelBackend {
         match self {
             Self::ScalarX86 | Self::Avx2X86 => Self::ScalarX86,
             Self::Scalar | Self::Avx2 | Self::Avx512 | Self::Neon | Self::NeonDotprod => {
@@ -120,8 +120,8 @@ fn avx2_available() -> bool {
 }
 
 /// The best backend for this CPU, unless `EDGERAY_KERNELS=scalar`. Decided once per process.
-pub fn backend() -> Backend {
-    static B: OnceLock<Backend> = OnceLock::new();
+pub fn backend() -> KernelBackend {
+    static B: OnceLock<KernelBackend> = OnceLock::new();
     *B.get_or_init(|| {
         choose_backend(
             std::env::var("EDGERAY_KERNELS").ok().as_deref(),
@@ -132,7 +132,7 @@ pub fn backend() -> Backend {
 
 /// Pure backend choice from the `EDGERAY_KERNELS` value and the available backends (scalar
 /// first, best last): the named backend when it is available, else the best one.
-fn choose_backend(env: Option<&str>, available: &[Backend]) -> Backend {
+fn choose_backend(env: Option<&str>, available: &[KernelBackend]) -> KernelBackend {
     if let Some(v) = env
         && let Some(b) = available.iter().find(|b| b.name().eq_ignore_ascii_case(v))
     {
@@ -143,7 +143,7 @@ fn choose_backend(env: Option<&str>, available: &[Backend]) -> Backend {
         .rev()
         .find(|b| b.auto())
         .copied()
-        .unwrap_or(Backend::Scalar)
+        .unwrap_or(KernelBackend::Scalar)
 }
 
 #[cfg(test)]
@@ -153,54 +153,70 @@ mod tests {
     #[test]
     fn env_forces_scalar() {
         let x86 = [
-            Backend::Scalar,
-            Backend::ScalarX86,
-            Backend::Avx2X86,
-            Backend::Avx2,
+            KernelBackend::Scalar,
+            KernelBackend::ScalarX86,
+            KernelBackend::Avx2X86,
+            KernelBackend::Avx2,
         ];
-        assert_eq!(choose_backend(Some("scalar"), &x86), Backend::Scalar);
-        assert_eq!(choose_backend(Some("scalar-x86"), &x86), Backend::ScalarX86);
-        assert_eq!(choose_backend(Some("avx2-x86"), &x86), Backend::Avx2X86);
+        assert_eq!(choose_backend(Some("scalar"), &x86), KernelBackend::Scalar);
+        assert_eq!(
+            choose_backend(Some("scalar-x86"), &x86),
+            KernelBackend::ScalarX86
+        );
+        assert_eq!(
+            choose_backend(Some("avx2-x86"), &x86),
+            KernelBackend::Avx2X86
+        );
         // the x86-order scalar path is only used when named
-        let no_simd = [Backend::Scalar, Backend::ScalarX86];
-        assert_eq!(choose_backend(None, &no_simd), Backend::Scalar);
-        assert_eq!(choose_backend(Some("SCALAR"), &x86), Backend::Scalar);
-        assert_eq!(choose_backend(None, &x86), Backend::Avx2);
-        assert_eq!(choose_backend(Some("auto"), &x86), Backend::Avx2);
-        assert_eq!(choose_backend(None, &[Backend::Scalar]), Backend::Scalar);
+        let no_simd = [KernelBackend::Scalar, KernelBackend::ScalarX86];
+        assert_eq!(choose_backend(None, &no_simd), KernelBackend::Scalar);
+        assert_eq!(choose_backend(Some("SCALAR"), &x86), KernelBackend::Scalar);
+        assert_eq!(choose_backend(None, &x86), KernelBackend::Avx2);
+        assert_eq!(choose_backend(Some("auto"), &x86), KernelBackend::Avx2);
+        assert_eq!(
+            choose_backend(None, &[KernelBackend::Scalar]),
+            KernelBackend::Scalar
+        );
         // AVX-512 is preferred where present, and `avx2` can still be named there
         let x86_512 = [
-            Backend::Scalar,
-            Backend::ScalarX86,
-            Backend::Avx2X86,
-            Backend::Avx2,
-            Backend::Avx512,
+            KernelBackend::Scalar,
+            KernelBackend::ScalarX86,
+            KernelBackend::Avx2X86,
+            KernelBackend::Avx2,
+            KernelBackend::Avx512,
         ];
-        assert_eq!(choose_backend(None, &x86_512), Backend::Avx512);
-        assert_eq!(choose_backend(Some("avx2"), &x86_512), Backend::Avx2);
-        assert_eq!(Backend::Avx512.reference(), Backend::Scalar);
-        let arm = [Backend::Scalar, Backend::Neon, Backend::NeonDotprod];
-        assert_eq!(choose_backend(None, &arm), Backend::NeonDotprod);
-        assert_eq!(choose_backend(Some("neon"), &arm), Backend::Neon);
-        assert_eq!(choose_backend(Some("scalar"), &arm), Backend::Scalar);
+        assert_eq!(choose_backend(None, &x86_512), KernelBackend::Avx512);
+        assert_eq!(choose_backend(Some("avx2"), &x86_512), KernelBackend::Avx2);
+        assert_eq!(KernelBackend::Avx512.reference(), KernelBackend::Scalar);
+        let arm = [
+            KernelBackend::Scalar,
+            KernelBackend::Neon,
+            KernelBackend::NeonDotprod,
+        ];
+        assert_eq!(choose_backend(None, &arm), KernelBackend::NeonDotprod);
+        assert_eq!(choose_backend(Some("neon"), &arm), KernelBackend::Neon);
+        assert_eq!(choose_backend(Some("scalar"), &arm), KernelBackend::Scalar);
         // a backend this CPU lacks is ignored
-        assert_eq!(choose_backend(Some("avx2"), &arm), Backend::NeonDotprod);
-        assert!(available_backends().contains(&Backend::Scalar));
+        assert_eq!(
+            choose_backend(Some("avx2"), &arm),
+            KernelBackend::NeonDotprod
+        );
+        assert!(available_backends().contains(&KernelBackend::Scalar));
         #[cfg(target_arch = "aarch64")]
-        assert!(available_backends().contains(&Backend::Neon));
+        assert!(available_backends().contains(&KernelBackend::Neon));
     }
 }
 
 /// Backends usable on this CPU (scalar first).
-pub fn available_backends() -> Vec<Backend> {
+pub fn available_backends() -> Vec<KernelBackend> {
     [
-        Backend::Scalar,
-        Backend::ScalarX86,
-        Backend::Avx2X86,
-        Backend::Avx2,
-        Backend::Avx512,
-        Backend::Neon,
-        Backend::NeonDotprod,
+        KernelBackend::Scalar,
+        KernelBackend::ScalarX86,
+        KernelBackend::Avx2X86,
+        KernelBackend::Avx2,
+        KernelBackend::Avx512,
+        KernelBackend::Neon,
+        KernelBackend::NeonDotprod,
     ]
     .into_iter()
     .filter(|b| b.is_available())
@@ -272,32 +288,32 @@ impl Kernel {
 
 /// The kernel for weights of `ty` on `backend` (the backend's reference scalar kernel for
 /// types it has no SIMD version of).
-pub(crate) fn kernel(ty: GgmlType, backend: Backend) -> Result<Kernel, QuantError> {
+pub(crate) fn kernel(ty: GgmlType, backend: KernelBackend) -> Result<Kernel, QuantError> {
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2X86
-        && let Some(f) = super::avx2::tile_fn(ty)
+    if backend == KernelBackend::Avx2X86
+        && let Some(f) = super::avx2_x86::tile_fn(ty)
     {
         return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx512
+    if backend == KernelBackend::Avx512
         && let Some(f) = super::avx512::tile_fn(ty)
     {
         return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2
-        && let Some(f) = super::avx2_generic::tile_fn(ty)
+    if backend == KernelBackend::Avx2
+        && let Some(f) = super::avx2::tile_fn(ty)
     {
         return Ok(Kernel::Tile(f));
     }
     #[cfg(target_arch = "aarch64")]
-    if matches!(backend, Backend::Neon | Backend::NeonDotprod)
-        && let Some(f) = super::neon::row_fn(ty, backend == Backend::NeonDotprod)
+    if matches!(backend, KernelBackend::Neon | KernelBackend::NeonDotprod)
+        && let Some(f) = super::neon::row_fn(ty, backend == KernelBackend::NeonDotprod)
     {
         return Ok(Kernel::Row(f));
     }
-    let x86 = backend.reference() == Backend::ScalarX86;
+    let x86 = backend.reference() == KernelBackend::ScalarX86;
     Ok(Kernel::Row(match ty {
         GgmlType::F32 => r_f32,
         GgmlType::F16 => r_f16,
@@ -359,20 +375,20 @@ macro_rules! q8k_dot {
     };
 }
 
-q8_0_dot!(s_q8_0, dot::dot_q8_0_q8_0);
-q8_0_dot!(s_q5_0, dot::dot_q5_0_q8_0);
-q8_0_dot!(s_q4_0, dot::dot_q4_0_q8_0);
-q8k_dot!(s_q4_k, dot::dot_q4_k_q8_k);
-q8k_dot!(s_q6_k, dot::dot_q6_k_q8_k);
-q8_0_dot!(s_q8_0_x86, dot_x86::dot_q8_0_q8_0_x86);
-q8_0_dot!(s_q5_0_x86, dot_x86::dot_q5_0_q8_0_x86);
-q8_0_dot!(s_q4_0_x86, dot_x86::dot_q4_0_q8_0_x86);
-q8k_dot!(s_q4_k_x86, dot_x86::dot_q4_k_q8_k_x86);
-q8k_dot!(s_q6_k_x86, dot_x86::dot_q6_k_q8_k_x86);
+q8_0_dot!(s_q8_0, scalar::dot_q8_0_q8_0);
+q8_0_dot!(s_q5_0, scalar::dot_q5_0_q8_0);
+q8_0_dot!(s_q4_0, scalar::dot_q4_0_q8_0);
+q8k_dot!(s_q4_k, scalar::dot_q4_k_q8_k);
+q8k_dot!(s_q6_k, scalar::dot_q6_k_q8_k);
+q8_0_dot!(s_q8_0_x86, scalar_x86::dot_q8_0_q8_0_x86);
+q8_0_dot!(s_q5_0_x86, scalar_x86::dot_q5_0_q8_0_x86);
+q8_0_dot!(s_q4_0_x86, scalar_x86::dot_q4_0_q8_0_x86);
+q8k_dot!(s_q4_k_x86, scalar_x86::dot_q4_k_q8_k_x86);
+q8k_dot!(s_q6_k_x86, scalar_x86::dot_q6_k_q8_k_x86);
 
 fn s_f32(w: &[u8], a: &Activations, t: usize) -> f32 {
-    dot::dot_f32_f32(w, a.f32_row(t))
+    scalar::dot_f32_f32(w, a.f32_row(t))
 }
 fn s_f16(w: &[u8], a: &Activations, t: usize) -> f32 {
-    dot::dot_f16_f16(w, a.f32_row(t))
+    scalar::dot_f16_f16(w, a.f32_row(t))
 }

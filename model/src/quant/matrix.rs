@@ -4,7 +4,7 @@ use super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0_selected, quantize_row_q8_
 use super::bytes::SharedBytes;
 use super::dequant::{can_dequantize, dequantize_row};
 use super::error::QuantError;
-use super::kernels::{Backend, Kernel, backend, kernel};
+use super::kernels::{Kernel, KernelBackend, backend, kernel};
 use super::pool::KernelPool;
 use super::types::GgmlType;
 use half::f16;
@@ -353,7 +353,7 @@ pub fn matmul_with_backend(
     acts: &Activations,
     y: &mut [f32],
     pool: &KernelPool,
-    backend: Backend,
+    backend: KernelBackend,
 ) -> Result<(), QuantError> {
     let kind = ActKind::for_weights(w.ty)?;
     if acts.kind != kind {

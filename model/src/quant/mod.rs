@@ -19,19 +19,19 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_blocks;
 #[cfg(target_arch = "x86_64")]
-mod avx2_generic;
+mod avx2_x86;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bytes;
 mod dequant;
-mod dot;
-mod dot_x86;
 mod error;
 mod kernels;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod pool;
+mod scalar;
+mod scalar_x86;
 mod types;
 
 #[cfg(test)]
@@ -43,18 +43,18 @@ pub use act::{
 };
 pub use bytes::SharedBytes;
 pub use dequant::{can_dequantize, dequantize_row};
-pub use dot::{
-    Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0,
-    dot_q6_k_q8_k, dot_q8_0_q8_0,
-};
-pub use dot_x86::{
-    dot_q4_0_q8_0_x86, dot_q4_k_q8_k_x86, dot_q5_0_q8_0_x86, dot_q6_k_q8_k_x86, dot_q8_0_q8_0_x86,
-    hsum_float_8,
-};
 pub use error::QuantError;
-pub use kernels::{Backend, available_backends, backend};
+pub use kernels::{KernelBackend, available_backends, backend};
 pub use matrix::{
     ActKind, Activations, QuantMatrix, matmul, matmul_prepared, matmul_with_backend, matvec,
 };
 pub use pool::{KernelPool, split_ranges};
+pub use scalar::{
+    Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0,
+    dot_q6_k_q8_k, dot_q8_0_q8_0,
+};
+pub use scalar_x86::{
+    dot_q4_0_q8_0_x86, dot_q4_k_q8_k_x86, dot_q5_0_q8_0_x86, dot_q6_k_q8_k_x86, dot_q8_0_q8_0_x86,
+    hsum_float_8,
+};
 pub use types::{GgmlType, QK_K, QK32};

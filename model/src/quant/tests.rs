@@ -296,7 +296,7 @@ proptest! {
 fn simd_backends_dispatch_their_own_kernels() {
     use super::kernels::kernel;
     #[cfg(target_arch = "aarch64")]
-    assert!(available_backends().contains(&Backend::Neon));
+    assert!(available_backends().contains(&KernelBackend::Neon));
     for ty in [
         GgmlType::Q8_0,
         GgmlType::Q5_0,
@@ -316,10 +316,10 @@ fn simd_backends_dispatch_their_own_kernels() {
             }
         }
         // The AVX-512 backend has kernels of its own for every format, not avx2's.
-        if available_backends().contains(&Backend::Avx512) {
+        if available_backends().contains(&KernelBackend::Avx512) {
             assert_ne!(
-                kernel(ty, Backend::Avx512).unwrap().addr(),
-                kernel(ty, Backend::Avx2).unwrap().addr(),
+                kernel(ty, KernelBackend::Avx512).unwrap().addr(),
+                kernel(ty, KernelBackend::Avx2).unwrap().addr(),
                 "{ty}"
             );
         }

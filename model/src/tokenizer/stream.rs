@@ -45,11 +45,6 @@ impl TokenStreamDecoder {
         Ok(out)
     }
 
-    /// Bytes held back waiting for the rest of a character.
-    pub fn pending_bytes(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Ends the stream: an incomplete trailing character becomes U+FFFD (as in a lossy decode).
     /// The decoder is ready for a new stream afterwards.
     pub fn finish(&mut self) -> String {

@@ -10,7 +10,7 @@ use super::envelope::Envelope;
 use super::error::{AskError, TellError};
 use super::kind::RemoteActor;
 use super::local::LocalActor;
-use crate::cluster::Cluster;
+use crate::actor::cluster::Cluster;
 use crate::identity::NodeId;
 
 /// Cluster-wide identity of an actor: its node and its id on that node. Serializable, so it can
@@ -110,7 +110,7 @@ impl<A: RemoteActor> ActorRef<A> {
     }
 
     /// Resolves when the actor stops or its node goes down, with the reason.
-    pub fn watch(&self) -> crate::cluster::WatchFuture {
+    pub fn watch(&self) -> crate::actor::cluster::WatchFuture {
         match &self.local {
             Some(l) => Box::pin(l.life().wait()),
             None => self.cluster.watch(self.id),

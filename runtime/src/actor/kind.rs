@@ -52,7 +52,7 @@ struct CtxInner {
     local_id: u64,
     name: Option<String>,
     stop: AtomicBool,
-    cluster: Option<crate::cluster::WeakCluster>,
+    cluster: Option<crate::actor::cluster::WeakCluster>,
     node: Option<crate::identity::NodeId>,
 }
 
@@ -61,7 +61,7 @@ impl ActorCtx {
         local_id: u64,
         name: Option<String>,
         node: Option<crate::identity::NodeId>,
-        cluster: Option<crate::cluster::WeakCluster>,
+        cluster: Option<crate::actor::cluster::WeakCluster>,
     ) -> Self {
         ActorCtx {
             inner: Arc::new(CtxInner {
@@ -100,7 +100,12 @@ impl ActorCtx {
 
     /// The cluster this actor lives in, to spawn, look up or message other actors (absent in a
     /// standalone local actor system, or once the cluster has shut down).
-    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
+    pub fn cluster(&self) -> Option<crate::actor::cluster::Cluster> {
         self.inner.cluster.as_ref().and_then(|w| w.upgrade())
+    }
+
+    /// The node-local value of type `T` (see [`crate::actor::Cluster::insert_extension`]).
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.cluster().and_then(|c| c.extension::<T>())
     }
 }

@@ -184,7 +184,7 @@ pub(crate) struct LocalSpawn {
     pub(crate) name: Option<String>,
     pub(crate) mailbox: usize,
     pub(crate) node: Option<crate::identity::NodeId>,
-    pub(crate) cluster: Option<crate::cluster::WeakCluster>,
+    pub(crate) cluster: Option<crate::actor::cluster::WeakCluster>,
 }
 
 /// Callback run once an actor has stopped (e.g. to release its resource reservation).

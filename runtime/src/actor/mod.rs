@@ -8,9 +8,11 @@
 //!   the next frame of a stream only after reserving room, so QUIC flow control pushes back.
 //! - [`placement`]: resource needs, per-node reservations and the pluggable placement choice.
 //!
-//! The entry point is [`crate::cluster::Cluster`].
+//! The entry point is [`Cluster`] ([`cluster`]): it spawns, looks up, messages and watches
+//! actors, and holds the node-local state actors share ([`Cluster::extension`]).
 
 mod actor_ref;
+pub mod cluster;
 mod envelope;
 mod error;
 mod host;
@@ -24,12 +26,13 @@ pub(crate) mod remote;
 mod threads;
 
 pub use actor_ref::{ActorId, ActorRef};
+pub use cluster::{ActorSystemConfig, Cluster, SpawnOptions, WeakCluster};
 pub use envelope::Envelope;
 pub use error::{ActorError, AskError, SpawnError, TellError};
 pub use kind::{ActorCtx, RemoteActor};
 pub use lifecycle::StopReason;
 pub use mailbox::{DEFAULT_MAILBOX, Mailbox, MailboxClosed};
-pub use placement::{Budget, Candidate, FirstFit, Placement, Resources};
+pub use placement::{Budget, Candidate, FirstFit, Resources, SpawnPlacement};
 pub use registry::Registry;
 pub use remote::{KIND_MAIL, KIND_RPC};
 pub use threads::ThreadsError;

@@ -101,7 +101,7 @@ pub struct Candidate {
 
 /// Chooses a node for an actor with the given needs. Candidates are the Up nodes, the local
 /// node first.
-pub trait Placement: Send + Sync + 'static {
+pub trait SpawnPlacement: Send + Sync + 'static {
     /// The chosen node, or `None` when no candidate fits.
     fn place(&self, need: &Resources, candidates: &[Candidate]) -> Option<NodeId>;
 }
@@ -110,7 +110,7 @@ pub trait Placement: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FirstFit;
 
-impl Placement for FirstFit {
+impl SpawnPlacement for FirstFit {
     fn place(&self, need: &Resources, candidates: &[Candidate]) -> Option<NodeId> {
         candidates
             .iter()

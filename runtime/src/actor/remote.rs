@@ -27,7 +27,7 @@ use super::error::{AskError, SpawnError, TellError};
 use super::lifecycle::{Lifecycle, StopReason};
 use super::local::LocalCell;
 use super::placement::{Budget, Resources};
-use crate::cluster::{Cluster, SpawnOptions};
+use crate::actor::cluster::{Cluster, SpawnOptions};
 use crate::identity::NodeId;
 use crate::membership::MembershipEvent;
 use crate::transport::{IncomingStream, PeerEvent, Transport};
@@ -243,7 +243,7 @@ impl Remote {
     }
 
     /// Starts the stream servers; they hold the cluster weakly.
-    pub(crate) fn serve(&self, cluster: Weak<crate::cluster::Inner>) {
+    pub(crate) fn serve(&self, cluster: Weak<crate::actor::cluster::Inner>) {
         let mut mail =
             self.transport
                 .register_streams(KIND_MAIL, TypeSet::new([T_TELL..=T_ASK]), 256);
@@ -737,7 +737,7 @@ async fn write_gone(
     w.write_frame(&fault_frame(T_GONE, reason)).await
 }
 
-async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::cluster::Inner>) {
+async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner>) {
     let IncomingStream {
         mut reader,
         writer,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::cluster::{ActorSystemConfig, Cluster, SpawnOptions};
+use crate::actor::cluster::{ActorSystemConfig, Cluster, SpawnOptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 enum TestMsg {

@@ -134,13 +134,6 @@ impl Membership {
         }
     }
 
-    /// Set this node's advertised address (known once the endpoint is bound).
-    pub fn set_self_addr(&mut self, addr: Option<SocketAddr>) {
-        if let Some(m) = self.members.get_mut(&self.me) {
-            m.addr = addr;
-        }
-    }
-
     /// A peer connected and passed authentication. Unknown or Down members become Joining; a new
     /// incarnation of a known node replaces the old one (which goes Down as `Restarted`).
     pub fn on_connected(
@@ -410,7 +403,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Backend;
+    use crate::config::ComputeBackend;
 
     const T: MembershipTiming = MembershipTiming {
         suspect_after: Duration::from_secs(3),
@@ -438,7 +431,7 @@ mod tests {
             load1: 0.1,
             temperature_c: None,
             compute_score: 100.0,
-            backend: Backend::Cpu,
+            backend: ComputeBackend::Cpu,
             cpus: 4,
             roles: Vec::new(),
         }

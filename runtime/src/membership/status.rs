@@ -50,7 +50,7 @@
 //! under their member's row as `    role: ...`.
 
 use super::{Member, Membership};
-use crate::config::{Backend, ByteSize, Power};
+use crate::config::{ByteSize, ComputeBackend, Power};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -304,7 +304,7 @@ pub fn format_uptime(secs: f64) -> String {
 }
 
 /// Convenience for callers that only need the backend enum back.
-pub fn parse_backend(s: &str) -> Option<Backend> {
+pub fn parse_backend(s: &str) -> Option<ComputeBackend> {
     s.parse().ok()
 }
 
@@ -325,7 +325,7 @@ mod tests {
             load1: 0.5,
             temperature_c: Some(47.5),
             compute_score: 812.0,
-            backend: Backend::Cpu,
+            backend: ComputeBackend::Cpu,
             cpus: 4,
             roles: vec!["stage 0/2 layers 0..9 gemma-3-270m (coordinator pi-02)".into()],
         }
@@ -407,6 +407,6 @@ mod tests {
         assert!(back.members[0].roles.is_empty());
         assert_eq!(format_uptime(3725.0), "1h 02m");
         assert_eq!(format_uptime(59.0), "59s");
-        assert_eq!(parse_backend("wgpu"), Some(Backend::Wgpu));
+        assert_eq!(parse_backend("wgpu"), Some(ComputeBackend::Wgpu));
     }
 }

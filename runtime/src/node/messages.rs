@@ -167,7 +167,7 @@ mod tests {
                 load1: 0.25,
                 temperature_c: Some(40.0),
                 compute_score: 7.5,
-                backend: crate::config::Backend::Cpu,
+                backend: crate::config::ComputeBackend::Cpu,
                 cpus: 2,
                 roles: vec!["stage 1/2 layers 0..9 gemma-3-270m (coordinator a)".into()],
             },

@@ -358,6 +358,28 @@ impl NodeHandle {
         m.set_self_roles(roles.clone());
         *self.shared.roles.lock() = roles;
     }
+    /// Adds one role to those this node advertises (see [`NodeHandle::set_roles`]); concurrent
+    /// callers do not lose each other's roles.
+    pub fn add_role(&self, role: impl Into<String>) {
+        let mut m = self.shared.membership.lock();
+        let mut roles = self.shared.roles.lock();
+        let mut next = roles.clone();
+        next.push(role.into());
+        let next = resources::bound_roles(next);
+        m.set_self_roles(next.clone());
+        *roles = next;
+    }
+    /// Removes one occurrence of `role` from those this node advertises.
+    pub fn remove_role(&self, role: &str) {
+        let mut m = self.shared.membership.lock();
+        let mut roles = self.shared.roles.lock();
+        if let Some(i) = roles.iter().position(|r| r == role) {
+            let mut next = roles.clone();
+            next.remove(i);
+            m.set_self_roles(next.clone());
+            *roles = next;
+        }
+    }
     /// The roles this node currently advertises (as bounded by [`NodeHandle::set_roles`]).
     pub fn roles(&self) -> Vec<String> {
         self.shared.roles.lock().clone()
@@ -485,16 +507,10 @@ impl EventLoop {
         for seed in &cfg.seeds {
             self.dialer.add_seed(seed, now);
         }
-        // Measure the compute score off the event loop; heartbeats start once it is known, so a
-        // peer stays Joining until this node can report its resources.
+        // The compute score is the hosting application's measurement (configured before the
+        // node starts); without one the node reports 0, "not measured".
         let (score_tx, mut score_rx) = oneshot::channel::<f64>();
-        if let Some(s) = self.compute_score {
-            let _ = score_tx.send(s);
-        } else {
-            tokio::task::spawn_blocking(move || {
-                let _ = score_tx.send(resources::compute_score(Duration::from_millis(200)));
-            });
-        }
+        let _ = score_tx.send(self.compute_score.unwrap_or(0.0));
         let mut score_pending = true;
         let (dial_tx, mut dial_rx) = mpsc::channel::<DialOutcome>(64);
         let tick_every =
@@ -510,7 +526,7 @@ impl EventLoop {
                 score = &mut score_rx, if score_pending => {
                     score_pending = false;
                     if let Ok(s) = score {
-                        info!("compute score {s:.1} (relative, int8 dot product)");
+                        info!("compute score {s:.1} (weight MB/s of quantized matrix-vector products; 0: not measured)");
                         self.compute_score = Some(s);
                         next_heartbeat = Instant::now();
                     }

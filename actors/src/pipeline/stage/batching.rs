@@ -1,12 +1,12 @@
 //! Which queued batches a stage runs together, and how one run's compute time is shared out:
-//! pure rules, used by the stage actor's worker (see [`super::stage_actor`]).
+//! pure rules, used by the stage actor's worker (see [`super::actor`]).
 //!
 //! A stage takes the batches already waiting when it becomes free (it never waits on purpose
 //! for more). They run as one multi-sequence forward as long as each sequence appears once (a
 //! sequence's next chunk depends on the previous one) and the stacked rows stay within
 //! [`MAX_BATCH_ROWS`].
 
-use super::protocol::SeqId;
+use crate::pipeline::protocol::SeqId;
 
 /// Most positions (rows) one stage run stacks from several sequences; a single batch larger
 /// than this (a long prompt chunk) still runs, alone.

@@ -7,11 +7,13 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use super::engine::{Finish, GenOptions, Pipeline, PipelineError};
+use super::driver::{Slot, TokenSink};
+use super::engine::{Admission, GenOptions, GenToken, Pipeline, PipelineError};
+use super::sequence::Finish;
 use super::service::Service;
 use crate::gateway::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
-    SamplingParams, SubmitError, TokenStream,
+    RequestSampling, SubmitError, TokenStream,
 };
 
 /// Serves a [`Pipeline`] (fixed, or kept deployed by a [`Service`]) through
@@ -65,7 +67,7 @@ impl PipelineBackend {
 
 /// The model's sampling settings for an API request: llama.cpp's server defaults (temperature
 /// 0.8, top-k 40, top-p 0.95, min-p 0.05) where the request is silent; `temperature: 0` is greedy.
-pub fn sampling_for(p: &SamplingParams) -> Result<ModelSampling, SubmitError> {
+pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
     for (name, v) in [
         ("presence_penalty", p.presence_penalty),
         ("frequency_penalty", p.frequency_penalty),
@@ -105,12 +107,7 @@ impl CompletionBackend for PipelineBackend {
         let sampling = sampling_for(&req.sampling)?;
         let ids = match &req.prompt {
             PromptInput::Text(t) => pipeline.encode(t),
-            PromptInput::Chat(msgs) => pipeline.encode_chat(
-                &msgs
-                    .iter()
-                    .map(|m| (m.role.clone(), m.content.clone()))
-                    .collect::<Vec<_>>(),
-            ),
+            PromptInput::Chat(msgs) => pipeline.encode_chat(msgs),
         }
         .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let ctx = pipeline.context_length();
@@ -151,7 +148,7 @@ impl CompletionBackend for PipelineBackend {
                 ids,
                 max_tokens,
                 sampling,
-                tx.clone(),
+                &tx,
             )
             .await;
             let _ = tx.send(event).await;
@@ -160,52 +157,47 @@ impl CompletionBackend for PipelineBackend {
     }
 }
 
-/// Runs one request to its final event. On a supervised deployment a request whose pipeline
-/// breaks mid-answer continues on the redeployed one ([`Service::generate`]).
+impl TokenSink for mpsc::Sender<GenerationEvent> {
+    fn send_token(&self, t: GenToken) -> impl std::future::Future<Output = bool> + Send {
+        async move {
+            self.send(GenerationEvent::Token {
+                id: t.id,
+                text: t.text,
+            })
+            .await
+            .is_ok()
+        }
+    }
+}
+
+/// Runs one request to its final event, its tokens going straight into the request's event
+/// stream. On a supervised deployment a request whose pipeline breaks mid-answer continues on
+/// the redeployed one ([`Service::generate`]).
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     pipeline: Pipeline,
-    slot: super::engine::Admission,
+    slot: Admission,
     service: Option<Arc<Service>>,
     generation: u64,
     prompt: Vec<u32>,
     max_tokens: usize,
     sampling: ModelSampling,
-    events: mpsc::Sender<GenerationEvent>,
+    events: &mpsc::Sender<GenerationEvent>,
 ) -> GenerationEvent {
     let prompt_tokens = prompt.len() as u32;
-    let (tok_tx, mut tok_rx) = mpsc::channel::<super::engine::GenToken>(4);
-    let ev = events.clone();
-    let forward = tokio::spawn(async move {
-        while let Some(t) = tok_rx.recv().await {
-            if ev
-                .send(GenerationEvent::Token {
-                    id: t.id,
-                    text: t.text,
-                })
-                .await
-                .is_err()
-            {
-                break; // client gone: dropping tok_rx cancels the generation
-            }
-        }
-    });
     let opts = GenOptions {
         max_tokens,
         sampling,
     };
     let result = match service {
         Some(svc) => svc
-            .generate(Some((pipeline, slot, generation)), prompt, &opts, &tok_tx)
+            .generate_into(Some((pipeline, slot, generation)), prompt, &opts, events)
             .await
             .map(|r| (r.finish, r.tokens.len())),
-        None => pipeline
-            .generate_admitted(&slot, prompt, &opts, &tok_tx)
+        None => super::driver::drive(pipeline, Slot::Owned(slot), None, prompt, &opts, events)
             .await
-            .map(|s| (s.finish, s.tokens.len())),
+            .map(|o| (o.summary.finish, o.summary.tokens.len())),
     };
-    drop(tok_tx);
-    let _ = forward.await;
     match result {
         Ok((finish, n)) => GenerationEvent::Done {
             finish_reason: match finish {

@@ -27,13 +27,13 @@ use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
 
 use super::batching::{BatchPlan, compute_shares};
-use super::hidden::{WireDtype, decode_hidden, encode_hidden};
-use super::node_env::shard_dir;
-use super::protocol::{
+use super::shard_dir::shard_dir;
+use super::shard_store::ShardStore;
+use crate::pipeline::coordinator::SinkActor;
+use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
+use crate::pipeline::protocol::{
     Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, now_us,
 };
-use super::shard_store::ShardStore;
-use super::sink::SinkActor;
 
 /// One sequence's state on one stage.
 struct SeqState {
@@ -87,8 +87,8 @@ impl RemoteActor for StageActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
-        let store = ShardStore::open(shard_dir(ctx.node().as_ref()))
-            .map_err(|e| ActorError::new(e.to_string()))?;
+        let store =
+            ShardStore::open(shard_dir(&cluster)).map_err(|e| ActorError::new(e.to_string()))?;
         let path = store
             .path(&args.shard)
             .map_err(|e| ActorError::new(e.to_string()))?;
@@ -115,10 +115,7 @@ impl RemoteActor for StageActor {
         );
         let node = cluster.node().cloned();
         if let Some(n) = &node {
-            let _g = ROLES.lock();
-            let mut roles = n.roles();
-            roles.push(args.label.clone());
-            n.set_roles(roles);
+            n.add_role(args.label.clone());
         }
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         release_with_coordinator(&cluster, &ctx, args.sink, done.clone());
@@ -179,12 +176,7 @@ impl RemoteActor for StageActor {
         self.done.store(true, std::sync::atomic::Ordering::Release);
         self.worker.abort();
         if let Some(n) = &self.node {
-            let _g = ROLES.lock();
-            let mut roles = n.roles();
-            if let Some(i) = roles.iter().position(|r| *r == self.label) {
-                roles.remove(i);
-            }
-            n.set_roles(roles);
+            n.remove_role(&self.label);
         }
     }
 }
@@ -221,9 +213,6 @@ fn release_with_coordinator(
         }
     });
 }
-
-/// Serializes read-modify-write of a node's roles by the stage actors of this process.
-static ROLES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 /// One sequence's batch, checked and ready to compute.
 struct Ready {

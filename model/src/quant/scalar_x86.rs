@@ -11,7 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::dequant::{f16_at, scale_min_k4};
-use super::dot::{Q8_0Row, Q8KRow};
+use super::scalar::{Q8_0Row, Q8KRow};
 use super::types::{QK_K, QK32};
 
 /// ggml's `hsum_float_8` (and tinyBLAS's `hsum(__m256)`): `r[i] = x[i] + x[i + 4]`, then
@@ -158,7 +158,7 @@ pub fn dot_q6_k_q8_k_x86(w: &[u8], a: Q8KRow<'_>) -> f32 {
 mod tests {
     use super::super::act::{Q8_0Acts, Q8KActs, quantize_row_q8_0, quantize_row_q8_k};
     use super::super::dequant::dequantize_row;
-    use super::super::dot;
+    use super::super::scalar;
     use super::super::tests::random_row;
     use super::super::types::GgmlType;
     use super::*;
@@ -202,11 +202,11 @@ mod tests {
             .collect();
             for (ty, w) in &rows {
                 let (g, x86) = match ty {
-                    GgmlType::Q8_0 => (dot::dot_q8_0_q8_0(w, r0), dot_q8_0_q8_0_x86(w, r0)),
-                    GgmlType::Q5_0 => (dot::dot_q5_0_q8_0(w, r0), dot_q5_0_q8_0_x86(w, r0)),
-                    GgmlType::Q4_0 => (dot::dot_q4_0_q8_0(w, r0), dot_q4_0_q8_0_x86(w, r0)),
-                    GgmlType::Q4_K => (dot::dot_q4_k_q8_k(w, rk), dot_q4_k_q8_k_x86(w, rk)),
-                    _ => (dot::dot_q6_k_q8_k(w, rk), dot_q6_k_q8_k_x86(w, rk)),
+                    GgmlType::Q8_0 => (scalar::dot_q8_0_q8_0(w, r0), dot_q8_0_q8_0_x86(w, r0)),
+                    GgmlType::Q5_0 => (scalar::dot_q5_0_q8_0(w, r0), dot_q5_0_q8_0_x86(w, r0)),
+                    GgmlType::Q4_0 => (scalar::dot_q4_0_q8_0(w, r0), dot_q4_0_q8_0_x86(w, r0)),
+                    GgmlType::Q4_K => (scalar::dot_q4_k_q8_k(w, rk), dot_q4_k_q8_k_x86(w, rk)),
+                    _ => (scalar::dot_q6_k_q8_k(w, rk), dot_q6_k_q8_k_x86(w, rk)),
                 };
                 let mut deq = vec![0f32; cols];
                 dequantize_row(*ty, w, &mut deq).unwrap();

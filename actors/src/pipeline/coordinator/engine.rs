@@ -9,21 +9,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edgeray_model::chat::{ChatMessage as ModelChatMessage, ChatTemplate};
+use edgeray_model::chat::{ChatMessage, ChatTemplate};
 use edgeray_model::sampling::SamplingParams;
-use edgeray_model::tokenizer::{TokenStreamDecoder, Tokenizer};
+use edgeray_model::tokenizer::Tokenizer;
 use edgeray_runtime::actor::ActorRef;
 use edgeray_runtime::cluster::Cluster;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::hidden::WireDtype;
-use super::protocol::{Forward, HopTiming, SeqId, SeqStart, SinkMsg, StageMsg, StageStats, now_us};
+use super::driver::Slot;
+use super::sequence::{Batch, Finish};
 use super::sink::{Routes, SinkActor, unregister_routes};
-use super::stage_actor::StageActor;
 use crate::gateway::MetricsRegistry;
+use crate::pipeline::protocol::{
+    Forward, HopTiming, SeqId, SeqStart, SinkMsg, StageMsg, StageStats, WireDtype, now_us,
+};
+use crate::pipeline::stage::StageActor;
 use crate::placement::Placement;
 
 /// Most prompt tokens per batch (bounds the hidden-state message size).
@@ -88,19 +91,6 @@ pub struct GenToken {
     pub text: String,
     /// Gap between the two highest logits at this step.
     pub top2_gap: f32,
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// The model produced an end-of-generation token.
-    EndOfGeneration,
-    /// `max_tokens` reached.
-    MaxTokens,
-    /// The context is full.
-    ContextFull,
-    /// The receiver of the tokens went away.
-    Cancelled,
 }
 
 /// A finished generation.
@@ -284,6 +274,11 @@ impl Pipeline {
         self.inner.broken.borrow().clone()
     }
 
+    /// A receiver that sees the reason once the pipeline breaks.
+    pub(crate) fn broken_watch(&self) -> watch::Receiver<Option<String>> {
+        self.inner.broken.subscribe()
+    }
+
     /// Resolves once a stage has stopped or become unreachable (or the pipeline was shut
     /// down), with the reason.
     pub async fn wait_broken(&self) -> String {
@@ -304,16 +299,12 @@ impl Pipeline {
     }
 
     /// Renders a conversation with the model's chat template and tokenizes it.
-    pub fn encode_chat(&self, messages: &[(String, String)]) -> Result<Vec<u32>, PipelineError> {
-        let msgs: Vec<ModelChatMessage> = messages
-            .iter()
-            .map(|(r, c)| ModelChatMessage::new(r.clone(), c.clone()))
-            .collect();
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
         let text = self
             .inner
             .d
             .chat
-            .render(&msgs, true)
+            .render(messages, true)
             .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
         self.encode(&text)
     }
@@ -382,182 +373,79 @@ impl Pipeline {
     /// Like [`Pipeline::generate`] with a slot already taken.
     pub async fn generate_admitted(
         &self,
-        _slot: &Admission,
+        slot: &Admission,
         prompt: Vec<u32>,
         opts: &GenOptions,
         out: &mpsc::Sender<GenToken>,
     ) -> Result<GenSummary, PipelineError> {
+        let _ = slot;
+        super::driver::drive(self.clone(), Slot::Held, None, prompt, opts, out)
+            .await
+            .map(|o| o.summary)
+    }
+
+    /// Starts sequence `seq` on this pipeline: its tokens will arrive on the returned
+    /// channel until the returned guard releases it on every stage.
+    pub(crate) fn open_sequence(&self) -> (SeqId, mpsc::Receiver<SinkMsg>, SeqGuard) {
         let d = &self.inner.d;
-        if prompt.is_empty() {
-            return Err(PipelineError::EmptyPrompt);
-        }
-        if prompt.len() >= d.ctx {
-            return Err(PipelineError::PromptTooLong {
-                prompt: prompt.len(),
-                ctx: d.ctx,
-            });
-        }
-        if let Some(why) = self.broken() {
-            return Err(PipelineError::Broken(why));
-        }
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel::<SinkMsg>(4);
+        let (tx, rx) = mpsc::channel::<SinkMsg>(4);
         d.routes.insert(seq, tx);
-        let mut guard = SeqGuard {
+        let guard = SeqGuard {
             seq,
             routes: d.routes.clone(),
             first: d.stages[0].clone(),
             released: false,
         };
-        let result = self.run_sequence(seq, &mut rx, prompt, opts, out).await;
-        // The stages forget the sequence before its slot goes to the next one (same FIFO
-        // stream as that one's first batch), so no stage ever holds more than its maximum.
-        guard.release().await;
-        result
+        (seq, rx, guard)
     }
 
-    async fn run_sequence(
+    /// Sends one batch of sequence `seq` to the first stage (`start` goes with its first).
+    pub(crate) async fn send_batch(
         &self,
         seq: SeqId,
-        rx: &mut mpsc::Receiver<SinkMsg>,
-        prompt: Vec<u32>,
-        opts: &GenOptions,
-        out: &mpsc::Sender<GenToken>,
-    ) -> Result<GenSummary, PipelineError> {
-        let d = &self.inner.d;
-        if let Some(m) = &*self.inner.metrics.lock() {
-            m.active.add(1.0);
-        }
-        let _active = ActiveGuard(self.inner.clone());
-        let mut summary = GenSummary {
-            prompt_tokens: prompt.len(),
-            tokens: Vec::new(),
-            text: String::new(),
-            finish: Finish::MaxTokens,
-            prompt_time: Duration::ZERO,
-            gen_time: Duration::ZERO,
+        batch: Batch,
+        start: &SeqStart,
+    ) -> Result<(), PipelineError> {
+        let f = Forward {
+            seq,
+            pos: batch.pos as u32,
+            n: batch.tokens.len() as u32,
+            tokens: batch.tokens,
+            dtype: self.inner.d.dtype,
+            start: batch.first.then(|| start.clone()),
+            sample: batch.sample,
+            sent_at_us: now_us(),
+            hops: Vec::new(),
         };
-        if opts.max_tokens == 0 {
-            return Ok(summary);
-        }
-        let t0 = Instant::now();
-        let mut t_first = None;
-        let start = SeqStart {
-            sampling: opts.sampling.clone(),
-            prompt: prompt.clone(),
-        };
-        let chunks: Vec<&[u32]> = prompt.chunks(PREFILL_CHUNK).collect();
-        let mut pos = 0usize;
-        for (i, c) in chunks.iter().enumerate() {
-            self.send(Forward {
-                seq,
-                pos: pos as u32,
-                n: c.len() as u32,
-                tokens: c.to_vec(),
-                dtype: d.dtype,
-                start: (i == 0).then(|| start.clone()),
-                sample: i + 1 == chunks.len(),
-                sent_at_us: now_us(),
-                hops: Vec::new(),
-            })
-            .await?;
-            pos += c.len();
-        }
-        let mut broken = self.inner.broken.subscribe();
-        let mut decoder = TokenStreamDecoder::new();
-        loop {
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = broken.wait_for(|b| b.is_some()) => {
-                    return Err(PipelineError::Broken(self.broken().unwrap_or_default()));
-                }
-            };
-            let (token, gap, hops) = match msg {
-                Some(SinkMsg::Token {
-                    token,
-                    top2_gap,
-                    hops,
-                    ..
-                }) => (token, top2_gap, hops),
-                Some(SinkMsg::Failed { stage, error, .. }) => {
-                    return Err(PipelineError::StageFailed { stage, error });
-                }
-                None => return Err(PipelineError::Broken("the sink went away".into())),
-            };
-            self.record_hops(&hops);
-            if t_first.is_none() {
-                summary.prompt_time = t0.elapsed();
-                t_first = Some(Instant::now());
-            }
-            if d.tokenizer.is_eog(token) {
-                summary.finish = Finish::EndOfGeneration;
-                break;
-            }
-            let text = decoder
-                .push(&d.tokenizer, token)
-                .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
-            summary.tokens.push(token);
-            summary.text.push_str(&text);
-            if let Some(m) = &*self.inner.metrics.lock() {
-                m.tokens.inc();
-            }
-            if out
-                .send(GenToken {
-                    id: token,
-                    text,
-                    top2_gap: gap,
-                })
-                .await
-                .is_err()
-            {
-                summary.finish = Finish::Cancelled;
-                break;
-            }
-            if summary.tokens.len() >= opts.max_tokens {
-                summary.finish = Finish::MaxTokens;
-                break;
-            }
-            if pos + 1 >= d.ctx {
-                summary.finish = Finish::ContextFull;
-                break;
-            }
-            self.send(Forward {
-                seq,
-                pos: pos as u32,
-                n: 1,
-                tokens: vec![token],
-                dtype: d.dtype,
-                start: None,
-                sample: true,
-                sent_at_us: now_us(),
-                hops: Vec::new(),
-            })
-            .await?;
-            pos += 1;
-        }
-        let rest = decoder.finish();
-        if !rest.is_empty() {
-            summary.text.push_str(&rest);
-            let _ = out
-                .send(GenToken {
-                    id: *summary.tokens.last().unwrap_or(&0),
-                    text: rest,
-                    top2_gap: f32::INFINITY,
-                })
-                .await;
-        }
-        summary.gen_time = t_first.map(|t| t.elapsed()).unwrap_or_default();
-        Ok(summary)
-    }
-
-    async fn send(&self, f: Forward) -> Result<(), PipelineError> {
         self.inner.d.stages[0]
             .tell(StageMsg::Forward(f))
             .await
             .map_err(|e| PipelineError::Unreachable(e.to_string()))
     }
 
-    fn record_hops(&self, hops: &[HopTiming]) {
+    /// Whether `token` ends a generation.
+    pub(crate) fn is_eog(&self, token: u32) -> bool {
+        self.inner.d.tokenizer.is_eog(token)
+    }
+
+    /// Counts a sequence as active in the metrics while the returned guard lives.
+    pub(crate) fn active(&self) -> ActiveGuard {
+        if let Some(m) = &*self.inner.metrics.lock() {
+            m.active.add(1.0);
+        }
+        ActiveGuard(self.inner.clone())
+    }
+
+    /// Counts one generated token in the metrics.
+    pub(crate) fn count_token(&self) {
+        if let Some(m) = &*self.inner.metrics.lock() {
+            m.tokens.inc();
+        }
+    }
+
+    /// Adds a batch's per-stage timings to the totals and the metrics.
+    pub(crate) fn record_hops(&self, hops: &[HopTiming]) {
         let mut totals = self.inner.hops.lock();
         let metrics = self.inner.metrics.lock();
         for h in hops {
@@ -587,7 +475,7 @@ impl Pipeline {
         for s in &self.inner.d.stages {
             out.push(match s.ask(StageMsg::Stats, Duration::from_secs(5)).await {
                 Ok(env) => match env.msg {
-                    super::protocol::StageReply::Stats(st) => Ok(st),
+                    crate::pipeline::protocol::StageReply::Stats(st) => Ok(st),
                     other => Err(format!("unexpected reply {other:?}")),
                 },
                 Err(e) => Err(e.to_string()),
@@ -602,12 +490,12 @@ impl Pipeline {
         // At once: a stage on a lost node must not delay the others.
         futures::future::join_all(self.inner.d.stages.iter().map(|s| s.stop())).await;
         self.inner.d.sink.stop().await;
-        unregister_routes(self.inner.d.sink_key);
+        unregister_routes(&self.inner.d.cluster, self.inner.d.sink_key);
     }
 }
 
 /// Forgets the sequence's route and releases its caches on every stage when the driver ends.
-struct SeqGuard {
+pub(crate) struct SeqGuard {
     seq: SeqId,
     routes: Arc<Routes>,
     first: ActorRef<StageActor>,
@@ -615,8 +503,10 @@ struct SeqGuard {
 }
 
 impl SeqGuard {
-    /// Releases the sequence on every stage and waits until the release is on its way.
-    async fn release(&mut self) {
+    /// Releases the sequence on every stage and waits until the release is on its way (the
+    /// stages forget it before its slot goes to the next one: same FIFO stream as that one's
+    /// first batch, so no stage ever holds more than its maximum).
+    pub(crate) async fn release(&mut self) {
         self.released = true;
         self.routes.remove(&self.seq);
         let _ = self.first.tell(StageMsg::Release { seq: self.seq }).await;
@@ -639,7 +529,8 @@ impl Drop for SeqGuard {
     }
 }
 
-struct ActiveGuard(Arc<Inner>);
+/// Counts a sequence as active while it lives.
+pub(crate) struct ActiveGuard(Arc<Inner>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {

@@ -1,14 +1,17 @@
-//! Messages between the coordinator, the stage actors and the token sink.
+//! What travels between the rooms: messages between the coordinator, the stage actors and the
+//! token sink, and the hidden-state wire codec.
 //!
 //! Hidden states never go through serde: they travel as the raw tail of the envelope (see
-//! [`super::hidden`]); the typed part is a small header.
+//! [`hidden`]); the typed part is a small header.
 
 use edgeray_model::sampling::SamplingParams;
 use edgeray_runtime::actor::ActorId;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-use super::hidden::WireDtype;
+pub mod hidden;
+
+pub use hidden::WireDtype;
 
 /// A sequence (one generation request), unique per coordinator.
 pub type SeqId = u64;

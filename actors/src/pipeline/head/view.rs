@@ -1,14 +1,14 @@
 //! The scheduler's logic: turns the live cluster into a [`ClusterView`] (memory, power and
 //! measured compute of every Up member, and the RTT and bandwidth this node measured to each),
 //! and asks a [`PlacementPolicy`] where each stage goes. It runs inside the scheduler actor on
-//! the head node (see [`super::scheduler_actor`]).
+//! the head node (see [`super::scheduler`]).
 
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::identity::NodeId;
 use edgeray_runtime::membership::MemberState;
 
 use crate::placement::{
-    CandidateOutcome, ClusterView, LinkView, ModelProfile, NodeId as PlaceId, NodeView, Placement,
+    CandidateOutcome, ClusterView, LinkView, MemberId, ModelProfile, NodeView, Placement,
     PlacementPolicy, Unplaceable,
 };
 
@@ -16,7 +16,7 @@ use crate::placement::{
 pub const DEFAULT_NODE_WATTS: f64 = 10.0;
 
 /// Compute scores are weight megabytes per second streamed through our kernels (see
-/// [`super::compute::measure_compute_score`]).
+/// [`crate::pipeline::stage::measure_compute_score`]).
 const SCORE_UNIT_BYTES_PER_S: f64 = 1e6;
 
 /// Why no placement came out.
@@ -100,12 +100,12 @@ pub fn measured_link(
 }
 
 /// The placement id of a runtime node id.
-pub fn place_id(id: &NodeId) -> PlaceId {
-    PlaceId(id.to_hex())
+pub fn place_id(id: &NodeId) -> MemberId {
+    MemberId(id.to_hex())
 }
 
 /// The runtime node id of a placement id.
-pub fn runtime_id(id: &PlaceId) -> Result<NodeId, ScheduleError> {
+pub fn runtime_id(id: &MemberId) -> Result<NodeId, ScheduleError> {
     id.0.parse()
         .map_err(|_| ScheduleError::UnknownNode(id.0.clone()))
 }

@@ -17,10 +17,10 @@ use edgeray_runtime::cluster::{Cluster, SpawnOptions};
 use edgeray_runtime::identity::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::{ScheduleError, cluster_view, schedule};
+use super::view::{ScheduleError, cluster_view, schedule};
 use crate::placement::{
-    Candidate, ClusterView, ModelProfile, NodeId as PlaceId, Placement, PlacementPolicy,
-    PowerPolicy, policy_by_name,
+    Candidate, ClusterView, MemberId, ModelProfile, Placement, PlacementPolicy, PowerPolicy,
+    policy_by_name,
 };
 
 /// The name the scheduler is registered under on the head node.
@@ -87,7 +87,7 @@ pub struct PlaceAsk {
     /// The members the asking node sees (filled in by [`ask_placement`]): the scheduler waits
     /// briefly until its own view holds them too, so a member that joined a moment ago is not
     /// missed because its heartbeat reached the asker first.
-    pub known: Vec<PlaceId>,
+    pub known: Vec<MemberId>,
 }
 
 /// What the scheduler answers.
@@ -187,7 +187,7 @@ impl RemoteActor for SchedulerActor {
 }
 
 /// Whether `view` holds every node of `known`.
-pub fn holds_all(view: &ClusterView, known: &[PlaceId]) -> bool {
+pub fn holds_all(view: &ClusterView, known: &[MemberId]) -> bool {
     known
         .iter()
         .all(|id| view.nodes.iter().any(|n| &n.id == id))
@@ -288,7 +288,7 @@ mod tests {
 
     fn view() -> ClusterView {
         let node = |id: &str, gib: u64| NodeView {
-            id: PlaceId(id.into()),
+            id: MemberId(id.into()),
             name: id.into(),
             memory_budget_bytes: gib << 30,
             memory_free_bytes: gib << 30,
@@ -298,8 +298,8 @@ mod tests {
             up: true,
         };
         ClusterView::new(vec![node("a", 2), node("b", 2)]).with_link(
-            &PlaceId("a".into()),
-            &PlaceId("b".into()),
+            &MemberId("a".into()),
+            &MemberId("b".into()),
             LinkView {
                 rtt_s: 0.002,
                 ..LinkView::DEFAULT
@@ -332,9 +332,9 @@ mod tests {
         };
         assert!(holds_all(
             &view(),
-            &[PlaceId("a".into()), PlaceId("b".into())]
+            &[MemberId("a".into()), MemberId("b".into())]
         ));
-        assert!(!holds_all(&view(), &[PlaceId("c".into())]));
+        assert!(!holds_all(&view(), &[MemberId("c".into())]));
         let a = answer(&ask, view(), "head".into()).expect("answer");
         let body = edgeray_runtime::codec::encode_self_describing(&a).unwrap();
         let back: PlaceAnswer = edgeray_runtime::codec::decode_self_describing(&body).unwrap();

@@ -16,14 +16,14 @@ use edgeray_runtime::identity::NodeId;
 use parking_lot::Mutex;
 
 use super::deploy::{DeployError, DeployOptions, PlannedPlacement, Prepared, build_shard};
-use super::scheduler::{cluster_view, place_id, runtime_id, schedule};
-use super::shard_store::content_hash;
-use super::weights::{node_has_shard, ship_shard_windowed};
-use crate::placement::{ClusterView, NodeId as PlaceId, Placement, policy_by_name};
+use super::shipping::{node_has_shard, ship_shard_windowed};
+use crate::pipeline::head::{cluster_view, place_id, runtime_id, schedule};
+use crate::pipeline::stage::shard_store::content_hash;
+use crate::placement::{ClusterView, MemberId, Placement, policy_by_name};
 
 /// The view a failover placement for the loss of `lost` would see: `view` without `lost`, and
 /// each node's free memory counting what the stages of `current` on it would release.
-pub fn failover_view(view: &ClusterView, current: &Placement, lost: &PlaceId) -> ClusterView {
+pub fn failover_view(view: &ClusterView, current: &Placement, lost: &MemberId) -> ClusterView {
     let mut v = view.clone();
     v.nodes.retain(|n| &n.id != lost);
     for n in &mut v.nodes {
@@ -40,8 +40,8 @@ pub fn failover_view(view: &ClusterView, current: &Placement, lost: &PlaceId) ->
 
 /// The stage nodes of `current` whose loss a plan should cover: all but the coordinator (whose
 /// loss ends the service anyway), each once, in pipeline order.
-pub fn nodes_to_cover(current: &Placement, coordinator: &PlaceId) -> Vec<PlaceId> {
-    let mut out: Vec<PlaceId> = Vec::new();
+pub fn nodes_to_cover(current: &Placement, coordinator: &MemberId) -> Vec<MemberId> {
+    let mut out: Vec<MemberId> = Vec::new();
     for s in &current.stages {
         if &s.node != coordinator && !out.contains(&s.node) {
             out.push(s.node.clone());
@@ -163,7 +163,7 @@ mod tests {
 
     fn node(id: &str, free: u64) -> NodeView {
         NodeView {
-            id: PlaceId(id.into()),
+            id: MemberId(id.into()),
             name: id.into(),
             memory_budget_bytes: 10_000,
             memory_free_bytes: free,
@@ -176,7 +176,7 @@ mod tests {
 
     fn stage(id: &str, layers: Range<usize>, mem: u64) -> StageAssignment {
         StageAssignment {
-            node: PlaceId(id.into()),
+            node: MemberId(id.into()),
             node_name: id.into(),
             layers,
             embed: false,
@@ -213,7 +213,7 @@ mod tests {
             stage("b", 4..8, 70),
             stage("c", 8..9, 5),
         ]);
-        let v = failover_view(&view, &cur, &PlaceId("b".into()));
+        let v = failover_view(&view, &cur, &MemberId("b".into()));
         let ids: Vec<_> = v.nodes.iter().map(|n| n.id.0.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
         assert_eq!(v.nodes[0].memory_free_bytes, 150);
@@ -228,7 +228,7 @@ mod tests {
             stage("b", 4..6, 1),
             stage("a", 6..8, 1),
         ]);
-        let got = nodes_to_cover(&cur, &PlaceId("coord".into()));
-        assert_eq!(got, [PlaceId("a".into()), PlaceId("b".into())]);
+        let got = nodes_to_cover(&cur, &MemberId("coord".into()));
+        assert_eq!(got, [MemberId("a".into()), MemberId("b".into())]);
     }
 }

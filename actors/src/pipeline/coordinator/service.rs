@@ -22,9 +22,11 @@ use tokio::sync::{mpsc, watch};
 use super::deploy::{
     DeployError, DeployOptions, PlannedPlacement, Prepared, deploy_prepared, prepare,
 };
-use super::engine::{Admission, Finish, GenOptions, GenToken, Pipeline, PipelineError};
-use super::scheduler::{cluster_view, place_id, runtime_id};
+use super::driver::{Resume, Slot, TokenSink, drive};
+use super::engine::{Admission, GenOptions, GenToken, Pipeline, PipelineError};
+use super::sequence::{Finish, Stall};
 use super::spares::{FailoverPlans, prepare_failover_plans};
+use crate::pipeline::head::{cluster_view, place_id, runtime_id};
 
 /// How long a request waits for a redeployed pipeline after a failure mid-answer.
 pub const FAILOVER_WAIT: Duration = Duration::from_secs(120);
@@ -40,39 +42,6 @@ pub struct Resumable {
     pub resumed: u32,
     /// The stall of each failover, as the client saw it.
     pub stalls: Vec<Stall>,
-}
-
-/// Where one failover's stall went: from the last token before the failure to the first
-/// token after it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stall {
-    /// Last token until the failure was noticed (QUIC idle timeout, or at once for a stage
-    /// that stopped).
-    pub detect: Duration,
-    /// Failure noticed until the redeployed pipeline was up.
-    pub redeploy: Duration,
-    /// Redeployed until the next token: the prompt plus the tokens already sent replayed.
-    pub replay: Duration,
-}
-
-impl Stall {
-    /// The whole stall.
-    pub fn total(&self) -> Duration {
-        self.detect + self.redeploy + self.replay
-    }
-}
-
-impl std::fmt::Display for Stall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "stall {:.1} s (detection {:.1} s, redeploy {:.1} s, replay {:.1} s)",
-            self.total().as_secs_f64(),
-            self.detect.as_secs_f64(),
-            self.redeploy.as_secs_f64(),
-            self.replay.as_secs_f64()
-        )
-    }
 }
 
 /// Pause between redeploy attempts.
@@ -97,7 +66,7 @@ pub struct Service {
 }
 
 /// Counts a generation as resuming while it lives.
-struct Resuming(Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Resuming(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Resuming {
     fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
@@ -216,11 +185,6 @@ impl Service {
         }
     }
 
-    /// Failover plans ready for the current pipeline (one per stage node but this one).
-    pub fn failover_plans(&self) -> usize {
-        self.plans.len()
-    }
-
     /// Waits (up to `timeout`) until the failover plans of the current pipeline are prepared
     /// (their spare shards in place); returns how many there are.
     pub async fn wait_failover_plans(&self, timeout: Duration) -> Option<usize> {
@@ -258,127 +222,49 @@ impl Service {
         opts: &GenOptions,
         out: &mpsc::Sender<GenToken>,
     ) -> Result<Resumable, PipelineError> {
-        let (mut pipeline, first, mut generation) = match start {
-            Some((p, a, g)) => (p, Some(a), g),
+        self.generate_into(start, prompt, opts, out).await
+    }
+
+    /// Like [`Service::generate`], handing the tokens to any [`TokenSink`] (the gateway's
+    /// event stream).
+    pub(crate) async fn generate_into(
+        &self,
+        start: Option<(Pipeline, Admission, u64)>,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &impl TokenSink,
+    ) -> Result<Resumable, PipelineError> {
+        let (pipeline, slot, generation) = match start {
+            Some((p, a, g)) => (p, Slot::Owned(a), g),
             None => {
                 let g = self.generation();
                 let p = match self.current() {
                     Some(p) => p,
                     None => self.wait_current(g + 1).await?,
                 };
-                (p, None, g)
+                (p, Slot::Wait, g)
             }
         };
-        let mut slot = first;
-        let mut sent: Vec<u32> = Vec::new();
-        let mut resumed = 0;
-        let mut stalls = Vec::new();
-        // The last token the client got (or when the generation started).
-        let mut last_token = Instant::now();
-        // After a failure: (noticed, redeployed) while the next token is awaited.
-        let mut pending: Option<(Instant, Instant)> = None;
-        let mut resuming: Option<Resuming> = None;
-        loop {
-            let admission = match slot.take() {
-                Some(a) => a,
-                None => pipeline.admit().await,
-            };
-            let (tx, mut rx) = mpsc::channel::<GenToken>(4);
-            let fwd_out = out.clone();
-            let on_first = pending.map(|(noticed, redeployed)| {
-                let recorder = self.stall_recorder();
-                let from = last_token;
-                move |at: Instant| {
-                    let stall = Stall {
-                        detect: noticed.saturating_duration_since(from),
-                        redeploy: redeployed.saturating_duration_since(noticed),
-                        replay: at.saturating_duration_since(redeployed),
-                    };
-                    recorder(&stall);
-                    stall
-                }
-            });
-            let forward = tokio::spawn(async move {
-                let mut ids = Vec::new();
-                let mut on_first = on_first;
-                let mut stall = None;
-                let mut last = None;
-                while let Some(t) = rx.recv().await {
-                    let now = Instant::now();
-                    if let Some(f) = on_first.take() {
-                        stall = Some(f(now));
-                    }
-                    last = Some(now);
-                    ids.push(t.id);
-                    if fwd_out.send(t).await.is_err() {
-                        break; // receiver gone: dropping rx cancels the generation
-                    }
-                }
-                (ids, stall, last)
-            });
-            let mut input = prompt.clone();
-            input.extend_from_slice(&sent);
-            let step = GenOptions {
-                max_tokens: opts.max_tokens.saturating_sub(sent.len()),
-                sampling: opts.sampling.clone(),
-            };
-            let result = pipeline
-                .generate_admitted(&admission, input, &step, &tx)
-                .await;
-            let noticed = Instant::now();
-            drop(tx);
-            drop(admission);
-            let (ids, stall, last) = forward.await.unwrap_or_default();
-            if let Some(st) = stall {
-                tracing::info!(
-                    stall_ms = st.total().as_millis() as u64,
-                    detect_ms = st.detect.as_millis() as u64,
-                    redeploy_ms = st.redeploy.as_millis() as u64,
-                    replay_ms = st.replay.as_millis() as u64,
-                    "generation resumed after a failover"
-                );
-                stalls.push(st);
-                pending = None;
-                resuming = None;
-            }
-            if let Some(l) = last {
-                last_token = l;
-            }
-            match result {
-                Ok(s) => {
-                    sent.extend(s.tokens);
-                    return Ok(Resumable {
-                        finish: s.finish,
-                        tokens: sent,
-                        resumed,
-                        stalls,
-                    });
-                }
-                Err(
-                    e @ (PipelineError::Broken(_)
-                    | PipelineError::StageFailed { .. }
-                    | PipelineError::Unreachable(_)),
-                ) if sent.len() + ids.len() < opts.max_tokens && broken_soon(&pipeline).await => {
-                    sent.extend(ids);
-                    resuming.get_or_insert_with(|| Resuming::new(&self.resuming));
-                    // A failure during a replay counts from the first one's last token.
-                    let noticed = pending.map_or(noticed, |(n, _)| n);
-                    tracing::warn!(error = %e, tokens_sent = sent.len(), "generation interrupted by a failure; waiting for the redeployed pipeline");
-                    pipeline = self
-                        .wait_current(generation + 1)
-                        .await
-                        .map_err(|w| PipelineError::Broken(format!("{e}; {w}")))?;
-                    generation = self.generation();
-                    resumed += 1;
-                    pending = Some((noticed, Instant::now()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let resume = Resume {
+            service: self,
+            generation,
+        };
+        let o = drive(pipeline, slot, Some(resume), prompt, opts, out).await?;
+        Ok(Resumable {
+            finish: o.summary.finish,
+            tokens: o.summary.tokens,
+            resumed: o.resumed,
+            stalls: o.stalls,
+        })
+    }
+
+    /// Counts a generation as waiting to resume after a failover while the guard lives.
+    pub(crate) fn resuming(&self) -> Resuming {
+        Resuming::new(&self.resuming)
     }
 
     /// Waits (up to [`FAILOVER_WAIT`]) for pipeline generation `n` and returns the current one.
-    async fn wait_current(&self, n: u64) -> Result<Pipeline, PipelineError> {
+    pub(crate) async fn wait_current(&self, n: u64) -> Result<Pipeline, PipelineError> {
         if !self.wait_generation(n, FAILOVER_WAIT).await {
             return Err(PipelineError::Broken(format!(
                 "no pipeline was redeployed within {FAILOVER_WAIT:?}"
@@ -437,7 +323,7 @@ impl Service {
     }
 
     /// Records one failover stall in the metrics (see [`Service::generate`]).
-    pub fn record_stall(&self, stall: &Stall) {
+    pub(crate) fn record_stall(&self, stall: &Stall) {
         self.stall_recorder()(stall);
     }
 
@@ -547,7 +433,7 @@ impl Service {
             return None;
         };
         let view = cluster_view(&self.cluster);
-        let up = |id: &crate::placement::NodeId| view.nodes.iter().any(|n| &n.id == id);
+        let up = |id: &crate::placement::MemberId| view.nodes.iter().any(|n| &n.id == id);
         let usable = plan.placement.stages.iter().all(|s| up(&s.node))
             && !plan
                 .placement
@@ -559,13 +445,4 @@ impl Service {
         }
         usable.then_some(plan)
     }
-}
-
-/// Whether `p` is (or within a few seconds becomes) broken: a failed batch caused by a dying
-/// stage is followed by its death watch; any other failure is the request's own.
-async fn broken_soon(p: &Pipeline) -> bool {
-    p.broken().is_some()
-        || tokio::time::timeout(Duration::from_secs(10), p.wait_broken())
-            .await
-            .is_ok()
 }

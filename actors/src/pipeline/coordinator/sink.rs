@@ -1,33 +1,43 @@
 //! The coordinator's sink: the actor the last stage sends sampled tokens to (and any stage its
 //! failures), routing each to the waiting sequence's channel.
 //!
-//! Actors are built from serde arguments, so the routing table a sink serves lives in a
-//! process-wide map under a key passed as the argument.
+//! Actors are built from serde arguments, so the routing table a sink serves is node-local state
+//! of the coordinator's actor system (a [`SinkTables`] extension of its cluster) under a key
+//! passed as the argument: a sink can only be spawned on its coordinator's own node.
 
 use dashmap::DashMap;
 use edgeray_runtime::actor::{ActorCtx, ActorError, Envelope, RemoteActor};
+use edgeray_runtime::cluster::Cluster;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use tokio::sync::mpsc;
 
-use super::protocol::{SeqId, SinkMsg};
+use crate::pipeline::protocol::{SeqId, SinkMsg};
 
 /// Sequence → channel of its driver.
 pub type Routes = DashMap<SeqId, mpsc::Sender<SinkMsg>>;
 
-static TABLES: LazyLock<DashMap<u64, Arc<Routes>>> = LazyLock::new(DashMap::new);
-static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+/// The routing tables of the pipelines a node coordinates, by key (a [`Cluster`] extension).
+#[derive(Default)]
+pub struct SinkTables {
+    tables: DashMap<u64, Arc<Routes>>,
+    next_key: AtomicU64,
+}
 
-/// Registers a routing table; returns the key to spawn a [`SinkActor`] with.
-pub fn register_routes(routes: Arc<Routes>) -> u64 {
-    let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-    TABLES.insert(key, routes);
+/// Registers a routing table on the coordinator's node; returns the key to spawn a
+/// [`SinkActor`] with.
+pub fn register_routes(cluster: &Cluster, routes: Arc<Routes>) -> u64 {
+    let t = cluster.extension_or_insert_with(SinkTables::default);
+    let key = t.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+    t.tables.insert(key, routes);
     key
 }
 
 /// Forgets a routing table.
-pub fn unregister_routes(key: u64) {
-    TABLES.remove(&key);
+pub fn unregister_routes(cluster: &Cluster, key: u64) {
+    if let Some(t) = cluster.extension::<SinkTables>() {
+        t.tables.remove(&key);
+    }
 }
 
 /// Receives tokens for the sequences of one pipeline (actor kind `edgeray.sink`; spawn it only
@@ -45,10 +55,10 @@ impl RemoteActor for SinkActor {
         "edgeray.sink"
     }
 
-    fn create(key: u64, _ctx: ActorCtx) -> Result<Self, ActorError> {
-        let routes = TABLES
-            .get(&key)
-            .map(|r| r.clone())
+    fn create(key: u64, ctx: ActorCtx) -> Result<Self, ActorError> {
+        let routes = ctx
+            .extension::<SinkTables>()
+            .and_then(|t| t.tables.get(&key).map(|r| r.clone()))
             .ok_or_else(|| ActorError::new("a sink can only be spawned by its own coordinator"))?;
         Ok(SinkActor { routes })
     }

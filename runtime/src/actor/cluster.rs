@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::actor::local::{LocalActors, LocalSpawn, OnStop};
-use crate::actor::placement::{Budget, Candidate, Ledger, Placement};
+use crate::actor::placement::{Budget, Candidate, Ledger, SpawnPlacement};
 use crate::actor::remote::{Remote, RpcRequest, RpcResponse};
 use crate::actor::{
     ActorId, ActorRef, AskError, Envelope, FirstFit, Registry, RemoteActor, Resources, SpawnError,
@@ -78,7 +78,7 @@ pub struct ActorSystemConfig {
     /// What this node offers to actors' resource reservations.
     pub capacity: Resources,
     /// The placement function.
-    pub placement: Arc<dyn Placement>,
+    pub placement: Arc<dyn SpawnPlacement>,
 }
 
 impl std::fmt::Debug for ActorSystemConfig {
@@ -149,10 +149,12 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) locals: LocalActors,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
-    pub(crate) placement: Arc<dyn Placement>,
+    pub(crate) placement: Arc<dyn SpawnPlacement>,
     pub(crate) remote: Option<Arc<Remote>>,
     membership: std::sync::OnceLock<NodeHandle>,
     next_ticket: std::sync::atomic::AtomicU64,
+    /// Node-local state shared by the actors of this node, one value per type.
+    extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -250,6 +252,7 @@ impl Cluster {
                 remote,
                 membership: std::sync::OnceLock::new(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
+                extensions: dashmap::DashMap::new(),
             }),
         })
     }
@@ -262,6 +265,41 @@ impl Cluster {
     /// The kinds this node can create.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// Stores a value of type `T` as node-local state that this node's actors reach through
+    /// [`Cluster::extension`] (or [`crate::actor::ActorCtx::extension`]): settings an actor
+    /// built from serde arguments cannot carry (a cache folder, a routing table). Replaces and
+    /// returns the previous value of that type.
+    pub fn insert_extension<T: Send + Sync + 'static>(&self, value: T) -> Option<Arc<T>> {
+        self.inner
+            .extensions
+            .insert(std::any::TypeId::of::<T>(), Arc::new(value))
+            .and_then(|old| old.downcast::<T>().ok())
+    }
+
+    /// The node-local value of type `T`, if one was inserted.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner
+            .extensions
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.value().clone().downcast::<T>().ok())
+    }
+
+    /// The node-local value of type `T`, inserted by `init` on first use.
+    pub fn extension_or_insert_with<T: Send + Sync + 'static>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let v = self
+            .inner
+            .extensions
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(init()))
+            .value()
+            .clone();
+        v.downcast::<T>()
+            .expect("an extension is stored under its own type id")
     }
 
     /// A weak handle.

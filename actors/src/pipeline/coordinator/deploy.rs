@@ -15,14 +15,14 @@ use edgeray_runtime::actor::{Resources, SpawnError};
 use edgeray_runtime::cluster::{Cluster, SpawnOptions};
 
 use super::engine::{Deployed, Pipeline};
-use super::hidden::WireDtype;
-use super::protocol::StageArgs;
-use super::scheduler::{ScheduleError, runtime_id};
-use super::scheduler_actor::{PlaceAsk, PolicySpec, ask_placement};
-use super::shard_store::content_hash;
+use super::shipping::{ShipError, node_has_shard, ship_shard};
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
-use super::stage_actor::StageActor;
-use super::weights::{ShipError, node_has_shard, ship_shard};
+use crate::pipeline::head::{PlaceAsk, PolicySpec, ask_placement};
+use crate::pipeline::head::{ScheduleError, runtime_id};
+use crate::pipeline::protocol::StageArgs;
+use crate::pipeline::protocol::WireDtype;
+use crate::pipeline::stage::StageActor;
+use crate::pipeline::stage::shard_store::content_hash;
 use crate::placement::Placement;
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
 
@@ -133,8 +133,8 @@ pub(crate) fn prepare(model: &Path, opts: &DeployOptions) -> Result<Prepared, De
     );
     let ctx = opts.ctx.min(config.context_length);
     let profile =
-        crate::cli::placement::profile_from_gguf(model, Some(ctx), DEFAULT_STAGE_OVERHEAD_BYTES)
-            .map_err(|e| model_err(format!("{e:#}")))?;
+        crate::placement::profile_from_gguf(&file, Some(ctx), DEFAULT_STAGE_OVERHEAD_BYTES)
+            .map_err(|e| model_err(e.to_string()))?;
     Ok(Prepared {
         file,
         config,
@@ -320,7 +320,7 @@ pub(crate) async fn deploy_prepared(
 
     // The sink on this node, then the stages from last to first.
     let routes: Arc<Routes> = Arc::new(Routes::new());
-    let sink_key = register_routes(routes.clone());
+    let sink_key = register_routes(cluster, routes.clone());
     let mailbox = opts.max_sequences * 2 + 4;
     let sink = match cluster
         .spawn::<SinkActor>(
@@ -331,7 +331,7 @@ pub(crate) async fn deploy_prepared(
     {
         Ok(s) => s,
         Err(error) => {
-            unregister_routes(sink_key);
+            unregister_routes(cluster, sink_key);
             return Err(DeployError::Spawn {
                 what: "the token sink".into(),
                 node: "this node".into(),
@@ -386,7 +386,7 @@ pub(crate) async fn deploy_prepared(
                     s.stop().await;
                 }
                 sink.stop().await;
-                unregister_routes(sink_key);
+                unregister_routes(cluster, sink_key);
                 return Err(DeployError::Spawn {
                     what: format!("stage {k} (layers {:?})", st.layers),
                     node: st.node_name.clone(),

@@ -1,16 +1,53 @@
-//! Starting this process as a cluster node that can host pipeline stages: shared by
-//! `edgeray node`, `edgeray run` and `edgeray serve`.
+//! Starting this process as a cluster node that can host pipeline stages (used by `edgeray
+//! node`, `run` and `serve`, and by library users and tests), and the embedded cluster of
+//! several such nodes in one process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use edgeray_runtime::cluster::{ActorSystemConfig, Cluster};
 use edgeray_runtime::config::{ByteSize, ClusterConfig};
 use edgeray_runtime::node::Node;
 
-use crate::pipeline::{measure_compute_score, registry, scheduler::cluster_view, set_shard_dir};
+use super::head::cluster_view;
+use super::registry;
+use super::stage::{measure_compute_score, set_shard_dir, user_cache_dir};
+
+/// Why a hosting node or an embedded cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HostingError {
+    /// The QUIC node could not be bound.
+    #[error("cannot start the node: {0}")]
+    Node(String),
+    /// The actor system could not start on the node.
+    #[error("cannot start the actor system: {0}")]
+    ActorSystem(String),
+    /// A file of the embedded cluster could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The embedded cluster's configuration is invalid.
+    #[error("embedded node config: {0}")]
+    Config(String),
+    /// An embedded cluster of no nodes was asked for.
+    #[error("an embedded cluster needs at least one node")]
+    NoNodes,
+    /// The embedded nodes did not find each other in time.
+    #[error("embedded node {node} sees only {seen} of {want} nodes after 20 s")]
+    NotFormed {
+        /// The node that did not see all.
+        node: usize,
+        /// Members it saw.
+        seen: usize,
+        /// Members expected.
+        want: usize,
+    },
+}
 
 /// Starts a node hosting the pipeline's actor kinds. Its compute score is measured with the
 /// quantized kernels (unless `resources.compute_score` is configured); its shard cache is
@@ -18,7 +55,7 @@ use crate::pipeline::{measure_compute_score, registry, scheduler::cluster_view, 
 pub async fn start_hosting_node(
     mut config: ClusterConfig,
     threads: usize,
-) -> anyhow::Result<Cluster> {
+) -> Result<Cluster, HostingError> {
     if config.resources.compute_score.is_none() {
         config.resources.compute_score = tokio::task::spawn_blocking(move || {
             measure_compute_score(threads, Duration::from_millis(150))
@@ -29,12 +66,14 @@ pub async fn start_hosting_node(
     }
     let node = Node::bind(config.clone())
         .await
-        .context("cannot start the node")?;
-    set_shard_dir(node.transport().node_id(), config.state_dir.join("shards"));
+        .map_err(|e| HostingError::Node(format!("{e:#}")))?;
     let actors = ActorSystemConfig::from_cluster_config(&config);
     let cluster = Cluster::start_node(node, registry(), actors)
         .await
-        .context("cannot start the actor system")?;
+        .map_err(|e| HostingError::ActorSystem(format!("{e:#}")))?;
+    // Before any peer can know this node (it joins only after start): the node's actors find
+    // their shard cache here.
+    set_shard_dir(&cluster, config.state_dir.join("shards"));
     Ok(cluster)
 }
 
@@ -58,16 +97,23 @@ pub async fn embedded_cluster(
     n: usize,
     dir: &Path,
     threads: usize,
-) -> anyhow::Result<Vec<Cluster>> {
-    anyhow::ensure!(n >= 1, "an embedded cluster needs at least one node");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+) -> Result<Vec<Cluster>, HostingError> {
+    if n == 0 {
+        return Err(HostingError::NoNodes);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| HostingError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let secret_file = dir.join("secret");
     let secret: [u8; 32] = match std::fs::read(&secret_file) {
         Ok(b) if b.len() == 32 => b.try_into().unwrap_or([7u8; 32]),
         _ => {
             let s: [u8; 32] = rand::random();
-            std::fs::write(&secret_file, s)
-                .with_context(|| format!("cannot write {}", secret_file.display()))?;
+            std::fs::write(&secret_file, s).map_err(|source| HostingError::Io {
+                path: secret_file.clone(),
+                source,
+            })?;
             s
         }
     };
@@ -86,7 +132,8 @@ pub async fn embedded_cluster(
         // Each embedded node offers an equal share of this machine's memory.
         let total = edgeray_runtime::resources::measure(&c, 0.0).memory_budget;
         c.memory_budget = Some(ByteSize(total / n as u64));
-        c.validate().context("embedded node config")?;
+        c.validate()
+            .map_err(|e| HostingError::Config(format!("{e:#}")))?;
         let cluster = start_hosting_node(c, threads).await?;
         if first_addr.is_none() {
             first_addr = cluster.node().map(|h| h.local_addr());
@@ -99,10 +146,13 @@ pub async fn embedded_cluster(
     for (i, node) in nodes.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         let seen = wait_for_members(node, n, left).await;
-        anyhow::ensure!(
-            seen >= n,
-            "embedded node {i} sees only {seen} of {n} nodes after 20 s"
-        );
+        if seen < n {
+            return Err(HostingError::NotFormed {
+                node: i,
+                seen,
+                want: n,
+            });
+        }
     }
     Ok(nodes)
 }
@@ -110,5 +160,5 @@ pub async fn embedded_cluster(
 /// Default folder of the embedded cluster: `$XDG_CACHE_HOME/edgeray/local` or
 /// `~/.cache/edgeray/local`.
 pub fn default_local_dir() -> PathBuf {
-    crate::pipeline::node_env::user_cache_dir().join("local")
+    user_cache_dir().join("local")
 }

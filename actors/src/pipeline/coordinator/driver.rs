@@ -1,0 +1,361 @@
+//! The async shell around a [`Sequence`]: it moves events from the pipeline (tokens and
+//! failures arriving at the sink, the pipeline's death watch, the client going away, time
+//! passing) into the state machine and carries out the actions it returns (send a batch, hand
+//! the client a token, wait for a redeployed pipeline). One driver per sequence, from admission
+//! to the end, failovers included; tokens go straight into the caller's channel.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use edgeray_model::tokenizer::TokenStreamDecoder;
+use tokio::sync::mpsc;
+
+use super::engine::{
+    Admission, GenOptions, GenSummary, GenToken, PREFILL_CHUNK, Pipeline, PipelineError,
+};
+use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
+use super::service::Service;
+use crate::pipeline::protocol::{SeqStart, SinkMsg};
+
+/// Where a driver hands generated tokens: a channel to the caller (the CLI, a test) or the
+/// gateway's event stream. `false` means the receiver went away (the generation is cancelled).
+pub trait TokenSink: Sync {
+    /// Hands one token on; waits while the receiver is full.
+    fn send_token(&self, token: GenToken) -> impl Future<Output = bool> + Send;
+}
+
+impl TokenSink for mpsc::Sender<GenToken> {
+    fn send_token(&self, token: GenToken) -> impl Future<Output = bool> + Send {
+        async move { self.send(token).await.is_ok() }
+    }
+}
+
+/// How often a waiting driver lets its sequence check its deadlines.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How long a redeployed pipeline may take to produce the next token of a resumed sequence
+/// before the sequence is failed over again.
+const RESUME_BOUND: Duration = Duration::from_secs(60);
+
+/// A generation driven to its end.
+pub(crate) struct Outcome {
+    /// What the caller of a single pipeline sees.
+    pub summary: GenSummary,
+    /// Failovers survived.
+    pub resumed: u32,
+    /// Their stalls.
+    pub stalls: Vec<Stall>,
+}
+
+/// A supervised deployment a broken sequence may continue on, and the pipeline generation
+/// the sequence started on.
+pub(crate) struct Resume<'a> {
+    /// The service.
+    pub service: &'a Service,
+    /// Pipelines deployed when the sequence started on its current one.
+    pub generation: u64,
+}
+
+/// The pipeline slot a generation runs in.
+pub(crate) enum Slot {
+    /// Taken by the caller, who passes it on.
+    Owned(Admission),
+    /// Taken and kept by the caller for the generation's duration.
+    Held,
+    /// Not taken yet: wait for one.
+    Wait,
+}
+
+/// One sequence on one pipeline: its slot, its route at the sink and its stages' caches.
+struct Attempt {
+    pipeline: Pipeline,
+    _slot: Option<Admission>,
+    _active: super::engine::ActiveGuard,
+    seq: crate::pipeline::protocol::SeqId,
+    rx: mpsc::Receiver<SinkMsg>,
+    guard: super::engine::SeqGuard,
+}
+
+impl Attempt {
+    fn open(pipeline: Pipeline, slot: Option<Admission>) -> Attempt {
+        let (seq, rx, guard) = pipeline.open_sequence();
+        Attempt {
+            _active: pipeline.active(),
+            pipeline,
+            _slot: slot,
+            seq,
+            rx,
+            guard,
+        }
+    }
+
+    /// Releases the sequence on the stages before the slot goes to the next one.
+    async fn close(mut self) {
+        self.guard.release().await;
+    }
+}
+
+/// Drives one generation of `prompt` on `pipeline` (with `slot` if already admitted) to its
+/// end. With `resume`, a failure mid-answer waits for the redeployed pipeline and continues
+/// there, replaying the prompt plus the tokens already sent, so `out` receives every token once,
+/// in order (greedy output is that of an undisturbed run).
+pub(crate) async fn drive(
+    pipeline: Pipeline,
+    slot: Slot,
+    mut resume: Option<Resume<'_>>,
+    prompt: Vec<u32>,
+    opts: &GenOptions,
+    out: &impl TokenSink,
+) -> Result<Outcome, PipelineError> {
+    let ctx = pipeline.context_length();
+    if prompt.is_empty() {
+        return Err(PipelineError::EmptyPrompt);
+    }
+    if prompt.len() >= ctx {
+        return Err(PipelineError::PromptTooLong {
+            prompt: prompt.len(),
+            ctx,
+        });
+    }
+    if let Some(why) = pipeline.broken() {
+        return Err(PipelineError::Broken(why));
+    }
+    let prompt_tokens = prompt.len();
+    let mut seq = Sequence::new(SequenceSpec {
+        prompt,
+        max_tokens: opts.max_tokens,
+        ctx,
+        prefill_chunk: PREFILL_CHUNK,
+        resumable: resume.is_some(),
+        resume_bound: Some(RESUME_BOUND),
+    });
+    let slot = match slot {
+        Slot::Owned(s) => Some(s),
+        Slot::Held => None,
+        Slot::Wait => Some(pipeline.admit().await),
+    };
+    let mut attempt = Attempt::open(pipeline, slot);
+    let mut start = SeqStart {
+        sampling: opts.sampling.clone(),
+        prompt: seq.prefill_tokens(),
+    };
+    let mut decoder = TokenStreamDecoder::new();
+    let mut text = String::new();
+    let t0 = Instant::now();
+    let mut first_token: Option<Instant> = None;
+    // The top-two logit gap of the token just received.
+    let mut gap = f32::INFINITY;
+    // Held from a failure until the first token after it (failover plans wait meanwhile).
+    let mut resuming = None;
+    // The error behind the next `Action::Fail`, when it has a type of its own.
+    let mut error: Option<PipelineError> = None;
+    let mut actions: std::collections::VecDeque<Action> = seq.on(Event::Started { now: t0 }).into();
+    let mut broken = attempt.pipeline.broken_watch();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Send(batch) => {
+                    if let Err(e) = attempt
+                        .pipeline
+                        .send_batch(attempt.seq, batch, &start)
+                        .await
+                    {
+                        let ev = failure_event(&attempt.pipeline, resume.is_some(), &e).await;
+                        error = Some(e);
+                        actions.clear();
+                        actions.extend(seq.on(ev));
+                    }
+                }
+                Action::Emit(token) => {
+                    let piece = decoder
+                        .push(attempt.pipeline.tokenizer(), token)
+                        .map_err(|e| PipelineError::BadPrompt(e.to_string()));
+                    let piece = match piece {
+                        Ok(p) => p,
+                        Err(e) => {
+                            attempt.close().await;
+                            return Err(e);
+                        }
+                    };
+                    text.push_str(&piece);
+                    attempt.pipeline.count_token();
+                    let sent = out
+                        .send_token(GenToken {
+                            id: token,
+                            text: piece,
+                            top2_gap: gap,
+                        })
+                        .await;
+                    if !sent {
+                        actions.clear();
+                        actions.extend(seq.on(Event::ClientGone));
+                    }
+                }
+                Action::Resumed(stall) => {
+                    tracing::info!(
+                        stall_ms = stall.total().as_millis() as u64,
+                        detect_ms = stall.detect.as_millis() as u64,
+                        redeploy_ms = stall.redeploy.as_millis() as u64,
+                        replay_ms = stall.replay.as_millis() as u64,
+                        "generation resumed after a failover"
+                    );
+                    if let Some(r) = &resume {
+                        r.service.record_stall(&stall);
+                    }
+                    resuming = None;
+                }
+                Action::AwaitRedeploy => {
+                    let Some(r) = resume.as_mut() else {
+                        // The machine only asks for a redeploy when told it may.
+                        return Err(
+                            error.unwrap_or(PipelineError::Broken("the pipeline broke".into()))
+                        );
+                    };
+                    let why = error
+                        .take()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "the pipeline broke".into());
+                    tracing::warn!(error = %why, tokens_sent = seq.generated().len(), "generation interrupted by a failure; waiting for the redeployed pipeline");
+                    attempt.close().await;
+                    resuming.get_or_insert_with(|| r.service.resuming());
+                    let pipeline = r
+                        .service
+                        .wait_current(r.generation + 1)
+                        .await
+                        .map_err(|w| PipelineError::Broken(format!("{why}; {w}")))?;
+                    r.generation = r.service.generation();
+                    let slot = pipeline.admit().await;
+                    attempt = Attempt::open(pipeline, Some(slot));
+                    broken = attempt.pipeline.broken_watch();
+                    // The replay prefills the tokens already sent; the decoder goes on where
+                    // the client's text stopped (the replay emits nothing twice).
+                    start.prompt = seq.prefill_tokens();
+                    actions.extend(seq.on(Event::Started {
+                        now: Instant::now(),
+                    }));
+                }
+                Action::Finish(finish) => {
+                    let rest = decoder.finish();
+                    if !rest.is_empty() && finish != Finish::Cancelled {
+                        text.push_str(&rest);
+                        let _ = out
+                            .send_token(GenToken {
+                                id: *seq.generated().last().unwrap_or(&0),
+                                text: rest,
+                                top2_gap: f32::INFINITY,
+                            })
+                            .await;
+                    }
+                    attempt.close().await;
+                    let resumed = seq.resumed();
+                    let stalls = seq.stalls().to_vec();
+                    return Ok(Outcome {
+                        summary: GenSummary {
+                            prompt_tokens,
+                            tokens: seq.into_generated(),
+                            text,
+                            finish,
+                            prompt_time: first_token.map_or(Duration::ZERO, |t| t - t0),
+                            gen_time: first_token.map(|t| t.elapsed()).unwrap_or_default(),
+                        },
+                        resumed,
+                        stalls,
+                    });
+                }
+                Action::Fail(why) => {
+                    attempt.close().await;
+                    return Err(error.unwrap_or(PipelineError::Broken(why)));
+                }
+            }
+        }
+        let arrived = tokio::select! {
+            m = attempt.rx.recv() => Arrived::Sink(m),
+            _ = broken.wait_for(|b| b.is_some()) => Arrived::Broken,
+            _ = tick.tick() => Arrived::Tick,
+        };
+        let ev = match arrived {
+            Arrived::Sink(Some(SinkMsg::Token {
+                token,
+                top2_gap,
+                hops,
+                ..
+            })) => {
+                attempt.pipeline.record_hops(&hops);
+                gap = top2_gap;
+                first_token.get_or_insert_with(Instant::now);
+                Event::Token {
+                    token,
+                    end_of_generation: attempt.pipeline.is_eog(token),
+                    now: Instant::now(),
+                }
+            }
+            Arrived::Sink(Some(SinkMsg::Failed {
+                stage, error: e, ..
+            })) => {
+                let e = PipelineError::StageFailed { stage, error: e };
+                let ev = failure_event(&attempt.pipeline, resume.is_some(), &e).await;
+                error = Some(e);
+                ev
+            }
+            Arrived::Sink(None) => {
+                let e = PipelineError::Broken("the sink went away".into());
+                let ev = failure_event(&attempt.pipeline, resume.is_some(), &e).await;
+                error = Some(e);
+                ev
+            }
+            Arrived::Broken => {
+                let e = PipelineError::Broken(attempt.pipeline.broken().unwrap_or_default());
+                let ev = failure_event(&attempt.pipeline, resume.is_some(), &e).await;
+                error = Some(e);
+                ev
+            }
+            Arrived::Tick => Event::Tick {
+                now: Instant::now(),
+            },
+        };
+        actions.extend(seq.on(ev));
+    }
+}
+
+/// What woke a waiting driver.
+enum Arrived {
+    /// A message at the sink (`None`: the sink went away).
+    Sink(Option<SinkMsg>),
+    /// The pipeline's death watch fired.
+    Broken,
+    /// Time for the sequence to check its deadlines.
+    Tick,
+}
+
+/// What a failure means for the sequence: a loss the sequence may survive on a redeployed
+/// pipeline when the pipeline is (or within a few seconds becomes) broken — a failed batch
+/// caused by a dying stage is followed by its death watch — and the sequence's own failure
+/// otherwise.
+async fn failure_event(p: &Pipeline, resumable: bool, e: &PipelineError) -> Event {
+    let loss = matches!(
+        e,
+        PipelineError::Broken(_)
+            | PipelineError::StageFailed { .. }
+            | PipelineError::Unreachable(_)
+    );
+    if resumable && loss && broken_soon(p).await {
+        Event::Interrupted {
+            error: e.to_string(),
+            now: Instant::now(),
+        }
+    } else {
+        Event::Failed {
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Whether `p` is (or within a few seconds becomes) broken.
+async fn broken_soon(p: &Pipeline) -> bool {
+    p.broken().is_some()
+        || tokio::time::timeout(Duration::from_secs(10), p.wait_broken())
+            .await
+            .is_ok()
+}

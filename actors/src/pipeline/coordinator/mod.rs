@@ -1,0 +1,29 @@
+//! What runs where requests enter (the process running `run`, `serve` or `bench`): deploying a
+//! model (a placement from the head, shards shipped to the stage nodes, stage actors spawned),
+//! the deployed [`Pipeline`] with one driver per sequence, the token sink the last stage
+//! answers to, the supervised [`Service`] that redeploys on failure with prepared failover
+//! plans, and the adapter that serves it through the OpenAI gateway.
+
+mod backend;
+mod deploy;
+mod driver;
+mod engine;
+pub mod sequence;
+mod service;
+mod shipping;
+mod sink;
+mod spares;
+
+pub use backend::{PipelineBackend, sampling_for};
+pub use deploy::{
+    DeployError, DeployOptions, DeployTimings, PlannedPlacement, deploy, deploy_with,
+};
+pub use driver::TokenSink;
+pub use engine::{
+    Admission, GenOptions, GenSummary, GenToken, HopTotals, PREFILL_CHUNK, Pipeline, PipelineError,
+};
+pub use sequence::{Finish, Stall};
+pub use service::{FAILOVER_WAIT, Resumable, Service};
+pub use shipping::{ShipError, ShipReport, node_has_shard, ship_shard, ship_shard_windowed};
+pub use sink::SinkActor;
+pub use spares::{FailoverPlans, failover_view, nodes_to_cover};

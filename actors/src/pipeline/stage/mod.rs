@@ -1,0 +1,18 @@
+//! What runs on a board that hosts stages: the stage actor (a contiguous range of transformer
+//! blocks with one KV cache per sequence) and the rules by which it batches the sequences
+//! waiting for it, the weight receiver and the shard cache it fills, and the compute score the
+//! board reports.
+
+mod actor;
+mod batching;
+mod compute_score;
+mod shard_dir;
+pub(crate) mod shard_store;
+pub(crate) mod weights;
+
+pub use actor::StageActor;
+pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
+pub use compute_score::measure_compute_score;
+pub use shard_dir::{ShardDir, set_shard_dir, shard_dir, user_cache_dir};
+pub use shard_store::{ShardStore, ShardStoreError, content_hash};
+pub use weights::{CHUNK_BYTES, WeightsActor};
