@@ -1102,7 +1102,7 @@ mod tests {
         l.max_message = ByteSize(u64::MAX);
         assert_eq!(stream_limits(&l).max_tail, u32::MAX);
         let c = crate::transport::CONTROL_LIMITS;
-        assert_eq!((c.max_body, c.max_tail), (256 << 10, 0));
+        assert_eq!((c.max_body, c.max_tail), (256 << 10, 64 << 10));
     }
 
     #[test]

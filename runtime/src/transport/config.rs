@@ -12,10 +12,12 @@ use crate::security::{ClusterSecurity, SecurityError};
 use crate::wire::FrameLimits;
 
 /// Frame limits of the control stream: hello, join, heartbeat, gossip and goodbye are small
-/// codec bodies (a gossip of hundreds of members fits in 256 KiB) and carry no raw tail.
+/// codec bodies (a gossip of hundreds of members fits in 256 KiB) without a raw tail;
+/// application control messages may carry a small tail (64 KiB). Bulk data (tensors, weight
+/// chunks) travels on streams, whose tails are bounded by `limits.max_message`.
 pub const CONTROL_LIMITS: FrameLimits = FrameLimits {
     max_body: 256 << 10,
-    max_tail: 0,
+    max_tail: 64 << 10,
 };
 
 /// Settings of a [`super::Transport`]. `Default` gives the documented values.
