@@ -364,3 +364,44 @@ async fn a_state_dir_serves_one_node_at_a_time() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A copied state directory (a cloned SD card): the original notices that another process
+/// presents its identity when a peer admits the clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloned_identity_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [46u8; 32];
+    let pa = free_port();
+    let a = Node::start(config(secret, "a", pa, &[], dir.path()))
+        .await
+        .unwrap();
+    let b = Node::start(config(secret, "b", free_port(), &[pa], dir.path()))
+        .await
+        .unwrap();
+    wait_all_up(&[a.clone(), b.clone()], 2).await;
+    assert!(a.identity_conflict().is_none());
+    std::fs::create_dir_all(dir.path().join("clone")).unwrap();
+    std::fs::copy(
+        dir.path().join("a").join("node.key"),
+        dir.path().join("clone").join("node.key"),
+    )
+    .unwrap();
+    let pb = b.local_addr().port();
+    let clone = Node::start(config(secret, "clone", free_port(), &[pb], dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(clone.node_id(), a.node_id());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.identity_conflict().is_none() && clone.identity_conflict().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "neither process noticed the shared identity"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = a.identity_conflict().or(clone.identity_conflict()).unwrap();
+    assert!(seen.contains(&b.node_id().short()), "{seen}");
+    for n in [clone, b, a] {
+        n.shutdown().await;
+    }
+}

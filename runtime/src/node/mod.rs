@@ -105,6 +105,8 @@ struct Shared {
     state_lock: Mutex<Option<StateLock>>,
     /// When this node last warned that its own id is announced by another process.
     impostor_warned: Mutex<Option<Instant>>,
+    /// The last sign that another process holds this node's identity.
+    identity_conflict: Mutex<Option<String>>,
 }
 
 /// A node whose endpoint is bound but not yet accepting: register extra transport handlers
@@ -207,6 +209,7 @@ impl Node {
                 revoked: Mutex::new(revoked),
                 state_lock: Mutex::new(Some(state_lock)),
                 impostor_warned: Mutex::new(None),
+                identity_conflict: Mutex::new(None),
             }),
             control,
             status_streams,
@@ -490,6 +493,13 @@ impl NodeHandle {
             ),
         }
     }
+    /// The last sign that another process runs with this node's identity (a copied state
+    /// directory, a cloned SD card): a peer replaced our connection with that process's, or a
+    /// peer's gossip shows this id with another incarnation. Each is also logged (warn, at
+    /// most every 30 s), as are mDNS records announcing this id with another incarnation.
+    pub fn identity_conflict(&self) -> Option<String> {
+        self.shared.identity_conflict.lock().clone()
+    }
     /// The member table as `edgeray status` shows it.
     pub fn status(&self) -> ClusterStatus {
         status_snapshot(&self.shared)
@@ -741,6 +751,19 @@ impl EventLoop {
                 reason,
             } => {
                 debug!("peer disconnected id={} reason={reason:?}", node_id.short());
+                // A peer replaces a connection only for a newer incarnation of the same node
+                // id: while this process runs, that is another process holding its identity.
+                if matches!(&reason, DisconnectReason::ClosedByPeer { code, .. }
+                    if *code == u64::from(crate::transport::CLOSE_REPLACED))
+                {
+                    warn_impostor(
+                        &self.shared,
+                        format!(
+                            "(peer {} replaced our connection with another process presenting this node's id)",
+                            node_id.short()
+                        ),
+                    );
+                }
                 let now = Instant::now();
                 let mut m = self.shared.membership.lock();
                 let addr = m.get(&node_id).and_then(|x| x.addr);
@@ -834,7 +857,16 @@ impl EventLoop {
                 if let Some(e) = g.members.iter().find(|e| {
                     e.node_id == self.shared.node_id && e.incarnation != self.shared.incarnation
                 }) {
-                    warn_impostor(&self.shared, &from, e.incarnation, e.addr);
+                    warn_impostor(
+                        &self.shared,
+                        format!(
+                            "at {} (incarnation {}, ours {}; gossip from {})",
+                            e.addr,
+                            e.incarnation,
+                            self.shared.incarnation,
+                            from.short()
+                        ),
+                    );
                 }
                 let cands = self.shared.membership.lock().dial_candidates(&g.members);
                 for (id, addr) in cands {
@@ -1042,17 +1074,16 @@ fn is_own_addr(a: SocketAddr, own: SocketAddr) -> bool {
 
 /// Logs (at most every [`crate::discovery::IMPOSTOR_WARN_EVERY`]) that a peer's gossip shows
 /// this node's id held by another process (another incarnation): two nodes share one identity.
-fn warn_impostor(shared: &Shared, from: &NodeId, incarnation: Incarnation, addr: SocketAddr) {
+fn warn_impostor(shared: &Shared, detail: String) {
+    *shared.identity_conflict.lock() = Some(detail.clone());
     let mut last = shared.impostor_warned.lock();
     if last.is_some_and(|t| t.elapsed() < crate::discovery::IMPOSTOR_WARN_EVERY) {
         return;
     }
     *last = Some(Instant::now());
     warn!(
-        "THIS NODE'S ID {} IS HELD BY ANOTHER PROCESS at {addr} (incarnation {incarnation}, ours {}; gossip from {}): two nodes share one identity and only one of them can be a member. Was the state directory copied (a cloned SD card)? Give each node its own state_dir",
+        "THIS NODE'S ID {} IS HELD BY ANOTHER PROCESS {detail}: two nodes share one identity and only one of them can be a member. Was the state directory copied (a cloned SD card)? Give each node its own state_dir",
         shared.node_id.short(),
-        shared.incarnation,
-        from.short(),
     );
 }
 
