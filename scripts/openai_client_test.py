@@ -11,6 +11,7 @@ message on the first failure.
 """
 
 import argparse
+import os
 import sys
 
 try:
@@ -45,7 +46,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     args = ap.parse_args()
 
-    client = OpenAI(base_url=args.base_url, api_key="edgeray", timeout=args.timeout, max_retries=2)
+    client = OpenAI(base_url=args.base_url, api_key=os.environ.get("OPENAI_API_KEY", "edgeray"), timeout=args.timeout, max_retries=2)
 
     models = [m.id for m in client.models.list().data]
     check(args.model in models, f"/v1/models lists {models}, not {args.model}")

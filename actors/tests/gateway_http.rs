@@ -596,3 +596,327 @@ async fn pipeline_metrics_share_the_registry() {
     );
     running.shutdown().await.unwrap();
 }
+
+// --- Access: API key, Host check, header-read timeout, open binds, CORS, deadline ---
+
+use edgeray::gateway::{AccessConfig, ApiKey, GatewayError};
+use std::io::{Read, Write};
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+fn keyed() -> GatewayConfig {
+    GatewayConfig {
+        access: AccessConfig {
+            api_key: Some(ApiKey::new(KEY).unwrap()),
+            ..Default::default()
+        },
+        ..GatewayConfig::default()
+    }
+}
+
+/// One raw HTTP/1.1 request (`Connection: close`) with the given Host; the whole response.
+fn raw_request(addr: std::net::SocketAddr, host: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test]
+async fn api_key_guards_every_endpoint_but_health() {
+    let (gw, _, _) = start(EchoConfig::default(), keyed()).await;
+    let base = format!("http://{}", gw.local_addr);
+    let c = client();
+    for (auth, want) in [
+        (None, 401),
+        (Some("Bearer wrong-key-0123456789abcdef".to_string()), 401),
+        (Some(format!("Basic {KEY}")), 401),
+        (Some(KEY.to_string()), 401),
+        (Some(format!("Bearer {KEY}")), 200),
+        (Some(format!("bearer {KEY}")), 200),
+    ] {
+        for path in ["/v1/models", "/metrics", "/v1/models/edgeray-echo"] {
+            let mut req = c.get(format!("{base}{path}"));
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), want, "{path} with {auth:?}");
+            if want == 401 {
+                assert_eq!(r.headers()["www-authenticate"], "Bearer");
+                assert_error(&r.text().await.unwrap(), Some("invalid_api_key"));
+            }
+        }
+    }
+    let body = json!({"model": MODEL, "prompt": "a b c", "max_tokens": 2});
+    let r = c
+        .post(format!("{base}/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "/health stays open");
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_on_a_loopback_bind() {
+    let (gw, _, _) = start(EchoConfig::default(), keyed()).await;
+    let addr = gw.local_addr;
+    let port = addr.port();
+    let verdicts = tokio::task::spawn_blocking(move || {
+        [
+            "evil.example.com".to_string(),
+            format!("evil.example.com:{port}"),
+            format!("127.0.0.1.nip.io:{port}"),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            "[::1]".to_string(),
+        ]
+        .map(|h| {
+            let resp = raw_request(addr, &h, "/v1/models");
+            (h, resp)
+        })
+    })
+    .await
+    .unwrap();
+    for (host, resp) in &verdicts[..3] {
+        assert!(resp.starts_with("HTTP/1.1 403"), "{host}: {resp}");
+        assert!(resp.contains("forbidden_host"), "{host}: {resp}");
+    }
+    for (host, resp) in &verdicts[3..] {
+        assert!(resp.starts_with("HTTP/1.1 200"), "{host}: {resp}");
+    }
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_with_incomplete_headers_is_disconnected_within_10s() {
+    let (gw, _, _) = start_default().await;
+    let addr = gw.local_addr;
+    let (elapsed, got) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .unwrap();
+        let t = std::time::Instant::now();
+        let mut buf = Vec::new();
+        // EOF (or a reset) ends the read; a read timeout would be an error after 20 s.
+        let r = s.read_to_end(&mut buf);
+        (t.elapsed(), (r.map_err(|e| e.kind()), buf))
+    })
+    .await
+    .unwrap();
+    let (r, buf) = got;
+    assert!(
+        !matches!(
+            r,
+            Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        ),
+        "still open after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(8) && elapsed <= Duration::from_secs(12),
+        "closed after {elapsed:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "answered an incomplete request"
+    );
+    // A normal client is unaffected.
+    let r = client()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_loopback_bind_needs_a_key_or_an_explicit_no_auth() {
+    let gw = Gateway::new(
+        Arc::new(EchoBackend::new(EchoConfig::default())),
+        GatewayConfig::default(),
+    )
+    .unwrap();
+    let err = gw
+        .spawn("0.0.0.0:0".parse().unwrap())
+        .await
+        .expect_err("open bind refused");
+    assert!(matches!(err, GatewayError::Access(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--no-auth") && msg.contains("--api-key-file"),
+        "{msg}"
+    );
+    // The CLI refuses it before deploying anything (no model needed to see the refusal).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeray"))
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+            "--model",
+            "no-such-model.gguf",
+        ])
+        .env_remove("EDGERAY_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("without an API key") && stderr.contains("--no-auth"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("no-such-model"),
+        "refused before deploying: {stderr}"
+    );
+    // A key file that is too short is a clear error too.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "short\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeray"))
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+            "--model",
+            "no-such-model.gguf",
+        ])
+        .arg("--api-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid API key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cors_headers_only_when_configured() {
+    const ORIGIN: &str = "https://app.example.com";
+    let (plain, _, _) = start_default().await;
+    let r = client()
+        .get(format!("http://{}/v1/models", plain.local_addr))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    plain.shutdown().await.unwrap();
+
+    let mut config = keyed();
+    config.access.cors_origins = vec![ORIGIN.to_string()];
+    let (gw, _, _) = start(EchoConfig::default(), config).await;
+    let base = format!("http://{}", gw.local_addr);
+    // The preflight is answered without the key (browsers never send it there).
+    let r = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/chat/completions"),
+        )
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], ORIGIN);
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let r = client()
+        .get(format!("{base}/v1/models"))
+        .bearer_auth(KEY)
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], ORIGIN);
+    let r = client()
+        .get(format!("{base}/v1/models"))
+        .bearer_auth(KEY)
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_fails_clearly_and_stops_generating() {
+    let (gw, gateway, backend) = start(
+        EchoConfig {
+            token_delay: Duration::from_millis(50),
+            ..EchoConfig::default()
+        },
+        GatewayConfig {
+            request_timeout: Some(Duration::from_millis(400)),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let base = format!("http://{}", gw.local_addr);
+    let words = "w ".repeat(200);
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": words, "max_tokens": 200}),
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    let v = assert_error(&body, Some("request_timeout"));
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("deadline"),
+        "{body}"
+    );
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": words, "max_tokens": 200, "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    let last = data.last().unwrap();
+    assert!(last.contains("request_timeout"), "{body}");
+    assert!(
+        data.len() > 2,
+        "tokens streamed before the deadline: {body}"
+    );
+    for _ in 0..100 {
+        if backend.active() == 0 && gateway.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend.active(), 0, "generation cancelled");
+    assert_eq!(gateway.in_flight(), 0, "slot freed");
+    gw.shutdown().await.unwrap();
+}

@@ -16,6 +16,7 @@
 //! power_budget = "6W"
 //! state_dir = "edgeray-state"        # holds the node identity key
 //! backend = "cpu"                    # cpu | wgpu
+//! revoked = ["<64 hex node id>"]     # nodes every member refuses (`edgeray revoke`)
 //!
 //! [resources]                        # overrides of what /proc reports (tests, containers)
 //! memory_total = "8GiB"
@@ -439,7 +440,9 @@ impl Default for Timing {
 pub struct Limits {
     /// Most members (Down ones included) a node keeps in its table; further joiners are refused.
     pub max_members: usize,
-    /// Largest message accepted on any stream.
+    /// Largest raw payload (a tensor, a weight chunk) of one message on an application
+    /// stream. Message bodies are bounded by the codec (1 MiB) and control messages by the
+    /// transport (256 KiB, no payload), independently of this value.
     pub max_message: ByteSize,
 }
 
@@ -513,6 +516,11 @@ pub struct ClusterConfig {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Node ids (64 hex) every member refuses: their connections are closed and never admitted
+    /// again. Edited by `edgeray revoke`; a running node re-reads it (see
+    /// `NodeHandle::watch_config_file`).
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -533,6 +541,7 @@ impl ClusterConfig {
             resources: ResourceOverrides::default(),
             timing: Timing::default(),
             limits: Limits::default(),
+            revoked: Vec::new(),
         }
     }
 
@@ -643,6 +652,7 @@ impl ClusterConfig {
                 message: "must be at least 1".into(),
             });
         }
+        self.revoked_ids()?;
         if self.limits.max_message.0 < 64 * 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_message",
@@ -650,6 +660,23 @@ impl ClusterConfig {
             });
         }
         Ok(())
+    }
+
+    /// The revoked node ids (`revoked`), parsed.
+    pub fn revoked_ids(&self) -> Result<Vec<crate::identity::NodeId>, ConfigError> {
+        self.revoked
+            .iter()
+            .map(|r| {
+                r.trim()
+                    .parse::<crate::identity::NodeId>()
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "revoked",
+                        message: format!(
+                            "`{r}` is not a node id (64 hex characters, as `edgeray status --json` shows)"
+                        ),
+                    })
+            })
+            .collect()
     }
 
     /// The 32 secret bytes.
@@ -786,6 +813,19 @@ max_message = "1MiB"
         assert_eq!(cfg.timing.keep_alive, Duration::from_secs(1));
         assert_eq!(cfg.limits.max_message, ByteSize(1 << 20));
         assert_eq!(cfg.node_name(), "pi-01");
+    }
+
+    #[test]
+    fn revoked_ids_are_checked() {
+        let id = "ab".repeat(32);
+        let cfg =
+            ClusterConfig::from_toml_str(&format!("secret = \"{SECRET}\"\nrevoked = [\"{id}\"]"))
+                .unwrap();
+        assert_eq!(cfg.revoked_ids().unwrap()[0].to_hex(), id);
+        let e =
+            ClusterConfig::from_toml_str(&format!("secret = \"{SECRET}\"\nrevoked = [\"abc\"]"))
+                .unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
     }
 
     #[test]

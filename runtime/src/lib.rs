@@ -11,5 +11,6 @@ pub mod node;
 pub mod protocol;
 pub mod resources;
 pub mod security;
+pub mod state_lock;
 pub mod transport;
 pub mod wire;

@@ -254,3 +254,154 @@ async fn nodes_measure_bandwidth_to_their_peers() {
         n.shutdown().await;
     }
 }
+
+/// `revoked` in cluster.toml: the members re-read the file when it changes, close the revoked
+/// node's connections within 10 s, refuse its reconnections, and flag it in `status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_dropped_within_10s_and_never_readmitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [44u8; 32];
+    let (nodes, _) = start3(secret, dir.path()).await;
+    wait_all_up(&nodes, 3).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // a and b watch the cluster file (as `edgeray node --config FILE` does).
+    let file = dir.path().join("cluster.toml");
+    let base = format!("secret = \"{}\"\n", hex(&secret));
+    std::fs::write(&file, &base).unwrap();
+    let _watch_a = a.watch_config_file(file.clone());
+    let _watch_b = b.watch_config_file(file.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&file, format!("{base}revoked = [\"not-an-id\"]\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.revoked().is_empty() && b.revoked().is_empty());
+    assert!(a.transport().peer(c.node_id()).is_some());
+
+    let revoked_at = tokio::time::Instant::now();
+    std::fs::write(
+        &file,
+        format!("{base}revoked = [\"{}\"]\n", c.node_id().to_hex()),
+    )
+    .unwrap();
+    for n in [a, b] {
+        loop {
+            let gone = n.transport().peer(c.node_id()).is_none()
+                && n.member(c.node_id())
+                    .is_none_or(|m| m.state == MemberState::Down);
+            if gone {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(10),
+                "{} still connected to the revoked node: {:?}",
+                n.name(),
+                n.member(c.node_id())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!("revoked node dropped after {:?}", revoked_at.elapsed());
+    // c keeps dialing its seed (a) and is refused every time; a and b stay together.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in [a, b] {
+        assert!(
+            n.transport().peer(c.node_id()).is_none(),
+            "{} readmitted c",
+            n.name()
+        );
+        assert_ne!(
+            n.member(c.node_id()).map(|m| m.state),
+            Some(MemberState::Up),
+            "{} readmitted c",
+            n.name()
+        );
+        assert_eq!(n.up_members().len(), 2, "{:?}", n.members());
+        let row = n
+            .status()
+            .members
+            .into_iter()
+            .find(|m| m.node_id == c.node_id().to_hex())
+            .expect("the revoked node stays listed");
+        assert!(row.revoked, "{row:?}");
+        assert!(n.status().render_table().contains("Revoked"));
+    }
+    assert!(
+        c.transport().peers().is_empty(),
+        "{:?}",
+        c.transport().peers()
+    );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// One node per state directory, in one process too; the folder is free again after shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_serves_one_node_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [45u8; 32];
+    let a = Node::start(config(secret, "a", free_port(), &[], dir.path()))
+        .await
+        .unwrap();
+    let twin = Node::start(config(secret, "a", free_port(), &[], dir.path())).await;
+    let err = twin
+        .expect_err("second node on the same state dir")
+        .to_string();
+    assert!(
+        err.contains(&dir.path().join("a").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("already in use"), "{err}");
+    a.shutdown().await;
+    let again = Node::start(config(secret, "a", free_port(), &[], dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(again.node_id(), a.node_id());
+    again.shutdown().await;
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A copied state directory (a cloned SD card): the original notices that another process
+/// presents its identity when a peer admits the clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloned_identity_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [46u8; 32];
+    let pa = free_port();
+    let a = Node::start(config(secret, "a", pa, &[], dir.path()))
+        .await
+        .unwrap();
+    let b = Node::start(config(secret, "b", free_port(), &[pa], dir.path()))
+        .await
+        .unwrap();
+    wait_all_up(&[a.clone(), b.clone()], 2).await;
+    assert!(a.identity_conflict().is_none());
+    std::fs::create_dir_all(dir.path().join("clone")).unwrap();
+    std::fs::copy(
+        dir.path().join("a").join("node.key"),
+        dir.path().join("clone").join("node.key"),
+    )
+    .unwrap();
+    let pb = b.local_addr().port();
+    let clone = Node::start(config(secret, "clone", free_port(), &[pb], dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(clone.node_id(), a.node_id());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.identity_conflict().is_none() && clone.identity_conflict().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "neither process noticed the shared identity"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = a.identity_conflict().or(clone.identity_conflict()).unwrap();
+    assert!(seen.contains(&b.node_id().short()), "{seen}");
+    for n in [clone, b, a] {
+        n.shutdown().await;
+    }
+}

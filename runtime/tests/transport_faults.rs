@@ -279,3 +279,15 @@ async fn vanished_peer_is_detected_by_idle_timeout() {
     eprintln!("vanished peer detected after {took:?}");
     assert!(a.t.peers().is_empty());
 }
+
+/// Under handshake load the listener answers unvalidated sources with a QUIC Retry (here:
+/// always, `retry_above_pending = 0`); a real peer proves its address and connects as usual.
+#[tokio::test]
+async fn address_validation_by_retry_admits_real_peers() {
+    let s = secret(12);
+    let mut a = node_with(&s, "a", |c| c.retry_above_pending = 0).await;
+    let b = node(&s, "b").await;
+    let p = b.t.connect(a.t.local_addr(), None).await.unwrap();
+    assert_eq!(p.node_id, a.t.node_id());
+    ping_roundtrip(&b, &mut a, 1).await;
+}

@@ -97,7 +97,8 @@ async fn sending_to_an_unknown_peer_is_an_error() {
 async fn oversized_tail_is_refused_by_the_sender() {
     let s = secret(23);
     let b = node(&s, "b").await;
-    let a = node_with(&s, "a", |c| c.limits.max_tail = 1024).await;
+    // The control stream has its own bounds (`control_limits`), apart from the streams'.
+    let a = node_with(&s, "a", |c| c.control_limits.max_tail = 1024).await;
     a.t.connect(b.t.local_addr(), None).await.unwrap();
     let err =
         a.t.send_control(

@@ -1,6 +1,7 @@
 //! Three `edgeray node` processes on 127.0.0.1 joined by seeds (mDNS off), observed through
 //! `edgeray status --json`: all Up; a SIGKILLed node is Down within 10 s; a SIGTERMed node
-//! leaves gracefully (exit 0, Down with reason `left`). Also `edgeray init` safety.
+//! leaves gracefully (exit 0, Down with reason `left`). Also `edgeray init` safety, and one
+//! process per state directory (a second node on the same folder exits at once).
 //!
 //! Needs the binary: `cargo build -p edgeray` first (see `edgeray_tests::edgeray_bin`).
 
@@ -245,4 +246,162 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Waits until `log` contains `needle` (the node writes its stderr there); false on timeout.
+fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_second_node_on_the_same_state_dir_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let init = run(&["init", "--dir", d.to_str().unwrap()]);
+    assert!(init.status.success());
+    let config = d.join("cluster.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("mdns = true", "mdns = false")).unwrap();
+    // Both nodes get the same --state-dir: `shared` (spawn_node uses dir/<name>).
+    let first = spawn_node(&config, "shared", free_port(), d);
+    let mut nodes = Nodes(vec![("first".into(), first)]);
+    let first_pid = nodes.0[0].1.id();
+    assert!(
+        wait_for_log(
+            &d.join("shared.log"),
+            "listening on",
+            Duration::from_secs(30)
+        ),
+        "first node did not start: {}",
+        std::fs::read_to_string(d.join("shared.log")).unwrap_or_default()
+    );
+    // The second process: same state dir, its own port and log.
+    let log2 = d.join("second.log");
+    let started = Instant::now();
+    let mut second = Command::new(edgeray_bin())
+        .args(["--log", "info", "node", "--config"])
+        .arg(&config)
+        .args(["--name", "second", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(["--memory-budget", "1GiB", "--state-dir"])
+        .arg(d.join("shared"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log2).unwrap())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!(
+                "second node on the same state dir still runs after 10 s: {}",
+                std::fs::read_to_string(&log2).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log2).unwrap();
+    assert!(!status.success(), "second node exited {status}: {err}");
+    assert!(
+        err.contains(&d.join("shared").display().to_string()),
+        "names the folder: {err}"
+    );
+    assert!(
+        err.contains(&format!("pid {first_pid}")),
+        "names the other process: {err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+    // The lock goes with its holder, even killed: the folder is usable again.
+    let (_, mut first) = nodes.0.pop().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = spawn_node(&config, "shared", free_port(), d);
+    nodes.0.push(("again".into(), again));
+    assert!(
+        wait_for_log(
+            &d.join("shared.log"),
+            "listening on",
+            Duration::from_secs(30)
+        ),
+        "restart after the holder died: {}",
+        std::fs::read_to_string(d.join("shared.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn revoke_by_name_edits_the_file_and_the_members_drop_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        run(&["init", "--dir", dir.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let config: PathBuf = dir.path().join("cluster.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "listen = \"0.0.0.0:7070\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports[0]),
+        )
+        .replace(
+            "seeds = []",
+            &format!("seeds = [\"127.0.0.1:{}\"]", ports[0]),
+        )
+        .replace("mdns = true", "mdns = false");
+    std::fs::write(&config, text).unwrap();
+    let mut nodes = Nodes(Vec::new());
+    for (i, name) in ["r1", "r2"].iter().enumerate() {
+        nodes.0.push((
+            name.to_string(),
+            spawn_node(&config, name, ports[i], dir.path()),
+        ));
+    }
+    wait_until("2 Up members", Duration::from_secs(30), &config, |st| {
+        st["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "Up"))
+    });
+    let out = run(&["revoke", "--config", config.to_str().unwrap(), "r2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("revoked r2"), "{err}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("# Node ids every member refuses"),
+        "comments kept"
+    );
+    assert_eq!(
+        edgeray_runtime::config::ClusterConfig::load(&config)
+            .unwrap()
+            .revoked
+            .len(),
+        1
+    );
+    // r1 (which `status` asks) re-reads the file and drops r2 within 10 s.
+    let (st, took) = wait_until("r2 revoked", Duration::from_secs(10), &config, |st| {
+        member(st, "r2").is_some_and(|m| m["revoked"] == true && m["state"] != "Up")
+    });
+    eprintln!("r2 dropped {took:?} after the revoke");
+    assert_eq!(member(&st, "r1").unwrap()["state"], "Up");
+    // Revoking it again changes nothing.
+    let again = run(&["revoke", "--config", config.to_str().unwrap(), "r2"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
+    // An unknown name is a clear error and leaves the file alone.
+    let before = std::fs::read_to_string(&config).unwrap();
+    let bad = run(&["revoke", "--config", config.to_str().unwrap(), "nobody"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no member"));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
 }

@@ -112,6 +112,10 @@ impl DeployArgs {
                 config.state_dir = config.state_dir.join("coordinator");
                 config.validate()?;
                 let cluster = start_hosting_node(config, threads).await?;
+                // Revocations in the file reach this coordinator too.
+                if let Some(node) = cluster.node() {
+                    node.watch_config_file(path.clone());
+                }
                 let seen = wait_for_members(&cluster, self.min_nodes, self.discover).await;
                 if seen < self.min_nodes {
                     cluster.shutdown().await;

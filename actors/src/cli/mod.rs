@@ -11,6 +11,7 @@ pub mod init;
 pub mod model_info;
 pub mod node;
 pub mod placement;
+pub mod revoke;
 pub mod run;
 pub mod sampling_args;
 pub mod serve;
@@ -25,6 +26,7 @@ pub mod status;
 ///   edgeray init                      # once: writes cluster.toml with a fresh secret; copy it to every board
 ///   edgeray node --config cluster.toml --name pi-01   # on every board; they find each other by mDNS
 ///   edgeray status --config cluster.toml              # list the members
+///   edgeray revoke --config cluster.toml pi-03        # refuse a lost board from now on
 ///   edgeray run --config cluster.toml --prompt "..."  # generate across the boards
 ///   edgeray serve --config cluster.toml --http 0.0.0.0:8080   # OpenAI-compatible API
 ///
@@ -64,6 +66,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the model from the cluster with an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Revoke a node (a lost or stolen board): add its id to `revoked` in cluster.toml.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// `edgeray model ...`
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Placement(args) => placement::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Revoke(args) => revoke::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

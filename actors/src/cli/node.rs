@@ -9,6 +9,10 @@
 //! replaying its sequences on the other nodes; then it says goodbye to its peers (membership
 //! `left`: nobody places work on it any more), closes its endpoint and exits 0. A second signal
 //! while draining exits at once (status 130).
+//!
+//! The node re-reads its config file on SIGHUP and whenever it changes, and applies its
+//! `revoked` list (see `edgeray revoke`): a revoked node is disconnected within seconds.
+//! Only one node runs per state directory: a second one exits at once naming the other.
 
 use anyhow::Context;
 use edgeray_runtime::config::{ByteSize, ClusterConfig, Power, validate_node_name};
@@ -100,6 +104,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             .node()
             .context("the actor system has no node")?
             .clone();
+        node.watch_config_file(args.config.clone());
         eprintln!(
             "edgeray node {} ({}) listening on {}; Ctrl-C to leave the cluster",
             node.name(),

@@ -1,15 +1,24 @@
 //! `edgeray serve`: deploy the model on the cluster and expose an OpenAI-compatible HTTP API
 //! (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`, `/health`).
+//!
+//! Access: with an API key (`--api-key-file FILE` or the `EDGERAY_API_KEY` environment
+//! variable) every endpoint but `/health` needs `Authorization: Bearer <key>`. A non-loopback
+//! `--http` address without a key is refused unless `--no-auth` is given. On a loopback address
+//! only requests for `localhost`/`127.0.0.1`/`[::1]` are answered (DNS-rebinding defense).
+//! CORS is off unless `--cors-origin` names origins. Request headers must arrive within 10 s;
+//! each request has a deadline (`--request-timeout`, default 600 s, streamed answers included).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::deploy_args::{DeployArgs, describe_placement};
-use crate::gateway::{Gateway, GatewayConfig, MetricsRegistry};
+use crate::gateway::{AccessConfig, ApiKey, Gateway, GatewayConfig, MetricsRegistry};
 use crate::pipeline::{PipelineBackend, Service};
+use edgeray_runtime::config::parse_duration;
 
 /// Arguments of `edgeray serve`.
 #[derive(Debug, clap::Args)]
@@ -26,10 +35,62 @@ pub struct ServeArgs {
     /// HTTP requests in flight or queued at most; more get 429.
     #[arg(long, default_value_t = 64)]
     pub max_requests: usize,
+    /// File holding the API key clients must send as `Authorization: Bearer <key>` (at least
+    /// 16 printable characters, e.g. from `openssl rand -hex 32`). The environment variable
+    /// `EDGERAY_API_KEY` gives the key too; the file wins when both are set.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Serve a non-loopback `--http` address without an API key (anyone who reaches the port
+    /// can use the API).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Origin allowed to call the API from a browser (CORS), e.g. `https://app.example.com`;
+    /// repeatable; `*` for any. Default: none (no CORS headers).
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// Longest one request may take, streamed answers included, e.g. `600s`, `10m`; `0s` for
+    /// no deadline. Past it the generation is cancelled and the client gets a timeout error.
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Name of the environment variable holding the API key.
+pub const API_KEY_ENV: &str = "EDGERAY_API_KEY";
+
+impl ServeArgs {
+    /// The access settings of the flags and the environment, checked against `--http`
+    /// (a non-loopback address needs a key or `--no-auth`).
+    pub fn access(&self) -> anyhow::Result<AccessConfig> {
+        let key = match &self.api_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the API key file {}", path.display()))?;
+                Some(
+                    ApiKey::new(&text)
+                        .with_context(|| format!("API key file {}", path.display()))?,
+                )
+            }
+            None => match std::env::var(API_KEY_ENV) {
+                Ok(text) => Some(ApiKey::new(&text).with_context(|| API_KEY_ENV.to_string())?),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(e) => anyhow::bail!("{API_KEY_ENV}: {e}"),
+            },
+        };
+        let access = AccessConfig {
+            api_key: key,
+            allow_no_auth: self.no_auth,
+            cors_origins: self.cors_origins.clone(),
+        };
+        access.validate()?;
+        access.check_bind(self.http)?;
+        Ok(access)
+    }
 }
 
 /// Run the subcommand.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Checked before anything is deployed: a refused bind costs nothing.
+    let access = args.access()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -62,6 +123,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             backend,
             GatewayConfig {
                 max_concurrent_requests: args.max_requests,
+                access,
+                request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
                 ..GatewayConfig::default()
             },
             registry,

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admission;
 pub mod backend;
 pub mod echo;
@@ -27,6 +28,7 @@ pub mod openai;
 pub mod server;
 pub mod stop;
 
+pub use access::{AccessConfig, AccessError, ApiKey};
 pub use backend::{
     ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
     RequestSampling, SubmitError, TokenStream,

@@ -1,5 +1,6 @@
 //! The HTTP server: routes, handlers, streaming, admission and metrics wiring.
 
+use super::access::{AccessConfig, AccessError};
 use super::admission::{Admission, AdmissionPermit};
 use super::backend::{CompletionBackend, FinishReason, GenerationEvent, TokenStream};
 use super::error::ApiError;
@@ -40,6 +41,16 @@ pub struct GatewayConfig {
     pub retry_after: Duration,
     /// Interval of SSE keep-alive comments. Default 15 s.
     pub sse_keep_alive: Duration,
+    /// API key, CORS origins, and whether a non-loopback bind may go without a key
+    /// (see [`super::access`]). Default: no key, no CORS, loopback only.
+    pub access: AccessConfig,
+    /// Longest a completion request may take, streamed answers included; past it the
+    /// generation is cancelled and the client gets a `timeout` error (504, or an SSE error
+    /// event once streaming started). `None` = no deadline. Default 600 s.
+    pub request_timeout: Option<Duration>,
+    /// A client whose request headers are not complete this long after it starts sending
+    /// them (or after it connects) is disconnected. Default 10 s.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +60,9 @@ impl Default for GatewayConfig {
             max_concurrent_requests: 64,
             retry_after: Duration::from_secs(1),
             sse_keep_alive: Duration::from_secs(15),
+            access: AccessConfig::default(),
+            request_timeout: Some(Duration::from_secs(600)),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -143,6 +157,9 @@ pub enum GatewayError {
     /// Binding or serving failed.
     #[error("gateway I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The access settings are invalid, or the bind address needs an API key.
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 /// A gateway serving in a background task.
@@ -151,7 +168,7 @@ pub struct RunningGateway {
     /// The address it listens on.
     pub local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<Result<(), GatewayError>>,
 }
 
 impl RunningGateway {
@@ -166,7 +183,7 @@ impl RunningGateway {
             let _ = tx.send(());
         }
         match self.task.await {
-            Ok(r) => Ok(r?),
+            Ok(r) => r,
             Err(e) => Err(GatewayError::Io(std::io::Error::other(e))),
         }
     }
@@ -195,6 +212,7 @@ impl Gateway {
         config: GatewayConfig,
         registry: MetricsRegistry,
     ) -> Result<Self, GatewayError> {
+        config.access.validate()?;
         let metrics = GatewayMetrics::new(registry)?;
         let admission = Admission::new(config.max_concurrent_requests, metrics.in_flight.clone());
         Ok(Gateway {
@@ -234,19 +252,61 @@ impl Gateway {
             .with_state(self.inner.clone())
     }
 
-    /// Serve on `listener` until `shutdown` completes, then finish open requests.
+    /// [`Gateway::router`] behind the access layers (API key, CORS, and on a loopback
+    /// `local` address the Host check) of [`GatewayConfig::access`].
+    pub fn router_for(&self, local: SocketAddr) -> Result<Router, GatewayError> {
+        Ok(self.inner.config.access.wrap(self.router(), local)?)
+    }
+
+    /// Serve on `listener` until `shutdown` completes, then finish open requests. Refuses
+    /// (before serving anything) a non-loopback listener without an API key unless
+    /// [`AccessConfig::allow_no_auth`]. HTTP/1.1 through hyper, with
+    /// [`GatewayConfig::header_read_timeout`] on every request's headers.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+    ) -> Result<(), GatewayError> {
+        let local = listener.local_addr()?;
+        self.inner.config.access.check_bind(local)?;
+        let app = self.router_for(local)?;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.inner.config.header_read_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and similar: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, "HTTP connection ended: {e}");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 
-    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in a background task.
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in a background task. A non-loopback
+    /// address without an API key is refused before binding (see [`Gateway::serve`]).
     pub async fn spawn(&self, addr: SocketAddr) -> Result<RunningGateway, GatewayError> {
+        self.inner.config.access.check_bind(addr)?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -403,8 +463,19 @@ async fn generate(
         .try_admit()
         .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
     let started = Instant::now();
+    let deadline = s
+        .config
+        .request_timeout
+        .map(|t| (tokio::time::Instant::now() + t, t));
     let stops = prepared.request.stop.clone();
-    let stream = s.backend.submit(prepared.request).map_err(|e| {
+    // Submitting renders the chat template and tokenizes the prompt: CPU work kept off the
+    // async threads (they also drive the cluster's QUIC keep-alives).
+    let backend = s.backend.clone();
+    let request = prepared.request;
+    let submitted = tokio::task::spawn_blocking(move || backend.submit(request))
+        .await
+        .map_err(|e| ApiError::internal(format!("preparing the prompt failed: {e}")))?;
+    let stream = submitted.map_err(|e| {
         let mut a = ApiError::from(e);
         if a.code == Some("context_length_exceeded") && kind == Kind::Completion {
             a.param = Some("prompt".to_string());
@@ -427,9 +498,16 @@ async fn generate(
             stops,
             prepared.include_usage,
             permit,
+            deadline,
         ))
     } else {
-        let out = collect(s, &ctx, stream, &stops).await;
+        let out = match deadline {
+            // Dropping the stream on the deadline cancels the generation.
+            Some((at, t)) => tokio::time::timeout_at(at, collect(s, &ctx, stream, &stops))
+                .await
+                .unwrap_or_else(|_| Err(deadline_error(t))),
+            None => collect(s, &ctx, stream, &stops).await,
+        };
         drop(permit);
         s.metrics
             .latency(kind.endpoint(), started.elapsed().as_secs_f64());
@@ -486,6 +564,22 @@ struct Collected {
     finish: FinishReason,
     prompt_tokens: u32,
     completion_tokens: u32,
+}
+
+/// The error of a request past [`GatewayConfig::request_timeout`].
+fn deadline_error(t: Duration) -> ApiError {
+    ApiError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        message: format!(
+            "the request exceeded its deadline of {} s (edgeray serve --request-timeout); \
+             the generation was cancelled",
+            t.as_secs_f64()
+        ),
+        kind: "timeout_error",
+        param: None,
+        code: Some("request_timeout"),
+        retry_after: None,
+    }
 }
 
 const UNFINISHED: &str = "the model backend ended the stream without finishing the generation";
@@ -553,6 +647,8 @@ struct Streamer {
     queue: VecDeque<Event>,
     count: u32,
     started_chat: bool,
+    /// When the request must end, and the configured timeout (for the message).
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl Streamer {
@@ -679,7 +775,20 @@ impl Streamer {
             }
             let stream = self.events.as_mut()?;
             let prompt_tokens = stream.prompt_tokens;
-            match stream.events.recv().await {
+            let next = match self.deadline {
+                Some((at, t)) => tokio::time::timeout_at(at, stream.events.recv())
+                    .await
+                    .map_err(|_| t),
+                None => Ok(stream.events.recv().await),
+            };
+            let next = match next {
+                Ok(n) => n,
+                Err(t) => {
+                    self.fail(deadline_error(t));
+                    continue;
+                }
+            };
+            match next {
                 Some(GenerationEvent::Token { text, .. }) => {
                     if self.count == 0 {
                         self.s
@@ -729,6 +838,7 @@ fn sse_response(
     stops: Vec<String>,
     include_usage: bool,
     permit: AdmissionPermit,
+    deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Response {
     let keep_alive = s.config.sse_keep_alive;
     let streamer = Streamer {
@@ -741,6 +851,7 @@ fn sse_response(
         queue: VecDeque::new(),
         count: 0,
         started_chat: false,
+        deadline,
     };
     let events = futures::stream::unfold(streamer, |mut st| async move {
         st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))

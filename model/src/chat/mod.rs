@@ -92,6 +92,12 @@ pub struct ChatTemplate {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Most template instructions one render may execute. Templates come from GGUF files (not
+/// trusted): a loop nest such as `range(10000)` inside `range(10000)` stops here with
+/// [`ChatTemplateError::Render`] instead of holding a thread. Real templates need a few hundred
+/// instructions per message, so this allows conversations of thousands of messages.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 fn raise_exception(msg: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
 }
@@ -126,6 +132,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -210,6 +217,27 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for i in range(10000) %}{% for j in range(10000) %}{{ '' }}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let e = t.render(&[ChatMessage::user("x")], false).unwrap_err();
+        assert!(matches!(e, ChatTemplateError::Render(_)), "{e}");
+        assert!(e.to_string().contains("fuel"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // A long but ordinary conversation still renders.
+        let t = ChatTemplate::fallback("<s>", "</s>");
+        let msgs: Vec<ChatMessage> = (0..2000)
+            .map(|i| ChatMessage::user(format!("m{i}")))
+            .collect();
+        assert!(t.render(&msgs, true).unwrap().contains("m1999"));
+    }
 
     #[test]
     fn fallback_format_is_plain() {

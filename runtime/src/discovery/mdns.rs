@@ -1,11 +1,14 @@
 //! mDNS announce + browse with mdns-sd, restricted to the configured interfaces.
 
-use super::txt::{Announcement, Candidate, SERVICE_TYPE, candidate};
+use super::txt::{Announcement, Candidate, SERVICE_TYPE, announces_own_id_elsewhere, candidate};
 use crate::identity::NodeId;
 use crate::security::ClusterId;
 use mdns_sd::{IfKind, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
 use std::net::IpAddr;
 use tokio::sync::mpsc;
+
+/// Least time between two warnings about this node's id announced by another process.
+pub const IMPOSTOR_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors starting mDNS.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +85,9 @@ impl MdnsDiscovery {
         }
         let events = daemon.browse(SERVICE_TYPE)?;
         let (tx, rx) = mpsc::channel(64);
+        let own_incarnation = ann.and_then(|a| a.incarnation);
         tokio::spawn(async move {
+            let mut warned: Option<std::time::Instant> = None;
             while let Ok(event) = events.recv_async().await {
                 match event {
                     ServiceEvent::ServiceResolved(svc) => {
@@ -96,6 +101,19 @@ impl MdnsDiscovery {
                                 other => (other.to_ip_addr(), 0),
                             })
                             .collect();
+                        if let Ok(a) = &ann
+                            && announces_own_id_elsewhere(a, own_node, own_incarnation)
+                            && warned.is_none_or(|t| t.elapsed() >= IMPOSTOR_WARN_EVERY)
+                        {
+                            warned = Some(std::time::Instant::now());
+                            tracing::warn!(
+                                "THIS NODE'S ID {} IS ANNOUNCED BY ANOTHER PROCESS (mDNS, incarnation {}, addresses {:?}, port {}): two nodes share one identity; only one of them can be a member. Was the state directory copied (a cloned SD card)? Give each node its own state_dir",
+                                own_node.short(),
+                                a.incarnation.map(|i| i.to_string()).unwrap_or_default(),
+                                addrs.iter().map(|(ip, _)| *ip).collect::<Vec<_>>(),
+                                a.port,
+                            );
+                        }
                         match candidate(ann, &addrs, own_node, cluster_id) {
                             Ok(c) => {
                                 tracing::debug!(node = %c.node_id.short(), addrs = ?c.addrs, "mdns resolved");

@@ -8,5 +8,5 @@
 pub mod mdns;
 pub mod txt;
 
-pub use mdns::{DiscoveryError, Interfaces, MdnsDiscovery};
+pub use mdns::{DiscoveryError, IMPOSTOR_WARN_EVERY, Interfaces, MdnsDiscovery};
 pub use txt::{Announcement, Candidate, Ignored, SERVICE_TYPE, TxtError};

@@ -9,11 +9,12 @@
 //! | `n` | node id: 64 hex                                              |
 //! | `p` | QUIC port (decimal)                                          |
 //! | `v` | supported protocol versions, comma separated (e.g. `1`)      |
+//! | `i` | incarnation: 16 hex, random per process start (optional)      |
 //!
 //! A record is only a hint: the node dials the address and admits the peer after the mutually
 //! authenticated handshake proves the same cluster and the announced node id.
 
-use crate::identity::NodeId;
+use crate::identity::{Incarnation, NodeId};
 use crate::security::ClusterId;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,8 @@ pub const KEY_NODE: &str = "n";
 pub const KEY_PORT: &str = "p";
 /// TXT key of the protocol versions.
 pub const KEY_VERSIONS: &str = "v";
+/// TXT key of the incarnation (optional: records of older nodes lack it).
+pub const KEY_INCARNATION: &str = "i";
 
 /// What one node announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct Announcement {
     pub port: u16,
     /// Protocol versions it speaks.
     pub versions: Vec<u16>,
+    /// The announcing process's incarnation (absent in records of older nodes).
+    pub incarnation: Option<Incarnation>,
 }
 
 /// Why a TXT record was not usable.
@@ -69,12 +74,16 @@ impl Announcement {
     /// TXT properties.
     pub fn to_txt(&self) -> HashMap<String, String> {
         let versions: Vec<String> = self.versions.iter().map(u16::to_string).collect();
-        HashMap::from([
+        let mut txt = HashMap::from([
             (KEY_CLUSTER.to_string(), self.cluster_id.to_hex()),
             (KEY_NODE.to_string(), self.node_id.to_hex()),
             (KEY_PORT.to_string(), self.port.to_string()),
             (KEY_VERSIONS.to_string(), versions.join(",")),
-        ])
+        ]);
+        if let Some(i) = self.incarnation {
+            txt.insert(KEY_INCARNATION.to_string(), i.to_string());
+        }
+        txt
     }
 
     /// Parse TXT properties (`get` returns the value of a key).
@@ -102,17 +111,40 @@ impl Announcement {
             .ok()
             .filter(|v| !v.is_empty())
             .ok_or_else(|| bad(KEY_VERSIONS, v))?;
+        let incarnation = match get(KEY_INCARNATION) {
+            None => None,
+            Some(i) => Some(
+                u64::from_str_radix(i, 16)
+                    .ok()
+                    .filter(|_| i.len() == 16)
+                    .map(Incarnation)
+                    .ok_or_else(|| bad(KEY_INCARNATION, i))?,
+            ),
+        };
         Ok(Announcement {
             cluster_id,
             node_id,
             port,
             versions,
+            incarnation,
         })
     }
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
     <[u8; 32]>::try_from(hex::decode(s).ok()?.as_slice()).ok()
+}
+
+/// Whether a record announces this node's id from another process: same node id, another
+/// incarnation. Two processes then share one identity (a copied state directory, a cloned SD
+/// card); only one of them can be a member.
+pub fn announces_own_id_elsewhere(
+    ann: &Announcement,
+    own_node: NodeId,
+    own_incarnation: Option<Incarnation>,
+) -> bool {
+    ann.node_id == own_node
+        && matches!((ann.incarnation, own_incarnation), (Some(a), Some(b)) if a != b)
 }
 
 /// A node found by discovery: where to dial it. Not yet admitted.
@@ -203,14 +235,34 @@ mod tests {
             node_id: NodeId([node; 32]),
             port: 7070,
             versions: vec![1],
+            incarnation: Some(Incarnation(0x0123_4567_89ab_cdef)),
         }
+    }
+
+    #[test]
+    fn own_id_from_another_incarnation_is_detected() {
+        let me = NodeId([3; 32]);
+        let a = ann(3, 9);
+        assert!(!announces_own_id_elsewhere(&a, me, a.incarnation));
+        assert!(announces_own_id_elsewhere(&a, me, Some(Incarnation(7))));
+        assert!(!announces_own_id_elsewhere(
+            &a,
+            NodeId([4; 32]),
+            Some(Incarnation(7))
+        ));
+        let old = Announcement {
+            incarnation: None,
+            ..a.clone()
+        };
+        assert!(!announces_own_id_elsewhere(&old, me, Some(Incarnation(7))));
     }
 
     #[test]
     fn txt_roundtrip_has_no_secret() {
         let a = ann(3, 9);
         let txt = a.to_txt();
-        assert_eq!(txt.len(), 4);
+        assert_eq!(txt.len(), 5);
+        assert_eq!(txt["i"], "0123456789abcdef");
         assert!(txt.values().all(|v| v.len() <= 64));
         let back = Announcement::from_txt(|k| txt.get(k).map(String::as_str)).unwrap();
         assert_eq!(back, a);
@@ -227,6 +279,8 @@ mod tests {
             ("p", "70000"),
             ("v", ""),
             ("v", "1,x"),
+            ("i", "xyz"),
+            ("i", "12"),
         ] {
             let mut t = good.clone();
             t.insert(key.into(), value.into());
@@ -236,6 +290,15 @@ mod tests {
                 "{key}={value}: {e}"
             );
         }
+        let mut t = good.clone();
+        t.remove("i");
+        assert_eq!(
+            Announcement::from_txt(|k| t.get(k).map(String::as_str))
+                .unwrap()
+                .incarnation,
+            None,
+            "records of older nodes have no incarnation"
+        );
         let mut t = good.clone();
         t.remove("n");
         assert_eq!(

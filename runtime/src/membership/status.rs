@@ -35,7 +35,8 @@
 //!       "last_heard_ms": 120,              // ms since the answering node heard from it
 //!       "roles": [                         // what it hosts ([] when nothing or unknown)
 //!         "stage 1/3 layers 6..12 gemma-3-270m (coordinator local-0)"
-//!       ]
+//!       ],
+//!       "revoked": false                   // in `revoked` of the answering node's cluster.toml
 //!     }
 //!   ]
 //! }
@@ -48,6 +49,10 @@
 //! advertises for what it hosts (`NodeHandle::set_roles`), carried in its heartbeats, at most 16
 //! of at most 200 characters each, control characters replaced by spaces. The table prints them
 //! under their member's row as `    role: ...`.
+//!
+//! `revoked` (added within schema 1; older replies read as `false`): the member is listed in
+//! `revoked` of the answering node's cluster.toml; it is disconnected and never admitted again
+//! (its `state` goes Down). The table shows its STATE as `Revoked`.
 
 use super::{Member, Membership};
 use crate::config::{ByteSize, ComputeBackend, Power};
@@ -127,6 +132,9 @@ pub struct MemberStatus {
     /// when nothing or before its first heartbeat.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Listed in `revoked` of the answering node's cluster.toml: refused and disconnected.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 impl MemberStatus {
@@ -157,6 +165,7 @@ impl MemberStatus {
             uptime_s: (m.uptime_at(now).as_secs_f64() * 10.0).round() / 10.0,
             last_heard_ms: now.saturating_duration_since(m.last_heard).as_millis() as u64,
             roles: r.map(|r| r.roles.clone()).unwrap_or_default(),
+            revoked: false,
         }
     }
 }
@@ -219,7 +228,11 @@ impl ClusterStatus {
                 name,
                 m.node_id_short.clone(),
                 m.address.clone().unwrap_or_else(dash),
-                m.state.clone(),
+                if m.revoked {
+                    "Revoked".to_string()
+                } else {
+                    m.state.clone()
+                },
                 m.memory_total_bytes
                     .map_or_else(dash, |b| ByteSize(b).to_string()),
                 m.memory_free_bytes

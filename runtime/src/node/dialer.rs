@@ -7,6 +7,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Most unverified node targets (from mDNS records or gossip) kept at once; further new ones
+/// are ignored until some expire.
+pub const MAX_UNVERIFIED_TARGETS: usize = 256;
+/// Most addresses kept per target.
+pub const MAX_ADDRS: usize = 8;
+
 /// Exponential backoff: `min`, doubling per failure, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -83,6 +89,10 @@ struct Target {
     node: Option<NodeId>,
     /// Node targets are dropped at this time unless refreshed (seeds never expire).
     expires: Option<Instant>,
+    /// The first addresses are proven: a dial to them reached this node (TLS checks the node
+    /// id), or they belong to a member that was connected. Unverified hints (mDNS, gossip)
+    /// never replace them, only follow them.
+    verified: bool,
 }
 
 /// The set of dial targets.
@@ -115,32 +125,80 @@ impl Dialer {
                 in_flight: false,
                 node: None,
                 expires: None,
+                verified: false,
             });
     }
 
-    /// Add or refresh a node target (addresses replace the old ones; the expiry is renewed; a
-    /// refresh with new addresses makes it due at once).
-    pub fn add_node(&mut self, node: NodeId, addrs: Vec<SocketAddr>, now: Instant) {
+    /// Add or refresh a node target from an unverified hint (mDNS record, gossip). The
+    /// addresses replace those of an unverified target (a refresh with new addresses makes it
+    /// due at once); a verified target keeps its proven addresses first and only gains the new
+    /// ones after them (at most [`MAX_ADDRS`]). A new target is refused (returns false) while
+    /// [`MAX_UNVERIFIED_TARGETS`] unverified ones exist: forged records cannot grow the list
+    /// without bound. The expiry is renewed.
+    pub fn add_node(&mut self, node: NodeId, addrs: Vec<SocketAddr>, now: Instant) -> bool {
+        self.add(node, addrs, now, false)
+    }
+
+    /// Add or refresh a node target whose addresses are proven (a member that was connected
+    /// from them, e.g. one that went Down). Never refused by the cap on unverified targets.
+    pub fn add_verified(&mut self, node: NodeId, addrs: Vec<SocketAddr>, now: Instant) {
+        self.add(node, addrs, now, true);
+    }
+
+    fn add(
+        &mut self,
+        node: NodeId,
+        mut addrs: Vec<SocketAddr>,
+        now: Instant,
+        verified: bool,
+    ) -> bool {
+        addrs.truncate(MAX_ADDRS);
         if addrs.is_empty() {
-            return;
+            return false;
+        }
+        let key = TargetKey::Node(node);
+        if !verified
+            && !self.targets.contains_key(&key)
+            && self.unverified() >= MAX_UNVERIFIED_TARGETS
+        {
+            return false;
         }
         let expires = Some(now + self.ttl);
         let (min, max) = (self.min, self.max);
-        let t = self
-            .targets
-            .entry(TargetKey::Node(node))
-            .or_insert_with(|| Target {
-                addrs: Vec::new(),
-                backoff: Backoff::new(min, max, now),
-                in_flight: false,
-                node: Some(node),
-                expires,
-            });
-        if t.addrs != addrs {
-            t.addrs = addrs;
+        let t = self.targets.entry(key).or_insert_with(|| Target {
+            addrs: Vec::new(),
+            backoff: Backoff::new(min, max, now),
+            in_flight: false,
+            node: Some(node),
+            expires,
+            verified,
+        });
+        let merged = if t.verified && !verified {
+            let mut m = t.addrs.clone();
+            for a in addrs {
+                if m.len() < MAX_ADDRS && !m.contains(&a) {
+                    m.push(a);
+                }
+            }
+            m
+        } else {
+            addrs
+        };
+        t.verified |= verified;
+        if t.addrs != merged {
+            t.addrs = merged;
             t.backoff = Backoff::new(min, max, now);
         }
         t.expires = expires;
+        true
+    }
+
+    /// Node targets whose addresses are not proven.
+    fn unverified(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|(k, t)| matches!(k, TargetKey::Node(_)) && !t.verified)
+            .count()
     }
 
     /// Forget a target (e.g. the seed turned out to be this node).
@@ -200,6 +258,10 @@ impl Dialer {
             t.in_flight = false;
             match outcome {
                 Ok(id) => {
+                    // A node target reached its own id: its addresses are proven.
+                    if *key == TargetKey::Node(id) {
+                        t.verified = true;
+                    }
                     t.node = Some(id);
                     t.backoff.reset(now);
                 }
@@ -292,5 +354,78 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d.due(t0 + Duration::from_secs(11), |_| false).is_empty());
         assert!(d.is_empty(), "expired");
+    }
+
+    #[test]
+    fn unverified_targets_are_capped() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut d = Dialer::new(ms(100), ms(400), ttl);
+        let a: SocketAddr = "10.0.0.7:7070".parse().unwrap();
+        let id = |i: usize| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            NodeId(b)
+        };
+        for i in 0..MAX_UNVERIFIED_TARGETS {
+            assert!(d.add_node(id(i), vec![a], t0));
+        }
+        assert!(!d.add_node(id(100_000), vec![a], t0), "cap reached");
+        assert!(
+            d.add_node(id(3), vec![a], t0),
+            "refreshing a known one is fine"
+        );
+        d.add_seed("127.0.0.1:7070", t0);
+        d.add_verified(id(200_000), vec![a], t0);
+        assert_eq!(
+            d.len(),
+            MAX_UNVERIFIED_TARGETS + 2,
+            "seeds and members are not capped"
+        );
+        // Once the forged ones expire, new records are accepted again.
+        assert!(d.due(t0 + ttl, |_| false).len() <= 2);
+        assert!(d.add_node(id(100_000), vec![a], t0 + ttl));
+        let many: Vec<SocketAddr> = (0..50)
+            .map(|p| SocketAddr::new("10.0.0.9".parse().unwrap(), 7000 + p))
+            .collect();
+        d.add_node(id(300_000), many, t0 + ttl);
+        let job = d
+            .due(t0 + ttl, |_| false)
+            .into_iter()
+            .find(|j| j.key == TargetKey::Node(id(300_000)))
+            .unwrap();
+        assert_eq!(job.addrs.len(), MAX_ADDRS);
+    }
+
+    #[test]
+    fn a_verified_address_is_never_replaced_by_a_hint() {
+        let t0 = Instant::now();
+        let mut d = Dialer::new(ms(100), ms(400), Duration::from_secs(10));
+        let n = NodeId([7; 32]);
+        let good: SocketAddr = "10.0.0.7:7070".parse().unwrap();
+        let forged: SocketAddr = "10.6.6.6:7070".parse().unwrap();
+        // Learned by mDNS, dialed successfully: proven.
+        d.add_node(n, vec![good], t0);
+        let jobs = d.due(t0, |_| false);
+        d.report(&jobs[0].key, Ok(n), t0);
+        // A forged record for the same node: the proven address stays first.
+        d.add_node(n, vec![forged], t0);
+        let jobs = d.due(t0 + Duration::from_secs(1), |_| false);
+        assert_eq!(jobs[0].addrs, vec![good, forged]);
+        d.report(&jobs[0].key, Err(()), t0);
+        // A member's address (verified) is kept first too.
+        let m = NodeId([8; 32]);
+        d.add_verified(m, vec![good], t0);
+        d.add_node(m, vec![forged], t0);
+        let jobs = d.due(t0, |_| false);
+        let job = jobs.iter().find(|j| j.key == TargetKey::Node(m)).unwrap();
+        assert_eq!(job.addrs, vec![good, forged]);
+        // An unverified target simply takes the newest hint.
+        let u = NodeId([9; 32]);
+        d.add_node(u, vec![good], t0);
+        d.add_node(u, vec![forged], t0);
+        let jobs = d.due(t0, |_| false);
+        let job = jobs.iter().find(|j| j.key == TargetKey::Node(u)).unwrap();
+        assert_eq!(job.addrs, vec![forged]);
     }
 }

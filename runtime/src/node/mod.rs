@@ -42,6 +42,7 @@ use crate::membership::{Member, MemberSummary, Membership, MembershipEvent, Memb
 use crate::protocol::SUPPORTED_VERSIONS;
 use crate::resources::{self, ResourceReport};
 use crate::security::{ClusterId, ClusterSecret, ClusterSecurity, SecurityError};
+use crate::state_lock::{StateLock, StateLockError};
 use crate::transport::{DisconnectReason, PeerEvent, Transport, TransportConfig, TransportError};
 use crate::wire::{FrameLimits, WireMessage};
 use bytes::Bytes;
@@ -72,7 +73,13 @@ pub enum NodeError {
     /// mDNS could not start.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    /// Another process (or node) already runs from this state directory.
+    #[error(transparent)]
+    StateLocked(#[from] StateLockError),
 }
+
+/// How often [`NodeHandle::watch_config_file`] checks the config file for changes.
+pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 
 /// Capacity of the membership event channel (slow subscribers miss old events: `Lagged`).
 pub const EVENT_CAPACITY: usize = 256;
@@ -92,6 +99,14 @@ struct Shared {
     started: Instant,
     shutdown_tx: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     stopped: watch::Sender<bool>,
+    /// Revoked node ids (also enforced by the transport); flagged in `status`.
+    revoked: Mutex<Vec<NodeId>>,
+    /// The exclusive lock on `state_dir`, released when the node stops.
+    state_lock: Mutex<Option<StateLock>>,
+    /// When this node last warned that its own id is announced by another process.
+    impostor_warned: Mutex<Option<Instant>>,
+    /// The last sign that another process holds this node's identity.
+    identity_conflict: Mutex<Option<String>>,
 }
 
 /// A node whose endpoint is bound but not yet accepting: register extra transport handlers
@@ -125,6 +140,8 @@ impl Node {
     pub async fn bind(config: ClusterConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let secret = ClusterSecret::from_bytes(config.secret_bytes()?);
+        // One process per identity: lock the folder before reading the key in it.
+        let state_lock = StateLock::acquire(&config.state_dir)?;
         let identity = NodeIdentity::load_or_create(&config.state_dir)?;
         let security = ClusterSecurity::new(&secret, &identity)?;
         let incarnation = Incarnation::random();
@@ -133,12 +150,15 @@ impl Node {
         tc.keep_alive = config.timing.keep_alive;
         tc.idle_timeout = config.timing.idle_timeout;
         tc.versions = SUPPORTED_VERSIONS.to_vec();
-        let max = config.limits.max_message.0.min(u32::MAX as u64) as u32;
-        tc.limits = FrameLimits {
-            max_body: max.min(tc.limits.max_body.max(max)),
-            ..tc.limits
-        };
+        tc.limits = stream_limits(&config.limits);
+        tc.control_limits = crate::transport::CONTROL_LIMITS;
         let transport = Transport::bind(tc, security, incarnation).await?;
+        let revoked: Vec<NodeId> = config
+            .revoked_ids()?
+            .into_iter()
+            .filter(|id| *id != identity.node_id())
+            .collect();
+        transport.set_revoked(revoked.iter().copied());
         let control = transport.control_messages(messages::CONTROL_TYPES, 1024);
         let status_streams = transport.register_streams(
             messages::STATUS_STREAM_KIND,
@@ -186,6 +206,10 @@ impl Node {
                 started: now,
                 shutdown_tx: Mutex::new(None),
                 stopped,
+                revoked: Mutex::new(revoked),
+                state_lock: Mutex::new(Some(state_lock)),
+                impostor_warned: Mutex::new(None),
+                identity_conflict: Mutex::new(None),
             }),
             control,
             status_streams,
@@ -221,6 +245,7 @@ impl Node {
                 node_id: shared.node_id,
                 port: shared.transport.local_addr().port(),
                 versions: SUPPORTED_VERSIONS.to_vec(),
+                incarnation: Some(shared.incarnation),
             };
             let (d, rx) = MdnsDiscovery::start(
                 Some(&ann),
@@ -279,6 +304,18 @@ impl Node {
         };
         tokio::spawn(event_loop.run(shutdown_rx, vec![status_task, probe_task]));
         Ok(NodeHandle { shared })
+    }
+}
+
+/// Frame limits of application streams (actor messages, status, probes, weight chunks): a
+/// body is a codec-encoded message, never larger than [`crate::codec::MAX_BODY`] (1 MiB: the
+/// codec refuses more anyway); bulk data (tensors, weight chunks) travels in the raw tail,
+/// bounded by the configured `limits.max_message`. The control stream has its own, smaller
+/// bounds ([`crate::transport::CONTROL_LIMITS`]).
+pub fn stream_limits(limits: &crate::config::Limits) -> FrameLimits {
+    FrameLimits {
+        max_body: crate::codec::MAX_BODY as u32,
+        max_tail: limits.max_message.0.min(u32::MAX as u64) as u32,
     }
 }
 
@@ -384,6 +421,107 @@ impl NodeHandle {
     pub fn roles(&self) -> Vec<String> {
         self.shared.roles.lock().clone()
     }
+    /// Replaces the revoked node ids (`revoked` in cluster.toml): their connections are closed
+    /// at once, they are never admitted or dialed again, and `status` flags them. Returns the
+    /// connected peers that were closed.
+    pub fn set_revoked(&self, ids: Vec<NodeId>) -> Vec<NodeId> {
+        let mut ids = ids;
+        ids.retain(|id| *id != self.shared.node_id);
+        let closed = self.shared.transport.set_revoked(ids.iter().copied());
+        *self.shared.revoked.lock() = ids;
+        closed
+    }
+    /// The revoked node ids in force.
+    pub fn revoked(&self) -> Vec<NodeId> {
+        self.shared.revoked.lock().clone()
+    }
+    /// Re-reads `path` (this node's cluster.toml) on SIGHUP and whenever it changes (checked
+    /// every [`CONFIG_POLL`]) and applies its `revoked` list ([`NodeHandle::set_revoked`]).
+    /// A file that does not parse is reported (warn) and changes nothing. Ends with the node.
+    pub fn watch_config_file(&self, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        tokio::spawn(async move { node.watch_config_loop(path).await })
+    }
+
+    async fn watch_config_loop(self, path: std::path::PathBuf) {
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        let mut last = stamp(&path);
+        #[cfg(unix)]
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(
+                    "cannot listen for SIGHUP ({e}); {} is still polled",
+                    path.display()
+                );
+                None
+            }
+        };
+        let mut stopped = self.shared.stopped.subscribe();
+        let mut tick = tokio::time::interval(CONFIG_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let reason = tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = hangup => "SIGHUP",
+                _ = tick.tick() => {
+                    let now = stamp(&path);
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    "file changed"
+                }
+            };
+            self.reload_revoked(&path, reason);
+        }
+    }
+
+    /// Applies the `revoked` list of the config file at `path` (see
+    /// [`NodeHandle::watch_config_file`]).
+    pub fn reload_revoked(&self, path: &std::path::Path, reason: &str) {
+        let ids = ClusterConfig::load(path).and_then(|c| c.revoked_ids());
+        match ids {
+            Ok(ids) => {
+                let before = self.revoked();
+                let closed = self.set_revoked(ids.clone());
+                if before != ids {
+                    info!(
+                        "revoked nodes reloaded from {} ({reason}): {} revoked, {} connection(s) closed",
+                        path.display(),
+                        ids.len(),
+                        closed.len()
+                    );
+                }
+            }
+            Err(e) => warn!(
+                "cannot reload {} ({reason}): {e}; the revoked list in force is unchanged",
+                path.display()
+            ),
+        }
+    }
+    /// The last sign that another process runs with this node's identity (a copied state
+    /// directory, a cloned SD card): a peer replaced our connection with that process's, or a
+    /// peer's gossip shows this id with another incarnation. Each is also logged (warn, at
+    /// most every 30 s), as are mDNS records announcing this id with another incarnation.
+    pub fn identity_conflict(&self) -> Option<String> {
+        self.shared.identity_conflict.lock().clone()
+    }
     /// The member table as `edgeray status` shows it.
     pub fn status(&self) -> ClusterStatus {
         status_snapshot(&self.shared)
@@ -439,12 +577,18 @@ fn status_snapshot(shared: &Shared) -> ClusterStatus {
             m.set_rtt(id, rtt);
         }
     }
-    ClusterStatus::from_membership(
+    let mut st = ClusterStatus::from_membership(
         &m,
         &shared.config.cluster_name,
         &shared.cluster_id.to_hex(),
         Instant::now(),
-    )
+    );
+    drop(m);
+    let revoked = shared.revoked.lock();
+    for row in &mut st.members {
+        row.revoked = revoked.iter().any(|id| id.to_hex() == row.node_id);
+    }
+    st
 }
 
 /// Answers `edgeray status` queries.
@@ -539,7 +683,11 @@ impl EventLoop {
                 Some(msg) = self.control.recv() => self.on_control(msg),
                 Some(c) = recv_opt(&mut self.candidates) => {
                     debug!("mdns candidate id={} addrs={:?}", c.node_id.short(), c.addrs);
-                    self.dialer.add_node(c.node_id, c.addrs, Instant::now());
+                    if self.shared.transport.is_revoked(c.node_id) {
+                        debug!("mdns candidate id={} is revoked; ignored", c.node_id.short());
+                    } else if !self.dialer.add_node(c.node_id, c.addrs, Instant::now()) {
+                        debug!("dial list full; mdns candidate id={} ignored", c.node_id.short());
+                    }
                     self.dial_due(&dial_tx);
                 }
                 Some(out) = dial_rx.recv() => self.on_dial_outcome(out),
@@ -572,6 +720,8 @@ impl EventLoop {
             self.shared.name,
             self.shared.node_id.short()
         );
+        // The state directory is free for the next process (or a restart in this one).
+        drop(self.shared.state_lock.lock().take());
         let _ = self.shared.stopped.send(true);
         if let Some(done) = done {
             let _ = done.send(());
@@ -617,6 +767,19 @@ impl EventLoop {
                 reason,
             } => {
                 debug!("peer disconnected id={} reason={reason:?}", node_id.short());
+                // A peer replaces a connection only for a newer incarnation of the same node
+                // id: while this process runs, that is another process holding its identity.
+                if matches!(&reason, DisconnectReason::ClosedByPeer { code, .. }
+                    if *code == u64::from(crate::transport::CLOSE_REPLACED))
+                {
+                    warn_impostor(
+                        &self.shared,
+                        format!(
+                            "(peer {} replaced our connection with another process presenting this node's id)",
+                            node_id.short()
+                        ),
+                    );
+                }
                 let now = Instant::now();
                 let mut m = self.shared.membership.lock();
                 let addr = m.get(&node_id).and_then(|x| x.addr);
@@ -630,10 +793,10 @@ impl EventLoop {
                     m.on_disconnected(node_id, incarnation, now)
                 };
                 drop(m);
-                if !events.is_empty() {
+                if !events.is_empty() && !self.shared.transport.is_revoked(node_id) {
                     // Keep trying the lost member until it is forgotten (cable cut and healed).
                     if let Some(a) = addr {
-                        self.dialer.add_node(node_id, vec![a], now);
+                        self.dialer.add_verified(node_id, vec![a], now);
                     }
                 }
                 self.publish(events);
@@ -707,9 +870,25 @@ impl EventLoop {
                 let Ok(g) = msg.frame.decode::<Gossip>() else {
                     return warn!("bad gossip from {}", from.short());
                 };
+                if let Some(e) = g.members.iter().find(|e| {
+                    e.node_id == self.shared.node_id && e.incarnation != self.shared.incarnation
+                }) {
+                    warn_impostor(
+                        &self.shared,
+                        format!(
+                            "at {} (incarnation {}, ours {}; gossip from {})",
+                            e.addr,
+                            e.incarnation,
+                            self.shared.incarnation,
+                            from.short()
+                        ),
+                    );
+                }
                 let cands = self.shared.membership.lock().dial_candidates(&g.members);
                 for (id, addr) in cands {
-                    if self.shared.transport.peer(id).is_none() {
+                    if self.shared.transport.peer(id).is_none()
+                        && !self.shared.transport.is_revoked(id)
+                    {
                         debug!(
                             "gossip candidate id={} addr={addr} (from {})",
                             id.short(),
@@ -818,7 +997,10 @@ impl EventLoop {
 
     fn dial_due(&mut self, tx: &mpsc::Sender<DialOutcome>) {
         let t = self.shared.transport.clone();
-        let jobs = self.dialer.due(Instant::now(), |id| t.peer(id).is_some());
+        // Revoked nodes are never dialed (and refused if they answer a seed's address).
+        let jobs = self.dialer.due(Instant::now(), |id| {
+            t.peer(id).is_some() || t.is_revoked(id)
+        });
         for job in jobs {
             let t = t.clone();
             let tx = tx.clone();
@@ -906,6 +1088,21 @@ fn is_own_addr(a: SocketAddr, own: SocketAddr) -> bool {
         && (a.ip() == own.ip() || (own.ip().is_unspecified() && a.ip().is_loopback()))
 }
 
+/// Logs (at most every [`crate::discovery::IMPOSTOR_WARN_EVERY`]) that a peer's gossip shows
+/// this node's id held by another process (another incarnation): two nodes share one identity.
+fn warn_impostor(shared: &Shared, detail: String) {
+    *shared.identity_conflict.lock() = Some(detail.clone());
+    let mut last = shared.impostor_warned.lock();
+    if last.is_some_and(|t| t.elapsed() < crate::discovery::IMPOSTOR_WARN_EVERY) {
+        return;
+    }
+    *last = Some(Instant::now());
+    warn!(
+        "THIS NODE'S ID {} IS HELD BY ANOTHER PROCESS {detail}: two nodes share one identity and only one of them can be a member. Was the state directory copied (a cloned SD card)? Give each node its own state_dir",
+        shared.node_id.short(),
+    );
+}
+
 fn log_event(shared: &Shared, ev: &MembershipEvent) {
     match ev {
         MembershipEvent::MemberJoining(s) => info!("member joining {s}"),
@@ -934,6 +1131,26 @@ fn log_event(shared: &Shared, ev: &MembershipEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_bounds_per_message_kind() {
+        use crate::config::{ByteSize, Limits};
+        let mut l = Limits::default();
+        let s = stream_limits(&l);
+        assert_eq!(s.max_body, 1 << 20, "bodies: what the codec decodes");
+        assert_eq!(s.max_tail, 16 << 20, "tails: the configured max_message");
+        l.max_message = ByteSize(64 << 10);
+        assert_eq!(stream_limits(&l).max_tail, 64 << 10);
+        assert_eq!(
+            stream_limits(&l).max_body,
+            1 << 20,
+            "independent of max_message"
+        );
+        l.max_message = ByteSize(u64::MAX);
+        assert_eq!(stream_limits(&l).max_tail, u32::MAX);
+        let c = crate::transport::CONTROL_LIMITS;
+        assert_eq!((c.max_body, c.max_tail), (256 << 10, 64 << 10));
+    }
 
     #[test]
     fn own_addr_detection() {

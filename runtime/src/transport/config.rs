@@ -11,6 +11,15 @@ use crate::protocol::SUPPORTED_VERSIONS;
 use crate::security::{ClusterSecurity, SecurityError};
 use crate::wire::FrameLimits;
 
+/// Frame limits of the control stream: hello, join, heartbeat, gossip and goodbye are small
+/// codec bodies (a gossip of hundreds of members fits in 256 KiB) without a raw tail;
+/// application control messages may carry a small tail (64 KiB). Bulk data (tensors, weight
+/// chunks) travels on streams, whose tails are bounded by `limits.max_message`.
+pub const CONTROL_LIMITS: FrameLimits = FrameLimits {
+    max_body: 256 << 10,
+    max_tail: 64 << 10,
+};
+
 /// Settings of a [`super::Transport`]. `Default` gives the documented values.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -40,8 +49,20 @@ pub struct TransportConfig {
     /// Incoming connections allowed in the handshake + hello phase at once; more are refused
     /// (default 64).
     pub max_pending_handshakes: usize,
-    /// Frame limits on every stream (default 1 MiB body, 64 MiB tail).
+    /// Incoming connections in the handshake phase from one IP address at once; more from it
+    /// are refused (default 8), so one source cannot take every slot.
+    pub max_pending_per_source: usize,
+    /// Once this many handshakes are pending, a new connection from an address that has not
+    /// proven it receives our packets is answered with a QUIC Retry (address validation)
+    /// instead of a handshake slot: spoofed ClientHellos then hold nothing (default 16; 0 =
+    /// always).
+    pub retry_above_pending: usize,
+    /// Frame limits on application streams (actor messages, status, probes, weight chunks):
+    /// default 1 MiB body (all the codec decodes), 64 MiB tail (tensors, weight chunks).
     pub limits: FrameLimits,
+    /// Frame limits on each connection's control stream (hello and membership messages):
+    /// default [`CONTROL_LIMITS`].
+    pub control_limits: FrameLimits,
     /// Protocol versions offered (default [`SUPPORTED_VERSIONS`]).
     pub versions: Vec<u16>,
 }
@@ -61,7 +82,10 @@ impl Default for TransportConfig {
             max_bidi_streams: 1024,
             max_uni_streams: 1024,
             max_pending_handshakes: 64,
+            max_pending_per_source: 8,
+            retry_above_pending: 16,
             limits: FrameLimits::default(),
+            control_limits: CONTROL_LIMITS,
             versions: SUPPORTED_VERSIONS.to_vec(),
         }
     }

@@ -2,7 +2,7 @@
 //! after mutual TLS and the hello exchange, keeps one connection per peer, and carries control
 //! messages and typed streams for upper layers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -104,6 +104,10 @@ struct Inner {
     control_handlers: RwLock<Vec<(RangeInclusive<u16>, mpsc::Sender<ControlMessage>)>>,
     stream_handlers: RwLock<HashMap<u16, StreamHandler>>,
     handshakes: Arc<Semaphore>,
+    /// Pending handshakes per source IP.
+    pending: PendingBySource,
+    /// Node ids refused after the handshake and disconnected (lock order: `peers` first).
+    revoked: RwLock<HashSet<NodeId>>,
     started: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -183,6 +187,7 @@ impl Transport {
         };
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let handshakes = Arc::new(Semaphore::new(config.max_pending_handshakes.max(1)));
+        let config_pending_per_source = config.max_pending_per_source.max(1);
         info!(node = %hello.node_id.short(), addr = %local_addr, cluster = %hello.cluster_id.short(), "transport bound");
         Ok(Transport {
             inner: Arc::new(Inner {
@@ -198,6 +203,8 @@ impl Transport {
                 control_handlers: RwLock::new(Vec::new()),
                 stream_handlers: RwLock::new(HashMap::new()),
                 handshakes,
+                pending: PendingBySource::new(config_pending_per_source),
+                revoked: RwLock::new(HashSet::new()),
                 started: AtomicBool::new(false),
                 next_conn: AtomicU64::new(1),
             }),
@@ -404,6 +411,31 @@ impl Transport {
         Ok(writer)
     }
 
+    /// Replaces the set of revoked node ids: their current connections are closed at once
+    /// (code [`CLOSE_REFUSED`], reason `revoked`) and every later connection from or to them is
+    /// refused right after the TLS handshake, where the certificate proves the node id.
+    /// Returns the connected peers that were closed.
+    pub fn set_revoked(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+        let peers = self.inner.peers.lock();
+        let mut revoked = self.inner.revoked.write();
+        *revoked = ids.into_iter().collect();
+        let mut closed = Vec::new();
+        for (id, e) in peers.iter() {
+            if revoked.contains(id) {
+                warn!(peer = %id.short(), name = %e.info.name, "closing the connection of a revoked node");
+                e.conn
+                    .close(VarInt::from_u32(CLOSE_REFUSED), REVOKED_REASON.as_bytes());
+                closed.push(*id);
+            }
+        }
+        closed
+    }
+
+    /// Whether `id` is revoked (see [`Transport::set_revoked`]).
+    pub fn is_revoked(&self, id: NodeId) -> bool {
+        self.inner.revoked.read().contains(&id)
+    }
+
     /// Closes the connection to `peer` (the peer sees `ClosedByPeer` with `reason`).
     pub fn disconnect(&self, peer: NodeId, reason: &str) {
         if let Some(c) = self.connection(peer) {
@@ -449,8 +481,26 @@ impl Inner {
     }
 
     async fn accept_loop(self: Arc<Self>) {
+        let max = self.config.max_pending_handshakes.max(1);
         while let Some(incoming) = self.endpoint.accept().await {
             let addr = incoming.remote_address();
+            let pending = max - self.handshakes.available_permits().min(max);
+            if pending >= self.config.retry_above_pending
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                // Address validation: only a client that receives our packets comes back.
+                debug!(%addr, pending, "handshakes pending; asking for address validation (retry)");
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            let Some(slot) = self.pending.try_acquire(addr.ip()) else {
+                warn!(%addr, "too many pending handshakes from this address; refusing");
+                incoming.refuse();
+                continue;
+            };
             let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
                 warn!(%addr, "too many connections in handshake; refusing");
                 incoming.refuse();
@@ -458,7 +508,9 @@ impl Inner {
             };
             let inner = self.clone();
             tokio::spawn(async move {
-                if let Err(reason) = inner.clone().accept_one(incoming, permit).await {
+                let result = inner.clone().accept_one(incoming, permit).await;
+                drop(slot);
+                if let Err(reason) = result {
                     inner.reject(addr, reason);
                 }
             });
@@ -486,6 +538,12 @@ impl Inner {
             reason
         };
         let cert_id = Self::cert_node_id(&conn).map_err(|r| refuse(&conn, r))?;
+        if self.revoked.read().contains(&cert_id) {
+            return Err(refuse(
+                &conn,
+                format!("node {} is {REVOKED_REASON}", cert_id.short()),
+            ));
+        }
         let (send, recv) = match tokio::time::timeout(timeout, conn.accept_bi()).await {
             Ok(Ok(s)) => s,
             Ok(Err(ConnectionError::ApplicationClosed(c)))
@@ -497,7 +555,7 @@ impl Inner {
             Ok(Err(e)) => return Err(format!("connection lost before hello: {e}")),
             Err(_) => return Err(refuse(&conn, "no hello received in time".into())),
         };
-        let limits = self.config.limits;
+        let limits = self.config.control_limits;
         let mut reader = FrameReader::new(
             recv,
             limits,
@@ -586,6 +644,12 @@ impl Inner {
             TransportError::Refused { addr, reason }
         };
         let cert_id = Self::cert_node_id(&conn).map_err(refuse)?;
+        if self.revoked.read().contains(&cert_id) {
+            return Err(refuse(format!(
+                "node {} is {REVOKED_REASON}",
+                cert_id.short()
+            )));
+        }
         if cert_id == self.hello.node_id {
             return Err(refuse("connected to itself".into()));
         }
@@ -595,7 +659,7 @@ impl Inner {
             conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"already connected");
             return Ok(existing);
         }
-        let limits = self.config.limits;
+        let limits = self.config.control_limits;
         let (send, recv) = conn.open_bi().await.map_err(|e| hs(e.to_string()))?;
         let mut writer = FrameWriter::new(send, limits);
         let mut reader = FrameReader::new(
@@ -670,6 +734,11 @@ impl Inner {
         let peer = info.node_id;
         let registered = {
             let mut peers = self.peers.lock();
+            // Revoked while its handshake ran: never registered.
+            if self.revoked.read().contains(&peer) {
+                conn.close(VarInt::from_u32(CLOSE_REFUSED), REVOKED_REASON.as_bytes());
+                return info;
+            }
             let existing = peers.get(&peer).map(|e| (e.info.incarnation, e.dialer));
             let verdict = admit(
                 existing,
@@ -864,10 +933,88 @@ impl Inner {
     }
 }
 
+/// Counts pending handshakes per source IP address, up to a cap each.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingBySource {
+    cap: usize,
+    counts: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One pending handshake of a source; released when dropped.
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    ip: std::net::IpAddr,
+    counts: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PendingBySource {
+    pub(crate) fn new(cap: usize) -> Self {
+        PendingBySource {
+            cap: cap.max(1),
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for `ip`, or `None` when it already has `cap` handshakes pending.
+    pub(crate) fn try_acquire(&self, ip: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut c = self.counts.lock();
+        let n = c.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+
+    /// Sources with handshakes pending.
+    #[cfg(test)]
+    fn sources(&self) -> usize {
+        self.counts.lock().len()
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock();
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Close reason sent to a revoked node.
+const REVOKED_REASON: &str = "revoked";
+
 /// Closes `conn` after [`DUPLICATE_GRACE`].
 fn close_later(conn: Connection, code: u32, reason: &'static str) {
     tokio::spawn(async move {
         tokio::time::sleep(DUPLICATE_GRACE).await;
         conn.close(VarInt::from_u32(code), reason.as_bytes());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_handshakes_are_capped_per_source() {
+        let p = PendingBySource::new(2);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = p.try_acquire(a).unwrap();
+        let a2 = p.try_acquire(a).unwrap();
+        assert!(p.try_acquire(a).is_none(), "third from the same source");
+        let b1 = p.try_acquire(b).expect("other sources are not affected");
+        drop(a1);
+        let a3 = p.try_acquire(a).expect("a slot came back");
+        drop((a2, a3, b1));
+        assert_eq!(p.sources(), 0, "no entry left behind");
+    }
 }

@@ -8,7 +8,7 @@ pub mod config;
 pub mod endpoint;
 pub mod events;
 
-pub use config::TransportConfig;
+pub use config::{CONTROL_LIMITS, TransportConfig};
 pub use endpoint::{Transport, TransportError};
 pub use events::{
     CLOSE_DUPLICATE, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_REFUSED, CLOSE_REPLACED,
