@@ -30,6 +30,7 @@ pub struct ServeArgs {
 
 /// Run the subcommand.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    args.deploy.warn_if_lossy();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
