@@ -11,6 +11,7 @@ pub mod hosting;
 pub mod init;
 pub mod model_info;
 pub mod node;
+pub mod perplexity;
 pub mod placement;
 pub mod run;
 pub mod sampling_args;
@@ -65,6 +66,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the model from the cluster with an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Score a text like llama-perplexity: perplexity, per-token log-probabilities, and the
+    /// KL divergence against a llama-perplexity --kl-divergence-base file.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// `edgeray model ...`
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Placement(args) => placement::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,8 +14,13 @@
 //!   scored token has at least `ctx/2` tokens of context;
 //! - perplexity is `exp(mean(-ln p(next)))` over all scored tokens.
 //!
-//! Each chunk runs through the model `batch` positions per forward pass; edgeray's prompt path
-//! and one-token path are bit-identical, so every batch size gives the same logits.
+//! Each chunk runs through the model `batch` positions per forward pass. Like llama.cpp, the
+//! attention of a forward of fewer than 32 positions takes the one-token path (ggml's one-chunk
+//! flash attention, what generation's decode steps use) and a forward of 32 or more the tiled
+//! prompt path (f32 GEMMs): batch sizes below 32 all give the same bits, as do batch sizes whose
+//! forwards all hold 32 or more positions (the default 512 with a chunk of 512, like
+//! llama-perplexity's default), and the two families differ at the level of llama.cpp's own
+//! batch-vs-sequential noise (gemma3: mean KL ~7e-3).
 
 use std::io::Read;
 
