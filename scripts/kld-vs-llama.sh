@@ -53,10 +53,10 @@ for model in models/*.gguf; do
     "$edgeray" perplexity --model "$model" --text-file "$text" --kld-base "$base" \
       --threads "$threads" --top-logprobs 1 --json >"$work/edgeray.json" 2>"$work/edgeray.log" ||
       { cat "$work/edgeray.log" >&2; exit 1; }
-    seq_ratio=$(stat 'Mean PPL(Q)/PPL(base)' "$work/seq.log")
-    seq_kld=$(stat 'Mean    KLD' "$work/seq.log")
-    seq_max=$(stat 'Maximum KLD' "$work/seq.log")
-    seq_top=$(stat 'Same top p' "$work/seq.log")
+    seq_ratio=$(stat '^Mean PPL(Q)/PPL(base)' "$work/seq.log")
+    seq_kld=$(stat '^Mean    KLD' "$work/seq.log")
+    seq_max=$(stat '^Maximum KLD' "$work/seq.log")
+    seq_top=$(stat '^Same top p' "$work/seq.log")
     python3 - "$work/edgeray.json" "$(basename "$model" .gguf)" "$(basename "$text")" \
       "$seq_ratio" "$seq_kld" "$seq_max" "$seq_top" <<'PY'
 import json, sys
