@@ -3,14 +3,18 @@
 # vendored in PyPI's `llama-cpp-python==0.3.36` (llama.cpp commit 0c1e570, the commit of the
 # exactness references), with GGML_NATIVE so it uses every SIMD extension of this CPU.
 #
-#   scripts/build-llama-bench.sh [DIR]     (default: target/llama.cpp)
+#   scripts/build-llama-bench.sh [DIR [TARGET...]]   (default: target/llama.cpp llama-bench)
 #
-# Prints the path of the built binary last; use it as LLAMA_BENCH. Needs pip, cmake and a C++
+# Other llama.cpp tools build the same way (scripts/kld-vs-llama.sh asks for llama-perplexity).
+# Prints the path of each built binary, the last target's last; use it as LLAMA_BENCH. Needs pip, cmake and a C++
 # compiler (as root, cmake and g++ are installed from Debian's packages when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dir=${1:-target/llama.cpp}
+shift || true
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(llama-bench)
 version=0.3.36
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -38,5 +42,7 @@ fi
 
 cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build "$src/build" --target llama-bench -j "$(nproc)" >/dev/null
-echo "$src/build/bin/llama-bench"
+cmake --build "$src/build" --target "${targets[@]}" -j "$(nproc)" >/dev/null
+for t in "${targets[@]}"; do
+  echo "$src/build/bin/$t"
+done

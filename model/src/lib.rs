@@ -5,5 +5,6 @@ pub mod gguf;
 pub mod ops;
 pub mod quant;
 pub mod sampling;
+pub mod scoring;
 pub mod shard;
 pub mod tokenizer;

@@ -2,7 +2,10 @@
 //!
 //! - two `edgeray node` processes plus `edgeray run --config` (the coordinator, a third member)
 //!   split each real model in 3 and in 2 stages; the workers have no model file and receive their
-//!   shards; the streamed answer equals the single-node greedy output byte for byte (f32 wire);
+//!   shards; the streamed answer equals the single-node greedy output byte for byte with the
+//!   default wire (no `--wire-dtype`: f32, exact), and no lossy-wire warning is printed;
+//! - `edgeray generate` and `edgeray run --local 2` / `--local 3` (embedded cluster, default
+//!   wire) print byte-identical greedy answers;
 //! - `edgeray serve` (embedded 2-node cluster) answers the official Python `openai` client,
 //!   streams 4 concurrent requests with the single-request output, and answers an overload
 //!   burst with 429 + Retry-After while every accepted request completes.
@@ -38,7 +41,7 @@ fn single_node_text(model: &Path, prompt: &str, tokens: usize) -> String {
     g.generate(prompt, &opts, |_| {}).expect("generates").text
 }
 
-/// `edgeray run --config cfg` as the coordinator (a third member): greedy, f32 wire, `stages`
+/// `edgeray run --config cfg` as the coordinator (a third member): greedy, default wire, `stages`
 /// stages, 32 tokens. Returns stdout and stderr; panics if the run fails.
 fn coordinator_run(model: &Path, cfg: &Path, stages: usize, prompt: &str) -> (String, String) {
     let out = Command::new(edgeray_bin())
@@ -54,8 +57,6 @@ fn coordinator_run(model: &Path, cfg: &Path, stages: usize, prompt: &str) -> (St
             "127.0.0.1:0",
             "--stages",
             &stages.to_string(),
-            "--wire-dtype",
-            "f32",
             "--threads",
             "1",
             "--ctx",
@@ -76,6 +77,10 @@ fn coordinator_run(model: &Path, cfg: &Path, stages: usize, prompt: &str) -> (St
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "edgeray run failed:\n{stderr}");
+    assert!(
+        !stderr.contains("answers may depend on the placement"),
+        "the default wire is exact: no warning\n{stderr}"
+    );
     (stdout, stderr)
 }
 
@@ -163,7 +168,79 @@ fn three_processes_two_and_three_stages_match_single_node() {
     }
 }
 
-/// `edgeray run --config cfg` on 3 stages, f32 wire, greedy.
+/// stdout of a successful `edgeray` command run from the workspace root, and its stderr.
+fn edgeray_output(args: &[&str]) -> (String, String) {
+    let out = Command::new(edgeray_bin())
+        .current_dir(workspace_root())
+        .args(args)
+        .output()
+        .expect("edgeray runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "edgeray {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// `edgeray generate` against `edgeray run --local 2` and `--local 3` (embedded clusters sharing
+/// one shard cache), both with the default wire: byte-identical greedy answers; `--wire-dtype
+/// f16` prints the lossy-wire warning.
+#[test]
+fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let local_dir = dir.path().join("local");
+    let local_dir = local_dir.to_str().unwrap();
+    let cases = [
+        (GEMMA3, "The tallest mountain in the world is"),
+        (GEMMA3, "My favourite recipe for pancakes"),
+        (QWEN2, "def is_prime(n):"),
+        (QWEN2, "The difference between TCP and UDP is"),
+    ];
+    for (name, prompt) in cases {
+        let Some(model) = real_model(name) else {
+            return;
+        };
+        let model = model.to_str().unwrap();
+        let common = [
+            "--model", model, "--prompt", prompt, "--max-tokens", "16", "--temperature", "0",
+            "--threads", "1", "--ctx", "512",
+        ];
+        let (want, _) = edgeray_output(&[&["generate"][..], &common].concat());
+        for nodes in ["2", "3"] {
+            let (got, stderr) = edgeray_output(
+                &[
+                    &["run", "--quiet", "--local", nodes, "--local-dir", local_dir][..],
+                    &common,
+                ]
+                .concat(),
+            );
+            assert_eq!(
+                got,
+                format!("{want}\n"),
+                "{name} {prompt:?}: generate vs run --local {nodes}; stderr:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains("answers may depend on the placement"),
+                "{stderr}"
+            );
+        }
+    }
+    let Some(gemma) = real_model(GEMMA3) else {
+        return;
+    };
+    let (_, stderr) = edgeray_output(&[
+        "run", "--quiet", "--local", "2", "--local-dir", local_dir, "--wire-dtype", "f16",
+        "--threads", "1", "--ctx", "512", "--max-tokens", "2", "--prompt", "Hi", "--model",
+        gemma.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("f16") && l.contains("answers may depend on the placement")),
+        "a lossy wire warns:\n{stderr}"
+    );
+}
+
+/// `edgeray run --config cfg` on 3 stages, default wire, greedy.
 fn run_command(model: &Path, cfg: &Path, prompt: &str, tokens: usize) -> Command {
     let mut c = Command::new(edgeray_bin());
     c.current_dir(workspace_root())
@@ -178,8 +255,6 @@ fn run_command(model: &Path, cfg: &Path, prompt: &str, tokens: usize) -> Command
             "127.0.0.1:0",
             "--stages",
             "3",
-            "--wire-dtype",
-            "f32",
             "--threads",
             "1",
             "--ctx",
@@ -499,7 +574,7 @@ async fn complete(
         .to_string())
 }
 
-/// Two `edgeray node` workers plus `edgeray serve --config` (3 stages, f32 wire, greedy), with
+/// Two `edgeray node` workers plus `edgeray serve --config` (3 stages, default wire, greedy), with
 /// the failover plans of the first deployment ready (spare shards in place).
 struct ServeCluster {
     workers: Vec<(Proc, mpsc::Receiver<String>)>,
@@ -543,8 +618,6 @@ async fn serve_cluster(model: &Path) -> ServeCluster {
             "127.0.0.1:0",
             "--stages",
             "3",
-            "--wire-dtype",
-            "f32",
             "--threads",
             "1",
             "--ctx",

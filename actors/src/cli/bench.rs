@@ -27,8 +27,8 @@ pub struct BenchArgs {
     /// Pipeline stages (default: one per embedded node; the policy decides with `--config`).
     #[arg(long)]
     pub stages: Option<usize>,
-    /// Hidden states between stages: f16 or f32.
-    #[arg(long, default_value = "f16")]
+    /// Hidden states between stages: f32 (default, exact) or f16 (lossy, half the bytes).
+    #[arg(long, default_value = "f32")]
     pub wire_dtype: crate::pipeline::WireDtype,
     /// With `--config`: wait until this many members are up.
     #[arg(long, default_value_t = 1)]

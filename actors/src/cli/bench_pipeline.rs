@@ -10,7 +10,7 @@ use edgeray_model::sampling::SamplingParams;
 use tokio::sync::mpsc;
 
 use super::deploy_args::{DeployArgs, describe_placement};
-use crate::pipeline::{GenOptions, Pipeline, WireDtype};
+use crate::pipeline::{GenOptions, Pipeline};
 
 /// Prompts of the streams (long enough continuations: none of them ends early greedily).
 const PROMPTS: [&str; 4] = [
@@ -170,10 +170,7 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
             anyhow::Ok(PipelineBench {
                 model: model.display().to_string(),
                 stages: p.placement().stages.len(),
-                wire_dtype: match p.wire_dtype() {
-                    WireDtype::F16 => "f16".into(),
-                    WireDtype::F32 => "f32".into(),
-                },
+                wire_dtype: p.wire_dtype().to_string(),
                 threads,
                 gen_tokens,
                 single_node_tokens_per_s: single,

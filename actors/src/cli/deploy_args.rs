@@ -55,8 +55,9 @@ pub struct DeployArgs {
     /// Kernel threads per stage (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Hidden states between stages: f16 (half the bytes) or f32 (bit-identical to one node).
-    #[arg(long, default_value = "f16")]
+    /// Hidden states between stages: f32 (default: every answer bit-identical to one node) or
+    /// f16 (half the bytes, lossy: answers may depend on the placement).
+    #[arg(long, default_value = "f32")]
     pub wire_dtype: WireDtype,
     /// Sequences generated at once.
     #[arg(long, default_value_t = 4)]
@@ -133,6 +134,13 @@ impl DeployArgs {
                 (nodes, Some(self.stages.unwrap_or(self.local_nodes)))
             }
         })
+    }
+
+    /// Prints one line on stderr when the chosen wire is lossy (`run` and `serve` call it).
+    pub fn warn_if_lossy(&self) {
+        if let Some(w) = self.wire_dtype.lossy_warning() {
+            eprintln!("{w}");
+        }
     }
 
     /// Deployment options for `stages`.

@@ -32,6 +32,10 @@ pub struct GenerateArgs {
     /// Context length in tokens (default: min(model context, 4096)).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Print the K most likely tokens (and their log-probabilities) at every generated step
+    /// on stderr, one line per token.
+    #[arg(long, value_name = "K")]
+    pub logprobs: Option<usize>,
 }
 
 /// Default thread count: the available cores.
@@ -63,6 +67,32 @@ pub fn load_with_progress(
     generator
 }
 
+/// One stderr line of `--logprobs K`: the step, the chosen token and its log-probability, then
+/// the K most likely tokens with theirs (`logprob` is ln p, from the logits the sampler saw).
+fn logprobs_line(
+    generator: &Generator,
+    step: usize,
+    id: u32,
+    logits: &[f32],
+    k: usize,
+) -> Result<String, edgeray_model::scoring::LogProbError> {
+    use edgeray_model::scoring::{LogSoftmax, top_logprobs};
+    let norm = LogSoftmax::new(logits)?;
+    let piece = |t: u32| {
+        let bytes = generator.tokenizer.token_bytes(t, true).unwrap_or(&b"?"[..]);
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    };
+    let mut line = format!(
+        "[logprobs] step {step}: {} {id} {:.4} |",
+        piece(id),
+        norm.log_prob(logits, id)?
+    );
+    for (t, lp) in top_logprobs(logits, &norm, k) {
+        line.push_str(&format!(" {} {t} {lp:.4}", piece(t)));
+    }
+    Ok(line)
+}
+
 /// Run the subcommand.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
@@ -82,10 +112,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
+    let mut step = 0usize;
     let generation = generator.generate_tokens(&prompt, &opts, |e| {
         if let Err(err) = out.write_all(e.text.as_bytes()).and_then(|_| out.flush()) {
             write_err = Some(err);
             return false;
+        }
+        if let Some(k) = args.logprobs
+            && !e.logits.is_empty()
+        {
+            match logprobs_line(&generator, step, e.id, e.logits, k) {
+                Ok(line) => eprintln!("{line}"),
+                Err(err) => eprintln!("logprobs: {err}"),
+            }
+            step += 1;
         }
         true
     })?;

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod init;
 pub mod model_info;
 pub mod node;
+pub mod perplexity;
 pub mod placement;
 pub mod revoke;
 pub mod run;
@@ -68,6 +69,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Revoke a node (a lost or stolen board): add its id to `revoked` in cluster.toml.
     Revoke(revoke::RevokeArgs),
+    /// Score a text like llama-perplexity: perplexity, per-token log-probabilities, and the
+    /// KL divergence against a llama-perplexity --kl-divergence-base file.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// `edgeray model ...`
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Revoke(args) => revoke::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

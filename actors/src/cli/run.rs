@@ -56,6 +56,7 @@ pub enum Spares {
 /// Run the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let sampling = args.sampling.params()?;
+    args.deploy.warn_if_lossy();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

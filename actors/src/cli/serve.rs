@@ -91,6 +91,7 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Checked before anything is deployed: a refused bind costs nothing.
     let access = args.access()?;
+    args.deploy.warn_if_lossy();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -90,6 +90,9 @@ pub struct TokenEvent<'a> {
     pub text: &'a str,
     /// Best minus second-best logit at this step (near-tie diagnostics).
     pub top2_gap: f32,
+    /// The logits the token was chosen from (before any sampling filter); empty for the final
+    /// event that only flushes text held back by the decoder.
+    pub logits: &'a [f32],
 }
 
 /// The result of a generation.
@@ -275,6 +278,7 @@ impl Generator {
                 id,
                 text: &text,
                 top2_gap: gap,
+                logits: &logits,
             }) {
                 out.stop = GenerateStop::Callback;
                 break;
@@ -296,6 +300,7 @@ impl Generator {
                 id: *out.tokens.last().unwrap_or(&0),
                 text: &rest,
                 top2_gap: f32::INFINITY,
+                logits: &[],
             });
         }
         out.gen_time = t_gen.map(|t| t.elapsed()).unwrap_or_default();

@@ -89,6 +89,9 @@ pub enum LogitsFor {
     Last,
     /// Every position of the batch.
     All,
+    /// The last `k` positions of the batch (clamped to 1..=rows): scoring a text needs only
+    /// the positions it scores.
+    Tail(usize),
 }
 
 /// The token embedding table (quantized rows, dequantized on lookup).
@@ -342,6 +345,10 @@ impl Stage {
                     .map(|&(r, n, logits)| match logits {
                         LogitsFor::Last => (r + n - 1, 1),
                         LogitsFor::All => (r, n),
+                        LogitsFor::Tail(k) => {
+                            let k = k.clamp(1, n);
+                            (r + n - k, k)
+                        }
                     })
                     .collect();
                 let h = if let [(r, n)] = picked[..] {

@@ -54,7 +54,7 @@ impl Default for DeployOptions {
             stages: None,
             ctx: 2048,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            dtype: WireDtype::F16,
+            dtype: WireDtype::default(),
             max_sequences: 4,
             max_queued: 16,
             progress: false,

@@ -1,15 +1,17 @@
 //! Hidden states on the wire: a raw little-endian tensor tail after the typed message (never
-//! serde), f16 by default to halve the bytes per hop, f32 when exactness matters more.
+//! serde). f32 by default, so every greedy answer is byte-identical to a single node whatever the
+//! split; f16 halves the bytes per hop but is lossy (answers may then depend on the placement,
+//! and values beyond 65,504, which gemma3's residual stream reaches, become infinities).
 
 use serde::{Deserialize, Serialize};
 
 /// Element type of hidden states between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WireDtype {
-    /// IEEE half precision (2 bytes per value).
-    #[default]
+    /// IEEE half precision (2 bytes per value): lossy, answers may depend on the placement.
     F16,
-    /// IEEE single precision (4 bytes per value): bit-identical to a single node.
+    /// IEEE single precision (4 bytes per value): bit-identical to a single node (the default).
+    #[default]
     F32,
 }
 
@@ -20,6 +22,30 @@ impl WireDtype {
             WireDtype::F16 => 2,
             WireDtype::F32 => 4,
         }
+    }
+
+    /// Whether hidden states lose precision on this wire (the answer may then depend on where
+    /// the model is split).
+    pub fn is_lossy(self) -> bool {
+        matches!(self, WireDtype::F16)
+    }
+
+    /// The warning `run`/`serve` print when a lossy wire is chosen, `None` for an exact one.
+    pub fn lossy_warning(self) -> Option<String> {
+        self.is_lossy().then(|| {
+            format!(
+                "warning: hidden states travel as {self} between stages (lossy): answers may depend on the placement"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for WireDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WireDtype::F16 => "f16",
+            WireDtype::F32 => "f32",
+        })
     }
 }
 
@@ -130,6 +156,15 @@ mod tests {
         assert_eq!((e.want, e.got), (8, 7));
         assert!(decode_hidden(&[], usize::MAX, 2, WireDtype::F16).is_err());
         assert!(decode_hidden(&[], 0, 2, WireDtype::F16).unwrap().is_empty());
+    }
+
+    #[test]
+    fn default_is_exact_and_only_lossy_wires_warn() {
+        assert_eq!(WireDtype::default(), WireDtype::F32);
+        assert!(WireDtype::F32.lossy_warning().is_none());
+        let w = WireDtype::F16.lossy_warning().unwrap();
+        assert!(w.contains("answers may depend on the placement"), "{w}");
+        assert_eq!(WireDtype::F16.to_string().parse::<WireDtype>(), Ok(WireDtype::F16));
     }
 
     #[test]
