@@ -31,9 +31,15 @@ fn model(file: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing in CI: run scripts/fetch-models.sh", p.display());
+        panic!(
+            "{} is missing in CI: run scripts/fetch-models.sh",
+            p.display()
+        );
     }
-    eprintln!("SKIP: {} not found (run scripts/fetch-models.sh)", p.display());
+    eprintln!(
+        "SKIP: {} not found (run scripts/fetch-models.sh)",
+        p.display()
+    );
     None
 }
 
@@ -51,7 +57,14 @@ fn small_text(dir: &Path) -> PathBuf {
 
 fn perplexity(model: &Path, text: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_edgeray"))
-        .args(["perplexity", "--threads", "1", "--json", "--top-logprobs", "3"])
+        .args([
+            "perplexity",
+            "--threads",
+            "1",
+            "--json",
+            "--top-logprobs",
+            "3",
+        ])
         .arg("--model")
         .arg(model)
         .arg("--text-file")
@@ -81,7 +94,11 @@ fn perplexity_json_is_consistent_with_generation_and_batch_independent() {
     let text = small_text(dir.path());
     let (one, v) = json_of(&perplexity(&gemma, &text, &["--ctx", "32", "--batch", "1"]));
     for batch in ["7", "31"] {
-        let (other, _) = json_of(&perplexity(&gemma, &text, &["--ctx", "32", "--batch", batch]));
+        let (other, _) = json_of(&perplexity(
+            &gemma,
+            &text,
+            &["--ctx", "32", "--batch", batch],
+        ));
         // The object names its batch size; everything else must be identical.
         assert_eq!(
             one.replace("\"batch\":1,", ""),
@@ -90,8 +107,16 @@ fn perplexity_json_is_consistent_with_generation_and_batch_independent() {
         );
     }
 
-    let (b32, _) = json_of(&perplexity(&gemma, &text, &["--ctx", "64", "--batch", "32"]));
-    let (b512, _) = json_of(&perplexity(&gemma, &text, &["--ctx", "64", "--batch", "512"]));
+    let (b32, _) = json_of(&perplexity(
+        &gemma,
+        &text,
+        &["--ctx", "64", "--batch", "32"],
+    ));
+    let (b512, _) = json_of(&perplexity(
+        &gemma,
+        &text,
+        &["--ctx", "64", "--batch", "512"],
+    ));
     assert_eq!(
         b32.replace("\"batch\":32,", ""),
         b512.replace("\"batch\":512,", ""),
@@ -105,7 +130,11 @@ fn perplexity_json_is_consistent_with_generation_and_batch_independent() {
         .map(|t| t.as_u64().unwrap() as u32)
         .collect();
     let chunks = tokens.len() / CTX;
-    assert!(chunks >= 2 && tokens.len() == chunks * CTX, "{}", tokens.len());
+    assert!(
+        chunks >= 2 && tokens.len() == chunks * CTX,
+        "{}",
+        tokens.len()
+    );
     assert_eq!(tokens[0], 2, "gemma3 adds BOS");
     let positions = v["positions"].as_array().expect("positions");
     assert_eq!(positions.len(), chunks * (CTX - 1 - CTX / 2));
@@ -113,7 +142,11 @@ fn perplexity_json_is_consistent_with_generation_and_batch_independent() {
     for (k, p) in positions.iter().enumerate() {
         let (chunk, j) = (k / (CTX - 1 - CTX / 2), k % (CTX - 1 - CTX / 2));
         let index = p["index"].as_u64().unwrap() as usize;
-        assert_eq!(index, chunk * CTX + CTX / 2 + j + 1, "second half of each chunk");
+        assert_eq!(
+            index,
+            chunk * CTX + CTX / 2 + j + 1,
+            "second half of each chunk"
+        );
         let token = p["token"].as_u64().unwrap() as u32;
         assert_eq!(token, tokens[index]);
         let lp = p["logprob"].as_f64().unwrap();
@@ -125,7 +158,10 @@ fn perplexity_json_is_consistent_with_generation_and_batch_independent() {
             .iter()
             .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap()))
             .collect();
-        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "best first: {top:?}");
+        assert!(
+            top.windows(2).all(|w| w[0].1 >= w[1].1),
+            "best first: {top:?}"
+        );
         assert!(lp <= top[0].1);
         if let Some(&(_, l)) = top.iter().find(|(id, _)| *id == token) {
             assert_eq!(l, lp, "the actual token's entry is its logprob");
@@ -226,7 +262,10 @@ fn kld_base_of_our_own_logits_agrees_and_other_tokens_are_refused() {
         &["--kld-base", base.to_str().unwrap()],
     ));
     let k = &v["kld"];
-    assert_eq!(k["positions"].as_u64().unwrap() as usize, v["positions"].as_array().unwrap().len());
+    assert_eq!(
+        k["positions"].as_u64().unwrap() as usize,
+        v["positions"].as_array().unwrap().len()
+    );
     assert!(k["kld_mean"].as_f64().unwrap() < 1e-5, "{k}");
     assert!(k["kld_max"].as_f64().unwrap() < 1e-4, "{k}");
     assert_eq!(k["top1_agreement"].as_f64().unwrap(), 1.0, "{k}");

@@ -107,7 +107,10 @@ async fn stages_match_single_node(model_name: &str, prompts: &[&str]) {
         WireDtype::default(),
         "the library default is the default wire"
     );
-    assert!(!WireDtype::default().is_lossy(), "the default wire is exact");
+    assert!(
+        !WireDtype::default().is_lossy(),
+        "the default wire is exact"
+    );
     let g = Generator::load(&model, THREADS, Some(512), |_, _| {}).expect("model loads");
     let short: Vec<_> = prompts
         .iter()

@@ -201,8 +201,18 @@ fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
         };
         let model = model.to_str().unwrap();
         let common = [
-            "--model", model, "--prompt", prompt, "--max-tokens", "16", "--temperature", "0",
-            "--threads", "1", "--ctx", "512",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "0",
+            "--threads",
+            "1",
+            "--ctx",
+            "512",
         ];
         let (want, _) = edgeray_output(&[&["generate"][..], &common].concat());
         for nodes in ["2", "3"] {
@@ -228,8 +238,23 @@ fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
         return;
     };
     let (_, stderr) = edgeray_output(&[
-        "run", "--quiet", "--local", "2", "--local-dir", local_dir, "--wire-dtype", "f16",
-        "--threads", "1", "--ctx", "512", "--max-tokens", "2", "--prompt", "Hi", "--model",
+        "run",
+        "--quiet",
+        "--local",
+        "2",
+        "--local-dir",
+        local_dir,
+        "--wire-dtype",
+        "f16",
+        "--threads",
+        "1",
+        "--ctx",
+        "512",
+        "--max-tokens",
+        "2",
+        "--prompt",
+        "Hi",
+        "--model",
         gemma.to_str().unwrap(),
     ]);
     assert!(

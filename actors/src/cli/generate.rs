@@ -79,7 +79,10 @@ fn logprobs_line(
     use edgeray_model::scoring::{LogSoftmax, top_logprobs};
     let norm = LogSoftmax::new(logits)?;
     let piece = |t: u32| {
-        let bytes = generator.tokenizer.token_bytes(t, true).unwrap_or(&b"?"[..]);
+        let bytes = generator
+            .tokenizer
+            .token_bytes(t, true)
+            .unwrap_or(&b"?"[..]);
         format!("{:?}", String::from_utf8_lossy(bytes))
     };
     let mut line = format!(

@@ -100,7 +100,11 @@ impl BaseLogProbs {
     /// Quantizes one logits row the way llama-perplexity does before writing it.
     pub fn quantize(logits: &[f32]) -> Self {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let min = logits.iter().copied().fold(f32::INFINITY, f32::min).max(max - 16.0);
+        let min = logits
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min)
+            .max(max - 16.0);
         let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
         let log_sum_exp = sum.ln() as f32;
         let min_log_prob = min - max - log_sum_exp;
@@ -351,7 +355,10 @@ mod tests {
             if l > 2.0 - 16.0 {
                 assert!((got - want).abs() < 2e-4, "{i}: {got} vs {want}");
             } else {
-                assert!((got - (2.0 - 16.0 - z.ln())).abs() < 1e-5, "clamped to max - 16");
+                assert!(
+                    (got - (2.0 - 16.0 - z.ln())).abs() < 1e-5,
+                    "clamped to max - 16"
+                );
             }
         }
         assert_eq!(r.q[0], 65535);

@@ -164,7 +164,10 @@ mod tests {
         assert!(WireDtype::F32.lossy_warning().is_none());
         let w = WireDtype::F16.lossy_warning().unwrap();
         assert!(w.contains("answers may depend on the placement"), "{w}");
-        assert_eq!(WireDtype::F16.to_string().parse::<WireDtype>(), Ok(WireDtype::F16));
+        assert_eq!(
+            WireDtype::F16.to_string().parse::<WireDtype>(),
+            Ok(WireDtype::F16)
+        );
     }
 
     #[test]
