@@ -23,6 +23,7 @@ mod mlp;
 mod norm;
 mod rope;
 mod stage;
+pub mod tensor_parallel;
 mod tensors;
 
 #[cfg(test)]
