@@ -52,6 +52,17 @@ impl QuantWeight {
         })
     }
 
+    /// Rows `range` of this weight (output features `range`), sharing its bytes: what a
+    /// tensor-parallel member holds of a matrix split by output rows. Named `name[a..b]`.
+    pub fn slice_rows(&self, range: std::ops::Range<usize>) -> Result<Self, ArchError> {
+        let matrix = self.matrix.slice_rows(range.clone())?;
+        Ok(Self {
+            name: format!("{}[{}..{}]", self.name, range.start, range.end).into(),
+            matrix: Arc::new(matrix),
+            pool: self.pool.clone(),
+        })
+    }
+
     /// Tensor name.
     pub fn name(&self) -> &str {
         &self.name

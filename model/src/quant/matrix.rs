@@ -282,6 +282,29 @@ impl QuantMatrix {
         Ok(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
 
+    /// Rows `range` as a matrix of their own, sharing these bytes (no copy): a row is whole
+    /// blocks, so a row range is a byte sub-range. Each row's products are the same numbers in
+    /// the slice as in the whole matrix (the kernels compute every row independently).
+    pub fn slice_rows(&self, range: std::ops::Range<usize>) -> Result<Self, QuantError> {
+        if range.start >= range.end || range.end > self.rows {
+            return Err(QuantError::RowOutOfRange {
+                index: range.end.max(range.start),
+                rows: self.rows,
+            });
+        }
+        let data = self
+            .data
+            .slice(range.start * self.row_bytes..range.end * self.row_bytes)
+            .expect("row range checked against the matrix");
+        Ok(Self {
+            ty: self.ty,
+            rows: range.len(),
+            cols: self.cols,
+            row_bytes: self.row_bytes,
+            data,
+        })
+    }
+
     /// Dequantizes the rows `indices` into `out` (`indices.len() * cols` floats, row-major):
     /// embedding lookup on a table that stays quantized.
     pub fn dequantize_rows(&self, indices: &[usize], out: &mut [f32]) -> Result<(), QuantError> {

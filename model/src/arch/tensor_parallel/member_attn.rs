@@ -1,0 +1,98 @@
+//! Attention of one member over its own query heads and KV heads, with the same operations in
+//! the same order per head as [`crate::arch::Attention`], so every head's output is the same
+//! numbers as on one node.
+
+use burn::backend::Dispatch;
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+
+use crate::arch::attention::{TILED_MIN_QUERIES, f16_round, mask};
+use crate::arch::{AttentionSpec, KvCache, RopeTables};
+use crate::ops::{FlashAttnBackend, FlashAttnParams};
+
+/// The query heads `q_heads` (global indices) of `n` positions starting at `cache.len()`:
+/// `q` `[n, q_heads.len(), hd]`, `k`/`v` `[n, kv_heads.len(), hd]` (after projections and
+/// QK-norms, before RoPE). Appends the keys/values to layer `layer` of `cache` (which holds only
+/// `kv_heads`) and returns `[n, q_heads.len() * hd]`.
+///
+/// Heads sharing a KV head are attended together in one call per KV head, as many of the
+/// group's heads as this member holds; each query row is computed independently by both
+/// attention paths, so a partial group gives the same rows as the whole one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_heads(
+    spec: &AttentionSpec,
+    q_heads: std::ops::Range<usize>,
+    kv_heads: std::ops::Range<usize>,
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    rope: &RopeTables,
+    cache: &mut KvCache,
+    layer: usize,
+) -> Tensor<2> {
+    let s = spec;
+    let [n, nq, hd] = q.dims();
+    let pos0 = cache.len();
+    let device = q.device();
+    let q = s.rope.apply(q, rope);
+    let k = s.rope.apply(k, rope);
+    let k = f16_round(k.swap_dims(0, 1));
+    let v = f16_round(v.swap_dims(0, 1));
+    let (keys, values) = cache.append(layer, k, v);
+    let t = pos0 + n;
+    let group = s.n_head / s.n_kv_head;
+    let q = match s.q_scale {
+        Some(f) => q.mul_scalar(f),
+        None => q,
+    };
+    // [n, nq, hd] -> [nq, n, hd]
+    let q = q.swap_dims(0, 1);
+    let mut outs = Vec::with_capacity(kv_heads.len());
+    for kv in kv_heads.clone() {
+        let first = q_heads.start.max(kv * group);
+        let last = q_heads.end.min((kv + 1) * group);
+        let g = last - first;
+        let qk: Tensor<3> = q
+            .clone()
+            .narrow(0, first - q_heads.start, g)
+            .reshape([1, g * n, hd]);
+        let local = kv - kv_heads.start;
+        let keys = keys.clone().narrow(0, local, 1);
+        let values = values.clone().narrow(0, local, 1);
+        let out = if n < TILED_MIN_QUERIES {
+            let params = FlashAttnParams {
+                n,
+                t,
+                pos0,
+                window: s.window.unwrap_or(0),
+                scale: s.kq_scale,
+            };
+            Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
+                qk.into_dispatch(),
+                keys.into_dispatch(),
+                values.into_dispatch(),
+                params,
+            ))
+        } else {
+            let keys = keys.narrow(1, 0, t);
+            let values = values.narrow(1, 0, t);
+            let scores = qk.matmul(keys.swap_dims(1, 2)).mul_scalar(s.kq_scale);
+            let scores: Tensor<4> = scores.reshape([1, g, n, t]);
+            let scores = match mask(pos0, n, t, s.window, &device) {
+                Some(m) => scores + m,
+                None => scores,
+            };
+            let probs: Tensor<3> = softmax(scores, 3).reshape([1, g * n, t]);
+            probs.matmul(values)
+        };
+        outs.push(out.reshape([g, n, hd]));
+    }
+    let out = if outs.len() == 1 {
+        outs.pop().expect("one KV head")
+    } else {
+        Tensor::cat(outs, 0)
+    };
+    debug_assert_eq!(out.dims()[0], nq);
+    let out: Tensor<3> = out.swap_dims(0, 1);
+    out.reshape([n, nq * hd])
+}
