@@ -12,7 +12,8 @@
 //! - [`shapes`]: the plan's inputs read from a GGUF file;
 //! - [`MemberStage`] / [`MemberBlock`]: a member's slices, loaded zero-copy from the map;
 //! - [`MemberRun`]: the per-member step API between synchronisation points, [`gather`];
-//! - [`LocalGroup`]: all members in one process, the reference driver.
+//! - [`LocalGroup`]: all members in one process, the reference driver;
+//! - [`cost`]: synchronisation points and bytes per pass.
 //!
 //! ```no_run
 //! use edgeray_model::arch::tensor_parallel::{LocalGroup, SliceOptions};
@@ -29,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod cost;
 mod error;
 mod local;
 mod member;
@@ -40,10 +42,13 @@ pub mod slicing;
 #[cfg(test)]
 mod exactness_tests;
 #[cfg(test)]
+mod real_tests;
+#[cfg(test)]
 mod slicing_tests;
 #[cfg(test)]
 mod test_model;
 
+pub use cost::{PassCost, pass_cost, quantized_bytes};
 pub use error::TpError;
 pub use local::{LocalGroup, SyncStats};
 pub use member::{MemberBlock, MemberStage};

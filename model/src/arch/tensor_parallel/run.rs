@@ -166,6 +166,8 @@ pub fn gather(mut parts: Vec<Partial>) -> Result<Gathered, TpError> {
 }
 
 /// What a member does next.
+// Not boxed: one piece per sync point, tens per token, moved straight to the transport.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// Send this piece to every other member, gather, and call [`MemberRun::resume`].

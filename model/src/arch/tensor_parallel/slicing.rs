@@ -54,14 +54,18 @@ pub enum WoPlacement {
     /// Every member holds all of `attn_output` and computes its full product on the gathered
     /// attention output: 3 synchronisation points per layer.
     ///
-    /// Finding (qwen2.5-0.5B / gemma3-270m, decode): `attn_output` is 5.4% / 11.8% of a layer's
-    /// weights. Replicating it costs each member of an even group of `N` the `(N-1)/N` of it it
-    /// would not compute otherwise (tp 2: +2.7% / +5.9% of a layer's work, roughly 25–60 µs per
-    /// layer on one Cortex-A76-class core), and saves one all-gather of `d_model` f32 values per
-    /// layer (qwen: 24 of 97 sync points per token, 3.5 KiB each; gemma: 18 of 73, 2.5 KiB). One
-    /// synchronisation over a LAN costs at least a one-way latency (≥ 50–100 µs on Gigabit,
-    /// more through QUIC), so replication pays whenever a sync costs more than the extra
-    /// compute; it is the default. With 4+ members and fast links, [`WoPlacement::Split`] wins.
+    /// Finding (from the real files' tensor types, decode, not a timing): `attn_output` is
+    /// 5.4% of a qwen2.5-0.5B layer's weights (896×896 Q5_0, 0.55 MB of ~10.3 MB) and ~10% of
+    /// a gemma3-270m layer's bytes (640×1024 Q4_K, 0.37 MB of ~3.8 MB). Replicating it makes
+    /// each member of an even group of `N` stream the `(N-1)/N` of it it would otherwise skip:
+    /// tp 2 = +0.28 MB (qwen) / +0.18 MB (gemma) per layer and member, i.e. ~35–70 µs (qwen) /
+    /// ~25–45 µs (gemma) at 4–8 GB/s of effective memory bandwidth (a Pi 5 class board). It
+    /// saves one all-gather of `d_model` f32 values per layer: qwen 24 of 97 sync points per
+    /// token (3.5 KiB per gather), gemma 18 of 73 (2.5 KiB). Replication therefore pays when
+    /// one synchronisation costs more than that extra streaming — always over a network (one
+    /// Gigabit/QUIC round of a small message is ≥ 50–100 µs one way) and it is the default;
+    /// [`WoPlacement::Split`] wins only with very fast links or large groups (the replicated
+    /// share grows with `N`). Both placements are bit-identical to one node.
     #[default]
     Replicated,
     /// `attn_output` split by output rows like the other matrices: 4 synchronisation points
@@ -121,7 +125,7 @@ impl LayerShape {
         if [s.d_model, s.n_head, s.n_kv_head, s.head_dim, s.n_ff].contains(&0) {
             return Err(SliceError::BadShape(format!("zero dimension in {s:?}")));
         }
-        if s.n_head % s.n_kv_head != 0 {
+        if !s.n_head.is_multiple_of(s.n_kv_head) {
             return Err(SliceError::BadShape(format!(
                 "{} KV heads do not divide {} query heads",
                 s.n_kv_head, s.n_head
