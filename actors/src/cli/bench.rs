@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use edgeray_model::arch::{Generator, LogitsFor, StageInput, StageOutput};
+use edgeray_model::arch::{BatchItem, Generator, LogitsFor, StageInput, StageOutput};
 use edgeray_model::sampling::argmax;
 
 use super::generate::{default_threads, load_with_progress};
@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Concurrent streams: also measure the aggregate generation speed of this many sequences
+    /// decoded together (one node: every step runs all of them as one batched forward, like
+    /// `llama-batched-bench`; pipeline: this many concurrent requests).
+    #[arg(long)]
+    pub streams: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +86,53 @@ fn synthetic_tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
         .collect()
 }
 
+/// Prompt tokens of each concurrent stream (distinct per stream, prefilled before timing).
+const STREAM_PROMPT: usize = 16;
+
+/// Aggregate generation tokens/s of `streams` sequences decoded together: each step is one
+/// batched forward over all of them (every weight block read once per step), after each was
+/// prefilled with its own prompt. Returns tokens/s over all streams.
+fn batched_decode_tokens_per_s(
+    g: &Generator,
+    streams: usize,
+    gen_tokens: usize,
+    ctx: usize,
+    salt: u64,
+) -> anyhow::Result<f64> {
+    let vocab = g.config().vocab_size;
+    let mut caches: Vec<_> = (0..streams).map(|_| g.stage.new_cache(ctx)).collect();
+    let mut next = Vec::with_capacity(streams);
+    for (i, cache) in caches.iter_mut().enumerate() {
+        let prompt = synthetic_tokens(STREAM_PROMPT, vocab, salt * 1000 + i as u64);
+        let l = logits(g, StageInput::Tokens(prompt), cache)?;
+        next.push(argmax(&l).context("empty logits")? as u32);
+    }
+    let t = Instant::now();
+    for _ in 0..gen_tokens {
+        let items = caches
+            .iter_mut()
+            .zip(&next)
+            .map(|(cache, &tok)| BatchItem {
+                input: StageInput::Tokens(vec![tok]),
+                cache,
+                logits: LogitsFor::Last,
+            })
+            .collect();
+        let outs = g.stage.forward_batch(items)?;
+        for (out, tok) in outs.into_iter().zip(next.iter_mut()) {
+            let StageOutput::Logits(l) = out else {
+                bail!("full model returned hidden states");
+            };
+            let l = l
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            *tok = argmax(&l).context("empty logits")? as u32;
+        }
+    }
+    Ok((streams * gen_tokens) as f64 / t.elapsed().as_secs_f64())
+}
+
 fn logits(
     g: &Generator,
     input: StageInput,
@@ -99,6 +151,9 @@ fn logits(
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.reps == 0 || args.prompt_tokens == 0 || args.gen_tokens == 0 {
         bail!("--reps, --prompt-tokens and --gen-tokens must be at least 1");
+    }
+    if args.streams == Some(0) {
+        bail!("--streams must be at least 1");
     }
     if args.local_nodes.is_some() || args.config.is_some() {
         let deploy = super::deploy_args::DeployArgs {
@@ -120,7 +175,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return super::bench_pipeline::run(deploy, args.gen_tokens, args.json);
     }
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
-    let ctx = args.prompt_tokens.max(args.gen_tokens) + 1;
+    let ctx = args.prompt_tokens.max(args.gen_tokens + STREAM_PROMPT) + 1;
     let g = load_with_progress(&args.model, threads, Some(ctx))?;
     let vocab = g.config().vocab_size;
     let gguf_bytes = std::fs::metadata(&args.model)
@@ -128,6 +183,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .len();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
+    let mut agg = Vec::new();
     // The largest KV cache held at once (the prompt's and the generation's are separate).
     let mut kv_bytes = 0usize;
     for rep in 0..args.reps {
@@ -148,9 +204,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         tg.push(args.gen_tokens as f64 / t.elapsed().as_secs_f64());
         kv_bytes = kv_bytes.max(cache.allocated_bytes());
+        drop(cache);
+        if let Some(n) = args.streams {
+            agg.push(batched_decode_tokens_per_s(
+                &g,
+                n,
+                args.gen_tokens,
+                ctx,
+                rep as u64,
+            )?);
+        }
         if !args.json {
+            let streams = match (args.streams, agg.last()) {
+                (Some(n), Some(a)) => format!(", {n} streams {a:.1} t/s"),
+                _ => String::new(),
+            };
             eprintln!(
-                "rep {}: pp {:.1} t/s, tg {:.1} t/s",
+                "rep {}: pp {:.1} t/s, tg {:.1} t/s{streams}",
                 rep + 1,
                 pp[rep],
                 tg[rep]
@@ -158,11 +228,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let (pp_m, tg_m) = (median(pp), median(tg));
+    let agg_m = (!agg.is_empty()).then(|| median(agg));
     let rss = peak_rss_bytes().unwrap_or(0);
     let budget = rss_budget_bytes(gguf_bytes, kv_bytes as u64);
     let model = args.model.display().to_string();
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "model": model,
             "threads": threads,
             "gguf_bytes": gguf_bytes,
@@ -175,6 +246,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "kv_cache_bytes": kv_bytes,
             "rss_budget_bytes": budget,
         });
+        if let (Some(n), Some(a)) = (args.streams, agg_m) {
+            v["streams"] = n.into();
+            v["tg_aggregate_tokens_per_s"] = a.into();
+            v["aggregate_vs_one_stream"] = (a / tg_m).into();
+        }
         println!("{v}");
     } else {
         println!("model:       {model} ({} bytes)", gguf_bytes);
@@ -187,6 +263,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "tg{}:       {tg_m:.1} tokens/s (median of {})",
             args.gen_tokens, args.reps
         );
+        if let (Some(n), Some(a)) = (args.streams, agg_m) {
+            println!(
+                "tg{} x {n}:  {a:.1} tokens/s aggregate = {:.2}x one stream (batched decode, median of {})",
+                args.gen_tokens,
+                a / tg_m,
+                args.reps
+            );
+        }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         println!(
             "peak RSS:    {:.1} MiB ({:.2}x the budget of 1.1x GGUF + KV cache {:.1} MiB + 64 MiB = {:.1} MiB)",

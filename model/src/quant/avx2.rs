@@ -58,6 +58,14 @@ macro_rules! token_groups {
     }};
 }
 
+/// Tiles with more tokens than this decode their weight rows once into a packed layout that
+/// every token group then reuses. With at most one token group (a decode step of up to
+/// [`MAX_TOKENS`] sequences) nothing would reuse the packing: it cost more than the dots
+/// themselves (qwen2.5-0.5b, 2 threads, 4 sequences decoded together: 35 % of the time in
+/// `pack_rows8`, and 4 streams ran at 1.1x one stream's aggregate). Packed and unpacked
+/// kernels give the same bits, so the choice never changes a result.
+const PACK_ABOVE_TOKENS: usize = MAX_TOKENS;
+
 /// Stores a row's results for a token group into the tile output (token stride `nrows`).
 #[inline]
 pub(crate) fn store<const T: usize>(
@@ -265,7 +273,7 @@ pub(crate) fn legacy_tile<const K: u8, R: LegacyRows8>(
     let q = a.q8_0();
     // Several tokens: decode the tile's rows once into the transposed layout (see
     // `pack_rows8`), which every token group of the tile then reuses.
-    let packed = if nt >= 2 {
+    let packed = if nt > PACK_ABOVE_TOKENS {
         // SAFETY: this backend is only selected when AVX2 and F16C are available.
         unsafe { pack_rows8::<K>(w, row_bytes, a.cols() / QK32) }
     } else {
@@ -642,7 +650,7 @@ pub(crate) fn q4_k_tile<R: KQuantRows>(
     let nb = cols / QK_K;
     let mut lanes = Vec::new();
     // SAFETY: this backend is only selected when AVX2 is available.
-    let packed = if nt >= 2 {
+    let packed = if nt > PACK_ABOVE_TOKENS {
         unsafe { pack_q4_k(w, row_bytes, nb) }
     } else {
         Vec::new()
@@ -799,7 +807,7 @@ pub(crate) fn q6_k_tile<R: KQuantRows>(
     let nb = cols / QK_K;
     let mut lanes = Vec::new();
     // SAFETY: this backend is only selected when AVX2 is available.
-    let packed = if nt >= 2 {
+    let packed = if nt > PACK_ABOVE_TOKENS {
         unsafe { pack_q6_k(w, row_bytes, nb) }
     } else {
         Vec::new()

@@ -14,8 +14,8 @@
 //! - A byte mask (AVX512BW) sets Q5_0's fifth bit with one masked add, replacing AVX2's
 //!   shuffle / or / compare expansion of the 32 high bits.
 //!
-//! One exception: Q8_0 products with a single token (the output heads during generation) run
-//! `avx2`'s kernel, which measured faster on matrices that stream from memory.
+//! One exception: Q8_0 products with a single token (the output heads when one sequence
+//! generates) run `avx2`'s kernel, which measured faster on matrices that stream from memory.
 //!
 
 use super::avx2::{
@@ -116,8 +116,10 @@ impl LegacyRows8 for Vnni {
     ) -> [[f32; 8]; T] {
         // Q8_0 one-token products stream the output heads (139-171 MiB per token) from memory,
         // and there `avx2`'s kernel measured faster (gemma3's head 19.0 against 15.9 GiB/s, 1
-        // thread, same run) although VNNI's is faster on cache-resident matrices.
-        if K == L_Q8_0 {
+        // thread, same run) although VNNI's is faster on cache-resident matrices. With several
+        // tokens (sequences decoded together) the head is bound by the integer work, not the
+        // stream, and VNNI's one instruction per product group wins.
+        if K == L_Q8_0 && T == 1 {
             // SAFETY: forwarded from the caller (AVX2 and F16C are part of this backend).
             return unsafe { Avx2Rows8::rows8::<K, T>(w, row_bytes, d, qs, sy) };
         }
