@@ -169,10 +169,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ctx: (args.gen_tokens + 64).max(256),
             threads: args.threads,
             wire_dtype: args.wire_dtype,
-            max_sequences: 4,
+            max_sequences: args.streams.unwrap_or(4).max(4),
             quiet: args.json,
         };
-        return super::bench_pipeline::run(deploy, args.gen_tokens, args.json);
+        return super::bench_pipeline::run(
+            deploy,
+            args.gen_tokens,
+            args.streams.unwrap_or(4),
+            args.json,
+        );
     }
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
     let ctx = args.prompt_tokens.max(args.gen_tokens + STREAM_PROMPT) + 1;

@@ -12,13 +12,47 @@ use tokio::sync::mpsc;
 use super::deploy_args::{DeployArgs, describe_placement};
 use crate::pipeline::{GenOptions, Pipeline};
 
-/// Prompts of the streams (long enough continuations: none of them ends early greedily).
+/// Prompts of the streams (long enough continuations: none of them ends early greedily);
+/// stream `i` uses prompt `i % 4`, numbered from the fifth on so no two are the same.
 const PROMPTS: [&str; 4] = [
     "The history of the Roman Empire began",
     "Here is a long story about a dragon and a knight:",
     "The following is a detailed guide to growing tomatoes.",
     "In the year 2050, cities will",
 ];
+
+/// The prompt of stream `i`.
+fn prompt(i: usize) -> String {
+    match i / PROMPTS.len() {
+        0 => PROMPTS[i].to_string(),
+        k => format!("{} (part {})", PROMPTS[i % PROMPTS.len()], k + 1),
+    }
+}
+
+/// Aggregate tokens/s of `n` concurrent streams of `tokens` tokens on `p`, and the mean
+/// sequences per stage run during them.
+async fn concurrent(p: &Pipeline, n: usize, tokens: usize) -> anyhow::Result<(f64, Vec<f64>)> {
+    let runs_before = stage_counters(p).await;
+    let t = Instant::now();
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move { stream(&p, &prompt(i), tokens).await })
+        })
+        .collect();
+    let mut total = 0usize;
+    for r in runs {
+        total += r.await??.0;
+    }
+    let agg = total as f64 / t.elapsed().as_secs_f64();
+    let mean_batch: Vec<f64> = stage_counters(p)
+        .await
+        .iter()
+        .zip(&runs_before)
+        .map(|(a, b)| (a.forwards - b.forwards) as f64 / (a.batches - b.batches).max(1) as f64)
+        .collect();
+    Ok((agg, mean_batch))
+}
 
 /// What the pipeline benchmark measures.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,6 +77,15 @@ pub struct PipelineBench {
     pub pipeline_4_streams_tokens_per_s: f64,
     /// `4 streams / 1 stream` (target >= 1.7).
     pub four_streams_vs_one: f64,
+    /// The baseline under the name the cluster benchmarks share: the whole model on one board.
+    pub baseline_tokens_per_s: f64,
+    /// One stream across the cluster (= `pipeline_tokens_per_s`).
+    pub cluster_tokens_per_s: f64,
+    /// Concurrent streams of the aggregate measurement (`--streams`, default 4).
+    pub streams: usize,
+    /// Aggregate tokens/s of `streams` concurrent streams across the cluster: all generated
+    /// tokens over the wall time.
+    pub cluster_aggregate_tokens_per_s: f64,
     /// Hidden-state bytes per generated token per hop.
     pub bytes_per_token_per_hop: f64,
     /// Mean per-stage compute per decode batch, ms.
@@ -76,7 +119,13 @@ async fn stream(p: &Pipeline, prompt: &str, tokens: usize) -> anyhow::Result<(us
 }
 
 /// Runs the benchmark on `deploy` (stages default to one per embedded node).
-pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<()> {
+/// `streams` concurrent requests give `cluster_aggregate_tokens_per_s` (4 are always measured).
+pub fn run(
+    deploy: DeployArgs,
+    gen_tokens: usize,
+    streams: usize,
+    json: bool,
+) -> anyhow::Result<()> {
     let threads = deploy.threads();
     let model: PathBuf = deploy.model.clone();
     // Baseline first, alone on the machine.
@@ -121,30 +170,13 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
             let _ = drain.await;
             let one = s.gen_tokens_per_s();
             let after = p.hop_totals();
-            // Four streams at once.
-            let runs_before = stage_counters(p).await;
-            let t = Instant::now();
-            let runs: Vec<_> = PROMPTS
-                .iter()
-                .map(|pr| {
-                    let p = p.clone();
-                    let pr = pr.to_string();
-                    tokio::spawn(async move { stream(&p, &pr, gen_tokens).await })
-                })
-                .collect();
-            let mut total = 0usize;
-            for r in runs {
-                total += r.await??.0;
-            }
-            let four = total as f64 / t.elapsed().as_secs_f64();
-            let mean_batch: Vec<f64> = stage_counters(p)
-                .await
-                .iter()
-                .zip(&runs_before)
-                .map(|(a, b)| {
-                    (a.forwards - b.forwards) as f64 / (a.batches - b.batches).max(1) as f64
-                })
-                .collect();
+            // Four streams at once, then `--streams` if it asked for another count.
+            let (four, mean_batch) = concurrent(p, 4, gen_tokens).await?;
+            let aggregate = if streams == 4 {
+                four
+            } else {
+                concurrent(p, streams, gen_tokens).await?.0
+            };
             let hops = p.placement().stages.len().saturating_sub(1);
             // Tokens that crossed each hop (prompt and generated) and the bytes they took.
             let (bytes, tokens) = after
@@ -178,6 +210,10 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
                 pipeline_vs_single_node: one / single,
                 pipeline_4_streams_tokens_per_s: four,
                 four_streams_vs_one: four / one,
+                baseline_tokens_per_s: single,
+                cluster_tokens_per_s: one,
+                streams,
+                cluster_aggregate_tokens_per_s: aggregate,
                 bytes_per_token_per_hop: per_token_per_hop,
                 stage_compute_ms: compute,
                 four_streams_mean_batch: mean_batch,
@@ -207,6 +243,14 @@ pub fn run(deploy: DeployArgs, gen_tokens: usize, json: bool) -> anyhow::Result<
             "pipeline, 4 streams:        {:.2} tokens/s = {:.2}x one stream (target >= 1.7x)",
             report.pipeline_4_streams_tokens_per_s, report.four_streams_vs_one
         );
+        if report.streams != 4 {
+            println!(
+                "pipeline, {} streams:       {:.2} tokens/s = {:.2}x one stream",
+                report.streams,
+                report.cluster_aggregate_tokens_per_s,
+                report.cluster_aggregate_tokens_per_s / report.cluster_tokens_per_s
+            );
+        }
         println!(
             "bytes per token per hop:    {:.0}",
             report.bytes_per_token_per_hop

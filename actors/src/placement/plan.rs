@@ -71,6 +71,35 @@ impl Placement {
     pub fn nodes(&self) -> impl Iterator<Item = &MemberId> {
         self.stages.iter().map(|s| &s.node)
     }
+
+    /// How many sequences' KV caches, each at the full configured context, fit every stage's
+    /// node at once: the placement reserves one (`memory_bytes`); each further one needs
+    /// `kv_bytes` more of the node's `memory_limit_bytes`. The tightest stage decides; a node
+    /// running several stages shares its memory between them. At least 1 (a placement always
+    /// fits one); `usize::MAX` when no stage keeps a cache.
+    pub fn kv_sequence_capacity(&self) -> usize {
+        // Per node: the memory left after every stage it runs, and the KV bytes one more
+        // sequence adds there.
+        let mut nodes: Vec<(&MemberId, u64, u64, u64)> = Vec::new();
+        for s in &self.stages {
+            match nodes.iter_mut().find(|(n, ..)| *n == &s.node) {
+                Some((_, limit, used, kv)) => {
+                    *limit = (*limit).min(s.memory_limit_bytes);
+                    *used += s.memory_bytes;
+                    *kv += s.kv_bytes;
+                }
+                None => nodes.push((&s.node, s.memory_limit_bytes, s.memory_bytes, s.kv_bytes)),
+            }
+        }
+        nodes
+            .iter()
+            .map(|&(_, limit, used, kv)| match kv {
+                0 => usize::MAX,
+                kv => 1 + (limit.saturating_sub(used) / kv).min(usize::MAX as u64 - 1) as usize,
+            })
+            .min()
+            .unwrap_or(usize::MAX)
+    }
 }
 
 impl fmt::Display for Placement {
@@ -284,5 +313,70 @@ impl CandidateOutcome {
             CandidateOutcome::Placed(p) => Some(p),
             CandidateOutcome::Unplaceable(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn stage(node: &str, memory: u64, limit: u64, kv: u64) -> StageAssignment {
+        StageAssignment {
+            node: MemberId(node.into()),
+            node_name: node.into(),
+            layers: 0..1,
+            embed: false,
+            head: false,
+            weight_bytes: memory - kv,
+            kv_bytes: kv,
+            memory_bytes: memory,
+            memory_limit_bytes: limit,
+            compute_s: 0.01,
+        }
+    }
+
+    fn placement(stages: Vec<StageAssignment>) -> Placement {
+        Placement {
+            policy: "test".into(),
+            stages,
+            prediction: Prediction {
+                tokens_per_s: 1.0,
+                pipelined_tokens_per_s: 1.0,
+                latency_s: 1.0,
+                bottleneck_s: 1.0,
+                joules_per_token: 0.0,
+                hop_s: Vec::new(),
+                max_memory_utilization: 0.5,
+            },
+        }
+    }
+
+    #[test]
+    fn kv_capacity_is_set_by_the_tightest_node() {
+        // Node a: 100 MiB used of 400 (incl. one 50 MiB cache): 1 + 300/50 = 7 sequences.
+        // Node b: 200 of 260 with 20 MiB per cache: 1 + 60/20 = 4.
+        let p = placement(vec![
+            stage("a", 100 * MIB, 400 * MIB, 50 * MIB),
+            stage("b", 200 * MIB, 260 * MIB, 20 * MIB),
+        ]);
+        assert_eq!(p.kv_sequence_capacity(), 4);
+        // A placement that just fits holds exactly one sequence.
+        let p = placement(vec![stage("a", 100 * MIB, 100 * MIB, 50 * MIB)]);
+        assert_eq!(p.kv_sequence_capacity(), 1);
+    }
+
+    #[test]
+    fn stages_on_one_node_share_its_memory() {
+        // Two stages on node a: 2 × 100 MiB used of 500, each sequence 2 × 30 MiB: 1 + 300/60.
+        let p = placement(vec![
+            stage("a", 100 * MIB, 500 * MIB, 30 * MIB),
+            stage("a", 100 * MIB, 500 * MIB, 30 * MIB),
+        ]);
+        assert_eq!(p.kv_sequence_capacity(), 6);
+        // Without a KV cache anywhere nothing limits the count.
+        let p = placement(vec![stage("a", 100 * MIB, 500 * MIB, 0)]);
+        assert_eq!(p.kv_sequence_capacity(), usize::MAX);
     }
 }

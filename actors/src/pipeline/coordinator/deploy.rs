@@ -257,6 +257,21 @@ pub(crate) async fn deploy_prepared(
         }
     };
     timings.placement = t.elapsed();
+    // Admission: never more sequences than every stage's node can hold KV caches for.
+    let kv_capacity = placement.kv_sequence_capacity();
+    let max_sequences = opts.max_sequences.min(kv_capacity);
+    if max_sequences < opts.max_sequences {
+        tracing::warn!(
+            asked = opts.max_sequences,
+            kv_capacity,
+            ctx,
+            "fewer concurrent sequences than asked: their KV caches at this context would not fit the nodes' memory budgets"
+        );
+    }
+    let opts = &DeployOptions {
+        max_sequences,
+        ..opts.clone()
+    };
     tracing::info!(
         policy = %placement.policy,
         stages = placement.stages.len(),

@@ -151,6 +151,8 @@ pub(crate) async fn drive(
     let mut error: Option<PipelineError> = None;
     let mut actions: std::collections::VecDeque<Action> = seq.on(Event::Started { now: t0 }).into();
     let mut broken = attempt.pipeline.broken_watch();
+    // When the previous token went out (time between tokens).
+    let mut last_token: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -180,7 +182,11 @@ pub(crate) async fn drive(
                         }
                     };
                     text.push_str(&piece);
-                    attempt.pipeline.count_token();
+                    let now = Instant::now();
+                    attempt
+                        .pipeline
+                        .count_token(last_token.map(|t| now.saturating_duration_since(t)));
+                    last_token = Some(now);
                     let sent = out
                         .send_token(GenToken {
                             id: token,

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
 use edgeray_model::sampling::SamplingParams;
@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::driver::Slot;
+use super::latency_window::LatencyWindow;
 use super::sequence::{Batch, Finish};
 use super::sink::{Routes, SinkActor, unregister_routes};
 use crate::gateway::MetricsRegistry;
@@ -312,7 +313,11 @@ impl Pipeline {
     /// Sends this pipeline's metrics to `registry` (per-stage compute/wait/send time, bytes,
     /// tokens) from now on.
     pub fn export_metrics(&self, registry: &MetricsRegistry) {
-        *self.inner.metrics.lock() = PipelineMetrics::new(registry, self.inner.d.stages.len()).ok();
+        let m = PipelineMetrics::new(registry, self.inner.d.stages.len()).ok();
+        if let Some(m) = &m {
+            m.capacity.set(self.inner.d.max_sequences as f64);
+        }
+        *self.inner.metrics.lock() = m;
     }
 
     /// Takes a slot now, or says the pipeline is saturated when `max_queued` requests already
@@ -322,10 +327,14 @@ impl Pipeline {
     ) -> Result<impl std::future::Future<Output = Admission> + Send + 'static, PipelineError> {
         let inner = self.inner.clone();
         if let Ok(p) = inner.slots.clone().try_acquire_owned() {
+            if let Some(m) = &*inner.metrics.lock() {
+                m.queue.observe(0.0);
+            }
             return Ok(futures::future::Either::Left(std::future::ready(
                 Admission { _permit: p },
             )));
         }
+        let asked = Instant::now();
         let queued = inner.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= inner.d.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -342,6 +351,9 @@ impl Pipeline {
                 .await
                 .expect("the admission semaphore is never closed");
             inner.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(m) = &*inner.metrics.lock() {
+                m.queue.observe(asked.elapsed().as_secs_f64());
+            }
             Admission { _permit: p }
         }))
     }
@@ -437,10 +449,14 @@ impl Pipeline {
         ActiveGuard(self.inner.clone())
     }
 
-    /// Counts one generated token in the metrics.
-    pub(crate) fn count_token(&self) {
-        if let Some(m) = &*self.inner.metrics.lock() {
+    /// Counts one generated token in the metrics; `since_previous`: the time since the same
+    /// sequence's previous token (none for its first).
+    pub(crate) fn count_token(&self, since_previous: Option<Duration>) {
+        if let Some(m) = &mut *self.inner.metrics.lock() {
             m.tokens.inc();
+            if let Some(d) = since_previous {
+                m.gap(d);
+            }
         }
     }
 
@@ -545,9 +561,31 @@ struct PipelineMetrics {
     tokens: crate::gateway::metrics::Counter,
     active: crate::gateway::metrics::Gauge,
     per_stage: Vec<StageSeries>,
+    /// Time between two tokens of one sequence.
+    between_tokens: crate::gateway::metrics::Histogram,
+    /// p50 / p99 of the latest gaps between tokens.
+    between_tokens_p50: crate::gateway::metrics::Gauge,
+    between_tokens_p99: crate::gateway::metrics::Gauge,
+    recent_gaps: LatencyWindow,
+    /// Time a request waited for a sequence slot.
+    queue: crate::gateway::metrics::Histogram,
+    /// Sequences the KV budget lets run at once.
+    capacity: crate::gateway::metrics::Gauge,
 }
 
+/// Upper bounds of the time-between-tokens and queue histograms, seconds.
+const GAP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
+];
+
+/// Upper bounds of the sequences-per-stage-run histogram.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0];
+
+/// Gaps the p50/p99 series are computed over.
+const RECENT_GAPS: usize = 2048;
+
 struct StageSeries {
+    batch_sequences: crate::gateway::metrics::Histogram,
     batches: crate::gateway::metrics::Counter,
     compute_us: crate::gateway::metrics::Counter,
     wait_us: crate::gateway::metrics::Counter,
@@ -565,6 +603,12 @@ impl PipelineMetrics {
             let label = k.to_string();
             let l = [("stage", label.as_str())];
             per_stage.push(StageSeries {
+                batch_sequences: r.histogram(
+                    "edgeray_stage_batch_sequences",
+                    "Sequences in the stage run that computed each sequence's batch (1: alone).",
+                    &l,
+                    BATCH_BUCKETS,
+                )?,
                 batches: r.counter(
                     "edgeray_stage_batches_total",
                     "Batches run by each pipeline stage.",
@@ -604,11 +648,52 @@ impl PipelineMetrics {
                 &[],
             )?,
             per_stage,
+            between_tokens: r.histogram(
+                "edgeray_time_between_tokens_seconds",
+                "Time between two consecutive tokens of one sequence.",
+                &[],
+                GAP_BUCKETS,
+            )?,
+            between_tokens_p50: r.gauge(
+                "edgeray_time_between_tokens_p50_seconds",
+                "Median time between two tokens of a sequence, over the latest 2048 gaps.",
+                &[],
+            )?,
+            between_tokens_p99: r.gauge(
+                "edgeray_time_between_tokens_p99_seconds",
+                "99th percentile of the time between two tokens of a sequence, latest 2048 gaps.",
+                &[],
+            )?,
+            recent_gaps: LatencyWindow::new(RECENT_GAPS),
+            queue: r.histogram(
+                "edgeray_pipeline_queue_seconds",
+                "Time a request waited for a sequence slot before it started.",
+                &[],
+                GAP_BUCKETS,
+            )?,
+            capacity: r.gauge(
+                "edgeray_pipeline_sequence_slots",
+                "Sequences generated at once: the asked maximum, bounded by the nodes' KV-cache memory.",
+                &[],
+            )?,
         })
+    }
+
+    fn gap(&mut self, d: Duration) {
+        self.between_tokens.observe(d.as_secs_f64());
+        self.recent_gaps.push(d);
+        // Sorting the window on every token would cost more than the token's bookkeeping.
+        if self.recent_gaps.len() < 64 || self.between_tokens.count() % 16 == 0 {
+            if let Some(q) = self.recent_gaps.quantiles(&[0.5, 0.99]) {
+                self.between_tokens_p50.set(q[0].as_secs_f64());
+                self.between_tokens_p99.set(q[1].as_secs_f64());
+            }
+        }
     }
 
     fn record(&self, h: &HopTiming) {
         if let Some(s) = self.per_stage.get(h.stage as usize) {
+            s.batch_sequences.observe(f64::from(h.batch_seqs.max(1)));
             s.batches.inc();
             s.compute_us.add(h.compute_us);
             s.wait_us.add(h.wait_us);

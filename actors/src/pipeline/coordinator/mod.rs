@@ -8,6 +8,7 @@ mod backend;
 mod deploy;
 mod driver;
 mod engine;
+pub mod latency_window;
 pub mod sequence;
 mod service;
 mod shipping;

@@ -26,7 +26,7 @@ use edgeray_model::quant::KernelPool;
 use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
 
-use super::batching::{BatchPlan, compute_shares};
+use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
 use super::shard_dir::shard_dir;
 use super::shard_store::ShardStore;
 use crate::pipeline::coordinator::SinkActor;
@@ -72,6 +72,10 @@ struct Worker {
     jobs: mpsc::Receiver<Job>,
     /// A job taken from the queue that could not join the current run.
     held: Option<Job>,
+    /// When the sequences left and how long they took to come back (see [`Arrivals`]).
+    arrivals: Arrivals,
+    /// Compute time of the latest run.
+    last_run: std::time::Duration,
 }
 
 impl RemoteActor for StageActor {
@@ -137,6 +141,8 @@ impl RemoteActor for StageActor {
             stats: stats.clone(),
             jobs: rx,
             held: None,
+            arrivals: Arrivals::new(),
+            last_run: std::time::Duration::ZERO,
         };
         // On the actor's own thread (create runs there), next to the handler.
         let worker = tokio::task::spawn_local(w.run());
@@ -235,29 +241,64 @@ impl Worker {
             match job {
                 Job::Release(seq) => {
                     self.seqs.remove(&seq);
+                    self.arrivals.forget(seq);
                     self.sync_sequences();
                     self.release_downstream(seq).await;
                 }
                 Job::Forward(f, tail) => {
+                    let max = self.args.max_sequences;
                     let mut plan = BatchPlan::new();
-                    plan.try_add(f.seq, f.n as usize, self.args.max_sequences);
+                    plan.try_add(f.seq, f.n as usize, max);
+                    self.arrivals.arrived(f.seq, Instant::now());
                     let mut batch = vec![(f, tail)];
-                    // Everything already waiting that may join; nothing is waited for.
+                    // Everything already waiting that may join.
                     while let Ok(j) = self.jobs.try_recv() {
-                        match j {
-                            Job::Forward(f, tail)
-                                if plan.try_add(f.seq, f.n as usize, self.args.max_sequences) =>
-                            {
-                                batch.push((f, tail))
+                        if !self.take_into(j, &mut plan, &mut batch) {
+                            break;
+                        }
+                    }
+                    // Then the sequences due back within a fraction of a run.
+                    while self.held.is_none() {
+                        let budget = gather_budget(self.last_run);
+                        let Some(until) =
+                            self.arrivals
+                                .gather_until(Instant::now(), &plan, max, budget)
+                        else {
+                            break;
+                        };
+                        let until = tokio::time::Instant::from_std(until);
+                        match tokio::time::timeout_at(until, self.jobs.recv()).await {
+                            Ok(Some(j)) => {
+                                if !self.take_into(j, &mut plan, &mut batch) {
+                                    break;
+                                }
                             }
-                            other => {
-                                self.held = Some(other);
-                                break;
-                            }
+                            Ok(None) | Err(_) => break,
                         }
                     }
                     self.run_batches(batch).await;
                 }
+            }
+        }
+    }
+
+    /// Adds a queued job to the run being gathered if it may join (see [`BatchPlan`]);
+    /// otherwise holds it for the next run and returns false.
+    fn take_into(
+        &mut self,
+        job: Job,
+        plan: &mut BatchPlan,
+        batch: &mut Vec<(Forward, bytes::Bytes)>,
+    ) -> bool {
+        match job {
+            Job::Forward(f, tail) if plan.try_add(f.seq, f.n as usize, self.args.max_sequences) => {
+                self.arrivals.arrived(f.seq, Instant::now());
+                batch.push((f, tail));
+                true
+            }
+            other => {
+                self.held = Some(other);
+                false
             }
         }
     }
@@ -276,6 +317,7 @@ impl Worker {
     async fn fail(&mut self, seq: SeqId, error: String) {
         self.stats.lock().failures += 1;
         self.seqs.remove(&seq);
+        self.arrivals.forget(seq);
         self.sync_sequences();
         tracing::warn!(stage = self.args.index, seq, %error, "batch failed");
         let _ = self
@@ -309,7 +351,8 @@ impl Worker {
         let dtype = self.args.dtype;
         let t0 = Instant::now();
         let computed = tokio::task::spawn_blocking(move || compute(&stage, ready, dtype)).await;
-        let compute_us = t0.elapsed().as_micros() as u64;
+        self.last_run = t0.elapsed();
+        let compute_us = self.last_run.as_micros() as u64;
         let computed = match computed {
             Ok(c) => c,
             Err(e) => {
@@ -354,6 +397,8 @@ impl Worker {
             };
             if let Err(e) = self.hand_on(f, hop, result).await {
                 self.fail(seq, e).await;
+            } else {
+                self.arrivals.left(seq, Instant::now());
             }
         }
         self.sync_sequences();
