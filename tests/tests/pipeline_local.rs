@@ -10,7 +10,6 @@
 //!   their batches together (fewer stage runs than sequence batches); an overload burst is
 //!   refused up front and every accepted request completes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use edgeray::pipeline::embedded_cluster;

@@ -194,7 +194,11 @@ mod tests {
         let until = a
             .gather_until(now, &plan_of(&[2]), 4, ms(10))
             .expect("sequence 1 is due in 1 ms");
-        assert!(until > now + ms(1) && until <= now + ms(2), "{:?}", until - now);
+        assert!(
+            until > now + ms(1) && until <= now + ms(2),
+            "{:?}",
+            until - now
+        );
         // Once it is in the plan there is nothing to wait for.
         assert_eq!(a.gather_until(now, &plan_of(&[1, 2]), 4, ms(10)), None);
         // A full plan does not wait either.
@@ -217,10 +221,16 @@ mod tests {
         a.arrived(2, t0 + ms(50));
         assert_eq!(a.gather_until(t0 + ms(50), &plan_of(&[2]), 4, ms(10)), None);
         // An empty plan never waits (the worker blocks on its queue instead).
-        assert_eq!(a.gather_until(t0 + ms(50), &BatchPlan::new(), 4, ms(10)), None);
+        assert_eq!(
+            a.gather_until(t0 + ms(50), &BatchPlan::new(), 4, ms(10)),
+            None
+        );
         // Forgotten sequences are not expected.
         a.forget(1);
-        assert_eq!(a.gather_until(t0 + ms(50), &plan_of(&[2]), 4, ms(100)), None);
+        assert_eq!(
+            a.gather_until(t0 + ms(50), &plan_of(&[2]), 4, ms(100)),
+            None
+        );
     }
 
     #[test]
