@@ -120,6 +120,13 @@ impl Embedding {
     }
 }
 
+/// Whether head stages keep their output matrix packed for multi-token products (see
+/// [`QuantWeight::prepack`]); `EDGERAY_PREPACK=0` turns it off (to compare the two in one run:
+/// the results are the same bits either way).
+fn prepack_heads() -> bool {
+    std::env::var("EDGERAY_PREPACK").map_or(true, |v| v != "0")
+}
+
 /// One sequence's part of a [`Stage::forward_batch`] call.
 #[derive(Debug)]
 pub struct BatchItem<'a> {
@@ -175,7 +182,7 @@ impl Stage {
         let config = ModelConfig::from_gguf(file)?;
         spec.validate(&config)?;
         let total = spec.layers.len() + 1;
-        let embed = if spec.embed {
+        let mut embed = if spec.embed {
             Some(Embedding {
                 table: QuantWeight::from_gguf(file, "token_embd.weight", pool)?,
                 scale: config.embed_scale,
@@ -198,7 +205,10 @@ impl Stage {
             } else {
                 "output.weight"
             };
-            let w = QuantWeight::from_gguf(file, name, pool)?;
+            let mut w = QuantWeight::from_gguf(file, name, pool)?;
+            if prepack_heads() {
+                w.prepack();
+            }
             if w.cols() != config.d_model || w.rows() != config.vocab_size {
                 return Err(ArchError::BadTensor {
                     name: name.into(),
@@ -210,6 +220,13 @@ impl Stage {
                         w.cols()
                     ),
                 });
+            }
+            // A tied table serves the lookups from the head's (packed) copy, so the raw rows
+            // it replaced never come back into memory.
+            if config.tied_output
+                && let Some(e) = &mut embed
+            {
+                e.table = w.clone();
             }
             (Some(norm), Some(QLinear::new(w, None)))
         } else {

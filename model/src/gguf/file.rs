@@ -37,7 +37,8 @@ impl GgufFile {
         // SAFETY: the model files are read-only inputs; like every mmap-based model loader we
         // assume nobody truncates or rewrites them while they are mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::from_shared(SharedBytes::new(Arc::new(MmapOwner(map))))
+        // SAFETY: a read-only private map of the file, never written through.
+        Self::from_shared(unsafe { SharedBytes::file_mapped(Arc::new(MmapOwner(map))) })
     }
 
     /// Parses a GGUF image held in memory.

@@ -314,6 +314,40 @@ pub(crate) fn legacy_tile<const K: u8, R: LegacyRows8>(
     })
 }
 
+/// [`legacy_tile`] on rows already packed by [`pack_rows8`] (`p`: the vectors of `nrows / 8`
+/// consecutive groups; `nrows` a multiple of eight): the same results, without the per-token
+/// horizontal sums and without packing per call (see `super::packed`).
+pub(crate) fn legacy_tile_prepacked<const K: u8, R: LegacyRows8>(
+    p: &[__m256i],
+    nrows: usize,
+    a: &Activations,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let q = a.q8_0();
+    let nb = a.cols() / QK32;
+    let per_group = PACKED_PER_BLOCK * nb;
+    assert!(nrows.is_multiple_of(8) && p.len() == nrows / 8 * per_group);
+    assert!(out.len() >= nt * nrows);
+    token_groups!(q, a.cols(), t0, nt, |t, rows| {
+        let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
+        let mut k = 0;
+        let sy = d.map(|_| {
+            k += 1;
+            q.row_sums(t0 + t + k - 1, a.cols()).unwrap_or(&[])
+        });
+        for (g, group) in p.chunks_exact(per_group).enumerate() {
+            // SAFETY: the backend selecting this kernel checked its target features; the
+            // group's length is exact (asserted) and the activation lengths are asserted inside.
+            let r = unsafe { R::packed_rows8::<K, _>(group, d, qs, sy) };
+            for (k, v) in r.iter().enumerate() {
+                out[(t + k) * nrows + g * 8..][..8].copy_from_slice(v);
+            }
+        }
+    })
+}
+
 /// The k-quant row kernels of [`q4_k_tile`] and [`q6_k_tile`], one implementation per
 /// instruction set. All must give the scalar reference's results bit for bit.
 pub(crate) trait KQuantRows {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct SharedBytes {
     owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// The owner is a read-only private mapping of a file (see [`SharedBytes::file_mapped`]).
+    file_mapped: bool,
     start: usize,
     len: usize,
 }
@@ -19,9 +21,46 @@ impl SharedBytes {
         let len = (*owner).as_ref().len();
         Self {
             owner,
+            file_mapped: false,
             start: 0,
             len,
         }
+    }
+
+    /// Bytes of a read-only private memory map of a file: their resident pages may be dropped
+    /// at any time ([`SharedBytes::release_resident`]) and come back from the file unchanged.
+    ///
+    /// # Safety
+    /// `owner` must be such a mapping (never written through, e.g. `memmap2::Mmap`), so that
+    /// dropping its pages cannot lose data.
+    pub unsafe fn file_mapped(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
+        Self {
+            file_mapped: true,
+            ..Self::new(owner)
+        }
+    }
+
+    /// Drops this process's resident pages wholly inside `range` of these bytes when they are
+    /// a file mapping (they fault back in from the file, unchanged, when read again); does
+    /// nothing otherwise. Used after a matrix was repacked, so the raw copy stops counting.
+    pub fn release_resident(&self, range: Range<usize>) {
+        #[cfg(target_os = "linux")]
+        if self.file_mapped && range.start <= range.end && range.end <= self.len {
+            const PAGE: usize = 4096;
+            let base = self.as_slice().as_ptr() as usize;
+            let start = (base + range.start).div_ceil(PAGE) * PAGE;
+            let end = (base + range.end) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the pages lie inside a read-only private file mapping (the
+                // constructor's contract): MADV_DONTNEED only drops them from this process;
+                // the next read maps the file's unchanged contents again.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = range;
     }
 
     /// Takes ownership of a vector.
@@ -36,6 +75,7 @@ impl SharedBytes {
         }
         Some(Self {
             owner: self.owner.clone(),
+            file_mapped: self.file_mapped,
             start: self.start + range.start,
             len: range.end - range.start,
         })

@@ -286,6 +286,27 @@ impl Kernel {
     }
 }
 
+/// A tile kernel over Q8_0 rows packed by `super::packed::PackedRows8` (vectors of whole
+/// groups, row count, activations, first token, tokens, output).
+#[cfg(target_arch = "x86_64")]
+pub(crate) type PrepackedTileFn =
+    fn(&[std::arch::x86_64::__m256i], usize, &super::matrix::Activations, usize, usize, &mut [f32]);
+
+/// The packed-Q8_0 kernel of `backend`, for the generic-order x86 backends that have one.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn prepacked_q8_0(backend: KernelBackend) -> Option<PrepackedTileFn> {
+    use super::avx2_blocks::L_Q8_0;
+    match backend {
+        KernelBackend::Avx512 if super::avx512::available() => {
+            Some(super::avx2::legacy_tile_prepacked::<L_Q8_0, super::avx512::Vnni>)
+        }
+        KernelBackend::Avx2 if backend.is_available() => {
+            Some(super::avx2::legacy_tile_prepacked::<L_Q8_0, super::avx2::Avx2Rows8>)
+        }
+        _ => None,
+    }
+}
+
 /// The kernel for weights of `ty` on `backend` (the backend's reference scalar kernel for
 /// types it has no SIMD version of).
 pub(crate) fn kernel(ty: GgmlType, backend: KernelBackend) -> Result<Kernel, QuantError> {

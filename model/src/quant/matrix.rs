@@ -19,6 +19,8 @@ pub struct QuantMatrix {
     cols: usize,
     row_bytes: usize,
     data: SharedBytes,
+    /// The rows in the packed layout, when [`QuantMatrix::prepack`] made them.
+    packed: Option<std::sync::Arc<super::packed::PackedRows8>>,
 }
 
 /// The activation format a weight type's vec-dot consumes (ggml's `vec_dot_type`).
@@ -243,7 +245,23 @@ impl QuantMatrix {
             cols,
             row_bytes,
             data,
+            packed: None,
         })
+    }
+
+    /// Keeps a packed copy of the rows for multi-token products (Q8_0 on x86 with AVX2; see
+    /// `packed`), releasing the raw rows' resident pages as it goes. Returns whether it did.
+    /// Results never change: packed and raw kernels give the same bits.
+    pub fn prepack(&mut self) -> bool {
+        if self.packed.is_none() {
+            self.packed = super::packed::PackedRows8::build(self).map(std::sync::Arc::new);
+        }
+        self.packed.is_some()
+    }
+
+    /// Bytes of the packed copy (0 when not packed).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.n_bytes())
     }
 
     /// Element type.
@@ -302,6 +320,7 @@ impl QuantMatrix {
             cols: self.cols,
             row_bytes: self.row_bytes,
             data,
+            packed: None,
         })
     }
 
@@ -323,7 +342,10 @@ impl QuantMatrix {
             });
         }
         for (&r, o) in indices.iter().zip(out.chunks_exact_mut(self.cols)) {
-            dequantize_row(self.ty, self.row(r)?, o)?;
+            match &self.packed {
+                Some(p) if r < p.rows() => p.dequantize_row(r, o),
+                _ => dequantize_row(self.ty, self.row(r)?, o)?,
+            }
         }
         Ok(())
     }
@@ -401,6 +423,10 @@ pub fn matmul_with_backend(
         });
     }
     let kernel: Kernel = kernel(w.ty, backend)?;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(p), Some(f)) = (&w.packed, super::kernels::prepacked_q8_0(backend)) {
+        return matmul_prepacked(w, p, f, kernel, acts, y, pool);
+    }
     let out = SyncPtr(y.as_mut_ptr());
     let (rows, rb, n) = (w.rows, w.row_bytes, acts.n);
     pool.for_each_range(rows, ROW_TILE, |range| {
@@ -435,6 +461,58 @@ pub fn matmul_with_backend(
                     // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written
                     // by exactly one thread because row ranges are disjoint, and `y` outlives
                     // the scope.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            buf.as_ptr().add(k * nr),
+                            out.0.add((tt + k) * rows + r0),
+                            nr,
+                        )
+                    };
+                }
+                tt += nt;
+            }
+            r0 = r1;
+        }
+    });
+    Ok(())
+}
+
+/// [`matmul_with_backend`] on a matrix with a packed copy: the packed rows run `packed_tile`,
+/// the last `rows % 8` the raw kernel. Thread ranges are multiples of [`ROW_TILE`] (so of 8)
+/// except the last; tiles of [`ROW_TILE`] rows × [`TOKEN_TILE`] tokens as in the raw path.
+#[cfg(target_arch = "x86_64")]
+fn matmul_prepacked(
+    w: &QuantMatrix,
+    p: &super::packed::PackedRows8,
+    packed_tile: super::kernels::PrepackedTileFn,
+    raw: Kernel,
+    acts: &Activations,
+    y: &mut [f32],
+    pool: &KernelPool,
+) -> Result<(), QuantError> {
+    let out = SyncPtr(y.as_mut_ptr());
+    let (rows, rb, n, covered) = (w.rows, w.row_bytes, acts.n, p.rows());
+    pool.for_each_range(rows, ROW_TILE, |range| {
+        let out = &out;
+        let mut buf = [0f32; ROW_TILE * TOKEN_TILE];
+        let mut r0 = range.start;
+        while r0 < range.end {
+            let r1 = (r0 + ROW_TILE).min(range.end);
+            // Packed rows stop at whole groups; the tail rows take the raw kernel.
+            let r1 = if r0 < covered { r1.min(covered) } else { r1 };
+            let nr = r1 - r0;
+            let mut tt = 0;
+            while tt < n {
+                let nt = (n - tt).min(TOKEN_TILE);
+                let tile = &mut buf[..nt * nr];
+                if r0 < covered {
+                    packed_tile(p.groups(r0 / 8, r1 / 8), nr, acts, tt, nt, tile);
+                } else {
+                    raw.tile(&w.data[r0 * rb..r1 * rb], rb, acts, tt, nt, tile);
+                }
+                for k in 0..nt {
+                    // SAFETY: as in `matmul_with_backend`: disjoint row ranges per thread, `y`
+                    // holds n * rows elements and outlives the scope.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             buf.as_ptr().add(k * nr),

@@ -29,6 +29,7 @@ mod kernels;
 mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod packed;
 mod pool;
 mod scalar;
 mod scalar_x86;
@@ -48,6 +49,7 @@ pub use kernels::{KernelBackend, available_backends, backend};
 pub use matrix::{
     ActKind, Activations, QuantMatrix, matmul, matmul_prepared, matmul_with_backend, matvec,
 };
+pub use packed::PackedRows8;
 pub use pool::{KernelPool, split_ranges};
 pub use scalar::{
     Q8_0Row, Q8KRow, dot_f16_f16, dot_f32_f32, dot_q4_0_q8_0, dot_q4_k_q8_k, dot_q5_0_q8_0,

@@ -289,6 +289,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// A Q8_0 matrix with a packed copy gives every backend the same bits as without it (and as
+    /// the scalar reference), for decode-sized and prompt-sized token counts, with rows that
+    /// are not a multiple of eight (the tail runs the raw kernel); its dequantized rows too.
+    #[test]
+    fn prepacked_q8_0_equals_raw(seed in any::<u64>(), blocks in 1usize..30, rows in 1usize..70, n in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 9, 70])) {
+        let cols = blocks * 32;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let data: Vec<u8> = (0..rows).flat_map(|_| random_row(GgmlType::Q8_0, cols, &mut rng)).collect();
+        let raw = QuantMatrix::new(GgmlType::Q8_0, rows, cols, data).unwrap();
+        let mut packed = raw.clone();
+        let did = packed.prepack();
+        #[cfg(target_arch = "x86_64")]
+        prop_assert_eq!(did, rows >= 8 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"));
+        let x = random_x(n * cols, &mut rng);
+        let acts = Activations::for_matrix(&raw, &x, n).unwrap();
+        let pool = KernelPool::new(2).unwrap();
+        for b in available_backends() {
+            let mut want = vec![0f32; n * rows];
+            matmul_with_backend(&raw, &acts, &mut want, &pool, b.reference()).unwrap();
+            let mut got = vec![0f32; n * rows];
+            matmul_with_backend(&packed, &acts, &mut got, &pool, b).unwrap();
+            for (g, e) in got.iter().zip(&want) {
+                prop_assert_eq!(g.to_bits(), e.to_bits(), "packed={} on {}: {} vs {}", did, b.name(), g, e);
+            }
+        }
+        let idx: Vec<usize> = (0..rows).rev().collect();
+        let (mut a, mut b) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+        raw.dequantize_rows(&idx, &mut a).unwrap();
+        packed.dequantize_rows(&idx, &mut b).unwrap();
+        prop_assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
+
 /// Every SIMD backend available here (AVX2 on x86-64, NEON / NEON-dotprod on aarch64) really
 /// dispatches the five SIMD formats to its own kernels, so `simd_backends_equal_scalar` tests
 /// them rather than the scalar fallback.
