@@ -575,12 +575,15 @@ fn model_display_name(file: &GgufFile, path: &Path) -> String {
         })
 }
 
-/// The live members of the cluster (this node included).
+/// The live members of the cluster (this node included) this node is connected to (a member
+/// whose connection just died may still count as live in the membership for a while).
 fn live_nodes(cluster: &Cluster) -> Vec<edgeray_runtime::membership::Member> {
+    let transport = cluster.transport();
     cluster
         .members()
         .into_iter()
         .filter(|m| m.state.is_live())
+        .filter(|m| m.is_self || transport.is_none_or(|t| t.peer(m.node_id).is_some()))
         .collect()
 }
 
