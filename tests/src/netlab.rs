@@ -22,7 +22,14 @@
 //! the namespaces (which deletes veths, bridge and IFB devices). [`cleanup_stale`] removes labs
 //! left behind by crashed test processes; [`LabBuilder::build`] calls it.
 //!
-//! Tools used: `ip`, `tc`, `bridge` (iproute2), `kill` (procps), `sh`. Needs root (or
+//! CPUs: by default every host shares all of the machine's CPUs. [`LabBuilder::cpus_per_host`]
+//! (or [`LabBuilder::host_cpus`]) gives each host its own CPU(s), like separate boards: every
+//! process started in a pinned host runs under `taskset -c <its cpus>`, so its affinity mask
+//! (and `available_parallelism`, which edgeray caps its kernel threads to) shows only them.
+//! Memory bandwidth and caches stay shared.
+//!
+//! Tools used: `ip`, `tc`, `bridge` (iproute2), `kill` (procps), `sh`, `taskset` (util-linux,
+//! pinned hosts only). Needs root (or
 //! CAP_NET_ADMIN + CAP_SYS_ADMIN); without it [`start_or_skip`] reports `SKIP: <reason>`, unless
 //! `EDGERAY_REQUIRE_NETLAB=1` is set, which turns the skip into an error.
 
@@ -247,6 +254,20 @@ pub struct LabBuilder {
     subnet: Option<[u8; 3]>,
     rate: Option<String>,
     ipv6: bool,
+    cpus: CpuPlan,
+}
+
+/// Which CPUs the processes of each host may run on (see [`LabBuilder::cpus_per_host`]).
+#[derive(Debug, Clone, Default)]
+enum CpuPlan {
+    /// Unpinned: every host shares all of the machine's CPUs.
+    #[default]
+    Shared,
+    /// `n` CPUs per host, assigned in turn (host 1: `0..n`, host 2: `n..2n`, ... modulo the
+    /// machine's CPU count).
+    PerHost(usize),
+    /// Explicit CPU lists per host index (1-based); hosts not listed are unpinned.
+    Lists(Vec<(usize, Vec<usize>)>),
 }
 
 impl LabBuilder {
@@ -258,7 +279,31 @@ impl LabBuilder {
             subnet: None,
             rate: None,
             ipv6: false,
+            cpus: CpuPlan::Shared,
         }
+    }
+
+    /// Give every host its own `n` CPU(s), like separate boards: every process started in host
+    /// `i` ([`Lab::spawn`], [`Lab::run`], [`Lab::command_in`]) runs under `taskset -c` on CPUs
+    /// `(i-1)*n .. i*n` (modulo the CPUs this process may use, so more hosts than cores share
+    /// them in turn). Kernel threads follow: a node never starts more than
+    /// `available_parallelism()` (its affinity mask). Memory bandwidth stays shared.
+    pub fn cpus_per_host(mut self, n: usize) -> Self {
+        self.cpus = CpuPlan::PerHost(n.max(1));
+        self
+    }
+
+    /// Pin host `index` (1-based) to exactly `cpus` (e.g. the baseline host of a benchmark to
+    /// both cores while others get one); overrides [`LabBuilder::cpus_per_host`] for all hosts.
+    pub fn host_cpus(mut self, index: usize, cpus: &[usize]) -> Self {
+        let mut lists = match self.cpus {
+            CpuPlan::Lists(l) => l,
+            _ => Vec::new(),
+        };
+        lists.retain(|(i, _)| *i != index);
+        lists.push((index, cpus.to_vec()));
+        self.cpus = CpuPlan::Lists(lists);
+        self
     }
 
     /// Use the subnet `a.b.c.0/24` instead of the default `10.77.<k>.0/24`.
@@ -303,12 +348,27 @@ impl LabBuilder {
             .tempdir()
             .map_err(io_err("creating the lab log folder"))?;
         let switch_ns = format!("{NS_PREFIX}{id}-sw");
+        let machine: Vec<usize> = allowed_cpus();
+        let cpus_of = |i: usize| -> Option<Vec<usize>> {
+            match &self.cpus {
+                CpuPlan::Shared => None,
+                CpuPlan::PerHost(n) => Some(
+                    (0..*n)
+                        .map(|k| machine[((i - 1) * n + k) % machine.len()])
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                ),
+                CpuPlan::Lists(l) => l.iter().find(|(h, _)| *h == i).map(|(_, c)| c.clone()),
+            }
+        };
         let hosts = (1..=self.hosts)
             .map(|i| Host {
                 index: i,
                 name: format!("h{i}"),
                 ns: format!("{NS_PREFIX}{id}-h{i}"),
                 ip: Ipv4Addr::new(subnet[0], subnet[1], subnet[2], i as u8),
+                cpus: cpus_of(i),
             })
             .collect();
         let lab = Lab {
@@ -338,9 +398,35 @@ pub struct Host {
     name: String,
     ns: String,
     ip: Ipv4Addr,
+    cpus: Option<Vec<usize>>,
+}
+
+/// The CPUs this process may run on (its affinity mask, from `/proc/self/status`), or
+/// `0..available_parallelism` if that cannot be read.
+fn allowed_cpus() -> Vec<usize> {
+    let parsed = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+        let list = line.split(':').nth(1)?.trim();
+        let mut out = Vec::new();
+        for part in list.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => out.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse().ok()?),
+                None => out.push(part.trim().parse().ok()?),
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    });
+    parsed.unwrap_or_else(|| {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    })
 }
 
 impl Host {
+    /// The CPUs its processes are pinned to (`None`: unpinned).
+    pub fn cpus(&self) -> Option<&[usize]> {
+        self.cpus.as_deref()
+    }
+
     /// 1-based index (= last octet of its address).
     pub fn index(&self) -> usize {
         self.index
@@ -622,14 +708,18 @@ impl Lab {
         Ok(())
     }
 
-    /// Build the command that runs `cmd` inside host `index` (`ip netns exec`), keeping its
-    /// arguments, environment and working directory.
+    /// Build the command that runs `cmd` inside host `index` (`ip netns exec`, under
+    /// `taskset -c` when the host is pinned to CPUs), keeping its arguments, environment and
+    /// working directory.
     pub fn command_in(&self, index: usize, cmd: &Command) -> Result<Command, LabError> {
         let host = self.host(index)?;
         let mut out = Command::new("ip");
-        out.args(["netns", "exec", &host.ns])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
+        out.args(["netns", "exec", &host.ns]);
+        if let Some(cpus) = &host.cpus {
+            let list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+            out.args(["taskset", "-c", &list.join(",")]);
+        }
+        out.arg(cmd.get_program()).args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => out.env(k, v),

@@ -260,3 +260,24 @@ fn shaping_limits_the_rate() -> anyhow::Result<()> {
     lab.shape(2, None)?;
     Ok(())
 }
+
+/// `cpus_per_host(1)`: every process started in a host runs pinned to that host's own core
+/// (its `Cpus_allowed_list`), hosts in turn over the machine's cores.
+#[test]
+fn hosts_pinned_to_their_own_cpus() -> anyhow::Result<()> {
+    let Some(lab) = netlab::start_or_skip(LabBuilder::new(2).cpus_per_host(1))? else {
+        return Ok(());
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 1..=2 {
+        let want = lab.host(i)?.cpus().expect("pinned").to_vec();
+        assert_eq!(want, vec![(i - 1) % cores], "host {i}'s core");
+        let mut c = Command::new("grep");
+        c.args(["Cpus_allowed_list", "/proc/self/status"]);
+        let out = lab.run(i, "cpus", c, Duration::from_secs(10))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let list = text.split(':').nth(1).unwrap_or("").trim().to_string();
+        assert_eq!(list, want[0].to_string(), "host {i}: {text}");
+    }
+    Ok(())
+}

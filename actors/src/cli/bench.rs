@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Pipeline stages (default: one per embedded node; the policy decides with `--config`).
     #[arg(long)]
     pub stages: Option<usize>,
+    /// Boards per stage (tensor-parallel groups; see `edgeray run --tp`).
+    #[arg(long, default_value_t = 1)]
+    pub tp: usize,
     /// Hidden states between stages: f32 (default, exact) or f16 (lossy, half the bytes).
     #[arg(long, default_value = "f32")]
     pub wire_dtype: crate::pipeline::WireDtype,
@@ -161,6 +164,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             model: args.model.clone(),
             policy: "throughput".into(),
             stages: args.stages,
+            tp: args.tp,
             local_nodes: args.local_nodes.unwrap_or(2),
             local_dir: None,
             min_nodes: args.min_nodes,

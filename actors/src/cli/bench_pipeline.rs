@@ -77,10 +77,6 @@ pub struct PipelineBench {
     pub pipeline_4_streams_tokens_per_s: f64,
     /// `4 streams / 1 stream` (target >= 1.7).
     pub four_streams_vs_one: f64,
-    /// The baseline under the name the cluster benchmarks share: the whole model on one board.
-    pub baseline_tokens_per_s: f64,
-    /// One stream across the cluster (= `pipeline_tokens_per_s`).
-    pub cluster_tokens_per_s: f64,
     /// Concurrent streams of the aggregate measurement (`--streams`, default 4).
     pub streams: usize,
     /// Aggregate tokens/s of `streams` concurrent streams across the cluster: all generated
@@ -92,6 +88,34 @@ pub struct PipelineBench {
     pub stage_compute_ms: Vec<f64>,
     /// During the 4 streams: mean sequences per stage run, per stage (1.0: no batching).
     pub four_streams_mean_batch: Vec<f64>,
+    /// The interface a check reads: the whole model on one board (= `single_node_tokens_per_s`).
+    pub baseline_tokens_per_s: f64,
+    /// The chosen placement, one stream (= `pipeline_tokens_per_s`).
+    pub cluster_tokens_per_s: f64,
+    /// Boards per stage (`--tp`).
+    pub tp: usize,
+    /// The placement: stages, each with its board(s) and, for groups, every board's slice.
+    pub placement: serde_json::Value,
+    /// Tensor-parallel synchronisation during the one-stream run, per group member (stage,
+    /// member order): `(sync points, µs per sync point, sync points per token, bytes sent
+    /// per token)`.
+    pub tp_sync: Vec<TpSync>,
+}
+
+/// One group member's synchronisation figures over the one-stream run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TpSync {
+    /// Stage index.
+    pub stage: u16,
+    /// Synchronisation points passed.
+    pub syncs: u64,
+    /// Mean µs from handing its piece out to holding every piece (includes waiting for the
+    /// slowest member).
+    pub us_per_sync: f64,
+    /// Synchronisation points per token (decode).
+    pub syncs_per_token: f64,
+    /// Bytes it sent per token (to all other members).
+    pub bytes_per_token: f64,
 }
 
 /// Every stage's counters (an unreachable stage counts as empty).
@@ -126,7 +150,8 @@ pub fn run(
     streams: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let threads = deploy.threads();
+    // The same kernel threads per board as the stages use (capped to this process's CPUs).
+    let threads = crate::pipeline::stage::capped_threads(deploy.threads());
     let model: PathBuf = deploy.model.clone();
     // Baseline first, alone on the machine.
     let g = Generator::load(&model, threads, Some(deploy.ctx), |_, _| {})?;
@@ -150,6 +175,7 @@ pub fn run(
         let result = async {
             let p = &d.pipeline;
             let before = p.hop_totals();
+            let tp_before = p.member_stats().await;
             // One stream: tokens after the first, over the time after the first.
             let (n1, _) = stream(p, PROMPTS[0], 1).await?;
             anyhow::ensure!(n1 == 1, "the pipeline produced no token");
@@ -170,6 +196,7 @@ pub fn run(
             let _ = drain.await;
             let one = s.gen_tokens_per_s();
             let after = p.hop_totals();
+            let tp_after = p.member_stats().await;
             // Four streams at once, then `--streams` if it asked for another count.
             let (four, mean_batch) = concurrent(p, 4, gen_tokens).await?;
             let aggregate = if streams == 4 {
@@ -199,7 +226,30 @@ pub fn run(
                     (a.compute_us - b.compute_us) as f64 / n / 1e3
                 })
                 .collect();
+            let tp_sync: Vec<TpSync> = tp_after
+                .iter()
+                .zip(&tp_before)
+                .filter(|(a, _)| a.tp_syncs > 0)
+                .map(|(a, b)| {
+                    let syncs = a.tp_syncs - b.tp_syncs;
+                    let toks = (a.tokens - b.tokens).max(1) as f64;
+                    let batches = (a.batches - b.batches).max(1) as f64;
+                    TpSync {
+                        stage: a.index,
+                        syncs,
+                        us_per_sync: (a.tp_sync_us - b.tp_sync_us) as f64 / syncs.max(1) as f64,
+                        // Decode batches hold one token each; the prompt batch counts once.
+                        syncs_per_token: syncs as f64 / batches,
+                        bytes_per_token: (a.tp_bytes_sent - b.tp_bytes_sent) as f64 / toks,
+                    }
+                })
+                .collect();
             anyhow::Ok(PipelineBench {
+                baseline_tokens_per_s: single,
+                cluster_tokens_per_s: one,
+                tp: deploy.tp,
+                placement: serde_json::to_value(p.placement())?,
+                tp_sync,
                 model: model.display().to_string(),
                 stages: p.placement().stages.len(),
                 wire_dtype: p.wire_dtype().to_string(),
@@ -210,8 +260,6 @@ pub fn run(
                 pipeline_vs_single_node: one / single,
                 pipeline_4_streams_tokens_per_s: four,
                 four_streams_vs_one: four / one,
-                baseline_tokens_per_s: single,
-                cluster_tokens_per_s: one,
                 streams,
                 cluster_aggregate_tokens_per_s: aggregate,
                 bytes_per_token_per_hop: per_token_per_hop,

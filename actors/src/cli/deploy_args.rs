@@ -33,6 +33,11 @@ pub struct DeployArgs {
     /// policy decides; with the embedded cluster, one stage per node.
     #[arg(long)]
     pub stages: Option<usize>,
+    /// Boards per pipeline stage: every stage becomes a tensor-parallel group of N nodes that
+    /// compute each token together, each holding a slice of every weight matrix (answers stay
+    /// bit-identical to one node). The embedded cluster needs `--local` >= stages × N.
+    #[arg(long, default_value_t = 1)]
+    pub tp: usize,
     /// Nodes of the embedded cluster (without `--config`).
     #[arg(long = "local", default_value_t = 2)]
     pub local_nodes: usize,
@@ -131,7 +136,10 @@ impl DeployArgs {
             None => {
                 let dir = self.local_dir.clone().unwrap_or_else(default_local_dir);
                 let nodes = embedded_cluster(self.local_nodes, &dir, threads).await?;
-                (nodes, Some(self.stages.unwrap_or(self.local_nodes)))
+                let stages = self
+                    .stages
+                    .unwrap_or((self.local_nodes / self.tp.max(1)).max(1));
+                (nodes, Some(stages))
             }
         })
     }
@@ -154,6 +162,8 @@ impl DeployArgs {
             max_sequences: self.max_sequences,
             max_queued: self.max_sequences * 4,
             progress: !self.quiet,
+            tp: self.tp.max(1),
+            tp_strict: true,
         }
     }
 
@@ -194,6 +204,22 @@ pub fn describe_placement(p: &Pipeline) -> String {
             if st.embed { " +embed" } else { "" },
             if st.head { " +head" } else { "" },
         ));
+        for g in &st.group {
+            s.push_str(&format!(
+                "    tp member {} on {:<24} q heads {:?} kv heads {:?} ffn rows {:?} down rows {:?}{} ~{:.1} MiB\n",
+                g.member,
+                g.node_name,
+                g.q_heads,
+                g.kv_heads,
+                g.ffn_rows,
+                g.down_rows,
+                g.vocab_rows
+                    .as_ref()
+                    .map(|r| format!(" vocab rows {r:?}"))
+                    .unwrap_or_default(),
+                g.weight_bytes as f64 / (1 << 20) as f64,
+            ));
+        }
     }
     s
 }

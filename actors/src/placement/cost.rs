@@ -133,6 +133,7 @@ impl<'a> CostModel<'a> {
                 memory_bytes: mem.total_bytes,
                 memory_limit_bytes: limit,
                 compute_s: t,
+                group: Vec::new(),
             });
         }
         let mut hop_s = Vec::new();

@@ -27,7 +27,7 @@ pub use compare::{BenchRow, PlacementBench};
 pub use memory::MemoryPolicy;
 pub use nodes_file::{NodesFileError, parse_nodes_toml};
 pub use plan::{
-    Candidate, CandidateOutcome, Exclusion, ExclusionReason, Placement, Prediction,
+    Candidate, CandidateOutcome, Exclusion, ExclusionReason, GroupSlot, Placement, Prediction,
     StageAssignment, Unplaceable,
 };
 pub use power::{LatencyTarget, PowerPolicy};

@@ -29,6 +29,35 @@ pub struct StageAssignment {
     pub memory_limit_bytes: u64,
     /// Predicted compute time per token on this stage, seconds.
     pub compute_s: f64,
+    /// A tensor-parallel group (`--tp N`, N > 1): every board of the stage, the first being
+    /// `node` (the group's leader), with the slice each holds. Empty: one board.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<GroupSlot>,
+}
+
+/// One board of a tensor-parallel group and its slice of every matrix of the stage (the
+/// ranges of the stage's first layer; every layer of these models has the same shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSlot {
+    /// Member index in the group (0: the leader, which the previous stage talks to).
+    pub member: usize,
+    /// The board.
+    pub node: MemberId,
+    /// Its name.
+    pub node_name: String,
+    /// Query heads it computes.
+    pub q_heads: Range<usize>,
+    /// KV heads it holds (replicated where several members read one).
+    pub kv_heads: Range<usize>,
+    /// Rows of `ffn_gate`/`ffn_up` (elements of the MLP hidden vector).
+    pub ffn_rows: Range<usize>,
+    /// Rows of `ffn_down` (of the residual).
+    pub down_rows: Range<usize>,
+    /// Vocabulary rows of the output head (head stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_rows: Option<Range<usize>>,
+    /// Quantized weight bytes of its slices (estimated from the rows it holds).
+    pub weight_bytes: u64,
 }
 
 /// Predicted performance of a placement under the shared cost model ([`super::cost`]).

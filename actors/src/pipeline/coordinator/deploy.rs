@@ -19,12 +19,14 @@ use super::shipping::{ShipError, node_has_shard, ship_shard};
 use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
 use crate::pipeline::head::{PlaceAsk, PolicySpec, ask_placement};
 use crate::pipeline::head::{ScheduleError, runtime_id};
-use crate::pipeline::protocol::StageArgs;
 use crate::pipeline::protocol::WireDtype;
+use crate::pipeline::protocol::{StageArgs, StageMsg, TpArgs};
 use crate::pipeline::stage::StageActor;
 use crate::pipeline::stage::shard_store::content_hash;
+use crate::placement::GroupSlot;
 use crate::placement::Placement;
 use crate::placement::types::DEFAULT_STAGE_OVERHEAD_BYTES;
+use edgeray_runtime::actor::ActorRef;
 
 /// How to deploy.
 #[derive(Debug, Clone)]
@@ -45,6 +47,12 @@ pub struct DeployOptions {
     pub max_queued: usize,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Boards per stage (tensor-parallel group size, 1: a plain stage). Each stage's group is
+    /// its placed node (the leader) plus `tp - 1` nodes no stage uses.
+    pub tp: usize,
+    /// With too few nodes for groups of `tp`, fail (`true`, a first deployment) or make the
+    /// groups as wide as the nodes allow (`false`, a redeploy after a loss: still exact).
+    pub tp_strict: bool,
 }
 
 impl Default for DeployOptions {
@@ -58,6 +66,8 @@ impl Default for DeployOptions {
             max_sequences: 4,
             max_queued: 16,
             progress: false,
+            tp: 1,
+            tp_strict: true,
         }
     }
 }
@@ -120,7 +130,7 @@ pub(crate) fn prepare(model: &Path, opts: &DeployOptions) -> Result<Prepared, De
         path: model.display().to_string(),
         reason,
     };
-    if opts.max_sequences == 0 || opts.ctx < 2 || opts.threads == 0 {
+    if opts.max_sequences == 0 || opts.ctx < 2 || opts.threads == 0 || opts.tp == 0 {
         return Err(DeployError::Options(
             "max_sequences and threads must be > 0 and the context at least 2".into(),
         ));
@@ -244,10 +254,15 @@ pub(crate) async fn deploy_prepared(
             policy
                 .build()
                 .map_err(|e| DeployError::Options(e.to_string()))?;
+            // With groups, as many stages as the live nodes make whole groups unless told.
+            let stages = match opts.stages {
+                None if opts.tp > 1 => Some((live_nodes(cluster).len() / opts.tp).max(1)),
+                s => s,
+            };
             let ask = PlaceAsk {
                 profile: profile.clone(),
                 policy,
-                stages: opts.stages,
+                stages,
                 known: Vec::new(),
             };
             let answer = ask_placement(cluster, &ask)
@@ -256,6 +271,10 @@ pub(crate) async fn deploy_prepared(
             answer.placement.map_err(ScheduleError::Rejected)?
         }
     };
+    let mut placement = placement;
+    if opts.tp > 1 {
+        assign_groups(cluster, &file, &config, &mut placement, opts)?;
+    }
     timings.placement = t.elapsed();
     // Admission: never more sequences than every stage's node can hold KV caches for.
     let kv_capacity = placement.kv_sequence_capacity();
@@ -288,12 +307,26 @@ pub(crate) async fn deploy_prepared(
         let node = runtime_id(&st.node)?;
         if let Some((hash, len)) = plan.and_then(|p| p.shards.get(k))
             && node_has_shard(cluster, node, hash, *len).await?
+            && st.group.is_empty()
         {
             tracing::info!(stage = k, node = %st.node_name, "planned shard already in place");
             shards.push(hash.clone());
             continue;
         }
         let bytes = build_shard(&file, &config, k, st.layers.clone()).await?;
+        // Every other member of a group loads the same shard and slices it (it maps the file
+        // and reads only its rows).
+        for slot in st.group.iter().skip(1) {
+            let m = runtime_id(&slot.node)?;
+            let hash = content_hash(&bytes);
+            if node_has_shard(cluster, m, &hash, bytes.len() as u64).await? {
+                continue;
+            }
+            let report =
+                ship_shard(cluster, m, &hash, Bytes::from(bytes.clone()), |_, _| {}).await?;
+            tracing::info!(stage = k, member = slot.member, node = %slot.node_name, sent = report.bytes_sent, "group member's shard in place");
+            shipped += report.bytes_sent;
+        }
         let hash = content_hash(&bytes);
         let bar = bars.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new(bytes.len() as u64));
@@ -360,9 +393,77 @@ pub(crate) async fn deploy_prepared(
         .map(|n| n.name().to_string())
         .unwrap_or_else(|| cluster.node_id().short());
     let mut stages = Vec::new();
+    let mut members: Vec<Vec<ActorRef<StageActor>>> = Vec::new();
     let mut next = None;
     for (k, st) in placement.stages.iter().enumerate().rev() {
         let node = runtime_id(&st.node)?;
+        let n_group = st.group.len().max(1);
+        let speeds = vec![1.0; n_group];
+        let tp_args = |member: usize| {
+            (n_group > 1).then(|| TpArgs {
+                member,
+                speeds: speeds.clone(),
+            })
+        };
+        // The other members first (they hand nothing on), then the leader.
+        let mut group_refs: Vec<ActorRef<StageActor>> = Vec::new();
+        let mut failed = None;
+        for slot in st.group.iter().skip(1) {
+            let m = runtime_id(&slot.node)?;
+            let args = StageArgs {
+                shard: shards[k].clone(),
+                layers: st.layers.clone(),
+                n_layers: config.n_layers,
+                index: k as u16,
+                ctx,
+                threads: opts.threads,
+                max_sequences: opts.max_sequences,
+                next: None,
+                sink: sink.id(),
+                dtype: opts.dtype,
+                label: format!(
+                    "stage {}/{} layers {}..{} member {}/{n_group} of {model_name} (coordinator {coordinator})",
+                    k + 1,
+                    placement.stages.len(),
+                    st.layers.start,
+                    st.layers.end,
+                    slot.member + 1,
+                ),
+                tp: tp_args(slot.member),
+            };
+            match cluster
+                .spawn::<StageActor>(
+                    args,
+                    SpawnOptions::new()
+                        .on(m)
+                        .mailbox(mailbox * 4 + 16)
+                        .resources(Resources::none().memory(st.memory_bytes / n_group as u64)),
+                )
+                .await
+            {
+                Ok(r) => group_refs.push(r),
+                Err(error) => {
+                    failed = Some(DeployError::Spawn {
+                        what: format!("stage {k} member {}", slot.member),
+                        node: slot.node_name.clone(),
+                        error,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for s in stages
+                .iter()
+                .chain(group_refs.iter())
+                .chain(members.iter().flatten())
+            {
+                s.stop().await;
+            }
+            sink.stop().await;
+            unregister_routes(cluster, sink_key);
+            return Err(e);
+        }
         let args = StageArgs {
             shard: shards[k].clone(),
             layers: st.layers.clone(),
@@ -381,6 +482,12 @@ pub(crate) async fn deploy_prepared(
                 st.layers.start,
                 st.layers.end
             ),
+            tp: tp_args(0),
+        };
+        let (mailbox, memory) = if n_group > 1 {
+            (mailbox * 4 + 16, st.memory_bytes / n_group as u64)
+        } else {
+            (mailbox, st.memory_bytes)
         };
         let spawned = cluster
             .spawn::<StageActor>(
@@ -388,16 +495,43 @@ pub(crate) async fn deploy_prepared(
                 SpawnOptions::new()
                     .on(node)
                     .mailbox(mailbox)
-                    .resources(Resources::none().memory(st.memory_bytes)),
+                    .resources(Resources::none().memory(memory)),
             )
             .await;
+        let spawned = match spawned {
+            Ok(s) if n_group > 1 => {
+                // Every member learns the roster (in member order) before any batch comes.
+                let mut ids = vec![s.id()];
+                ids.extend(group_refs.iter().map(|r| r.id()));
+                let mut told = Ok(s.clone());
+                for r in std::iter::once(&s).chain(group_refs.iter()) {
+                    if let Err(e) = r
+                        .ask(StageMsg::TpRoster(ids.clone()), Duration::from_secs(10))
+                        .await
+                    {
+                        told = Err(SpawnError::NodeDown(format!("group roster not taken: {e}")));
+                        break;
+                    }
+                }
+                if told.is_err() {
+                    s.stop().await;
+                }
+                told
+            }
+            other => other,
+        };
         match spawned {
             Ok(s) => {
                 next = Some(s.id());
                 stages.push(s);
+                members.push(group_refs);
             }
             Err(error) => {
-                for s in &stages {
+                for s in stages
+                    .iter()
+                    .chain(group_refs.iter())
+                    .chain(members.iter().flatten())
+                {
                     s.stop().await;
                 }
                 sink.stop().await;
@@ -411,6 +545,7 @@ pub(crate) async fn deploy_prepared(
         }
     }
     stages.reverse();
+    members.reverse();
     timings.stages = t.elapsed();
     tracing::info!(
         prepare_ms = timings.prepare.as_millis() as u64,
@@ -424,6 +559,7 @@ pub(crate) async fn deploy_prepared(
     Ok(Pipeline::new(Deployed {
         cluster: cluster.clone(),
         stages,
+        members,
         placement,
         sink,
         sink_key,
@@ -452,4 +588,92 @@ fn model_display_name(file: &GgufFile, path: &Path) -> String {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         })
+}
+
+/// The live members of the cluster (this node included) this node is connected to (a member
+/// whose connection just died may still count as live in the membership for a while).
+fn live_nodes(cluster: &Cluster) -> Vec<edgeray_runtime::membership::Member> {
+    let transport = cluster.transport();
+    cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.state.is_live())
+        .filter(|m| m.is_self || transport.is_none_or(|t| t.peer(m.node_id).is_some()))
+        .collect()
+}
+
+/// Makes every stage of `placement` a tensor-parallel group of `opts.tp` boards: its placed
+/// node (the leader) and nodes no stage uses (other boards first, this coordinator's node
+/// last), with the slice each holds. Too few nodes: an error, or (`!opts.tp_strict`) groups as
+/// wide as the nodes allow.
+fn assign_groups(
+    cluster: &Cluster,
+    file: &GgufFile,
+    config: &ModelConfig,
+    placement: &mut Placement,
+    opts: &DeployOptions,
+) -> Result<(), DeployError> {
+    use edgeray_model::arch::tensor_parallel::{SliceOptions, plan_stage};
+    let used: Vec<String> = placement.stages.iter().map(|s| s.node.0.clone()).collect();
+    let mut free: Vec<(bool, String, String)> = live_nodes(cluster)
+        .into_iter()
+        .map(|m| (m.is_self, m.node_id.to_string(), m.name.clone()))
+        .filter(|(_, id, _)| !used.contains(id))
+        .collect();
+    free.sort();
+    let n_stages = placement.stages.len();
+    let want = opts.tp.saturating_sub(1) * n_stages;
+    let width = if free.len() >= want {
+        opts.tp
+    } else if opts.tp_strict {
+        return Err(DeployError::Options(format!(
+            "--tp {} with {n_stages} stage(s) needs {} nodes; the cluster has {} live",
+            opts.tp,
+            opts.tp * n_stages,
+            n_stages + free.len()
+        )));
+    } else {
+        let w = 1 + free.len() / n_stages;
+        tracing::warn!(
+            asked = opts.tp,
+            width = w,
+            "too few nodes left for the tensor-parallel groups asked for; narrower groups (still exact)"
+        );
+        w
+    };
+    if width < 2 {
+        return Ok(());
+    }
+    let mut free = free.into_iter();
+    for st in placement.stages.iter_mut() {
+        let spec = StageSpec::for_range(st.layers.clone(), config.n_layers);
+        let plan = plan_stage(file, &spec, &vec![1.0; width], SliceOptions::default())
+            .map_err(|e| DeployError::Options(format!("no tensor-parallel plan: {e}")))?;
+        let mut boards = vec![(st.node.clone(), st.node_name.clone())];
+        for _ in 1..width {
+            let (_, id, name) = free.next().expect("counted above");
+            boards.push((crate::placement::MemberId(id), name));
+        }
+        let n_ff = config.n_ff.max(1) as f64;
+        st.group = boards
+            .into_iter()
+            .enumerate()
+            .map(|(m, (node, node_name))| {
+                let l = &plan.layers[0].members[m];
+                GroupSlot {
+                    member: m,
+                    node,
+                    node_name,
+                    q_heads: l.q_heads.clone(),
+                    kv_heads: l.kv_heads.clone(),
+                    ffn_rows: l.ffn_rows.clone(),
+                    down_rows: l.down_rows.clone(),
+                    vocab_rows: plan.head_rows.as_ref().map(|r| r[m].clone()),
+                    // Most of a layer's bytes are split like the MLP rows.
+                    weight_bytes: (st.weight_bytes as f64 * l.ffn_rows.len() as f64 / n_ff) as u64,
+                }
+            })
+            .collect();
+    }
+    Ok(())
 }

@@ -145,6 +145,8 @@ pub struct HopTotals {
 pub(crate) struct Deployed {
     pub cluster: Cluster,
     pub stages: Vec<ActorRef<StageActor>>,
+    /// Per stage, the other members of its tensor-parallel group (empty: a plain stage).
+    pub members: Vec<Vec<ActorRef<StageActor>>>,
     pub placement: Placement,
     pub sink: ActorRef<SinkActor>,
     pub sink_key: u64,
@@ -202,10 +204,28 @@ impl Pipeline {
         });
         // Death watch: a stage that stops (or whose node goes down) breaks the pipeline, and
         // every running sequence fails at once instead of waiting forever.
-        for (k, s) in inner.d.stages.iter().enumerate() {
+        // A group member's loss is a loss of its stage.
+        let watched =
+            inner
+                .d
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (k, s, None))
+                .chain(inner.d.members.iter().enumerate().flat_map(|(k, ms)| {
+                    ms.iter().enumerate().map(move |(i, m)| (k, m, Some(i + 1)))
+                }));
+        for (k, s, member) in watched {
             let w = s.watch();
             let weak = Arc::downgrade(&inner);
-            let node = inner.d.placement.stages[k].node_name.clone();
+            let node = match member {
+                None => inner.d.placement.stages[k].node_name.clone(),
+                Some(i) => inner.d.placement.stages[k]
+                    .group
+                    .get(i)
+                    .map(|g| format!("{} (tensor-parallel member {i})", g.node_name))
+                    .unwrap_or_default(),
+            };
             tokio::spawn(async move {
                 let reason = w.await;
                 if let Some(inner) = weak.upgrade() {
@@ -500,11 +520,38 @@ impl Pipeline {
         out
     }
 
+    /// Counters of every stage actor, group members included (stage order, then member
+    /// order; an unreachable one counts as empty).
+    pub async fn member_stats(&self) -> Vec<StageStats> {
+        let mut out = Vec::new();
+        for (k, s) in self.inner.d.stages.iter().enumerate() {
+            let others = self.inner.d.members.get(k).into_iter().flatten();
+            for a in std::iter::once(s).chain(others) {
+                out.push(match a.ask(StageMsg::Stats, Duration::from_secs(5)).await {
+                    Ok(env) => match env.msg {
+                        crate::pipeline::protocol::StageReply::Stats(st) => st,
+                        _ => StageStats::default(),
+                    },
+                    Err(_) => StageStats::default(),
+                });
+            }
+        }
+        out
+    }
+
     /// Stops the stage actors and the sink.
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
         // At once: a stage on a lost node must not delay the others.
-        futures::future::join_all(self.inner.d.stages.iter().map(|s| s.stop())).await;
+        futures::future::join_all(
+            self.inner
+                .d
+                .stages
+                .iter()
+                .chain(self.inner.d.members.iter().flatten())
+                .map(|s| s.stop()),
+        )
+        .await;
         self.inner.d.sink.stop().await;
         unregister_routes(&self.inner.d.cluster, self.inner.d.sink_key);
     }

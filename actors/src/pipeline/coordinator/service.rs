@@ -132,6 +132,7 @@ impl Service {
         DeployOptions {
             stages: None,
             progress: false,
+            tp_strict: false,
             ..self.opts.clone()
         }
     }

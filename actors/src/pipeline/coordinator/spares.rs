@@ -186,6 +186,7 @@ mod tests {
             memory_bytes: mem,
             memory_limit_bytes: mem,
             compute_s: 0.0,
+            group: Vec::new(),
         }
     }
 

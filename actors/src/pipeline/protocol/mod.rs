@@ -42,6 +42,60 @@ pub struct StageArgs {
     /// What `edgeray status` shows for this stage on its node, e.g. `stage 2/3 layers 6..12 of
     /// Gemma 3 270m`.
     pub label: String,
+    /// This stage is a tensor-parallel group and this actor one of its members.
+    #[serde(default)]
+    pub tp: Option<TpArgs>,
+}
+
+/// A member of a tensor-parallel group (see [`crate::pipeline::stage`]): which slice it holds.
+/// The group's roster (every member's actor) arrives after all of them are spawned
+/// ([`StageMsg::TpRoster`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TpArgs {
+    /// This member's index (0: the leader, which receives the stage's batches).
+    pub member: usize,
+    /// Relative speed of every member (the slicing plan is made from them, the same on each).
+    pub speeds: Vec<f64>,
+}
+
+/// One batch a group leader hands every other member (the input in the tail: hidden states
+/// as they reached the leader, or nothing when the token ids are in `tokens`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TpRun {
+    /// Run number (the leader counts its runs; every member runs them in this order).
+    pub run: u64,
+    /// The sequence.
+    pub seq: SeqId,
+    /// Position of the first token (the sequence's cache length before it).
+    pub pos: u32,
+    /// Tokens in the batch.
+    pub n: u32,
+    /// Token ids (first stage).
+    pub tokens: Vec<u32>,
+    /// Element type of the hidden states in the tail.
+    pub dtype: WireDtype,
+    /// The sequence's first batch (the member creates its cache).
+    pub start: bool,
+}
+
+/// Header of one member's piece of a synchronisation point; the values follow as the raw
+/// tail (`rows × (cols_end - cols_start)` little-endian f32, exact).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TpPiece {
+    /// The leader's run number.
+    pub run: u64,
+    /// Synchronisation point within the run (0, 1, ...).
+    pub step: u32,
+    /// The member that computed it.
+    pub member: u16,
+    /// Rows (positions).
+    pub rows: u32,
+    /// First column of the piece.
+    pub cols_start: u32,
+    /// End of its columns.
+    pub cols_end: u32,
+    /// Width of the full vector.
+    pub width: u32,
 }
 
 /// How a sequence starts: carried by its first batch through every stage.
@@ -111,6 +165,13 @@ pub enum StageMsg {
     },
     /// Counters since the stage started (ask).
     Stats,
+    /// Tensor-parallel group: every member's actor in member order (ask, once, after the
+    /// group is spawned).
+    TpRoster(Vec<ActorId>),
+    /// Tensor-parallel group: the leader's batch for a member (tell).
+    TpRun(TpRun),
+    /// Tensor-parallel group: a member's piece of a synchronisation point (tell).
+    TpPiece(TpPiece),
 }
 
 /// Counters of one stage.
@@ -141,6 +202,16 @@ pub struct StageStats {
     pub sequences: usize,
     /// Batches that failed.
     pub failures: u64,
+    /// Tensor-parallel member: synchronisation points passed.
+    #[serde(default)]
+    pub tp_syncs: u64,
+    /// Tensor-parallel member: µs from handing its piece out to holding every piece
+    /// (sending, the network, and waiting for the slowest member), summed.
+    #[serde(default)]
+    pub tp_sync_us: u64,
+    /// Tensor-parallel member: bytes of pieces it sent (to all other members).
+    #[serde(default)]
+    pub tp_bytes_sent: u64,
 }
 
 /// Replies of a stage actor.

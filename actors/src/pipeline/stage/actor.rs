@@ -27,12 +27,13 @@ use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
 
 use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
+use super::group::{self, Group};
 use super::shard_dir::shard_dir;
 use super::shard_store::ShardStore;
 use crate::pipeline::coordinator::SinkActor;
 use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
 use crate::pipeline::protocol::{
-    Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, now_us,
+    Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, TpRun, now_us,
 };
 
 /// One sequence's state on one stage.
@@ -46,6 +47,47 @@ struct SeqState {
 enum Job {
     Forward(Forward, bytes::Bytes),
     Release(SeqId),
+    /// Tensor-parallel member: the leader's batch.
+    TpRun(TpRun, bytes::Bytes),
+}
+
+/// What a stage computes with: the whole stage, or one member's slice of a tensor-parallel
+/// group.
+#[derive(Clone)]
+enum Engine {
+    Whole(Arc<Stage>),
+    Member(Arc<Group>),
+}
+
+impl Engine {
+    fn new_cache(&self, ctx: usize) -> KvCache {
+        match self {
+            Engine::Whole(s) => s.new_cache(ctx),
+            Engine::Member(g) => g.stage.new_cache(ctx),
+        }
+    }
+
+    fn d_model(&self) -> usize {
+        match self {
+            Engine::Whole(s) => s.config.d_model,
+            Engine::Member(g) => g.stage.config.d_model,
+        }
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            Engine::Whole(s) => s.weight_bytes(),
+            Engine::Member(g) => g.stage.weight_bytes(),
+        }
+    }
+}
+
+/// Kernel threads a stage may use: what it was asked for, never more than the CPUs this
+/// process may run on (its affinity mask and cgroup CPU quota, which
+/// [`std::thread::available_parallelism`] respects on Linux).
+pub fn capped_threads(asked: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    asked.clamp(1, cpus)
 }
 
 /// A pipeline stage (actor kind `edgeray.stage`).
@@ -59,11 +101,15 @@ pub struct StageActor {
     stats: Arc<Mutex<StageStats>>,
     /// Set when the stage stops (its coordinator watch then has nothing to do).
     done: Arc<std::sync::atomic::AtomicBool>,
+    /// Tensor-parallel member: roster and received pieces.
+    group: Option<Arc<Group>>,
 }
 
 /// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
 struct Worker {
-    stage: Arc<Stage>,
+    stage: Engine,
+    /// Tensor-parallel leader: runs handed to the other members so far.
+    runs: u64,
     args: StageArgs,
     seqs: HashMap<SeqId, SeqState>,
     next: Option<ActorRef<StageActor>>,
@@ -105,18 +151,55 @@ impl RemoteActor for StageActor {
         }
         let file = GgufFile::open(&path)
             .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
-        let pool = Arc::new(
-            KernelPool::new(args.threads.max(1)).map_err(|e| ActorError::new(e.to_string()))?,
-        );
+        let threads = capped_threads(args.threads);
+        if threads < args.threads {
+            tracing::info!(
+                asked = args.threads,
+                threads,
+                "kernel threads capped to the CPUs this process may run on"
+            );
+        }
+        let pool = Arc::new(KernelPool::new(threads).map_err(|e| ActorError::new(e.to_string()))?);
         let spec = StageSpec::for_range(args.layers.clone(), args.n_layers);
-        let stage = Stage::load(&file, &spec, &burn::tensor::Device::flex(), &pool)
-            .map_err(|e| ActorError::new(format!("cannot load layers {:?}: {e}", args.layers)))?;
+        let device = burn::tensor::Device::flex();
+        let stage = match &args.tp {
+            None => Engine::Whole(Arc::new(
+                Stage::load(&file, &spec, &device, &pool).map_err(|e| {
+                    ActorError::new(format!("cannot load layers {:?}: {e}", args.layers))
+                })?,
+            )),
+            Some(tp) => {
+                use edgeray_model::arch::tensor_parallel::{MemberStage, SliceOptions, plan_stage};
+                let plan = plan_stage(&file, &spec, &tp.speeds, SliceOptions::default())
+                    .map_err(|e| ActorError::new(format!("no tensor-parallel plan: {e}")))?;
+                let m = MemberStage::load(&file, &spec, &plan, tp.member, &device, &pool).map_err(
+                    |e| {
+                        ActorError::new(format!(
+                            "cannot load member {}'s slice of layers {:?}: {e}",
+                            tp.member, args.layers
+                        ))
+                    },
+                )?;
+                Engine::Member(Arc::new(Group {
+                    stage: Arc::new(m),
+                    members: tp.speeds.len(),
+                    roster: parking_lot::Mutex::new(Vec::new()),
+                    inbox: group::Inbox::default(),
+                }))
+            }
+        };
         tracing::info!(
             stage = args.index,
             layers = ?args.layers,
+            tp_member = ?args.tp.as_ref().map(|t| (t.member, t.speeds.len())),
+            threads,
             weight_mib = stage.weight_bytes() >> 20,
             "stage loaded"
         );
+        let group = match &stage {
+            Engine::Member(g) => Some(g.clone()),
+            Engine::Whole(_) => None,
+        };
         let node = cluster.node().cloned();
         if let Some(n) = &node {
             n.add_role(args.label.clone());
@@ -130,10 +213,19 @@ impl RemoteActor for StageActor {
             ..Default::default()
         }));
         // Room for one batch of every sequence the stage may hold, so they can run together.
-        let (tx, rx) = mpsc::channel(args.max_sequences.max(1));
+        // A group member's handler must never wait on this queue (pieces of the running batch
+        // arrive through the same mailbox), so its queue has room for far more than the
+        // coordinator ever has in flight.
+        let room = if group.is_some() {
+            args.max_sequences.max(1) * 8 + 16
+        } else {
+            args.max_sequences.max(1)
+        };
+        let (tx, rx) = mpsc::channel(room);
         let label = args.label.clone();
         let w = Worker {
-            stage: Arc::new(stage),
+            stage,
+            runs: 0,
             next: args.next.map(|id| cluster.actor_ref(id)),
             sink: cluster.actor_ref(args.sink),
             args,
@@ -154,6 +246,7 @@ impl RemoteActor for StageActor {
             worker,
             stats,
             done,
+            group,
         })
     }
 
@@ -168,6 +261,31 @@ impl RemoteActor for StageActor {
             StageMsg::Stats => {
                 return Ok(Envelope::new(StageReply::Stats(self.stats.lock().clone())));
             }
+            StageMsg::TpPiece(piece) => {
+                if let Some(g) = &self.group {
+                    g.inbox.push(piece, tail);
+                }
+                return Ok(Envelope::new(StageReply::Ok));
+            }
+            StageMsg::TpRoster(ids) => {
+                let Some(g) = &self.group else {
+                    return Err(ActorError::new("not a tensor-parallel group member"));
+                };
+                let cluster = self
+                    .ctx
+                    .cluster()
+                    .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
+                if ids.len() != g.members {
+                    return Err(ActorError::new(format!(
+                        "a roster of {} for a group of {}",
+                        ids.len(),
+                        g.members
+                    )));
+                }
+                *g.roster.lock() = ids.into_iter().map(|id| cluster.actor_ref(id)).collect();
+                return Ok(Envelope::new(StageReply::Ok));
+            }
+            StageMsg::TpRun(r) => Job::TpRun(r, tail),
         };
         // Waits while the local queue is full (the mailbox slot stays taken meanwhile).
         if self.jobs.send(job).await.is_err() {
@@ -180,6 +298,9 @@ impl RemoteActor for StageActor {
 
     fn stopped(&mut self) {
         self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(g) = &self.group {
+            g.inbox.close();
+        }
         self.worker.abort();
         if let Some(n) = &self.node {
             n.remove_role(&self.label);
@@ -243,8 +364,10 @@ impl Worker {
                     self.seqs.remove(&seq);
                     self.arrivals.forget(seq);
                     self.sync_sequences();
+                    self.release_members(seq).await;
                     self.release_downstream(seq).await;
                 }
+                Job::TpRun(r, tail) => self.member_run(r, tail).await,
                 Job::Forward(f, tail) => {
                     let max = self.args.max_sequences;
                     let mut plan = BatchPlan::new();
@@ -276,7 +399,10 @@ impl Worker {
                             Ok(None) | Err(_) => break,
                         }
                     }
-                    self.run_batches(batch).await;
+                    match self.stage.clone() {
+                        Engine::Whole(stage) => self.run_batches(&stage, batch).await,
+                        Engine::Member(g) => self.run_group(&g, batch).await,
+                    }
                 }
             }
         }
@@ -333,7 +459,7 @@ impl Worker {
 
     /// Runs the batches of several sequences as one stage run and hands each result on; a
     /// batch that cannot run fails only its own sequence.
-    async fn run_batches(&mut self, batch: Vec<(Forward, bytes::Bytes)>) {
+    async fn run_batches(&mut self, stage: &Arc<Stage>, batch: Vec<(Forward, bytes::Bytes)>) {
         let arrived = now_us();
         let mut ready = Vec::with_capacity(batch.len());
         for (f, tail) in batch {
@@ -347,7 +473,7 @@ impl Worker {
             return;
         }
         let ids: Vec<SeqId> = ready.iter().map(|r| r.f.seq).collect();
-        let stage = self.stage.clone();
+        let stage = stage.clone();
         let dtype = self.args.dtype;
         let t0 = Instant::now();
         let computed = tokio::task::spawn_blocking(move || compute(&stage, ready, dtype)).await;
@@ -404,6 +530,191 @@ impl Worker {
         self.sync_sequences();
     }
 
+    /// Tensor-parallel leader: tells the other members to forget `seq` too.
+    async fn release_members(&self, seq: SeqId) {
+        if let Engine::Member(g) = &self.stage
+            && g.member() == 0
+        {
+            for o in g.others() {
+                let _ = o.tell(StageMsg::Release { seq }).await;
+            }
+        }
+    }
+
+    /// Tensor-parallel leader: runs each sequence's batch with the group, one after another
+    /// (every member runs the leader's runs in the leader's order), and hands each result on
+    /// like a plain stage.
+    async fn run_group(&mut self, g: &Arc<Group>, batch: Vec<(Forward, bytes::Bytes)>) {
+        for (f, tail) in batch {
+            let arrived = now_us();
+            let seq = f.seq;
+            let mut msg = TpRun {
+                run: 0,
+                seq,
+                pos: f.pos,
+                n: f.n,
+                tokens: f.tokens.clone(),
+                dtype: f.dtype,
+                start: f.start.is_some(),
+            };
+            let ready = match self.prepare(f, tail.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(seq, e).await;
+                    continue;
+                }
+            };
+            self.runs += 1;
+            let run = self.runs;
+            msg.run = run;
+            let mut handed = Ok(());
+            for o in g.others() {
+                let env = Envelope::with_tail(StageMsg::TpRun(msg.clone()), tail.clone());
+                if let Err(e) = o.tell(env).await {
+                    handed = Err(format!("group member unreachable: {e}"));
+                    break;
+                }
+            }
+            if let Err(e) = handed {
+                self.fail(seq, e).await;
+                continue;
+            }
+            let (gr, stats, dtype, d) = (
+                g.clone(),
+                self.stats.clone(),
+                self.args.dtype,
+                self.stage.d_model(),
+            );
+            let rt = tokio::runtime::Handle::current();
+            let t0 = Instant::now();
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut r = ready;
+                let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
+                let out = member_input(input, d, gr.stage.device()).and_then(|input| {
+                    let o = group::forward(&gr, run, input, &mut r.state.cache, &stats, &rt)?;
+                    finish(o, &mut r.state, dtype, r.f.sample)
+                });
+                (r, out)
+            })
+            .await;
+            let compute_us = t0.elapsed().as_micros() as u64;
+            let (r, out) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    self.fail(seq, format!("stage compute panicked: {e}")).await;
+                    continue;
+                }
+            };
+            {
+                let mut st = self.stats.lock();
+                st.batches += 1;
+                st.forwards += 1;
+                st.tokens += r.f.n as u64;
+                st.compute_us += compute_us;
+                st.max_batch = st.max_batch.max(1);
+            }
+            let Ready { f, state, .. } = r;
+            let result = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(seq, e).await;
+                    continue;
+                }
+            };
+            self.seqs.insert(seq, state);
+            let hop = HopTiming {
+                stage: self.args.index,
+                wait_us: arrived.saturating_sub(f.sent_at_us),
+                compute_us,
+                send_us: 0,
+                bytes_out: 0,
+                tokens: f.n,
+                batch_seqs: 1,
+            };
+            if let Err(e) = self.hand_on(f, hop, result).await {
+                self.fail(seq, e).await;
+            }
+        }
+        self.sync_sequences();
+    }
+
+    /// Tensor-parallel member (not the leader): runs the leader's batch with the group; its
+    /// own copy of the output is dropped (the leader hands the identical one on).
+    async fn member_run(&mut self, r: TpRun, tail: bytes::Bytes) {
+        let Engine::Member(g) = self.stage.clone() else {
+            return;
+        };
+        let seq = r.seq;
+        let state = if r.start {
+            SeqState {
+                cache: self.stage.new_cache(self.args.ctx),
+                sampler: None,
+            }
+        } else {
+            match self.seqs.remove(&seq) {
+                Some(s) => s,
+                None => {
+                    tracing::warn!(seq, "group member: unknown sequence");
+                    self.stats.lock().failures += 1;
+                    return;
+                }
+            }
+        };
+        if state.cache.len() != r.pos as usize {
+            tracing::warn!(
+                seq,
+                pos = r.pos,
+                held = state.cache.len(),
+                "group member: batch at a position its cache does not hold"
+            );
+            self.stats.lock().failures += 1;
+            return;
+        }
+        let (n, d) = (r.n as usize, self.stage.d_model());
+        let input = if r.tokens.is_empty() {
+            match decode_hidden(&tail, n, d, r.dtype) {
+                Ok(v) => Input::Hidden(v),
+                Err(e) => {
+                    tracing::warn!(seq, %e, "group member: bad input");
+                    self.stats.lock().failures += 1;
+                    return;
+                }
+            }
+        } else {
+            Input::Tokens(r.tokens)
+        };
+        let (stats, rt, run) = (self.stats.clone(), tokio::runtime::Handle::current(), r.run);
+        let t0 = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut state = state;
+            let out = member_input(input, d, g.stage.device())
+                .and_then(|input| group::forward(&g, run, input, &mut state.cache, &stats, &rt));
+            (state, out)
+        })
+        .await;
+        let compute_us = t0.elapsed().as_micros() as u64;
+        let mut st = self.stats.lock();
+        st.batches += 1;
+        st.forwards += 1;
+        st.tokens += n as u64;
+        st.compute_us += compute_us;
+        st.max_batch = st.max_batch.max(1);
+        match joined {
+            Ok((state, Ok(_))) => {
+                self.seqs.insert(seq, state);
+                st.sequences = self.seqs.len();
+            }
+            Ok((_, Err(e))) => {
+                st.failures += 1;
+                tracing::warn!(seq, %e, "group member: run failed");
+            }
+            Err(e) => {
+                st.failures += 1;
+                tracing::warn!(seq, %e, "group member: compute panicked");
+            }
+        }
+    }
+
     /// Checks a batch against the sequence's state and decodes its input.
     fn prepare(&mut self, mut f: Forward, tail: bytes::Bytes) -> Result<Ready, String> {
         let first = self.args.index == 0;
@@ -443,7 +754,7 @@ impl Worker {
             ));
         }
         let n = f.n as usize;
-        let d = self.stage.config.d_model;
+        let d = self.stage.d_model();
         let input = if first {
             if f.tokens.len() != n {
                 return Err(format!("{} token ids for a batch of {n}", f.tokens.len()));
@@ -593,6 +904,21 @@ fn stage_input(stage: &Stage, input: Input) -> Result<StageInput, String> {
                 hidden_from_vec(v, n, stage.config.d_model, stage.device())
                     .map_err(|e| e.to_string())?,
             )
+        }
+    })
+}
+
+/// A group member's input for one batch.
+fn member_input(
+    input: Input,
+    d_model: usize,
+    device: &burn::tensor::Device,
+) -> Result<StageInput, String> {
+    Ok(match input {
+        Input::Tokens(t) => StageInput::Tokens(t),
+        Input::Hidden(v) => {
+            let n = v.len() / d_model.max(1);
+            StageInput::Hidden(hidden_from_vec(v, n, d_model, device).map_err(|e| e.to_string())?)
         }
     })
 }

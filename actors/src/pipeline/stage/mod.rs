@@ -6,11 +6,12 @@
 mod actor;
 mod batching;
 mod compute_score;
+mod group;
 mod shard_dir;
 pub(crate) mod shard_store;
 pub(crate) mod weights;
 
-pub use actor::StageActor;
+pub use actor::{StageActor, capped_threads};
 pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
 pub use compute_score::measure_compute_score;
 pub use shard_dir::{ShardDir, set_shard_dir, shard_dir, user_cache_dir};

@@ -1,0 +1,224 @@
+//! A stage as a tensor-parallel group (`--tp N`): N stage actors on N boards, each holding a
+//! [`MemberStage`] slice of the stage's layers. The leader (member 0) is the stage the
+//! previous stage or the coordinator talks to: it hands every batch to the other members
+//! ([`StageMsg::TpRun`], the input as the same raw tail), every member drives its own
+//! [`MemberRun`], and at each synchronisation point every member tells every other member its
+//! piece ([`StageMsg::TpPiece`], the values as the raw f32 tail: exact, no serde) and resumes
+//! once it holds all pieces, concatenated in member order by [`gather`] (no arithmetic, so
+//! the group's output is bit-identical to one node's). The leader then hands the stage output
+//! on exactly like a plain stage; the others drop theirs (every member ends with the same).
+//!
+//! Channel: `tell` on the runtime's mail stream, which is one QUIC stream per (sending node,
+//! target actor) kept open for the actor's life, so a piece costs one frame on an open stream.
+//! The piece arrives in the target actor's handler, which only pushes it into the [`Inbox`]
+//! that the member's compute thread (a blocking thread, never the actor's) waits on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use edgeray_model::arch::tensor_parallel::{MemberRun, MemberStage, Partial, Step, gather};
+use edgeray_model::arch::{KvCache, LogitsFor, StageInput, StageOutput};
+use edgeray_runtime::actor::{ActorRef, Envelope};
+
+use super::StageActor;
+use crate::pipeline::protocol::{StageMsg, StageStats, TpPiece};
+
+/// Longest a member waits for the other members' pieces of one synchronisation point. A lost
+/// member is normally noticed first by the coordinator's death watch (which redeploys); this
+/// only frees the compute thread of a group that was abandoned.
+pub const PIECE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Pieces that reached a member, by (run, step), until its compute thread takes them.
+pub struct Inbox {
+    tx: Mutex<Sender<(TpPiece, Bytes)>>,
+    rx: Mutex<Receiver<(TpPiece, Bytes)>>,
+    pending: Mutex<HashMap<(u64, u32), Vec<(TpPiece, Bytes)>>>,
+    closed: AtomicBool,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        let (tx, rx) = channel();
+        Self {
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Inbox {
+    /// Called by the actor's handler: never waits.
+    pub fn push(&self, piece: TpPiece, tail: Bytes) {
+        let _ = self.tx.lock().send((piece, tail));
+    }
+
+    /// The actor stopped: waiting compute threads give up.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Waits (compute thread) for `need` pieces of `(run, step)`; drops pieces of earlier runs.
+    fn wait(&self, run: u64, step: u32, need: usize) -> Result<Vec<(TpPiece, Bytes)>, String> {
+        let deadline = Instant::now() + PIECE_TIMEOUT;
+        let rx = self.rx.lock();
+        loop {
+            {
+                let mut p = self.pending.lock();
+                if p.get(&(run, step)).is_some_and(|v| v.len() >= need) {
+                    let got = p.remove(&(run, step)).unwrap_or_default();
+                    p.retain(|(r, _), _| *r >= run);
+                    return Ok(got);
+                }
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err("the stage stopped".into());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "a group member did not send its piece of run {run} step {step} within {PIECE_TIMEOUT:?}"
+                ));
+            }
+            match rx.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
+                Ok((h, t)) => {
+                    if h.run >= run {
+                        self.pending
+                            .lock()
+                            .entry((h.run, h.step))
+                            .or_default()
+                            .push((h, t));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err("inbox closed".into()),
+            }
+        }
+    }
+}
+
+/// What a member shares between its actor (handler) and its worker.
+pub struct Group {
+    /// Its slice of the stage.
+    pub stage: Arc<MemberStage>,
+    /// Members in the group.
+    pub members: usize,
+    /// Every member's actor in member order (set by [`StageMsg::TpRoster`]).
+    pub roster: Mutex<Vec<ActorRef<StageActor>>>,
+    /// Pieces received.
+    pub inbox: Inbox,
+}
+
+impl Group {
+    /// This member's index.
+    pub fn member(&self) -> usize {
+        self.stage.member
+    }
+
+    /// The other members' actors (empty until the roster arrived).
+    pub fn others(&self) -> Vec<ActorRef<StageActor>> {
+        let me = self.member();
+        self.roster
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(m, _)| *m != me)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Bytes {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+fn piece_values(tail: &[u8]) -> Vec<f32> {
+    tail.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// One group forward pass of run `run` on this member (blocking thread): computes, exchanges
+/// the pieces of every synchronisation point with the other members, and returns the stage
+/// output (the same on every member). `rt`: a runtime to send on.
+pub fn forward(
+    group: &Group,
+    run: u64,
+    input: StageInput,
+    cache: &mut KvCache,
+    stats: &Mutex<StageStats>,
+    rt: &tokio::runtime::Handle,
+) -> Result<StageOutput, String> {
+    let others = group.others();
+    if others.len() + 1 != group.members {
+        return Err(format!(
+            "group member {} knows {} of its {} peers",
+            group.member(),
+            others.len(),
+            group.members - 1
+        ));
+    }
+    let (mut r, mut step) =
+        MemberRun::start(&group.stage, input, cache, LogitsFor::Last).map_err(|e| e.to_string())?;
+    let mut k = 0u32;
+    let (mut syncs, mut sync_us, mut sent) = (0u64, 0u64, 0u64);
+    let out = loop {
+        let p = match step {
+            Step::Done(o) => break o,
+            Step::Send(p) => p,
+        };
+        let t = Instant::now();
+        let h = TpPiece {
+            run,
+            step: k,
+            member: p.member as u16,
+            rows: p.rows as u32,
+            cols_start: p.cols.start as u32,
+            cols_end: p.cols.end as u32,
+            width: p.width as u32,
+        };
+        let tail = f32_bytes(&p.data);
+        sent += (tail.len() * others.len()) as u64;
+        let sends = others
+            .iter()
+            .map(|o| o.tell(Envelope::with_tail(StageMsg::TpPiece(h), tail.clone())));
+        let results = rt.block_on(futures::future::join_all(sends));
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(format!("group member unreachable: {e}"));
+        }
+        let got = group.inbox.wait(run, k, others.len())?;
+        let mut parts = Vec::with_capacity(group.members);
+        for (g, tail) in got {
+            parts.push(Partial {
+                point: p.point,
+                member: g.member as usize,
+                rows: g.rows as usize,
+                cols: g.cols_start as usize..g.cols_end as usize,
+                width: g.width as usize,
+                data: piece_values(&tail),
+            });
+        }
+        parts.push(p);
+        let g = gather(parts).map_err(|e| e.to_string())?;
+        sync_us += t.elapsed().as_micros() as u64;
+        syncs += 1;
+        k += 1;
+        step = r.resume(g).map_err(|e| e.to_string())?;
+    };
+    let mut st = stats.lock();
+    st.tp_syncs += syncs;
+    st.tp_sync_us += sync_us;
+    st.tp_bytes_sent += sent;
+    Ok(out)
+}
