@@ -410,7 +410,9 @@ fn allowed_cpus() -> Vec<usize> {
         let mut out = Vec::new();
         for part in list.split(',') {
             match part.split_once('-') {
-                Some((a, b)) => out.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse().ok()?),
+                Some((a, b)) => {
+                    out.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse().ok()?)
+                }
                 None => out.push(part.trim().parse().ok()?),
             }
         }

@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// `llama-batched-bench`; pipeline: this many concurrent requests).
     #[arg(long)]
     pub streams: Option<usize>,
+    /// With `--local`/`--config`: also measure a running stream's time between tokens while a
+    /// prompt of this many tokens arrives and is prefilled (`prefill_interference`).
+    #[arg(long, default_value_t = 0)]
+    pub long_prompt: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -170,7 +174,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             min_nodes: args.min_nodes,
             discover: std::time::Duration::from_secs(5),
             listen: "0.0.0.0:0".parse().expect("literal address"),
-            ctx: (args.gen_tokens + 64).max(256),
+            ctx: (args.gen_tokens + 64).max(256).max(args.long_prompt + 64),
             threads: args.threads,
             wire_dtype: args.wire_dtype,
             max_sequences: args.streams.unwrap_or(4).max(4),
@@ -180,6 +184,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             deploy,
             args.gen_tokens,
             args.streams.unwrap_or(4),
+            args.long_prompt,
             args.json,
         );
     }

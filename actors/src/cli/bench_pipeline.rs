@@ -82,6 +82,9 @@ pub struct PipelineBench {
     /// Aggregate tokens/s of `streams` concurrent streams across the cluster: all generated
     /// tokens over the wall time.
     pub cluster_aggregate_tokens_per_s: f64,
+    /// With `--long-prompt N`: a running stream's gaps while an N-token prompt is prefilled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_interference: Option<PrefillInterference>,
     /// Hidden-state bytes per generated token per hop.
     pub bytes_per_token_per_hop: f64,
     /// Mean per-stage compute per decode batch, ms.
@@ -142,12 +145,132 @@ async fn stream(p: &Pipeline, prompt: &str, tokens: usize) -> anyhow::Result<(us
     Ok((s.tokens.len(), t.elapsed().as_secs_f64()))
 }
 
+/// Time between tokens of a running stream while another request's long prompt is prefilled.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrefillInterference {
+    /// Tokens of the long prompt.
+    pub long_prompt_tokens: usize,
+    /// Median gap between the running stream's tokens before the long prompt arrived, ms.
+    pub tbt_undisturbed_ms: f64,
+    /// 99th percentile (nearest rank) of its gaps from the long prompt's arrival to the long
+    /// request's first token, ms.
+    pub tbt_during_prefill_p99_ms: f64,
+    /// Largest of those gaps, ms.
+    pub tbt_during_prefill_max_ms: f64,
+    /// `p99 / undisturbed` (target <= 3).
+    pub p99_vs_undisturbed: f64,
+    /// Time to the long request's first token, ms.
+    pub long_prompt_ttft_ms: f64,
+}
+
+/// Runs one stream of `tokens` tokens, starts a request with a `long`-token prompt once it has
+/// produced 16 tokens, and measures the running stream's gaps before and during that prefill.
+async fn prefill_interference(
+    p: &Pipeline,
+    long: usize,
+    tokens: usize,
+) -> anyhow::Result<PrefillInterference> {
+    let ids = p.encode(PROMPTS[1])?;
+    let (tx, mut rx) = mpsc::channel::<crate::pipeline::GenToken>(256);
+    let opts = GenOptions {
+        max_tokens: tokens.max(64),
+        sampling: SamplingParams::greedy(),
+    };
+    let runner = {
+        let p = p.clone();
+        tokio::spawn(async move { p.generate(ids, &opts, &tx).await })
+    };
+    let mut times = Vec::new();
+    while times.len() < 16 {
+        match rx.recv().await {
+            Some(_) => times.push(Instant::now()),
+            None => anyhow::bail!("the running stream ended before 16 tokens"),
+        }
+    }
+    // A long prompt of ordinary text, cut to `long` tokens.
+    let mut text = String::new();
+    let mut prompt = Vec::new();
+    while prompt.len() < long {
+        text.push_str(PROMPTS[2]);
+        text.push(' ');
+        prompt = p.encode(&text)?;
+    }
+    prompt.truncate(long);
+    let arrived = Instant::now();
+    let (ltx, mut lrx) = mpsc::channel::<crate::pipeline::GenToken>(8);
+    let long_req = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let o = GenOptions {
+                max_tokens: 1,
+                sampling: SamplingParams::greedy(),
+            };
+            p.generate(prompt, &o, &ltx).await
+        })
+    };
+    let mut first_long = None;
+    loop {
+        tokio::select! {
+            t = rx.recv() => match t {
+                Some(_) => times.push(Instant::now()),
+                None => break,
+            },
+            l = lrx.recv(), if first_long.is_none() => {
+                if l.is_some() { first_long = Some(Instant::now()); }
+            }
+        }
+        if first_long.is_some_and(|f| times.last().is_some_and(|&t| t > f)) {
+            break;
+        }
+    }
+    runner.abort();
+    let _ = long_req.await;
+    let first_long = first_long.ok_or_else(|| anyhow::anyhow!("the long prompt gave no token"))?;
+    let gaps = |range: &[Instant]| -> Vec<f64> {
+        range
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+            .collect()
+    };
+    let split = times
+        .iter()
+        .position(|&t| t > arrived)
+        .unwrap_or(times.len());
+    let mut before = gaps(&times[..split]);
+    // Gaps that end after the long prompt arrived, up to its first token.
+    let end = times
+        .iter()
+        .position(|&t| t > first_long)
+        .map_or(times.len(), |i| i + 1);
+    let mut during = gaps(&times[split.saturating_sub(1)..end]);
+    anyhow::ensure!(
+        !before.is_empty() && !during.is_empty(),
+        "too few tokens to measure"
+    );
+    before.sort_by(f64::total_cmp);
+    during.sort_by(f64::total_cmp);
+    let undisturbed = before[before.len() / 2];
+    let rank = ((0.99 * during.len() as f64).ceil() as usize).clamp(1, during.len());
+    let p99 = during[rank - 1];
+    Ok(PrefillInterference {
+        long_prompt_tokens: long,
+        tbt_undisturbed_ms: undisturbed,
+        tbt_during_prefill_p99_ms: p99,
+        tbt_during_prefill_max_ms: *during.last().expect("not empty"),
+        p99_vs_undisturbed: p99 / undisturbed,
+        long_prompt_ttft_ms: (first_long - arrived).as_secs_f64() * 1e3,
+    })
+}
+
 /// Runs the benchmark on `deploy` (stages default to one per embedded node).
 /// `streams` concurrent requests give `cluster_aggregate_tokens_per_s` (4 are always measured).
+/// With `long_prompt` > 0, also the running stream's gaps while a prompt of that many tokens
+/// is prefilled (`prefill_interference`).
 pub fn run(
     deploy: DeployArgs,
     gen_tokens: usize,
     streams: usize,
+    long_prompt: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     // The same kernel threads per board as the stages use (capped to this process's CPUs).
@@ -203,6 +326,11 @@ pub fn run(
                 four
             } else {
                 concurrent(p, streams, gen_tokens).await?.0
+            };
+            let interference = if long_prompt > 0 {
+                Some(prefill_interference(p, long_prompt, gen_tokens).await?)
+            } else {
+                None
             };
             let hops = p.placement().stages.len().saturating_sub(1);
             // Tokens that crossed each hop (prompt and generated) and the bytes they took.
@@ -262,6 +390,7 @@ pub fn run(
                 four_streams_vs_one: four / one,
                 streams,
                 cluster_aggregate_tokens_per_s: aggregate,
+                prefill_interference: interference,
                 bytes_per_token_per_hop: per_token_per_hop,
                 stage_compute_ms: compute,
                 four_streams_mean_batch: mean_batch,
@@ -297,6 +426,17 @@ pub fn run(
                 report.streams,
                 report.cluster_aggregate_tokens_per_s,
                 report.cluster_aggregate_tokens_per_s / report.cluster_tokens_per_s
+            );
+        }
+        if let Some(i) = &report.prefill_interference {
+            println!(
+                "{}-token prompt arriving:  gaps of a running stream p99 {:.1} ms, max {:.1} ms = {:.2}x its undisturbed {:.1} ms (target <= 3x); the prompt's first token after {:.0} ms",
+                i.long_prompt_tokens,
+                i.tbt_during_prefill_p99_ms,
+                i.tbt_during_prefill_max_ms,
+                i.p99_vs_undisturbed,
+                i.tbt_undisturbed_ms,
+                i.long_prompt_ttft_ms
             );
         }
         println!(

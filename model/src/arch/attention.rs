@@ -13,7 +13,7 @@ use burn::backend::Dispatch;
 
 /// Query batches at least this long take ggml's tiled flash-attention path (f32 throughout);
 /// shorter ones (decode steps) the one-chunk path with f16 accumulation (`GGML_FA_TILE_Q`).
-pub(crate) const TILED_MIN_QUERIES: usize = 32;
+pub const TILED_MIN_QUERIES: usize = 32;
 
 /// Fixed attention settings of one layer.
 #[derive(Debug, Clone, Copy, PartialEq)]

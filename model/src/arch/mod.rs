@@ -29,7 +29,7 @@ mod tensors;
 #[cfg(test)]
 mod tests;
 
-pub use attention::{Attention, AttentionSpec, AttnSeq};
+pub use attention::{Attention, AttentionSpec, AttnSeq, TILED_MIN_QUERIES};
 pub use block::Block;
 pub use config::{Activation, Arch, LayerSpec, ModelConfig, SHARD_TIED_KEY, SHARD_VOCAB_KEY};
 pub use error::ArchError;

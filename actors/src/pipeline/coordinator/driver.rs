@@ -11,7 +11,8 @@ use edgeray_model::tokenizer::TokenStreamDecoder;
 use tokio::sync::mpsc;
 
 use super::engine::{
-    Admission, GenOptions, GenSummary, GenToken, PREFILL_CHUNK, Pipeline, PipelineError,
+    Admission, GenOptions, GenSummary, GenToken, PREFILL_CHUNK, PREFILL_CHUNK_SHARED, Pipeline,
+    PipelineError,
 };
 use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
 use super::service::Service;
@@ -121,19 +122,26 @@ pub(crate) async fn drive(
         return Err(PipelineError::Broken(why));
     }
     let prompt_tokens = prompt.len();
-    let mut seq = Sequence::new(SequenceSpec {
-        prompt,
-        max_tokens: opts.max_tokens,
-        ctx,
-        prefill_chunk: PREFILL_CHUNK,
-        resumable: resume.is_some(),
-        resume_bound: Some(RESUME_BOUND),
-    });
     let slot = match slot {
         Slot::Owned(s) => Some(s),
         Slot::Held => None,
         Slot::Wait => Some(pipeline.admit().await),
     };
+    // While other sequences are generating, the prompt goes in short chunks that share each
+    // stage run with their decode steps, so a long prompt does not stall their streams.
+    let prefill_chunk = if pipeline.sequences_running() > 1 {
+        PREFILL_CHUNK_SHARED
+    } else {
+        PREFILL_CHUNK
+    };
+    let mut seq = Sequence::new(SequenceSpec {
+        prompt,
+        max_tokens: opts.max_tokens,
+        ctx,
+        prefill_chunk,
+        resumable: resume.is_some(),
+        resume_bound: Some(RESUME_BOUND),
+    });
     let mut attempt = Attempt::open(pipeline, slot);
     let mut start = SeqStart {
         sampling: opts.sampling.clone(),

@@ -33,6 +33,12 @@ use crate::placement::Placement;
 /// Most prompt tokens per batch (bounds the hidden-state message size).
 pub const PREFILL_CHUNK: usize = 512;
 
+/// Prompt tokens per batch while other sequences generate: each stage run then holds one such
+/// chunk next to the running sequences' decode steps. The model's tiled attention path (the one
+/// a whole-prompt forward takes) needs at least this many rows per batch, so it is also the
+/// smallest chunk that keeps the answer identical (see `sequence::prefill_chunks`).
+pub const PREFILL_CHUNK_SHARED: usize = edgeray_model::arch::TILED_MIN_QUERIES;
+
 /// Why a generation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PipelineError {
@@ -467,6 +473,14 @@ impl Pipeline {
             m.active.add(1.0);
         }
         ActiveGuard(self.inner.clone())
+    }
+
+    /// Sequences holding a slot now (being generated or about to be).
+    pub(crate) fn sequences_running(&self) -> usize {
+        self.inner
+            .d
+            .max_sequences
+            .saturating_sub(self.inner.slots.available_permits())
     }
 
     /// Counts one generated token in the metrics; `since_previous`: the time since the same

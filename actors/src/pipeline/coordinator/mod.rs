@@ -21,7 +21,8 @@ pub use deploy::{
 };
 pub use driver::TokenSink;
 pub use engine::{
-    Admission, GenOptions, GenSummary, GenToken, HopTotals, PREFILL_CHUNK, Pipeline, PipelineError,
+    Admission, GenOptions, GenSummary, GenToken, HopTotals, PREFILL_CHUNK, PREFILL_CHUNK_SHARED,
+    Pipeline, PipelineError,
 };
 pub use sequence::{Finish, Stall};
 pub use service::{FAILOVER_WAIT, Resumable, Service};

@@ -10,6 +10,7 @@
 //! last chunk samples the first token. Each later batch is the previous token at the next
 //! position. One batch is in flight at a time.
 
+use edgeray_model::arch::TILED_MIN_QUERIES;
 use std::time::{Duration, Instant};
 
 /// Why a generation ended.
@@ -56,6 +57,24 @@ impl std::fmt::Display for Stall {
             self.replay.as_secs_f64()
         )
     }
+}
+
+/// The sizes of the prefill batches of `n` prompt tokens with chunks of about `chunk`: as few
+/// chunks as `chunk` allows, of balanced sizes, and none shorter than
+/// [`TILED_MIN_QUERIES`] when the whole prompt is at least that long. A batch that short would
+/// take the model's one-chunk attention path (f16 sums) instead of the tiled one a single
+/// forward over the whole prompt takes, and the answer could differ from one node's; batches of
+/// [`TILED_MIN_QUERIES`] rows or more all give the same bits.
+pub fn prefill_chunks(n: usize, chunk: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let chunk = chunk.max(1);
+    let mut k = n.div_ceil(chunk);
+    if n >= TILED_MIN_QUERIES && n / k < TILED_MIN_QUERIES {
+        k = (n / TILED_MIN_QUERIES).max(1);
+    }
+    (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
 }
 
 /// The fixed settings of one sequence.
@@ -275,10 +294,13 @@ impl Sequence {
         }
         self.phase = Phase::Prefill;
         self.pos = 0;
-        let chunk = self.spec.prefill_chunk.max(1);
-        let n_chunks = input.len().div_ceil(chunk);
+        let sizes = prefill_chunks(input.len(), self.spec.prefill_chunk);
+        let n_chunks = sizes.len();
         let mut actions = Vec::with_capacity(n_chunks);
-        for (i, c) in input.chunks(chunk).enumerate() {
+        let mut rest = &input[..];
+        for (i, n) in sizes.into_iter().enumerate() {
+            let (c, tail) = rest.split_at(n);
+            rest = tail;
             actions.push(Action::Send(Batch {
                 pos: self.pos,
                 tokens: c.to_vec(),
@@ -411,6 +433,50 @@ mod tests {
     }
 
     #[test]
+    fn prefill_chunks_are_balanced_and_never_too_short_for_the_tiled_path() {
+        assert_eq!(prefill_chunks(0, 512), Vec::<usize>::new());
+        assert_eq!(prefill_chunks(5, 512), vec![5]);
+        assert_eq!(
+            prefill_chunks(31, 4),
+            vec![4, 4, 4, 4, 4, 4, 4, 3],
+            "short prompts: any split"
+        );
+        // 520 = 512 + 8 would put 8 rows on the other attention path.
+        assert_eq!(prefill_chunks(520, 512), vec![260, 260]);
+        assert_eq!(
+            prefill_chunks(1000, 32),
+            vec![33; 8]
+                .into_iter()
+                .chain(vec![32; 23])
+                .collect::<Vec<_>>()
+        );
+        for n in 1..2000 {
+            for chunk in [1, 16, 32, 33, 64, 100, 512] {
+                let c = prefill_chunks(n, chunk);
+                assert_eq!(c.iter().sum::<usize>(), n, "{n} / {chunk}");
+                assert!(c.iter().all(|&m| m > 0));
+                if n >= TILED_MIN_QUERIES {
+                    assert!(
+                        c.iter().all(|&m| m >= TILED_MIN_QUERIES),
+                        "{n} / {chunk}: {c:?}"
+                    );
+                }
+                if chunk >= TILED_MIN_QUERIES {
+                    let most = chunk.max(2 * TILED_MIN_QUERIES - 1);
+                    assert!(c.iter().all(|&m| m <= most), "{n} / {chunk}: {c:?}");
+                }
+                if chunk >= 2 * TILED_MIN_QUERIES {
+                    assert_eq!(
+                        c.len(),
+                        n.div_ceil(chunk),
+                        "{n} / {chunk}: as few as the chunk allows"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn prompt_goes_in_chunks_and_only_the_last_samples() {
         let mut s = Sequence::new(spec(10, 3));
         let a = s.on(Event::Started { now: t0() });
@@ -422,9 +488,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![
                 (0, 4, true, false),
-                (4, 4, false, false),
-                (8, 2, false, true)
-            ]
+                (4, 3, false, false),
+                (7, 3, false, true)
+            ],
+            "balanced chunks (see prefill_chunks)"
         );
         assert_eq!(s.phase(), Phase::Prefill);
     }

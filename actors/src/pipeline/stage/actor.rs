@@ -36,6 +36,17 @@ use crate::pipeline::protocol::{
     Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, TpRun, now_us,
 };
 
+/// What became of a queued job offered to the run being gathered.
+enum Taken {
+    /// It is in the run.
+    Joined,
+    /// Its sequence is in the run already: it waits for the next one; the scan goes on.
+    Later(Job),
+    /// It cannot join (the run is full, or it is not a batch): it and everything after it
+    /// wait for the next run.
+    Stop(Job),
+}
+
 /// One sequence's state on one stage.
 struct SeqState {
     cache: KvCache,
@@ -45,7 +56,9 @@ struct SeqState {
 
 /// Work for the stage's worker, in arrival order.
 enum Job {
-    Forward(Forward, bytes::Bytes),
+    /// A sequence's batch, and when it reached this stage (the handler's time, so waiting in
+    /// the queue does not count as travel: see [`Arrivals`]).
+    Forward(Forward, bytes::Bytes, Instant),
     Release(SeqId),
     /// Tensor-parallel member: the leader's batch.
     TpRun(TpRun, bytes::Bytes),
@@ -117,7 +130,7 @@ struct Worker {
     stats: Arc<Mutex<StageStats>>,
     jobs: mpsc::Receiver<Job>,
     /// A job taken from the queue that could not join the current run.
-    held: Option<Job>,
+    held: std::collections::VecDeque<Job>,
     /// When the sequences left and how long they took to come back (see [`Arrivals`]).
     arrivals: Arrivals,
     /// Compute time of the latest run.
@@ -232,7 +245,7 @@ impl RemoteActor for StageActor {
             seqs: HashMap::new(),
             stats: stats.clone(),
             jobs: rx,
-            held: None,
+            held: std::collections::VecDeque::new(),
             arrivals: Arrivals::new(),
             last_run: std::time::Duration::ZERO,
         };
@@ -256,7 +269,7 @@ impl RemoteActor for StageActor {
     ) -> Result<Envelope<StageReply>, ActorError> {
         let Envelope { msg, tail } = msg;
         let job = match msg {
-            StageMsg::Forward(f) => Job::Forward(f, tail),
+            StageMsg::Forward(f) => Job::Forward(f, tail, Instant::now()),
             StageMsg::Release { seq } => Job::Release(seq),
             StageMsg::Stats => {
                 return Ok(Envelope::new(StageReply::Stats(self.stats.lock().clone())));
@@ -352,7 +365,7 @@ impl Worker {
     /// Takes the queued jobs in order until the actor's queue closes.
     async fn run(mut self) {
         loop {
-            let job = match self.held.take() {
+            let job = match self.held.pop_front() {
                 Some(j) => j,
                 None => match self.jobs.recv().await {
                     Some(j) => j,
@@ -368,20 +381,32 @@ impl Worker {
                     self.release_downstream(seq).await;
                 }
                 Job::TpRun(r, tail) => self.member_run(r, tail).await,
-                Job::Forward(f, tail) => {
+                Job::Forward(f, tail, at) => {
                     let max = self.args.max_sequences;
                     let mut plan = BatchPlan::new();
                     plan.try_add(f.seq, f.n as usize, max);
-                    self.arrivals.arrived(f.seq, Instant::now());
+                    self.arrivals.arrived(f.seq, at);
                     let mut batch = vec![(f, tail)];
-                    // Everything already waiting that may join.
-                    while let Ok(j) = self.jobs.try_recv() {
-                        if !self.take_into(j, &mut plan, &mut batch) {
-                            break;
+                    // Jobs taken earlier, then everything already queued, that may join. A
+                    // later batch of a sequence already in the run (the next chunk of a long
+                    // prompt) waits for the next run without stopping the scan, so the other
+                    // sequences' decode steps behind it still join this one.
+                    let mut later = std::collections::VecDeque::new();
+                    let mut stopped = false;
+                    while let Some(j) = self.held.pop_front().or_else(|| self.jobs.try_recv().ok())
+                    {
+                        match self.take_into(j, &mut plan, &mut batch) {
+                            Taken::Joined => {}
+                            Taken::Later(j) => later.push_back(j),
+                            Taken::Stop(j) => {
+                                later.push_back(j);
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
                     // Then the sequences due back within a fraction of a run.
-                    while self.held.is_none() {
+                    while !stopped {
                         let budget = gather_budget(self.last_run);
                         let Some(until) =
                             self.arrivals
@@ -391,13 +416,20 @@ impl Worker {
                         };
                         let until = tokio::time::Instant::from_std(until);
                         match tokio::time::timeout_at(until, self.jobs.recv()).await {
-                            Ok(Some(j)) => {
-                                if !self.take_into(j, &mut plan, &mut batch) {
-                                    break;
+                            Ok(Some(j)) => match self.take_into(j, &mut plan, &mut batch) {
+                                Taken::Joined => {}
+                                Taken::Later(j) => later.push_back(j),
+                                Taken::Stop(j) => {
+                                    later.push_back(j);
+                                    stopped = true;
                                 }
-                            }
+                            },
                             Ok(None) | Err(_) => break,
                         }
+                    }
+                    // What waits keeps its order, ahead of anything held still.
+                    while let Some(j) = later.pop_back() {
+                        self.held.push_front(j);
                     }
                     match self.stage.clone() {
                         Engine::Whole(stage) => self.run_batches(&stage, batch).await,
@@ -408,24 +440,25 @@ impl Worker {
         }
     }
 
-    /// Adds a queued job to the run being gathered if it may join (see [`BatchPlan`]);
-    /// otherwise holds it for the next run and returns false.
+    /// Adds a queued job to the run being gathered if it may join (see [`BatchPlan`]).
     fn take_into(
         &mut self,
         job: Job,
         plan: &mut BatchPlan,
         batch: &mut Vec<(Forward, bytes::Bytes)>,
-    ) -> bool {
+    ) -> Taken {
         match job {
-            Job::Forward(f, tail) if plan.try_add(f.seq, f.n as usize, self.args.max_sequences) => {
-                self.arrivals.arrived(f.seq, Instant::now());
+            Job::Forward(f, tail, at)
+                if plan.try_add(f.seq, f.n as usize, self.args.max_sequences) =>
+            {
+                self.arrivals.arrived(f.seq, at);
                 batch.push((f, tail));
-                true
+                Taken::Joined
             }
-            other => {
-                self.held = Some(other);
-                false
+            Job::Forward(f, tail, at) if plan.contains(f.seq) => {
+                Taken::Later(Job::Forward(f, tail, at))
             }
+            other => Taken::Stop(other),
         }
     }
 

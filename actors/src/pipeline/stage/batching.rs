@@ -109,7 +109,8 @@ impl Arrivals {
         Self::default()
     }
 
-    /// A batch of `seq` arrived at `now`: its round trip is measured if it had left.
+    /// A batch of `seq` arrived at `now` (when it reached the stage, not when the worker took
+    /// it from the queue): its round trip is measured if it had left.
     pub fn arrived(&mut self, seq: SeqId, now: Instant) {
         let t = self.seqs.entry(seq).or_insert(Trip {
             left: None,
