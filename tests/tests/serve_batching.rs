@@ -11,7 +11,8 @@ use edgeray_tests::procs::{Proc, free_tcp_port, stderr_lines, wait_for_line};
 use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model, workspace_root};
 use serde_json::{Value, json};
 
-/// (prompt, max_tokens) of the four requests; the last one joins mid-way.
+/// (prompt, max_tokens) of the four requests; the last one joins mid-way with a long prompt
+/// (see [`prompt`]).
 const REQUESTS: [(&str, u32); 4] = [
     ("The capital of France is", 24),
     ("Here is a short poem about the sea:", 32),
@@ -19,13 +20,25 @@ const REQUESTS: [(&str, u32); 4] = [
     ("The three primary colours are", 20),
 ];
 
+/// Request `i`'s prompt. The late one is a few hundred tokens long: served alone it is
+/// prefilled in one batch, while the others generate in 32-token chunks that share the stage
+/// runs with their decode steps, and the answer must not change.
+fn prompt(i: usize) -> String {
+    if i == 3 {
+        let notes = "Notes from the art class, week by week, with the teacher's remarks. ";
+        format!("{}{}", notes.repeat(20), REQUESTS[3].0)
+    } else {
+        REQUESTS[i].0.to_string()
+    }
+}
+
 /// Starts `edgeray serve --local <nodes>` on `model`; returns the process and the API base.
 async fn serve(model: &std::path::Path, nodes: usize) -> (Proc, String) {
     let port = free_tcp_port();
     let mut child = Command::new(edgeray_bin())
         .current_dir(workspace_root())
         .args(["serve", "--local", &nodes.to_string()])
-        .args(["--threads", "1", "--ctx", "256", "--max-sequences", "4"])
+        .args(["--threads", "1", "--ctx", "512", "--max-sequences", "4"])
         .arg("--http")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--model")
@@ -122,8 +135,8 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
         .to_string();
     // Each request alone.
     let mut solo = Vec::new();
-    for (prompt, n) in REQUESTS {
-        solo.push(complete(&client, &base, &id, prompt, n, None).await);
+    for (i, (_, n)) in REQUESTS.iter().enumerate() {
+        solo.push(complete(&client, &base, &id, &prompt(i), *n, None).await);
     }
     // Three at once; the fourth joins when the first has streamed a token.
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -132,7 +145,7 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
         .copied()
         .take(3)
         .enumerate()
-        .map(|(i, (prompt, n))| (i, prompt, n, client.clone(), format!("{base} {id}")))
+        .map(|(i, (_, n))| (i, prompt(i), n, client.clone(), format!("{base} {id}")))
         .collect();
     let mut tx = Some(tx);
     let handles: Vec<_> = tasks
@@ -141,7 +154,7 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
             let started = if i == 0 { tx.take() } else { None };
             tokio::spawn(async move {
                 let (base, id) = at.split_once(' ').expect("base and id");
-                complete(&client, base, id, prompt, n, started).await
+                complete(&client, base, id, &prompt, n, started).await
             })
         })
         .collect();
@@ -149,10 +162,10 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
         .await
         .expect("the first stream starts")
         .expect("signal");
-    let (prompt, n) = REQUESTS[3];
+    let (late_prompt, n) = (prompt(3), REQUESTS[3].1);
     let late = {
         let (client, base, id) = (client.clone(), base.clone(), id.clone());
-        tokio::spawn(async move { complete(&client, &base, &id, prompt, n, None).await })
+        tokio::spawn(async move { complete(&client, &base, &id, &late_prompt, n, None).await })
     };
     let mut together = Vec::new();
     for h in handles {
@@ -200,7 +213,7 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
     assert_eq!(
         metric(&page, "edgeray_pipeline_sequence_slots"),
         Some(4.0),
-        "the KV budget of this machine holds the 4 asked sequences at ctx 256"
+        "the KV budget of this machine holds the 4 asked sequences at ctx 512"
     );
 }
 
