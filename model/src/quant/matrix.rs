@@ -457,18 +457,9 @@ pub fn matmul_with_backend(
                     nt,
                     &mut buf[..nt * nr],
                 );
-                for k in 0..nt {
-                    // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written
-                    // by exactly one thread because row ranges are disjoint, and `y` outlives
-                    // the scope.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            buf.as_ptr().add(k * nr),
-                            out.0.add((tt + k) * rows + r0),
-                            nr,
-                        )
-                    };
-                }
+                // SAFETY: `y` has n * rows elements (checked above); each (t, r) is written by
+                // exactly one thread because row ranges are disjoint, and `y` outlives the scope.
+                unsafe { out.scatter(&buf[..nt * nr], nr, tt, rows, r0) };
                 tt += nt;
             }
             r0 = r1;
@@ -510,17 +501,9 @@ fn matmul_prepacked(
                 } else {
                     raw.tile(&w.data[r0 * rb..r1 * rb], rb, acts, tt, nt, tile);
                 }
-                for k in 0..nt {
-                    // SAFETY: as in `matmul_with_backend`: disjoint row ranges per thread, `y`
-                    // holds n * rows elements and outlives the scope.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            buf.as_ptr().add(k * nr),
-                            out.0.add((tt + k) * rows + r0),
-                            nr,
-                        )
-                    };
-                }
+                // SAFETY: as in `matmul_with_backend`: disjoint row ranges per thread, `y`
+                // holds n * rows elements and outlives the scope.
+                unsafe { out.scatter(tile, nr, tt, rows, r0) };
                 tt += nt;
             }
             r0 = r1;
@@ -535,5 +518,21 @@ const ROW_TILE: usize = 16;
 const TOKEN_TILE: usize = 64;
 
 struct SyncPtr(*mut f32);
+
+impl SyncPtr {
+    /// Copies a tile's results (`tile`: tokens of `nr` consecutive rows, token-major) into the
+    /// `rows`-wide output at token `t0`, row `r0`.
+    ///
+    /// # Safety
+    /// The output holds every (token, row) the tile covers, and no other thread writes them.
+    unsafe fn scatter(&self, tile: &[f32], nr: usize, t0: usize, rows: usize, r0: usize) {
+        for (k, part) in tile.chunks_exact(nr).enumerate() {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.0.add((t0 + k) * rows + r0), nr)
+            };
+        }
+    }
+}
 // SAFETY: used only for disjoint writes inside `matmul_with_backend` (see there).
 unsafe impl Sync for SyncPtr {}
