@@ -744,11 +744,11 @@ impl PipelineMetrics {
         self.between_tokens.observe(d.as_secs_f64());
         self.recent_gaps.push(d);
         // Sorting the window on every token would cost more than the token's bookkeeping.
-        if self.recent_gaps.len() < 64 || self.between_tokens.count() % 16 == 0 {
-            if let Some(q) = self.recent_gaps.quantiles(&[0.5, 0.99]) {
-                self.between_tokens_p50.set(q[0].as_secs_f64());
-                self.between_tokens_p99.set(q[1].as_secs_f64());
-            }
+        if (self.recent_gaps.len() < 64 || self.between_tokens.count().is_multiple_of(16))
+            && let Some(q) = self.recent_gaps.quantiles(&[0.5, 0.99])
+        {
+            self.between_tokens_p50.set(q[0].as_secs_f64());
+            self.between_tokens_p99.set(q[1].as_secs_f64());
         }
     }
 
