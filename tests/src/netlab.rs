@@ -33,6 +33,7 @@
 //! CAP_NET_ADMIN + CAP_SYS_ADMIN); without it [`start_or_skip`] reports `SKIP: <reason>`, unless
 //! `EDGERAY_REQUIRE_NETLAB=1` is set, which turns the skip into an error.
 
+pub mod bench;
 pub mod probe;
 
 use std::fmt;
