@@ -185,6 +185,7 @@ impl RemoteActor for StageActor {
                     members: tp.speeds.len(),
                     roster: parking_lot::Mutex::new(Vec::new()),
                     inbox: group::Inbox::default(),
+                    links: super::tp_link::Links::register(&cluster, ctx.local_id()),
                 }))
             }
         };
@@ -300,6 +301,9 @@ impl RemoteActor for StageActor {
         self.done.store(true, std::sync::atomic::Ordering::Release);
         if let Some(g) = &self.group {
             g.inbox.close();
+            if let Some(l) = &g.links {
+                l.close();
+            }
         }
         self.worker.abort();
         if let Some(n) = &self.node {
@@ -591,7 +595,8 @@ impl Worker {
                 let mut r = ready;
                 let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
                 let out = member_input(input, d, gr.stage.device()).and_then(|input| {
-                    let o = group::forward(&gr, run, input, &mut r.state.cache, &stats, &rt)?;
+                    let o = group::forward(&gr, run, input, &mut r.state.cache, &stats, &rt)?
+                        .ok_or("the group leader got no stage output")?;
                     finish(o, &mut r.state, dtype, r.f.sample)
                 });
                 (r, out)

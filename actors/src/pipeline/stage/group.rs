@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use edgeray_model::arch::tensor_parallel::{MemberRun, MemberStage, Partial, Step, gather};
+use edgeray_model::arch::tensor_parallel::{
+    MemberRun, MemberStage, Partial, Step, SyncPoint, gather,
+};
 use edgeray_model::arch::{KvCache, LogitsFor, StageInput, StageOutput};
-use edgeray_runtime::actor::{ActorRef, Envelope};
+use edgeray_runtime::actor::{ActorId, ActorRef, Envelope};
 
 use super::StageActor;
 use crate::pipeline::protocol::{StageMsg, StageStats, TpPiece};
@@ -112,8 +114,10 @@ pub struct Group {
     pub members: usize,
     /// Every member's actor in member order (set by [`StageMsg::TpRoster`]).
     pub roster: Mutex<Vec<ActorRef<StageActor>>>,
-    /// Pieces received.
+    /// Pieces received by `tell` (from members in this process).
     pub inbox: Inbox,
+    /// Streams to and from remote members (`None` without a transport).
+    pub links: Option<Arc<super::tp_link::Links>>,
 }
 
 impl Group {
@@ -151,7 +155,9 @@ fn piece_values(tail: &[u8]) -> Vec<f32> {
 
 /// One group forward pass of run `run` on this member (blocking thread): computes, exchanges
 /// the pieces of every synchronisation point with the other members, and returns the stage
-/// output (the same on every member). `rt`: a runtime to send on.
+/// output: the leader's (member 0) always; the others' only when it is hidden states (the
+/// logits' pieces go to the leader alone, the only member that samples). `rt`: a runtime to
+/// send on.
 pub fn forward(
     group: &Group,
     run: u64,
@@ -159,15 +165,28 @@ pub fn forward(
     cache: &mut KvCache,
     stats: &Mutex<StageStats>,
     rt: &tokio::runtime::Handle,
-) -> Result<StageOutput, String> {
-    let others = group.others();
-    if others.len() + 1 != group.members {
+) -> Result<Option<StageOutput>, String> {
+    let roster = group.roster.lock().clone();
+    let me = group.member();
+    if roster.len() != group.members {
         return Err(format!(
-            "group member {} knows {} of its {} peers",
-            group.member(),
-            others.len(),
+            "group member {me} knows {} of its {} peers",
+            roster.len().saturating_sub(1),
             group.members - 1
         ));
+    }
+    // Remote peers get the pieces on the group's own streams (when this node has a
+    // transport); peers in this process by `tell`.
+    let mut by_stream: Vec<(usize, ActorId)> = Vec::new();
+    let mut by_tell: Vec<(usize, ActorRef<StageActor>)> = Vec::new();
+    for (m, r) in roster.iter().enumerate() {
+        if m == me {
+            continue;
+        }
+        match &group.links {
+            Some(_) if !r.is_local() => by_stream.push((m, r.id())),
+            _ => by_tell.push((m, r.clone())),
+        }
     }
     let (mut r, mut step) =
         MemberRun::start(&group.stage, input, cache, LogitsFor::Last).map_err(|e| e.to_string())?;
@@ -175,7 +194,7 @@ pub fn forward(
     let (mut syncs, mut sync_us, mut sent) = (0u64, 0u64, 0u64);
     let out = loop {
         let p = match step {
-            Step::Done(o) => break o,
+            Step::Done(o) => break Some(o),
             Step::Send(p) => p,
         };
         let t = Instant::now();
@@ -188,16 +207,54 @@ pub fn forward(
             cols_end: p.cols.end as u32,
             width: p.width as u32,
         };
-        let tail = f32_bytes(&p.data);
-        sent += (tail.len() * others.len()) as u64;
-        let sends = others
+        // The logits: only the leader needs them; it sends nothing, the others send to it.
+        let logits = p.point == SyncPoint::Logits;
+        let to = |m: usize| !logits || m == 0;
+        let tail = if logits && me == 0 {
+            Bytes::new()
+        } else {
+            f32_bytes(&p.data)
+        };
+        let stream_to: Vec<ActorId> = by_stream
             .iter()
-            .map(|o| o.tell(Envelope::with_tail(StageMsg::TpPiece(h), tail.clone())));
-        let results = rt.block_on(futures::future::join_all(sends));
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(format!("group member unreachable: {e}"));
+            .filter(|(m, _)| to(*m))
+            .map(|(_, id)| *id)
+            .collect();
+        let tell_to: Vec<&ActorRef<StageActor>> = by_tell
+            .iter()
+            .filter(|(m, _)| to(*m))
+            .map(|(_, r)| r)
+            .collect();
+        sent += (tail.len() * (stream_to.len() + tell_to.len())) as u64;
+        if !stream_to.is_empty() {
+            let links = group.links.as_ref().expect("stream peers only with links");
+            links.send(h.member, &stream_to, &h, &tail, rt)?;
         }
-        let got = group.inbox.wait(run, k, others.len())?;
+        if !tell_to.is_empty() {
+            let sends = tell_to
+                .iter()
+                .map(|o| o.tell(Envelope::with_tail(StageMsg::TpPiece(h), tail.clone())));
+            let results = rt.block_on(futures::future::join_all(sends));
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(format!("group member unreachable: {e}"));
+            }
+        }
+        if logits && me != 0 {
+            sync_us += t.elapsed().as_micros() as u64;
+            syncs += 1;
+            break None;
+        }
+        let deadline = Instant::now() + PIECE_TIMEOUT;
+        let mut got = if by_tell.is_empty() {
+            Vec::new()
+        } else {
+            group.inbox.wait(run, k, by_tell.len())?
+        };
+        if let Some(links) = &group.links {
+            for (m, _) in &by_stream {
+                got.push(links.receive(*m as u16, run, k, deadline, rt)?);
+            }
+        }
         let mut parts = Vec::with_capacity(group.members);
         for (g, tail) in got {
             parts.push(Partial {
