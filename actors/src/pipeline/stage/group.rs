@@ -156,11 +156,12 @@ fn piece_values(tail: &[u8]) -> Vec<f32> {
 /// One group forward pass of run `run` on this member (blocking thread): computes, exchanges
 /// the pieces of every synchronisation point with the other members, and returns the stage
 /// output: the leader's (member 0) always; the others' only when it is hidden states (the
-/// logits' pieces go to the leader alone, the only member that samples). `rt`: a runtime to
-/// send on.
+/// logits' pieces go to the leader alone, the only member that samples; with `greedy` only
+/// a [`LogitsSummary`] of each, see [`TpRun::greedy`]). `rt`: a runtime to send on.
 pub fn forward(
     group: &Group,
     run: u64,
+    greedy: bool,
     input: StageInput,
     cache: &mut KvCache,
     stats: &Mutex<StageStats>,
@@ -198,6 +199,7 @@ pub fn forward(
             Step::Send(p) => p,
         };
         let t = Instant::now();
+        let t0 = t;
         let h = TpPiece {
             run,
             step: k,
@@ -210,8 +212,11 @@ pub fn forward(
         // The logits: only the leader needs them; it sends nothing, the others send to it.
         let logits = p.point == SyncPoint::Logits;
         let to = |m: usize| !logits || m == 0;
+        let summary = logits && greedy && p.rows == 1;
         let tail = if logits && me == 0 {
             Bytes::new()
+        } else if summary {
+            LogitsSummary::of(&p.data, p.cols.start).to_bytes()
         } else {
             f32_bytes(&p.data)
         };
@@ -255,6 +260,21 @@ pub fn forward(
                 got.push(links.receive(*m as u16, run, k, deadline, rt)?);
             }
         }
+        if summary {
+            // The leader: the synthetic logits decide exactly as the full ones would.
+            let mut all = vec![LogitsSummary::of(&p.data, p.cols.start)];
+            for (_, tail) in &got {
+                all.push(LogitsSummary::from_bytes(tail)?);
+            }
+            let v = LogitsSummary::logits(&all, p.width);
+            let t = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(v, [1, p.width]),
+                group.stage.device(),
+            );
+            sync_us += t0_us(t0);
+            syncs += 1;
+            break Some(StageOutput::Logits(t));
+        }
         let mut parts = Vec::with_capacity(group.members);
         for (g, tail) in got {
             parts.push(Partial {
@@ -278,4 +298,147 @@ pub fn forward(
     st.tp_sync_us += sync_us;
     st.tp_bytes_sent += sent;
     Ok(out)
+}
+
+fn t0_us(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+/// What a member sends the leader of its logits slice (one row) when the leader samples
+/// greedily: the first maximum (lowest index, NaN skipped: [`edgeray_model::sampling::argmax`]),
+/// the runner-up of [`edgeray_model::sampling::top2_gap`]'s scan, and the first NaN. Global
+/// indices; `NONE` where there is none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LogitsSummary {
+    best: (u32, f32),
+    second: (u32, f32),
+    nan: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl LogitsSummary {
+    pub(crate) fn of(v: &[f32], start: usize) -> Self {
+        let mut best: (u32, f32) = (NONE, f32::NEG_INFINITY);
+        let mut first: (u32, f32) = (NONE, f32::NEG_INFINITY);
+        let mut second: (u32, f32) = (NONE, f32::NEG_INFINITY);
+        let mut nan = NONE;
+        for (i, &x) in v.iter().enumerate() {
+            let i = (start + i) as u32;
+            if x.is_nan() {
+                if nan == NONE {
+                    nan = i;
+                }
+                continue;
+            }
+            // argmax: the first strictly greater value (the first value at all).
+            if best.0 == NONE || x > best.1 {
+                best = (i, x);
+            }
+            // top2_gap's scan.
+            if x > first.1 {
+                second = first;
+                first = (i, x);
+            } else if x > second.1 {
+                second = (i, x);
+            }
+        }
+        Self { best, second, nan }
+    }
+
+    fn to_bytes(self) -> Bytes {
+        let w = [
+            self.best.0,
+            self.best.1.to_bits(),
+            self.second.0,
+            self.second.1.to_bits(),
+            self.nan,
+        ];
+        let mut out = Vec::with_capacity(20);
+        for x in w {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Self, String> {
+        if b.len() != 20 {
+            return Err(format!("a logits summary of {} bytes", b.len()));
+        }
+        let w: Vec<u32> = b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Self {
+            best: (w[0], f32::from_bits(w[1])),
+            second: (w[2], f32::from_bits(w[3])),
+            nan: w[4],
+        })
+    }
+
+    /// Logits of `width` entries, -inf but for every summary's maximum, runner-up and first
+    /// NaN at their indices: greedy sampling and the top-2 gap of these equal those of the
+    /// full logits (the global maximum and its lowest index, the global runner-up and the
+    /// first NaN are all among them; the filler never beats a real value).
+    pub(crate) fn logits(all: &[Self], width: usize) -> Vec<f32> {
+        let mut v = vec![f32::NEG_INFINITY; width];
+        for s in all {
+            for (i, x) in [s.second, s.best] {
+                if (i as usize) < width {
+                    v[i as usize] = x;
+                }
+            }
+        }
+        for s in all {
+            if (s.nan as usize) < width {
+                v[s.nan as usize] = f32::NAN;
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogitsSummary;
+    use edgeray_model::sampling::{Sampler, SamplingParams, top2_gap};
+    use proptest::prelude::*;
+
+    /// What the leader's `finish` makes of the logits: the token and gap, or the error (the
+    /// gap is then dropped).
+    fn decide(v: &[f32]) -> Result<(u32, u32), String> {
+        let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+        let gap = top2_gap(v).to_bits();
+        s.sample(v).map(|t| (t, gap)).map_err(|e| e.to_string())
+    }
+
+    proptest! {
+        /// The synthetic logits of the members' summaries sample (greedy) the same token, fail
+        /// the same way and give the same top-2 gap as the full logits, for any split.
+        #[test]
+        fn summaries_decide_like_the_full_logits(
+            v in prop::collection::vec(
+                prop_oneof![
+                    8 => (-4i32..4).prop_map(|x| x as f32 * 0.5),
+                    1 => Just(f32::NEG_INFINITY),
+                    1 => Just(-0.0f32),
+                    1 => Just(f32::NAN),
+                ],
+                2..40,
+            ),
+            cuts in prop::collection::vec(0usize..40, 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % v.len()).collect();
+            cuts.push(0);
+            cuts.push(v.len());
+            cuts.sort();
+            cuts.dedup();
+            let sums: Vec<LogitsSummary> = cuts
+                .windows(2)
+                .map(|w| LogitsSummary::of(&v[w[0]..w[1]], w[0]))
+                .collect();
+            let syn = LogitsSummary::logits(&sums, v.len());
+            prop_assert_eq!(decide(&syn), decide(&v));
+        }
+    }
 }
