@@ -363,6 +363,7 @@ mod tests {
             memory_bytes: memory,
             memory_limit_bytes: limit,
             compute_s: 0.01,
+            group: Vec::new(),
         }
     }
 
