@@ -76,6 +76,10 @@ pub struct TpRun {
     pub dtype: WireDtype,
     /// The sequence's first batch (the member creates its cache).
     pub start: bool,
+    /// The leader samples greedily without a repetition penalty (or not at all): the members
+    /// send it a summary of their logits (maximum, runner-up, first NaN) instead of the
+    /// values, which decides the token and the top-2 gap exactly as the full logits would.
+    pub greedy: bool,
 }
 
 /// Header of one member's piece of a synchronisation point; the values follow as the raw

@@ -198,6 +198,7 @@ impl RemoteActor for StageActor {
                     members: tp.speeds.len(),
                     roster: parking_lot::Mutex::new(Vec::new()),
                     inbox: group::Inbox::default(),
+                    links: super::tp_link::Links::register(&cluster, ctx.local_id()),
                 }))
             }
         };
@@ -313,6 +314,9 @@ impl RemoteActor for StageActor {
         self.done.store(true, std::sync::atomic::Ordering::Release);
         if let Some(g) = &self.group {
             g.inbox.close();
+            if let Some(l) = &g.links {
+                l.close();
+            }
         }
         self.worker.abort();
         if let Some(n) = &self.node {
@@ -589,6 +593,7 @@ impl Worker {
                 tokens: f.tokens.clone(),
                 dtype: f.dtype,
                 start: f.start.is_some(),
+                greedy: false,
             };
             let ready = match self.prepare(f, tail.clone()) {
                 Ok(r) => r,
@@ -597,6 +602,12 @@ impl Worker {
                     continue;
                 }
             };
+            msg.greedy = !ready.f.sample
+                || ready.state.sampler.as_ref().is_some_and(|s| {
+                    let p = s.params();
+                    p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
+                });
+            let greedy = msg.greedy;
             self.runs += 1;
             let run = self.runs;
             msg.run = run;
@@ -624,7 +635,8 @@ impl Worker {
                 let mut r = ready;
                 let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
                 let out = member_input(input, d, gr.stage.device()).and_then(|input| {
-                    let o = group::forward(&gr, run, input, &mut r.state.cache, &stats, &rt)?;
+                    let o = group::forward(&gr, run, greedy, input, &mut r.state.cache, &stats, &rt)?
+                        .ok_or("the group leader got no stage output")?;
                     finish(o, &mut r.state, dtype, r.f.sample)
                 });
                 (r, out)
@@ -716,12 +728,19 @@ impl Worker {
         } else {
             Input::Tokens(r.tokens)
         };
-        let (stats, rt, run) = (self.stats.clone(), tokio::runtime::Handle::current(), r.run);
+        let (stats, rt, run, greedy) = (
+            self.stats.clone(),
+            tokio::runtime::Handle::current(),
+            r.run,
+            r.greedy,
+        );
         let t0 = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             let mut state = state;
             let out = member_input(input, d, g.stage.device())
-                .and_then(|input| group::forward(&g, run, input, &mut state.cache, &stats, &rt));
+                .and_then(|input| {
+                group::forward(&g, run, greedy, input, &mut state.cache, &stats, &rt)
+            });
             (state, out)
         })
         .await;

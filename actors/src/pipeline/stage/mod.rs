@@ -8,6 +8,7 @@ mod batching;
 mod compute_score;
 mod group;
 mod shard_dir;
+mod tp_link;
 pub(crate) mod shard_store;
 pub(crate) mod weights;
 

@@ -138,14 +138,18 @@ fn a_group_of_one_and_of_all_heads_equal_one_node() {
     // As many members as query heads: every member one head.
     let mut rng = StdRng::seed_from_u64(99);
     let speeds = random_speeds(HEADS, &mut rng);
-    // 6 members need 6 units of every split: ffn_down Q6_K has only 4 blocks of 256.
+    // 6 members need 6 units of every split: with the ffn rows on ffn_down's activation
+    // blocks (Q8_K, 256), its 1024 rows are only 4 blocks.
     let f = random_model("qwen2", 2, 2, 1);
     let spec = StageSpec::full(2);
     let r = LocalGroup::load(
         &f,
         &spec,
         &speeds,
-        SliceOptions::default(),
+        SliceOptions {
+            ffn_on_blocks: true,
+            ..SliceOptions::default()
+        },
         &Device::flex(),
         &pool(),
     );

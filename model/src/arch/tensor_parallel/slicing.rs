@@ -82,6 +82,13 @@ pub struct SliceOptions {
     pub row_align: usize,
     /// Placement of the attention output projection.
     pub wo: WoPlacement,
+    /// Split `ffn_gate`/`ffn_up` rows on `ffn_down`'s activation blocks ([`LayerShape::ffn_block`],
+    /// 256 for Q8_K consumers), so that each member's piece of the MLP hidden vector is whole
+    /// blocks and could travel quantized. Off (the default) they split on `row_align` units:
+    /// the pieces travel as f32 and the consumer quantizes the gathered vector, which is
+    /// exact for any row boundary, and the finer unit balances the members (qwen's 4864 rows
+    /// are 19 blocks of 256, 10 + 9 between two members, but 76 + 76 units of 32).
+    pub ffn_on_blocks: bool,
 }
 
 impl Default for SliceOptions {
@@ -89,6 +96,7 @@ impl Default for SliceOptions {
         Self {
             row_align: 32,
             wo: WoPlacement::default(),
+            ffn_on_blocks: false,
         }
     }
 }
@@ -110,7 +118,8 @@ pub struct LayerShape {
     /// for Q8_K consumers): the attention output is quantized in blocks of this size.
     pub attn_out_block: usize,
     /// Activation block of `ffn_down`'s weights: the MLP hidden vector is quantized in blocks
-    /// of this size, so `ffn_gate`/`ffn_up` row boundaries are multiples of it.
+    /// of this size (with [`SliceOptions::ffn_on_blocks`], `ffn_gate`/`ffn_up` row boundaries
+    /// are multiples of it).
     pub ffn_block: usize,
 }
 
@@ -256,7 +265,12 @@ fn plan_layer(
 ) -> Result<LayerSlices, SliceError> {
     s.validate()?;
     let heads = split_rows(s.n_head, 1, speeds, "query heads")?;
-    let ffn = split_rows(s.n_ff, s.ffn_block, speeds, "ffn rows")?;
+    let ffn_unit = if options.ffn_on_blocks {
+        s.ffn_block
+    } else {
+        options.row_align
+    };
+    let ffn = split_rows(s.n_ff, ffn_unit, speeds, "ffn rows")?;
     let down = split_rows(s.d_model, options.row_align, speeds, "ffn_down rows")?;
     let wo = match options.wo {
         WoPlacement::Split => split_rows(s.d_model, options.row_align, speeds, "attn_output rows")?,

@@ -236,6 +236,7 @@ proptest! {
         };
         let opts = SliceOptions {
             wo: if wo_split { WoPlacement::Split } else { WoPlacement::Replicated },
+            ffn_on_blocks: true,
             ..SliceOptions::default()
         };
         let plan = GroupPlan::new(&[shape, shape], Some(1000), &speeds, opts);
