@@ -283,6 +283,10 @@ impl Remote {
                         Some(r) => r.node_down(member.node_id, "member down"),
                         None => break,
                     },
+                    Ok(MembershipEvent::MemberJoining(member)) => match me.upgrade() {
+                        Some(r) => r.node_rejoined(member.node_id),
+                        None => break,
+                    },
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
@@ -301,12 +305,25 @@ impl Remote {
                         Some(r) => r.node_down(node_id, "disconnected"),
                         None => break,
                     },
+                    Ok(PeerEvent::Connected(peer)) => match me.upgrade() {
+                        Some(r) => r.node_rejoined(peer.node_id),
+                        None => break,
+                    },
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
         });
         self.tasks.lock().push(t);
+    }
+
+    /// A node (re)joined, possibly as a new process whose actors reuse the local ids of the
+    /// previous one: forget what was buried there. A tombstone recorded after the node went
+    /// down (a late send of a stage to its old coordinator's sink) would otherwise make the
+    /// new process's actor with the same id look dead. Tombstones are only a shortcut: a tell
+    /// to an actor that is really gone is answered as such by its node and buried again.
+    fn node_rejoined(&self, node: NodeId) {
+        self.tombstones.lock().forget_node(node);
     }
 
     fn node_down(&self, node: NodeId, why: &str) {

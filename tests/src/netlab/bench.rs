@@ -60,9 +60,16 @@ pub fn main_with_args(args: &[String]) -> Result<(), String> {
         nodes.push(lab.spawn(i, "node", cmd).map_err(|e| e.to_string())?);
     }
     let mut cmd = Command::new(edgeray_bin());
-    cmd.args(["bench", "--threads", "1", "--min-nodes", &hosts.to_string(), "--config"])
-        .arg(&configs[0])
-        .args(&args[1..]);
+    cmd.args([
+        "bench",
+        "--threads",
+        "1",
+        "--min-nodes",
+        &hosts.to_string(),
+        "--config",
+    ])
+    .arg(&configs[0])
+    .args(&args[1..]);
     let out = lab
         .run(1, "bench", cmd, Duration::from_secs(1800))
         .map_err(|e| e.to_string())?;

@@ -635,8 +635,9 @@ impl Worker {
                 let mut r = ready;
                 let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
                 let out = member_input(input, d, gr.stage.device()).and_then(|input| {
-                    let o = group::forward(&gr, run, greedy, input, &mut r.state.cache, &stats, &rt)?
-                        .ok_or("the group leader got no stage output")?;
+                    let o =
+                        group::forward(&gr, run, greedy, input, &mut r.state.cache, &stats, &rt)?
+                            .ok_or("the group leader got no stage output")?;
                     finish(o, &mut r.state, dtype, r.f.sample)
                 });
                 (r, out)
@@ -737,8 +738,7 @@ impl Worker {
         let t0 = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             let mut state = state;
-            let out = member_input(input, d, g.stage.device())
-                .and_then(|input| {
+            let out = member_input(input, d, g.stage.device()).and_then(|input| {
                 group::forward(&g, run, greedy, input, &mut state.cache, &stats, &rt)
             });
             (state, out)

@@ -8,8 +8,8 @@ mod batching;
 mod compute_score;
 mod group;
 mod shard_dir;
-mod tp_link;
 pub(crate) mod shard_store;
+mod tp_link;
 pub(crate) mod weights;
 
 pub use actor::{StageActor, capped_threads};

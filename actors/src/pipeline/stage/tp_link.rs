@@ -195,11 +195,17 @@ impl Links {
                 Err(e) => return Err(format!("group member {from}: {e}")),
             };
             if f.msg_type != T_PIECE {
-                return Err(format!("group member {from}: unexpected frame {}", f.msg_type));
+                return Err(format!(
+                    "group member {from}: unexpected frame {}",
+                    f.msg_type
+                ));
             }
             let h: TpPiece = edgeray_runtime::codec::decode(&f.body).map_err(|e| e.to_string())?;
             if h.member != from {
-                return Err(format!("member {from}'s stream carries member {}'s piece", h.member));
+                return Err(format!(
+                    "member {from}'s stream carries member {}'s piece",
+                    h.member
+                ));
             }
             if (h.run, h.step) == (run, step) {
                 self.readers.lock().entry(from).or_insert(reader);
