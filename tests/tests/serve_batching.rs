@@ -32,12 +32,15 @@ fn prompt(i: usize) -> String {
     }
 }
 
-/// Starts `edgeray serve --local <nodes>` on `model`; returns the process and the API base.
-async fn serve(model: &std::path::Path, nodes: usize) -> (Proc, String) {
+/// Starts `edgeray serve --local <nodes>` on `model` with its nodes' state under `dir` (tests
+/// run in parallel: each needs its own); returns the process and the API base.
+async fn serve(model: &std::path::Path, nodes: usize, dir: &std::path::Path) -> (Proc, String) {
     let port = free_tcp_port();
     let mut child = Command::new(edgeray_bin())
         .current_dir(workspace_root())
         .args(["serve", "--local", &nodes.to_string()])
+        .arg("--local-dir")
+        .arg(dir)
         .args(["--threads", "1", "--ctx", "512", "--max-sequences", "4"])
         .arg("--http")
         .arg(format!("127.0.0.1:{port}"))
@@ -119,7 +122,8 @@ async fn concurrent_answers_equal_solo_answers(model_name: &str, nodes: usize) {
     let Some(model) = real_model(model_name) else {
         return;
     };
-    let (_server, base) = serve(&model, nodes).await;
+    let dir = tempfile::tempdir().expect("a state directory");
+    let (_server, base) = serve(&model, nodes, dir.path()).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let models: Value = client
         .get(format!("{base}/models"))
