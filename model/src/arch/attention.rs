@@ -192,7 +192,6 @@ impl Attention {
         let k = f16_round(k.swap_dims(0, 1));
         let v = f16_round(v.swap_dims(0, 1));
         let (keys, values) = cache.append(layer, k, v);
-        let t = pos0 + n;
         let group = s.n_head / s.n_kv_head;
         let q = match s.q_scale {
             Some(f) => q.mul_scalar(f),
@@ -202,36 +201,57 @@ impl Attention {
         let q = q
             .swap_dims(0, 1)
             .reshape([s.n_kv_head, group * n, s.head_dim]);
-        let out = if n < TILED_MIN_QUERIES {
-            // Decode steps and short batches: ggml's one-chunk flash attention (f16 Q and V sums).
-            let params = FlashAttnParams {
-                n,
-                t,
-                pos0,
-                window: s.window.unwrap_or(0),
-                scale: s.kq_scale,
-            };
-            Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
-                q.into_dispatch(),
-                keys.into_dispatch(),
-                values.into_dispatch(),
-                params,
-            ))
-        } else {
-            // Long batches: ggml's tiled path (f32 GEMMs, f32 softmax), on burn ops.
-            let keys = keys.narrow(1, 0, t);
-            let values = values.narrow(1, 0, t);
-            let scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(s.kq_scale); // [kv, group*n, t]
-            let scores: Tensor<4> = scores.reshape([s.n_kv_head, group, n, t]);
-            let scores = match mask(pos0, n, t, s.window, &device) {
-                Some(m) => scores + m,
-                None => scores,
-            };
-            let probs: Tensor<3> = softmax(scores, 3).reshape([s.n_kv_head, group * n, t]);
-            probs.matmul(values) // [kv, group*n, hd]
-        };
+        let out = attend_kv_groups(&s, q, keys, values, n, pos0, group, &device);
         let out: Tensor<3> = out.reshape([s.n_head, n, s.head_dim]).swap_dims(0, 1);
         out.reshape([n, s.n_head * s.head_dim])
+    }
+}
+
+/// Attention of queries `q` (`[kv, group * n, hd]`: for each of `kv` KV heads, the `group`
+/// query heads that read it, each with `n` rows at positions `pos0..`) against `keys` /
+/// `values` (`[kv, ctx, hd]`, the first `pos0 + n` positions valid). Returns
+/// `[kv, group * n, hd]`. Batches of [`TILED_MIN_QUERIES`] rows or more take ggml's tiled path
+/// (f32 GEMMs and softmax), shorter ones (decode steps) its one-chunk flash attention (f16 Q
+/// and V sums). Every query row is computed independently, so any subset of a KV head's query
+/// heads (a tensor-parallel member's) gives the same rows as the whole group.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_kv_groups(
+    s: &AttentionSpec,
+    q: Tensor<3>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    n: usize,
+    pos0: usize,
+    group: usize,
+    device: &Device,
+) -> Tensor<3> {
+    let kv = q.dims()[0];
+    let t = pos0 + n;
+    if n < TILED_MIN_QUERIES {
+        let params = FlashAttnParams {
+            n,
+            t,
+            pos0,
+            window: s.window.unwrap_or(0),
+            scale: s.kq_scale,
+        };
+        Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
+            q.into_dispatch(),
+            keys.into_dispatch(),
+            values.into_dispatch(),
+            params,
+        ))
+    } else {
+        let keys = keys.narrow(1, 0, t);
+        let values = values.narrow(1, 0, t);
+        let scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(s.kq_scale); // [kv, group*n, t]
+        let scores: Tensor<4> = scores.reshape([kv, group, n, t]);
+        let scores = match mask(pos0, n, t, s.window, device) {
+            Some(m) => scores + m,
+            None => scores,
+        };
+        let probs: Tensor<3> = softmax(scores, 3).reshape([kv, group * n, t]);
+        probs.matmul(values) // [kv, group*n, hd]
     }
 }
 

@@ -2,13 +2,10 @@
 //! the same order per head as [`crate::arch::Attention`], so every head's output is the same
 //! numbers as on one node.
 
-use burn::backend::Dispatch;
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
-use crate::arch::attention::{TILED_MIN_QUERIES, f16_round, mask};
+use crate::arch::attention::{attend_kv_groups, f16_round};
 use crate::arch::{AttentionSpec, KvCache, RopeTables};
-use crate::ops::{FlashAttnBackend, FlashAttnParams};
 
 /// The query heads `q_heads` (global indices) of `n` positions starting at `cache.len()`:
 /// `q` `[n, q_heads.len(), hd]`, `k`/`v` `[n, kv_heads.len(), hd]` (after projections and
@@ -39,7 +36,6 @@ pub(crate) fn attend_heads(
     let k = f16_round(k.swap_dims(0, 1));
     let v = f16_round(v.swap_dims(0, 1));
     let (keys, values) = cache.append(layer, k, v);
-    let t = pos0 + n;
     let group = s.n_head / s.n_kv_head;
     let q = match s.q_scale {
         Some(f) => q.mul_scalar(f),
@@ -59,32 +55,7 @@ pub(crate) fn attend_heads(
         let local = kv - kv_heads.start;
         let keys = keys.clone().narrow(0, local, 1);
         let values = values.clone().narrow(0, local, 1);
-        let out = if n < TILED_MIN_QUERIES {
-            let params = FlashAttnParams {
-                n,
-                t,
-                pos0,
-                window: s.window.unwrap_or(0),
-                scale: s.kq_scale,
-            };
-            Tensor::<3>::from_dispatch(<Dispatch as FlashAttnBackend>::flash_attn_f16(
-                qk.into_dispatch(),
-                keys.into_dispatch(),
-                values.into_dispatch(),
-                params,
-            ))
-        } else {
-            let keys = keys.narrow(1, 0, t);
-            let values = values.narrow(1, 0, t);
-            let scores = qk.matmul(keys.swap_dims(1, 2)).mul_scalar(s.kq_scale);
-            let scores: Tensor<4> = scores.reshape([1, g, n, t]);
-            let scores = match mask(pos0, n, t, s.window, &device) {
-                Some(m) => scores + m,
-                None => scores,
-            };
-            let probs: Tensor<3> = softmax(scores, 3).reshape([1, g * n, t]);
-            probs.matmul(values)
-        };
+        let out = attend_kv_groups(s, qk, keys, values, n, pos0, g, &device);
         outs.push(out.reshape([g, n, hd]));
     }
     let out = if outs.len() == 1 {
