@@ -6,8 +6,10 @@ Usage:
     python3 scripts/openai_client_test.py --base-url http://127.0.0.1:8080/v1 --model MODEL_ID
 
 Runs a text completion, a chat completion and a streaming chat completion, and asserts sane
-results: non-empty text, a valid finish_reason, consistent usage counts. Exits non-zero with a
-message on the first failure.
+results: non-empty text, a valid finish_reason, consistent usage counts. Then log-probabilities
+as clients use them: chat `logprobs`/`top_logprobs` (streamed and not), and completions
+`logprobs` with `echo` and `max_tokens: 0` (how evaluation harnesses score a text), streamed and
+not. Exits non-zero with a message on the first failure.
 """
 
 import argparse
@@ -108,6 +110,76 @@ def main():
     check_usage(usage, "stream")
     check(usage.completion_tokens >= len(pieces), "stream: fewer tokens than content chunks")
     print(f"stream: {streamed!r} ({finish}, {n_chunks} chunks)")
+
+    # 5. chat log-probabilities: greedy picks the most likely token; the tokens' bytes are the text
+    r = client.chat.completions.create(
+        model=args.model, messages=messages, max_tokens=args.max_tokens, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = r.choices[0].message.content or ""
+    lps = r.choices[0].logprobs.content
+    check(len(lps) >= 1, "chat logprobs: no entries")
+    check(len(lps) <= r.usage.completion_tokens, "chat logprobs: more entries than tokens")
+    for e in lps:
+        check(e.logprob <= 0.0, f"chat logprobs: logprob {e.logprob} > 0")
+        check(len(e.top_logprobs) == 3, f"chat logprobs: {len(e.top_logprobs)} alternatives, asked for 3")
+        check(
+            e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob,
+            f"chat logprobs: greedy token {e.token!r} is not the most likely {e.top_logprobs[0].token!r}",
+        )
+        check(
+            all(a.logprob >= b.logprob for a, b in zip(e.top_logprobs, e.top_logprobs[1:])),
+            "chat logprobs: alternatives not best first",
+        )
+    joined = b"".join(bytes(e.bytes) for e in lps).decode("utf-8", errors="replace")
+    check(joined == content, f"chat logprobs: tokens spell {joined!r}, content is {content!r}")
+    check(content == msg.content, "chat logprobs: asking for them changed the greedy answer")
+    print(f"chat logprobs: {len(lps)} tokens, first {lps[0].token!r} {lps[0].logprob:.3f}")
+
+    # 6. streamed chat log-probabilities: one entry per streamed token, same values as above
+    stream = client.chat.completions.create(
+        model=args.model, messages=messages, max_tokens=args.max_tokens, temperature=0, logprobs=True,
+        top_logprobs=3, stream=True,
+    )
+    streamed = []
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.logprobs is not None and choice.logprobs.content:
+                streamed.extend(choice.logprobs.content)
+    check(
+        [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in lps],
+        "streamed chat logprobs differ from the non-streamed ones",
+    )
+    print(f"stream logprobs: {len(streamed)} tokens, identical")
+
+    # 7. scoring a text: echo + logprobs + max_tokens 0 (lm-eval-harness's loglikelihood)
+    text = "The capital of France is Paris."
+    c = client.completions.create(model=args.model, prompt=text, echo=True, logprobs=2, max_tokens=0, temperature=0)
+    lp = c.choices[0].logprobs
+    check(c.choices[0].text == text, f"echo: text {c.choices[0].text!r}")
+    check(c.usage.completion_tokens == 0, f"echo: {c.usage.completion_tokens} tokens generated with max_tokens 0")
+    check("".join(lp.tokens) == text, f"echo: tokens {lp.tokens!r} do not spell the prompt")
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset), "echo: list lengths differ")
+    scored = [x for x in lp.token_logprobs if x is not None]
+    check(len(scored) >= len(lp.tokens) - 1, "echo: more than the first token unscored")
+    check(all(x <= 0.0 for x in scored), "echo: a logprob > 0")
+    check(lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0, f"echo: offsets {lp.text_offset}")
+    for i, top in enumerate(lp.top_logprobs):
+        if lp.token_logprobs[i] is not None:
+            check(len(top) >= 1 and max(top.values()) >= lp.token_logprobs[i], f"echo: position {i} alternatives")
+    total = sum(scored)
+    print(f"echo: {len(lp.tokens)} tokens, sum logprob {total:.3f}")
+
+    # 8. the same, streamed and continuing: the prompt's scores first, then the generated tokens
+    stream = client.completions.create(
+        model=args.model, prompt=text, echo=True, logprobs=2, max_tokens=3, temperature=0, stream=True
+    )
+    chunks = [ch for ch in stream if ch.choices]
+    first = chunks[0].choices[0]
+    check(first.text == text, f"echo stream: first chunk {first.text!r}")
+    check(first.logprobs.token_logprobs == lp.token_logprobs, "echo stream: prompt scores differ from the non-streamed ones")
+    generated = [t for ch in chunks[1:] if ch.choices[0].logprobs for t in ch.choices[0].logprobs.tokens]
+    check(1 <= len(generated) <= 3, f"echo stream: {len(generated)} generated tokens")
+    print(f"echo stream: prompt then {generated!r}")
 
     # 4. an unknown model is a 404 in OpenAI's error shape
     try:

@@ -920,3 +920,139 @@ async fn a_request_past_its_deadline_fails_clearly_and_stops_generating() {
     assert_eq!(gateway.in_flight(), 0, "slot freed");
     gw.shutdown().await.unwrap();
 }
+
+/// Log-probabilities and echo in both layouts, streamed and not, with the request checks.
+/// (The echo backend is certain of every word: log-probability 0; the values themselves are
+/// checked against the real models in `pipeline_local` and the Python client test.)
+#[tokio::test]
+async fn logprobs_and_echo_in_openai_layouts() {
+    let (gw, _, _) = start_default().await;
+    let base = format!("http://{}", gw.local_addr);
+
+    // Chat: one entry per token, the alternatives asked for, bytes spelling the content.
+    let (s, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "red green blue"}],
+                "logprobs": true, "top_logprobs": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 3);
+    assert_eq!(content[1]["token"], " green");
+    assert_eq!(content[1]["logprob"], 0.0);
+    assert_eq!(content[1]["bytes"], json!(" green".as_bytes()));
+    assert_eq!(content[1]["top_logprobs"][0]["token"], " green");
+    // Without logprobs: null, as before.
+    let (_, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "red"}]}),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["choices"][0]["logprobs"].is_null());
+
+    // Completions: echo + logprobs + max_tokens 0 scores the prompt.
+    let (s, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "one two three", "echo": true, "logprobs": 1, "max_tokens": 0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let c = &v["choices"][0];
+    assert_eq!(c["text"], "one two three");
+    assert_eq!(c["logprobs"]["tokens"], json!(["one", " two", " three"]));
+    assert_eq!(c["logprobs"]["token_logprobs"], json!([null, 0.0, 0.0]));
+    assert_eq!(c["logprobs"]["text_offset"], json!([0, 3, 7]));
+    assert!(c["logprobs"]["top_logprobs"][0].is_null());
+    assert_eq!(c["logprobs"]["top_logprobs"][1], json!({" two": 0.0}));
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    // Echo without logprobs returns the prompt before the completion.
+    let (_, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a b", "echo": true, "max_tokens": 1}),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"], "a ba");
+
+    // Streamed: the echoed prompt with its scores first, then each token with its own.
+    let (s, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "x y", "echo": true, "logprobs": 0, "max_tokens": 2, "stream": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let chunks: Vec<Value> = sse_data(&body)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["text"], "x y");
+    assert_eq!(
+        chunks[0]["choices"][0]["logprobs"]["tokens"],
+        json!(["x", " y"])
+    );
+    assert_eq!(chunks[1]["choices"][0]["text"], "x");
+    assert_eq!(chunks[1]["choices"][0]["logprobs"]["tokens"], json!(["x"]));
+    assert_eq!(
+        chunks[1]["choices"][0]["logprobs"]["text_offset"],
+        json!([3])
+    );
+    assert_eq!(
+        chunks[1]["choices"][0]["logprobs"]["top_logprobs"],
+        json!([{}])
+    );
+    let (s, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "p q"}], "logprobs": true, "stream": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let tokens: Vec<String> = sse_data(&body)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .map(|e| e["token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tokens, vec!["p", " q"]);
+
+    // Bad requests name the parameter.
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "a"}], "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "a", "logprobs": 21}),
+            "logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "a", "max_tokens": 0}),
+            "max_tokens",
+        ),
+    ] {
+        let (s, _, text) = post(&base, path, &body).await;
+        assert_eq!(s, 400, "{body}: {text}");
+        let v = assert_error(&text, None);
+        assert_eq!(v["error"]["param"], param, "{text}");
+    }
+}

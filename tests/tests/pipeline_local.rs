@@ -12,6 +12,10 @@
 
 use std::time::Duration;
 
+use edgeray::gateway::{
+    CompletionBackend, GenerationEvent, GenerationRequest, PromptInput, RequestSampling,
+};
+use edgeray::pipeline::coordinator::PipelineBackend;
 use edgeray::pipeline::embedded_cluster;
 use edgeray::pipeline::{
     DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype, coordinator::ship_shard, deploy,
@@ -75,6 +79,7 @@ async fn generate_n(
     let g = GenOptions {
         max_tokens,
         sampling: SamplingParams::greedy(),
+        ..Default::default()
     };
     let r = p.generate(ids, &g, &tx).await;
     drop(tx);
@@ -377,6 +382,7 @@ async fn concurrent_sequences_complete_and_overload_is_refused() {
                     let g = GenOptions {
                         max_tokens: TOKENS,
                         sampling: SamplingParams::greedy(),
+                        ..Default::default()
                     };
                     let r = p.generate_admitted(&slot, ids, &g, &tx).await;
                     drop(tx);
@@ -455,5 +461,143 @@ async fn a_dead_stage_node_is_replaced_by_redeploying_on_the_survivors() {
         "same greedy output after failover"
     );
     svc.shutdown().await;
+    shutdown(nodes).await;
+}
+
+/// Everything one request to the gateway's backend produced: the scored prompt, then each
+/// token with its log-probabilities (ids, values and the alternatives' ids).
+#[derive(Debug, Clone, PartialEq)]
+struct Scored {
+    prompt: Vec<(String, Option<(u32, Vec<(String, u32)>)>)>,
+    tokens: Vec<(u32, u32, Vec<(String, u32)>)>,
+}
+
+/// Runs one request through [`PipelineBackend`] (what `serve` answers with) and keeps the
+/// log-probabilities as bits, so comparisons are exact.
+async fn scored_request(
+    backend: &PipelineBackend,
+    prompt: &str,
+    max_tokens: u32,
+    logprobs: u8,
+    score_prompt: bool,
+) -> Scored {
+    use edgeray::gateway::TokenLogprob;
+    let bits = |l: &TokenLogprob| {
+        (
+            l.chosen.logprob.to_bits(),
+            l.top
+                .iter()
+                .map(|t| (t.token.clone(), t.logprob.to_bits()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let req = GenerationRequest {
+        id: "t".into(),
+        prompt: PromptInput::Text(prompt.into()),
+        max_tokens: Some(max_tokens),
+        sampling: RequestSampling {
+            temperature: Some(0.0),
+            ..Default::default()
+        },
+        stop: Vec::new(),
+        logprobs: Some(logprobs),
+        score_prompt,
+    };
+    let mut stream = backend.submit(req).expect("submitted");
+    let mut out = Scored {
+        prompt: Vec::new(),
+        tokens: Vec::new(),
+    };
+    while let Some(ev) = stream.events.recv().await {
+        match ev {
+            GenerationEvent::Prompt(p) => {
+                assert!(out.tokens.is_empty(), "the prompt's scores come first");
+                out.prompt = p
+                    .iter()
+                    .map(|t| (t.token.clone(), t.logprob.as_ref().map(bits)))
+                    .collect();
+            }
+            GenerationEvent::Token { id, logprobs, .. } => {
+                let l = logprobs.expect("each token has its log-probabilities");
+                let (lp, top) = bits(&l);
+                out.tokens.push((id, lp, top));
+            }
+            GenerationEvent::Done { .. } => break,
+            GenerationEvent::Error(e) => panic!("generation failed: {e}"),
+        }
+    }
+    out
+}
+
+/// Log-probabilities are part of the answer, so they too must not depend on where the model
+/// runs: gemma3 over 1, 2 and 3 stages gives bit-identical prompt scores (a prompt of several
+/// scoring batches) and token log-probabilities; asking for them changes no token; a greedy
+/// token is the top alternative; a request scored while another generates gets the same bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    // About 150 tokens: three scoring batches.
+    let prompt = "The history of the bicycle begins in the early nineteenth century, when \
+        inventors in Germany and France built wooden machines that riders pushed along with \
+        their feet. Pedals attached to the front wheel came later, and the high-wheeled \
+        bicycles of the 1870s let riders go faster at the cost of frequent falls. The safety \
+        bicycle, with two wheels of equal size and a chain driving the rear wheel, changed \
+        everything: by the 1890s millions of people in Europe and America rode to work, to \
+        school and into the countryside, and the bicycle became one of the most efficient \
+        machines ever made for moving a person.";
+    let g = Generator::load(&model, THREADS, Some(512), |_, _| {}).expect("model loads");
+    let (ids, want, _) = single_node(&g, prompt, 8);
+    drop(g);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = embedded_cluster(3, dir.path(), THREADS)
+        .await
+        .expect("cluster");
+    let mut first: Option<Scored> = None;
+    for stages in [1, 2, 3] {
+        let p = deploy(&nodes[0], &model, &opts(stages, WireDtype::default()))
+            .await
+            .unwrap_or_else(|e| panic!("deploy {stages} stages: {e}"));
+        let backend = PipelineBackend::new(p.clone(), 16);
+        let got = scored_request(&backend, prompt, 8, 3, true).await;
+        assert_eq!(
+            got.prompt.len() + 1,
+            ids.len(),
+            "every token but BOS, which has no text"
+        );
+        assert!(
+            got.prompt.iter().all(|(_, s)| s.is_some()),
+            "gemma3 adds BOS, so even the first word is scored"
+        );
+        let tokens: Vec<u32> = got.tokens.iter().map(|t| t.0).collect();
+        assert_eq!(
+            tokens, want,
+            "{stages} stages: the single node's greedy tokens"
+        );
+        for (id, lp, top) in &got.tokens {
+            assert_eq!(top.len(), 3);
+            assert_eq!(
+                top[0].1, *lp,
+                "token {id}: greedy picks the most likely token"
+            );
+        }
+        match &first {
+            None => first = Some(got.clone()),
+            Some(f) => assert_eq!(&got, f, "{stages} stages: the same bits as one stage"),
+        }
+        if stages == 2 {
+            // Scored next to another request's decode steps (one stage run for both).
+            let busy = scored_request(&backend, "Once upon a time", 24, 0, false);
+            let (a, b) = tokio::join!(busy, scored_request(&backend, prompt, 8, 3, true));
+            assert_eq!(Some(&b), first.as_ref(), "scored while another generates");
+            assert_eq!(a.tokens.len(), 24);
+            // max_tokens 0: the prompt is scored, nothing generated.
+            let only = scored_request(&backend, prompt, 0, 3, true).await;
+            assert!(only.tokens.is_empty());
+            assert_eq!(only.prompt, first.as_ref().unwrap().prompt);
+        }
+        p.shutdown().await;
+    }
     shutdown(nodes).await;
 }

@@ -137,6 +137,7 @@ async fn stream(p: &Pipeline, prompt: &str, tokens: usize) -> anyhow::Result<(us
     let opts = GenOptions {
         max_tokens: tokens,
         sampling: SamplingParams::greedy(),
+        ..Default::default()
     };
     let t = Instant::now();
     let s = p.generate(ids, &opts, &tx).await?;
@@ -175,6 +176,7 @@ async fn prefill_interference(
     let opts = GenOptions {
         max_tokens: tokens.max(64),
         sampling: SamplingParams::greedy(),
+        ..Default::default()
     };
     let runner = {
         let p = p.clone();
@@ -204,6 +206,7 @@ async fn prefill_interference(
             let o = GenOptions {
                 max_tokens: 1,
                 sampling: SamplingParams::greedy(),
+                ..Default::default()
             };
             p.generate(prompt, &o, &ltx).await
         })
@@ -311,6 +314,7 @@ pub fn run(
                     &GenOptions {
                         max_tokens: gen_tokens,
                         sampling: SamplingParams::greedy(),
+                        ..Default::default()
                     },
                     &tx,
                 )

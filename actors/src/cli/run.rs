@@ -123,6 +123,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let opts = GenOptions {
                 max_tokens: args.max_tokens,
                 sampling,
+                ..Default::default()
             };
             let r = svc.generate(None, ids, &opts, &tx).await;
             drop(tx);

@@ -52,6 +52,44 @@ pub struct GenerationRequest {
     /// Stop strings (the gateway also enforces them on the text it returns, and cancels the
     /// stream when one appears).
     pub stop: Vec<String>,
+    /// Log-probabilities with each generated token: `Some(k)` adds the token's and the `k`
+    /// most likely alternatives' (`k` ≤ 20; 0: the token's only).
+    pub logprobs: Option<u8>,
+    /// Score the prompt: the backend sends [`GenerationEvent::Prompt`] before any token, with
+    /// `logprobs`' alternatives. `max_tokens: Some(0)` then generates nothing.
+    pub score_prompt: bool,
+}
+
+/// One alternative token and its log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    /// The token's text (bytes that are not valid UTF-8 on their own show as U+FFFD).
+    pub token: String,
+    /// The token's bytes.
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability.
+    pub logprob: f32,
+}
+
+/// A generated token's log-probability and the most likely alternatives, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token itself.
+    pub chosen: TopLogprob,
+    /// The alternatives.
+    pub top: Vec<TopLogprob>,
+}
+
+/// One token of a scored prompt ([`GenerationRequest::score_prompt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    /// The token's text (U+FFFD for bytes that are not valid UTF-8 on their own).
+    pub token: String,
+    /// The token's bytes.
+    pub bytes: Vec<u8>,
+    /// Its log-probability given the tokens before it, with the alternatives; `None` for a
+    /// first token that nothing precedes.
+    pub logprob: Option<TokenLogprob>,
 }
 
 /// Why a generation finished.
@@ -84,7 +122,11 @@ pub enum GenerationEvent {
         id: u32,
         /// Decoded text of this token.
         text: String,
+        /// Its log-probabilities, when the request asked for them.
+        logprobs: Option<TokenLogprob>,
     },
+    /// The scored prompt (first, and only when the request asked for it).
+    Prompt(Vec<PromptToken>),
     /// Generation finished.
     Done {
         /// Why.

@@ -3,8 +3,8 @@
 //! HTTP clients and the OpenAI client check script can be exercised without loading weights.
 
 use super::backend::{
-    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, SubmitError,
-    TokenStream,
+    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
+    SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,19 +123,73 @@ impl CompletionBackend for EchoBackend {
             .min(room);
         let delay = self.config.token_delay;
         let (tx, stream) = TokenStream::channel(prompt_tokens, 8);
+        // An echo is certain: every token has probability 1 (log-probability 0), and it is
+        // its own only alternative.
+        let certain = |text: &str| TokenLogprob {
+            chosen: TopLogprob {
+                token: text.to_string(),
+                bytes: text.as_bytes().to_vec(),
+                logprob: 0.0,
+            },
+            top: (req.logprobs.unwrap_or(0) > 0)
+                .then(|| TopLogprob {
+                    token: text.to_string(),
+                    bytes: text.as_bytes().to_vec(),
+                    logprob: 0.0,
+                })
+                .into_iter()
+                .collect(),
+        };
+        let prompt_scores = req.score_prompt.then(|| {
+            let PromptInput::Text(t) = &req.prompt else {
+                return Vec::new();
+            };
+            t.split_whitespace()
+                .enumerate()
+                .map(|(i, w)| {
+                    let text = if i == 0 {
+                        w.to_string()
+                    } else {
+                        format!(" {w}")
+                    };
+                    PromptToken {
+                        logprob: (i > 0).then(|| certain(&text)),
+                        bytes: text.as_bytes().to_vec(),
+                        token: text,
+                    }
+                })
+                .collect()
+        });
+        let words: Vec<(String, Option<TokenLogprob>)> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let text = if i == 0 { w.clone() } else { format!(" {w}") };
+                let lp = req.logprobs.map(|_| certain(&text));
+                (text, lp)
+            })
+            .collect();
         tokio::spawn(async move {
             let _guard = guard;
+            if let Some(p) = prompt_scores
+                && tx.send(GenerationEvent::Prompt(p)).await.is_err()
+            {
+                return;
+            }
             let mut sent = 0u32;
-            for (i, w) in words.iter().enumerate() {
+            for (i, (text, logprobs)) in words.iter().enumerate() {
                 if sent == max_tokens {
                     break;
                 }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let text = if i == 0 { w.clone() } else { format!(" {w}") };
                 if tx
-                    .send(GenerationEvent::Token { id: i as u32, text })
+                    .send(GenerationEvent::Token {
+                        id: i as u32,
+                        text: text.clone(),
+                        logprobs: logprobs.clone(),
+                    })
                     .await
                     .is_err()
                 {

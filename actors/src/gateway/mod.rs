@@ -23,6 +23,7 @@ pub mod admission;
 pub mod backend;
 pub mod echo;
 pub mod error;
+pub mod logprobs;
 pub mod metrics;
 pub mod openai;
 pub mod server;
@@ -31,7 +32,7 @@ pub mod stop;
 pub use access::{AccessConfig, AccessError, ApiKey};
 pub use backend::{
     ChatMessage, CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
-    RequestSampling, SubmitError, TokenStream,
+    PromptToken, RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
 pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;

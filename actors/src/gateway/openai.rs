@@ -9,6 +9,9 @@ use serde_json::Value;
 /// Most stop strings a request may give (OpenAI's limit).
 pub const MAX_STOP_STRINGS: usize = 4;
 
+/// Most alternatives `top_logprobs` (chat) or `logprobs` (completions) may ask for per token.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -68,9 +71,12 @@ pub struct CommonParams {
 pub struct CompletionRequest {
     /// The prompt: a string or a one-element list of strings.
     pub prompt: Value,
-    /// Echo the prompt back (only `false` is supported).
+    /// Return the prompt before the completion (with `logprobs`, the prompt's tokens are
+    /// scored too; with `max_tokens: 0`, nothing is generated: how clients score a text).
     #[serde(default)]
     pub echo: bool,
+    /// Log-probabilities of each token and this many most likely alternatives (0–20).
+    pub logprobs: Option<u32>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -93,6 +99,11 @@ pub struct ChatRequest {
     pub messages: Vec<RequestMessage>,
     /// Newer name for `max_tokens`.
     pub max_completion_tokens: Option<u32>,
+    /// Return each generated token's log-probability.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// With `logprobs`, this many most likely alternatives per token (0–20).
+    pub top_logprobs: Option<u32>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -120,6 +131,53 @@ impl Usage {
     }
 }
 
+/// One alternative in a chat `logprobs.content[].top_logprobs` list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatTopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Natural log of its probability (the f32 the model computed, widened exactly).
+    pub logprob: f64,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One generated token in a chat `logprobs.content` list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatTokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Natural log of its probability (the f32 the model computed, widened exactly).
+    pub logprob: f64,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position, best first.
+    pub top_logprobs: Vec<ChatTopLogprob>,
+}
+
+/// A chat choice's `logprobs`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChatLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<ChatTokenLogprob>,
+    /// Always null.
+    pub refusal: Option<Vec<ChatTokenLogprob>>,
+}
+
+/// A text completion choice's `logprobs` (the legacy layout: parallel lists).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompletionLogprobs {
+    /// Each token's text.
+    pub tokens: Vec<String>,
+    /// Each token's log-probability (null for a first prompt token nothing precedes).
+    pub token_logprobs: Vec<Option<f64>>,
+    /// Per token, the most likely alternatives as `{text: logprob}` (null where the token
+    /// has no log-probability).
+    pub top_logprobs: Vec<Option<serde_json::Map<String, Value>>>,
+    /// Each token's offset in characters from the start of the choice's text.
+    pub text_offset: Vec<u32>,
+}
+
 /// One choice of a (non-streamed or streamed) text completion.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompletionChoice {
@@ -127,8 +185,8 @@ pub struct CompletionChoice {
     pub text: String,
     /// Always 0.
     pub index: u32,
-    /// Always null.
-    pub logprobs: Option<Value>,
+    /// The tokens' log-probabilities when the request asked for them, else null.
+    pub logprobs: Option<CompletionLogprobs>,
     /// `stop`, `length` or null while streaming.
     pub finish_reason: Option<&'static str>,
 }
@@ -169,8 +227,8 @@ pub struct ChatChoice {
     pub index: u32,
     /// The reply.
     pub message: ResponseMessage,
-    /// Always null.
-    pub logprobs: Option<Value>,
+    /// The tokens' log-probabilities when the request asked for them, else null.
+    pub logprobs: Option<ChatLogprobs>,
     /// `stop` or `length`.
     pub finish_reason: &'static str,
 }
@@ -212,8 +270,8 @@ pub struct ChunkChoice {
     pub index: u32,
     /// What is new.
     pub delta: Delta,
-    /// Always null.
-    pub logprobs: Option<Value>,
+    /// The new tokens' log-probabilities when the request asked for them, else null.
+    pub logprobs: Option<ChatLogprobs>,
     /// Set on the last chunk.
     pub finish_reason: Option<&'static str>,
 }
@@ -249,6 +307,9 @@ pub struct Prepared {
     pub stream: bool,
     /// Add a usage chunk at the end of the stream.
     pub include_usage: bool,
+    /// Return the prompt's text (and, with log-probabilities, its tokens) before the
+    /// completion.
+    pub echo: bool,
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
@@ -265,9 +326,23 @@ fn check_range(v: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<(), ApiE
     }
 }
 
+/// A `logprobs`/`top_logprobs` count in 0..=20.
+fn check_top(v: Option<u32>, param: &str) -> Result<Option<u8>, ApiError> {
+    match v {
+        Some(k) if k > MAX_TOP_LOGPROBS => Err(invalid(
+            format!(
+                "{k} is not a valid value for '{param}': must be between 0 and {MAX_TOP_LOGPROBS}"
+            ),
+            param,
+        )),
+        other => Ok(other.map(|k| k as u8)),
+    }
+}
+
 fn common_checks(
     c: &CommonParams,
     max_tokens: Option<u32>,
+    echo: bool,
 ) -> Result<(RequestSampling, Vec<String>), ApiError> {
     if let Some(n) = c.n
         && n != 1
@@ -277,8 +352,11 @@ fn common_checks(
             "n",
         ));
     }
-    if max_tokens == Some(0) {
-        return Err(invalid("max_tokens must be at least 1", "max_tokens"));
+    if max_tokens == Some(0) && !echo {
+        return Err(invalid(
+            "max_tokens must be at least 1 (0 only with echo, to score the prompt)",
+            "max_tokens",
+        ));
     }
     check_range(c.temperature, 0.0, 2.0, "temperature")?;
     check_range(c.top_p, 0.0, 1.0, "top_p")?;
@@ -313,9 +391,7 @@ fn common_checks(
 
 /// Validate a completion request and build the backend request.
 pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared, ApiError> {
-    if req.echo {
-        return Err(invalid("echo = true is not supported", "echo"));
-    }
+    let logprobs = check_top(req.logprobs, "logprobs")?;
     let prompt = match req.prompt {
         Value::String(s) => s,
         Value::Array(items) if items.len() == 1 && items[0].is_string() => {
@@ -334,7 +410,7 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             ));
         }
     };
-    let (sampling, stop) = common_checks(&req.common, req.common.max_tokens)?;
+    let (sampling, stop) = common_checks(&req.common, req.common.max_tokens, req.echo)?;
     Ok(Prepared {
         request: GenerationRequest {
             id,
@@ -342,6 +418,8 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             max_tokens: req.common.max_tokens,
             sampling,
             stop,
+            logprobs,
+            score_prompt: req.echo && logprobs.is_some(),
         },
         model: req.common.model,
         stream: req.common.stream,
@@ -350,6 +428,7 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
+        echo: req.echo,
     })
 }
 
@@ -409,7 +488,11 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
         });
     }
     let max_tokens = req.max_completion_tokens.or(req.common.max_tokens);
-    let (sampling, stop) = common_checks(&req.common, max_tokens)?;
+    let (sampling, stop) = common_checks(&req.common, max_tokens, false)?;
+    let top = check_top(req.top_logprobs, "top_logprobs")?;
+    if top.is_some() && !req.logprobs {
+        return Err(invalid("top_logprobs needs logprobs: true", "top_logprobs"));
+    }
     Ok(Prepared {
         request: GenerationRequest {
             id,
@@ -417,6 +500,8 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             max_tokens,
             sampling,
             stop,
+            logprobs: req.logprobs.then_some(top.unwrap_or(0)),
+            score_prompt: false,
         },
         model: req.common.model,
         stream: req.common.stream,
@@ -425,6 +510,7 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
+        echo: false,
     })
 }
 

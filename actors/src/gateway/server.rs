@@ -2,8 +2,12 @@
 
 use super::access::{AccessConfig, AccessError};
 use super::admission::{Admission, AdmissionPermit};
-use super::backend::{CompletionBackend, FinishReason, GenerationEvent, TokenStream};
+use super::backend::{
+    CompletionBackend, FinishReason, GenerationEvent, PromptInput, PromptToken, TokenLogprob,
+    TokenStream,
+};
 use super::error::ApiError;
+use super::logprobs;
 use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
 use super::openai::{
     ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice,
@@ -468,6 +472,11 @@ async fn generate(
         .request_timeout
         .map(|t| (tokio::time::Instant::now() + t, t));
     let stops = prepared.request.stop.clone();
+    let echo = match (&prepared.request.prompt, prepared.echo) {
+        (PromptInput::Text(t), true) => Some(t.clone()),
+        _ => None,
+    };
+    let logprobs = prepared.request.logprobs.is_some();
     // Submitting renders the chat template and tokenizes the prompt: CPU work kept off the
     // async threads (they also drive the cluster's QUIC keep-alives).
     let backend = s.backend.clone();
@@ -489,6 +498,8 @@ async fn generate(
         model: prepared.model,
         kind,
         started,
+        echo,
+        logprobs,
     };
     if prepared.stream {
         Ok(sse_response(
@@ -521,9 +532,14 @@ async fn generate(
                 model: ctx.model,
                 system_fingerprint: None,
                 choices: vec![CompletionChoice {
-                    text: out.text,
+                    text: match ctx.echo {
+                        Some(prompt) => prompt + &out.text,
+                        None => out.text,
+                    },
                     index: 0,
-                    logprobs: None,
+                    logprobs: ctx.logprobs.then(|| {
+                        logprobs::CompletionLists::default().lists(&out.prompt, &out.entries)
+                    }),
                     finish_reason: Some(out.finish.as_str()),
                 }],
                 usage: Some(usage),
@@ -540,7 +556,7 @@ async fn generate(
                         role: "assistant",
                         content: out.text,
                     },
-                    logprobs: None,
+                    logprobs: ctx.logprobs.then(|| logprobs::chat(&out.entries)),
                     finish_reason: out.finish.as_str(),
                 }],
                 usage,
@@ -557,6 +573,10 @@ struct ResponseCtx {
     model: String,
     kind: Kind,
     started: Instant,
+    /// The prompt's text, returned before the completion (`echo`).
+    echo: Option<String>,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 struct Collected {
@@ -564,6 +584,10 @@ struct Collected {
     finish: FinishReason,
     prompt_tokens: u32,
     completion_tokens: u32,
+    /// The scored prompt (`echo` with `logprobs`).
+    prompt: Vec<PromptToken>,
+    /// The returned tokens' log-probabilities.
+    entries: Vec<TokenLogprob>,
 }
 
 /// The error of a request past [`GatewayConfig::request_timeout`].
@@ -593,17 +617,30 @@ async fn collect(
     let mut matcher = StopMatcher::new(stops);
     let mut text = String::new();
     let mut count = 0u32;
+    let mut prompt = Vec::new();
+    let mut pending = logprobs::Pending::default();
+    let mut entries = Vec::new();
     loop {
         match stream.events.recv().await {
-            Some(GenerationEvent::Token { text: t, .. }) => {
+            Some(GenerationEvent::Prompt(p)) => prompt = p,
+            Some(GenerationEvent::Token {
+                text: t, logprobs, ..
+            }) => {
                 if count == 0 {
                     s.metrics.ttft.observe(ctx.started.elapsed().as_secs_f64());
                 }
                 count += 1;
                 s.metrics.completion_tokens.inc();
+                if let Some(lp) = logprobs {
+                    pending.token(&t, lp);
+                }
                 match matcher.push(&t) {
-                    StopOutcome::Continue(out) => text.push_str(&out),
+                    StopOutcome::Continue(out) => {
+                        entries.extend(pending.released(&out));
+                        text.push_str(&out);
+                    }
                     StopOutcome::Stopped(out) => {
+                        entries.extend(pending.released(&out));
                         text.push_str(&out);
                         // dropping the stream cancels the rest of the generation
                         return Ok(Collected {
@@ -611,6 +648,8 @@ async fn collect(
                             finish: FinishReason::Stop,
                             prompt_tokens: stream.prompt_tokens,
                             completion_tokens: count,
+                            prompt,
+                            entries,
                         });
                     }
                 }
@@ -621,11 +660,14 @@ async fn collect(
                 completion_tokens,
             }) => {
                 text.push_str(&matcher.finish());
+                entries.extend(pending.rest());
                 return Ok(Collected {
                     text,
                     finish: finish_reason,
                     prompt_tokens,
                     completion_tokens,
+                    prompt,
+                    entries,
                 });
             }
             Some(GenerationEvent::Error(m)) => {
@@ -646,9 +688,14 @@ struct Streamer {
     permit: Option<AdmissionPermit>,
     queue: VecDeque<Event>,
     count: u32,
-    started_chat: bool,
+    /// The opening chunk (chat: the role; completions: an echoed prompt) went out.
+    opened: bool,
     /// When the request must end, and the configured timeout (for the message).
     deadline: Option<(tokio::time::Instant, Duration)>,
+    /// Generated tokens' log-probabilities waiting for their text to go out.
+    pending: logprobs::Pending,
+    /// Completions' offsets across chunks.
+    lists: logprobs::CompletionLists,
 }
 
 impl Streamer {
@@ -656,8 +703,17 @@ impl Streamer {
         Event::default().data(serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string()))
     }
 
-    fn text_chunk(&self, text: String, finish: Option<FinishReason>) -> Event {
+    /// A chunk of text; with log-probabilities, those of `prompt` (an echoed prompt's tokens)
+    /// and `entries` (the generated tokens the text starts).
+    fn text_chunk(
+        &mut self,
+        text: String,
+        finish: Option<FinishReason>,
+        prompt: &[PromptToken],
+        entries: &[TokenLogprob],
+    ) -> Event {
         let finish_reason = finish.map(FinishReason::as_str);
+        let with_logprobs = self.ctx.logprobs && finish.is_none();
         match self.ctx.kind {
             Kind::Completion => Self::data(&CompletionResponse {
                 id: self.ctx.id.clone(),
@@ -668,7 +724,7 @@ impl Streamer {
                 choices: vec![CompletionChoice {
                     text,
                     index: 0,
-                    logprobs: None,
+                    logprobs: with_logprobs.then(|| self.lists.lists(prompt, entries)),
                     finish_reason,
                 }],
                 usage: None,
@@ -685,7 +741,7 @@ impl Streamer {
                         role: None,
                         content: if finish.is_some() { None } else { Some(text) },
                     },
-                    logprobs: None,
+                    logprobs: with_logprobs.then(|| logprobs::chat(entries)),
                     finish_reason,
                 }],
                 usage: None,
@@ -717,12 +773,19 @@ impl Streamer {
     }
 
     /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
-    fn finish(&mut self, pending: String, finish: FinishReason, usage: Usage) {
-        if !pending.is_empty() {
-            let ev = self.text_chunk(pending, None);
+    /// `entries`: the log-probabilities still to go out with `pending` text.
+    fn finish(
+        &mut self,
+        pending: String,
+        entries: Vec<TokenLogprob>,
+        finish: FinishReason,
+        usage: Usage,
+    ) {
+        if !pending.is_empty() || !entries.is_empty() {
+            let ev = self.text_chunk(pending, None, &[], &entries);
             self.queue.push_back(ev);
         }
-        let ev = self.text_chunk(String::new(), Some(finish));
+        let ev = self.text_chunk(String::new(), Some(finish), &[], &[]);
         self.queue.push_back(ev);
         if self.include_usage {
             let ev = self.usage_chunk(usage);
@@ -749,8 +812,18 @@ impl Streamer {
 
     /// Next SSE event, or `None` at the end.
     async fn next(&mut self) -> Option<Event> {
-        if self.ctx.kind == Kind::Chat && !self.started_chat {
-            self.started_chat = true;
+        // An echoed prompt goes first; when it is scored, with the scores (they arrive first).
+        if self.ctx.kind == Kind::Completion
+            && !self.opened
+            && !(self.ctx.echo.is_some() && self.ctx.logprobs)
+        {
+            self.opened = true;
+            if let Some(prompt) = self.ctx.echo.clone() {
+                return Some(self.text_chunk(prompt, None, &[], &[]));
+            }
+        }
+        if self.ctx.kind == Kind::Chat && !self.opened {
+            self.opened = true;
             return Some(Self::data(&ChatChunk {
                 id: self.ctx.id.clone(),
                 object: "chat.completion.chunk",
@@ -789,7 +862,12 @@ impl Streamer {
                 }
             };
             match next {
-                Some(GenerationEvent::Token { text, .. }) => {
+                Some(GenerationEvent::Prompt(p)) => {
+                    self.opened = true;
+                    let text = self.ctx.echo.clone().unwrap_or_default();
+                    return Some(self.text_chunk(text, None, &p, &[]));
+                }
+                Some(GenerationEvent::Token { text, logprobs, .. }) => {
                     if self.count == 0 {
                         self.s
                             .metrics
@@ -798,15 +876,20 @@ impl Streamer {
                     }
                     self.count += 1;
                     self.s.metrics.completion_tokens.inc();
+                    if let Some(lp) = logprobs {
+                        self.pending.token(&text, lp);
+                    }
                     match self.matcher.push(&text) {
                         StopOutcome::Continue(out) => {
                             if !out.is_empty() {
-                                return Some(self.text_chunk(out, None));
+                                let entries = self.pending.released(&out);
+                                return Some(self.text_chunk(out, None, &[], &entries));
                             }
                         }
                         StopOutcome::Stopped(out) => {
                             let usage = Usage::new(prompt_tokens, self.count);
-                            self.finish(out, FinishReason::Stop, usage);
+                            let entries = self.pending.released(&out);
+                            self.finish(out, entries, FinishReason::Stop, usage);
                         }
                     }
                 }
@@ -816,8 +899,10 @@ impl Streamer {
                     completion_tokens,
                 }) => {
                     let pending = self.matcher.finish();
+                    let entries = self.pending.rest();
                     self.finish(
                         pending,
+                        entries,
                         finish_reason,
                         Usage::new(prompt_tokens, completion_tokens),
                     );
@@ -850,8 +935,10 @@ fn sse_response(
         permit: Some(permit),
         queue: VecDeque::new(),
         count: 0,
-        started_chat: false,
+        opened: false,
         deadline,
+        pending: logprobs::Pending::default(),
+        lists: logprobs::CompletionLists::default(),
     };
     let events = futures::stream::unfold(streamer, |mut st| async move {
         st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))

@@ -12,9 +12,11 @@ use super::engine::{Admission, GenOptions, GenToken, Pipeline, PipelineError};
 use super::sequence::Finish;
 use super::service::Service;
 use crate::gateway::{
-    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput,
-    RequestSampling, SubmitError, TokenStream,
+    CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
+    RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
+use crate::pipeline::protocol::TokenLogprobs;
+use edgeray_model::tokenizer::Tokenizer;
 
 /// Serves a [`Pipeline`] (fixed, or kept deployed by a [`Service`]) through
 /// [`crate::gateway::Gateway`].
@@ -126,6 +128,13 @@ impl CompletionBackend for PipelineBackend {
             .max_tokens
             .map_or(self.default_max_tokens, |m| m as usize)
             .min(ctx - ids.len());
+        if req.score_prompt && !pipeline.can_score_prompts() {
+            return Err(SubmitError::Invalid(
+                "echo with logprobs (scoring the prompt) is not supported when the last stage is \
+                 a tensor-parallel group"
+                    .into(),
+            ));
+        }
         let admitted = pipeline.try_admit().map_err(|e| match e {
             PipelineError::Overloaded { .. } => SubmitError::Overloaded {
                 retry_after: self.retry_after,
@@ -134,6 +143,17 @@ impl CompletionBackend for PipelineBackend {
         })?;
         let prompt_tokens = ids.len() as u32;
         let (tx, stream) = TokenStream::channel(prompt_tokens, 16);
+        let opts = GenOptions {
+            max_tokens,
+            sampling,
+            logprobs: req.logprobs,
+            score_prompt: req.score_prompt,
+        };
+        let events = Events {
+            tx,
+            tokenizer: pipeline.tokenizer().clone(),
+            prompt: ids.clone(),
+        };
         let service = match &self.source {
             Source::Supervised(svc) => Some(svc.clone()),
             Source::Fixed(_) => None,
@@ -146,49 +166,105 @@ impl CompletionBackend for PipelineBackend {
                 service,
                 generation,
                 ids,
-                max_tokens,
-                sampling,
-                &tx,
+                opts,
+                &events,
             )
             .await;
-            let _ = tx.send(event).await;
+            let _ = events.tx.send(event).await;
         });
         Ok(stream)
     }
 }
 
-impl TokenSink for mpsc::Sender<GenerationEvent> {
-    fn send_token(&self, t: GenToken) -> impl std::future::Future<Output = bool> + Send {
-        async move {
-            self.send(GenerationEvent::Token {
-                id: t.id,
-                text: t.text,
-            })
-            .await
-            .is_ok()
+/// A request's event stream, with what it takes to spell out log-probabilities' tokens.
+struct Events {
+    tx: mpsc::Sender<GenerationEvent>,
+    tokenizer: Arc<Tokenizer>,
+    /// The prompt's token ids (a scored prompt's entries name them).
+    prompt: Vec<u32>,
+}
+
+impl Events {
+    /// A token's text (U+FFFD where its bytes are not whole characters) and bytes.
+    fn spell(&self, id: u32) -> (String, Vec<u8>) {
+        let bytes = self
+            .tokenizer
+            .token_bytes(id, false)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    }
+
+    fn top(&self, id: u32, logprob: f32) -> TopLogprob {
+        let (token, bytes) = self.spell(id);
+        TopLogprob {
+            token,
+            bytes,
+            logprob,
         }
+    }
+
+    fn entry(&self, t: &TokenLogprobs) -> TokenLogprob {
+        TokenLogprob {
+            chosen: self.top(t.token, t.logprob),
+            top: t.top.iter().map(|&(id, lp)| self.top(id, lp)).collect(),
+        }
+    }
+}
+
+impl TokenSink for Events {
+    fn send_token(&self, t: GenToken) -> impl std::future::Future<Output = bool> + Send {
+        let logprobs = t.logprobs.as_ref().map(|l| self.entry(l));
+        async move {
+            self.tx
+                .send(GenerationEvent::Token {
+                    id: t.id,
+                    text: t.text,
+                    logprobs,
+                })
+                .await
+                .is_ok()
+        }
+    }
+
+    /// The prompt's tokens, each with its score (none for the first); control tokens the
+    /// tokenizer added in front (BOS) are left out, as they have no text.
+    fn send_prompt_logprobs(
+        &self,
+        scores: Vec<TokenLogprobs>,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        let mut tokens = Vec::with_capacity(self.prompt.len());
+        for (i, &id) in self.prompt.iter().enumerate() {
+            let (token, bytes) = self.spell(id);
+            if tokens.is_empty() && bytes.is_empty() {
+                continue;
+            }
+            tokens.push(PromptToken {
+                token,
+                bytes,
+                logprob: i
+                    .checked_sub(1)
+                    .and_then(|j| scores.get(j))
+                    .map(|s| self.entry(s)),
+            });
+        }
+        async move { self.tx.send(GenerationEvent::Prompt(tokens)).await.is_ok() }
     }
 }
 
 /// Runs one request to its final event, its tokens going straight into the request's event
 /// stream. On a supervised deployment a request whose pipeline breaks mid-answer continues on
 /// the redeployed one ([`Service::generate`]).
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     pipeline: Pipeline,
     slot: Admission,
     service: Option<Arc<Service>>,
     generation: u64,
     prompt: Vec<u32>,
-    max_tokens: usize,
-    sampling: ModelSampling,
-    events: &mpsc::Sender<GenerationEvent>,
+    opts: GenOptions,
+    events: &Events,
 ) -> GenerationEvent {
     let prompt_tokens = prompt.len() as u32;
-    let opts = GenOptions {
-        max_tokens,
-        sampling,
-    };
     let result = match service {
         Some(svc) => svc
             .generate_into(Some((pipeline, slot, generation)), prompt, &opts, events)

@@ -12,17 +12,90 @@ use tokio::sync::mpsc;
 
 use super::engine::{
     Admission, GenOptions, GenSummary, GenToken, PREFILL_CHUNK, PREFILL_CHUNK_SHARED, Pipeline,
-    PipelineError,
+    PipelineError, SCORE_CHUNK,
 };
 use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
 use super::service::Service;
-use crate::pipeline::protocol::{SeqStart, SinkMsg};
+use crate::pipeline::protocol::{SeqStart, SinkMsg, TokenLogprobs};
 
 /// Where a driver hands generated tokens: a channel to the caller (the CLI, a test) or the
 /// gateway's event stream. `false` means the receiver went away (the generation is cancelled).
 pub trait TokenSink: Sync {
     /// Hands one token on; waits while the receiver is full.
     fn send_token(&self, token: GenToken) -> impl Future<Output = bool> + Send;
+
+    /// Hands on the scores of the prompt's tokens ([`GenOptions::score_prompt`]), once, before
+    /// the first token: `scores[i]` is the prompt token at position `i + 1` given the ones
+    /// before it. The default drops them.
+    // Spelled out rather than `async fn` so the future is `Send`, like `send_token`'s.
+    #[allow(clippy::manual_async_fn)]
+    fn send_prompt_logprobs(
+        &self,
+        scores: Vec<TokenLogprobs>,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = scores;
+        async { true }
+    }
+}
+
+/// The prompt's scores as they arrive from the last stage, one message per prompt batch, in
+/// any order relative to each other and to the first token (each `tell` travels on its own).
+#[derive(Debug, Default)]
+struct PromptScores {
+    /// Entry `i`: the prompt token at position `i + 1`.
+    got: Vec<Option<TokenLogprobs>>,
+    missing: usize,
+    /// Handed to the caller (a replay after a failover scores nothing again).
+    delivered: bool,
+    /// The first token, held until the scores are complete.
+    held: Option<SinkMsg>,
+}
+
+impl PromptScores {
+    /// Expecting the scores of a prompt of `prompt_len` tokens (all but the first).
+    fn expect(prompt_len: usize) -> Self {
+        let n = prompt_len.saturating_sub(1);
+        PromptScores {
+            got: vec![None; n],
+            missing: n,
+            delivered: false,
+            held: None,
+        }
+    }
+
+    /// Records the entries for positions `pos..`; out-of-range or repeated ones are ignored.
+    fn add(&mut self, pos: u32, entries: Vec<TokenLogprobs>) {
+        for (i, e) in entries.into_iter().enumerate() {
+            let Some(slot) = (pos as usize + i)
+                .checked_sub(1)
+                .and_then(|j| self.got.get_mut(j))
+            else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(e);
+                self.missing -= 1;
+            }
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.missing == 0
+    }
+
+    /// The scores, in order, once complete and not yet handed on.
+    fn take(&mut self) -> Option<Vec<TokenLogprobs>> {
+        if self.delivered || !self.complete() {
+            return None;
+        }
+        self.delivered = true;
+        Some(
+            std::mem::take(&mut self.got)
+                .into_iter()
+                .flatten()
+                .collect(),
+        )
+    }
 }
 
 impl TokenSink for mpsc::Sender<GenToken> {
@@ -134,9 +207,30 @@ pub(crate) async fn drive(
     } else {
         PREFILL_CHUNK
     };
+    let prefill_chunk = if opts.score_prompt {
+        prefill_chunk.min(SCORE_CHUNK)
+    } else {
+        prefill_chunk
+    };
+    if opts.score_prompt && !pipeline.can_score_prompts() {
+        return Err(PipelineError::BadPrompt(
+            "scoring a prompt (echo with logprobs) is not supported when the last stage is a \
+             tensor-parallel group"
+                .into(),
+        ));
+    }
+    let mut scores = if opts.score_prompt {
+        PromptScores::expect(prompt.len())
+    } else {
+        PromptScores {
+            delivered: true,
+            ..PromptScores::default()
+        }
+    };
     let mut seq = Sequence::new(SequenceSpec {
         prompt,
         max_tokens: opts.max_tokens,
+        score_prompt: opts.score_prompt,
         ctx,
         prefill_chunk,
         resumable: resume.is_some(),
@@ -146,13 +240,16 @@ pub(crate) async fn drive(
     let mut start = SeqStart {
         sampling: opts.sampling.clone(),
         prompt: seq.prefill_tokens(),
+        logprobs: opts.logprobs,
+        score_prompt: opts.score_prompt,
     };
     let mut decoder = TokenStreamDecoder::new();
     let mut text = String::new();
     let t0 = Instant::now();
     let mut first_token: Option<Instant> = None;
-    // The top-two logit gap of the token just received.
+    // The top-two logit gap and the log-probabilities of the token just received.
     let mut gap = f32::INFINITY;
+    let mut token_logprobs = None;
     // Held from a failure until the first token after it (failover plans wait meanwhile).
     let mut resuming = None;
     // The error behind the next `Action::Fail`, when it has a type of its own.
@@ -200,6 +297,7 @@ pub(crate) async fn drive(
                             id: token,
                             text: piece,
                             top2_gap: gap,
+                            logprobs: token_logprobs.take(),
                         })
                         .await;
                     if !sent {
@@ -246,6 +344,12 @@ pub(crate) async fn drive(
                     // The replay prefills the tokens already sent; the decoder goes on where
                     // the client's text stopped (the replay emits nothing twice).
                     start.prompt = seq.prefill_tokens();
+                    // Scores not handed on yet are asked for again (nothing was generated
+                    // then, so the replay's prompt is the prompt).
+                    start.score_prompt = !scores.delivered;
+                    if !scores.delivered {
+                        scores = PromptScores::expect(start.prompt.len());
+                    }
                     actions.extend(seq.on(Event::Started {
                         now: Instant::now(),
                     }));
@@ -259,6 +363,7 @@ pub(crate) async fn drive(
                                 id: *seq.generated().last().unwrap_or(&0),
                                 text: rest,
                                 top2_gap: f32::INFINITY,
+                                logprobs: None,
                             })
                             .await;
                     }
@@ -289,15 +394,45 @@ pub(crate) async fn drive(
             _ = broken.wait_for(|b| b.is_some()) => Arrived::Broken,
             _ = tick.tick() => Arrived::Tick,
         };
+        // The prompt's scores go out before the first token; a token that arrives before
+        // them waits.
+        let arrived = match arrived {
+            Arrived::Sink(Some(SinkMsg::PromptLogprobs { pos, entries, .. })) => {
+                scores.add(pos, entries);
+                match scores.held.take() {
+                    Some(token) if scores.complete() => Arrived::Sink(Some(token)),
+                    held => {
+                        scores.held = held;
+                        continue;
+                    }
+                }
+            }
+            Arrived::Sink(Some(token @ SinkMsg::Token { .. })) if !scores.delivered => {
+                if !scores.complete() {
+                    scores.held = Some(token);
+                    continue;
+                }
+                Arrived::Sink(Some(token))
+            }
+            other => other,
+        };
+        if let Some(s) = scores.take()
+            && !out.send_prompt_logprobs(s).await
+        {
+            actions.extend(seq.on(Event::ClientGone));
+            continue;
+        }
         let ev = match arrived {
             Arrived::Sink(Some(SinkMsg::Token {
                 token,
                 top2_gap,
+                logprobs,
                 hops,
                 ..
             })) => {
                 attempt.pipeline.record_hops(&hops);
                 gap = top2_gap;
+                token_logprobs = logprobs;
                 first_token.get_or_insert_with(Instant::now);
                 Event::Token {
                     token,
@@ -328,6 +463,8 @@ pub(crate) async fn drive(
             Arrived::Tick => Event::Tick {
                 now: Instant::now(),
             },
+            // Taken in above.
+            Arrived::Sink(Some(SinkMsg::PromptLogprobs { .. })) => continue,
         };
         actions.extend(seq.on(ev));
     }
@@ -372,4 +509,36 @@ async fn broken_soon(p: &Pipeline) -> bool {
         || tokio::time::timeout(Duration::from_secs(10), p.wait_broken())
             .await
             .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token: u32) -> TokenLogprobs {
+        TokenLogprobs {
+            token,
+            logprob: -(token as f32),
+            top: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn prompt_scores_assemble_in_any_order_and_are_handed_on_once() {
+        // A 6-token prompt: positions 1..=5 are scored, in two batches arriving out of order.
+        let mut s = PromptScores::expect(6);
+        assert!(!s.complete() && s.take().is_none());
+        s.add(4, vec![entry(4), entry(5)]);
+        assert!(!s.complete());
+        s.add(4, vec![entry(40)]); // a repeat changes nothing
+        s.add(9, vec![entry(9)]); // out of range: ignored
+        s.add(1, vec![entry(1), entry(2), entry(3)]);
+        assert!(s.complete());
+        let got: Vec<u32> = s.take().unwrap().iter().map(|e| e.token).collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        assert!(s.take().is_none(), "handed on once");
+        // A one-token prompt has nothing to score.
+        let mut s = PromptScores::expect(1);
+        assert_eq!(s.take(), Some(Vec::new()));
+    }
 }

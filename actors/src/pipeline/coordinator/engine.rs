@@ -25,7 +25,8 @@ use super::sequence::{Batch, Finish};
 use super::sink::{Routes, SinkActor, unregister_routes};
 use crate::gateway::MetricsRegistry;
 use crate::pipeline::protocol::{
-    Forward, HopTiming, SeqId, SeqStart, SinkMsg, StageMsg, StageStats, WireDtype, now_us,
+    Forward, HopTiming, SeqId, SeqStart, SinkMsg, StageMsg, StageStats, TokenLogprobs, WireDtype,
+    now_us,
 };
 use crate::pipeline::stage::StageActor;
 use crate::placement::Placement;
@@ -81,13 +82,26 @@ pub enum PipelineError {
 }
 
 /// How to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenOptions {
-    /// Most tokens to generate.
+    /// Most tokens to generate (0 with `score_prompt`: only score the prompt).
     pub max_tokens: usize,
     /// Sampling settings (applied on the last stage).
     pub sampling: SamplingParams,
+    /// Log-probabilities with each generated token: `Some(k)` adds the token's and the `k`
+    /// most likely tokens' (at most
+    /// [`crate::pipeline::protocol::MAX_TOP_LOGPROBS`]).
+    pub logprobs: Option<u8>,
+    /// Score the prompt's tokens too (see [`super::driver::TokenSink::send_prompt_logprobs`]);
+    /// not supported when the last stage is a tensor-parallel group.
+    pub score_prompt: bool,
 }
+
+/// Prompt tokens per batch while the prompt is scored: the last stage then computes every
+/// position's logits (a `rows × vocabulary` matrix of floats, 64 MiB for gemma3 at 64 rows),
+/// so the batches stay short — and never shorter than the tiled attention path needs, so the
+/// answer stays that of one node.
+pub const SCORE_CHUNK: usize = 2 * edgeray_model::arch::TILED_MIN_QUERIES;
 
 /// One generated token, as it streams out.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +112,8 @@ pub struct GenToken {
     pub text: String,
     /// Gap between the two highest logits at this step.
     pub top2_gap: f32,
+    /// Its log-probabilities, when asked for ([`GenOptions::logprobs`]).
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// A finished generation.
@@ -460,6 +476,11 @@ impl Pipeline {
             .tell(StageMsg::Forward(f))
             .await
             .map_err(|e| PipelineError::Unreachable(e.to_string()))
+    }
+
+    /// Whether the last stage can score prompts (it is not a tensor-parallel group).
+    pub fn can_score_prompts(&self) -> bool {
+        self.inner.d.members.last().is_none_or(|m| m.is_empty())
     }
 
     /// Whether `token` ends a generation.

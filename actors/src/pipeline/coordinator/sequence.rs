@@ -82,8 +82,11 @@ pub fn prefill_chunks(n: usize, chunk: usize) -> Vec<usize> {
 pub struct SequenceSpec {
     /// The prompt's token ids (at least one).
     pub prompt: Vec<u32>,
-    /// Most tokens to generate.
+    /// Most tokens to generate (0 with `score_prompt`: the prompt runs, nothing is generated).
     pub max_tokens: usize,
+    /// Whether the prompt is scored: it then runs even when `max_tokens` is 0, and its first
+    /// token only ends the sequence.
+    pub score_prompt: bool,
     /// Positions the stages' caches hold.
     pub ctx: usize,
     /// Most tokens per prefill batch.
@@ -275,7 +278,7 @@ impl Sequence {
         }
         if self.phase == Phase::Admitted {
             self.last_token_at = Some(now);
-            if self.spec.max_tokens == 0 {
+            if self.spec.max_tokens == 0 && !self.spec.score_prompt {
                 return self.finish(Finish::MaxTokens);
             }
             if self.spec.prompt.is_empty() {
@@ -331,6 +334,11 @@ impl Sequence {
         }
         self.phase = Phase::Decode;
         self.last_token_at = Some(now);
+        if self.spec.max_tokens == 0 {
+            // A scored prompt with nothing to generate: the prompt's scores came with it.
+            actions.extend(self.finish(Finish::MaxTokens));
+            return actions;
+        }
         if end_of_generation {
             actions.extend(self.finish(Finish::EndOfGeneration));
             return actions;
@@ -403,6 +411,7 @@ mod tests {
         SequenceSpec {
             prompt: (1..=prompt as u32).collect(),
             max_tokens,
+            score_prompt: false,
             ctx: 64,
             prefill_chunk: 4,
             resumable: true,
@@ -581,6 +590,30 @@ mod tests {
             s.on(Event::Started { now })[..],
             [Action::Fail(_)]
         ));
+    }
+
+    #[test]
+    fn a_scored_prompt_runs_with_zero_max_tokens_and_its_token_only_ends_it() {
+        let now = t0();
+        let mut s = Sequence::new(SequenceSpec {
+            score_prompt: true,
+            ..spec(6, 0)
+        });
+        let a = s.on(Event::Started { now });
+        assert_eq!(sends(&a).iter().map(|b| b.tokens.len()).sum::<usize>(), 6);
+        assert_eq!(
+            s.on(tok(7, now)),
+            vec![Action::Finish(Finish::MaxTokens)],
+            "nothing emitted, nothing sent"
+        );
+        assert!(s.into_generated().is_empty());
+        // With tokens to generate, a scored prompt generates as usual.
+        let mut s = Sequence::new(SequenceSpec {
+            score_prompt: true,
+            ..spec(3, 2)
+        });
+        s.on(Event::Started { now });
+        assert_eq!(s.on(tok(7, now))[0], Action::Emit(7));
     }
 
     #[test]

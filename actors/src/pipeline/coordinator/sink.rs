@@ -65,7 +65,9 @@ impl RemoteActor for SinkActor {
 
     async fn handle(&mut self, msg: Envelope<SinkMsg>) -> Result<Envelope<()>, ActorError> {
         let seq = match &msg.msg {
-            SinkMsg::Token { seq, .. } | SinkMsg::Failed { seq, .. } => *seq,
+            SinkMsg::Token { seq, .. }
+            | SinkMsg::PromptLogprobs { seq, .. }
+            | SinkMsg::Failed { seq, .. } => *seq,
         };
         let tx = self.routes.get(&seq).map(|t| t.clone());
         if let Some(tx) = tx {

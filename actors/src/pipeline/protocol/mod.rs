@@ -109,6 +109,30 @@ pub struct SeqStart {
     pub sampling: SamplingParams,
     /// The prompt's token ids (the last stage feeds them to the repetition penalty).
     pub prompt: Vec<u32>,
+    /// Log-probabilities with each sampled token: `Some(k)` sends the chosen token's and the
+    /// `k` most likely tokens' (`k` may be 0), from the logits the sampler saw, before any
+    /// sampling filter (used by the last stage only).
+    #[serde(default)]
+    pub logprobs: Option<u8>,
+    /// Score the prompt: the last stage computes every prompt position's logits and sends, for
+    /// each prompt token after the first, its log-probability given the tokens before it
+    /// ([`SinkMsg::PromptLogprobs`]; with `logprobs`' `k` alternatives).
+    #[serde(default)]
+    pub score_prompt: bool,
+}
+
+/// Most alternatives a token's log-probabilities may carry (OpenAI's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// The log-probability of one token at one position, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprobs {
+    /// The token (sampled, or the prompt's).
+    pub token: u32,
+    /// Its log-probability (natural log of the softmax of the raw logits).
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, best first.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// Time one stage spent on one batch.
@@ -240,8 +264,21 @@ pub enum SinkMsg {
         token: u32,
         /// Gap between the two highest logits (how close greedy decoding was to a tie).
         top2_gap: f32,
+        /// Its log-probabilities, when the sequence asked for them ([`SeqStart::logprobs`]).
+        logprobs: Option<TokenLogprobs>,
         /// Per-stage timings of the batch that produced it.
         hops: Vec<HopTiming>,
+    },
+    /// Scores of prompt tokens ([`SeqStart::score_prompt`]): `entries[i]` is the prompt token
+    /// at position `pos + i` given the positions before it. Sent once per prompt batch that
+    /// holds scored positions, before that batch's token.
+    PromptLogprobs {
+        /// The sequence.
+        seq: SeqId,
+        /// Position of the first scored token (at least 1).
+        pos: u32,
+        /// One entry per position.
+        entries: Vec<TokenLogprobs>,
     },
     /// A stage could not run a batch of `seq`; the sequence is over.
     Failed {

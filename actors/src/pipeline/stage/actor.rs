@@ -28,12 +28,14 @@ use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteAct
 
 use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
 use super::group::{self, Group};
+use super::logprobs;
 use super::shard_dir::shard_dir;
 use super::shard_store::ShardStore;
 use crate::pipeline::coordinator::SinkActor;
 use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
 use crate::pipeline::protocol::{
-    Forward, HopTiming, SeqId, SinkMsg, StageArgs, StageMsg, StageReply, StageStats, TpRun, now_us,
+    Forward, HopTiming, MAX_TOP_LOGPROBS, SeqId, SeqStart, SinkMsg, StageArgs, StageMsg,
+    StageReply, StageStats, TokenLogprobs, TpRun, now_us,
 };
 
 /// What became of a queued job offered to the run being gathered.
@@ -52,6 +54,51 @@ struct SeqState {
     cache: KvCache,
     /// Last stage only.
     sampler: Option<Sampler>,
+    /// Last stage only: what the sequence asked for besides the token ids.
+    scoring: Scoring,
+}
+
+/// The log-probabilities a sequence asked the last stage for ([`SeqStart::logprobs`],
+/// [`SeqStart::score_prompt`]).
+#[derive(Debug, Clone, Default)]
+struct Scoring {
+    /// With each sampled token, its log-probability and this many alternatives.
+    logprobs: Option<u8>,
+    /// The prompt whose tokens are scored (empty: none).
+    prompt: Vec<u32>,
+}
+
+impl Scoring {
+    fn of(start: &SeqStart) -> Result<Scoring, String> {
+        if start.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(format!(
+                "at most {MAX_TOP_LOGPROBS} alternative log-probabilities per token"
+            ));
+        }
+        Ok(Scoring {
+            logprobs: start.logprobs,
+            prompt: if start.score_prompt {
+                start.prompt.clone()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Alternatives per scored token.
+    fn top(&self) -> usize {
+        self.logprobs.unwrap_or(0) as usize
+    }
+
+    /// Which positions of a batch at `pos` need logits: all of them while the batch holds
+    /// prompt positions to score, else the last.
+    fn logits_for(&self, pos: u32) -> LogitsFor {
+        if (pos as usize) + 1 < self.prompt.len() {
+            LogitsFor::All
+        } else {
+            LogitsFor::Last
+        }
+    }
 }
 
 /// Work for the stage's worker, in arrival order.
@@ -602,11 +649,14 @@ impl Worker {
                     continue;
                 }
             };
+            // The leader needs the whole logits row for log-probabilities; a greedy pick
+            // needs only each member's summary.
             msg.greedy = !ready.f.sample
-                || ready.state.sampler.as_ref().is_some_and(|s| {
-                    let p = s.params();
-                    p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
-                });
+                || (ready.state.scoring.logprobs.is_none()
+                    && ready.state.sampler.as_ref().is_some_and(|s| {
+                        let p = s.params();
+                        p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
+                    }));
             let greedy = msg.greedy;
             self.runs += 1;
             let run = self.runs;
@@ -638,7 +688,7 @@ impl Worker {
                     let o =
                         group::forward(&gr, run, greedy, input, &mut r.state.cache, &stats, &rt)?
                             .ok_or("the group leader got no stage output")?;
-                    finish(o, &mut r.state, dtype, r.f.sample)
+                    finish(o, &mut r.state, dtype, &r.f)
                 });
                 (r, out)
             })
@@ -695,6 +745,7 @@ impl Worker {
             SeqState {
                 cache: self.stage.new_cache(self.args.ctx),
                 sampler: None,
+                scoring: Scoring::default(),
             }
         } else {
             match self.seqs.remove(&seq) {
@@ -782,16 +833,24 @@ impl Worker {
                         self.args.index, self.args.max_sequences
                     ));
                 }
-                let sampler = if last {
+                let (sampler, scoring) = if last {
                     let mut s = Sampler::new(start.sampling.clone()).map_err(|e| e.to_string())?;
                     s.accept_all(&start.prompt);
-                    Some(s)
+                    (Some(s), Scoring::of(start)?)
                 } else {
-                    None
+                    (None, Scoring::default())
                 };
+                if !scoring.prompt.is_empty() && matches!(self.stage, Engine::Member(_)) {
+                    return Err(
+                        "scoring a prompt (echo with logprobs) is not supported on a \
+                                tensor-parallel last stage"
+                            .into(),
+                    );
+                }
                 SeqState {
                     cache: self.stage.new_cache(self.args.ctx),
                     sampler,
+                    scoring,
                 }
             }
             (None, Some(s)) => s,
@@ -817,6 +876,17 @@ impl Worker {
             Input::Hidden(decode_hidden(&tail, n, d, f.dtype).map_err(|e| e.to_string())?)
         };
         Ok(Ready { f, state, input })
+    }
+
+    /// Last stage: sends the scores of a batch's prompt positions to the sink.
+    async fn send_scores(&self, seq: SeqId, scored: Option<Scored>) -> Result<(), String> {
+        let Some((pos, entries)) = scored else {
+            return Ok(());
+        };
+        self.sink
+            .tell(SinkMsg::PromptLogprobs { seq, pos, entries })
+            .await
+            .map_err(|e| format!("coordinator unreachable: {e}"))
     }
 
     /// Sends one sequence's result to the next stage or (last stage) its token to the sink.
@@ -850,22 +920,32 @@ impl Worker {
                 st.send_us += t1.elapsed().as_micros() as u64;
                 st.bytes_out += hop.bytes_out;
             }
-            (Output::Token { token, gap }, None) => {
+            (
+                Output::Token {
+                    token,
+                    gap,
+                    logprobs,
+                    scored,
+                },
+                None,
+            ) => {
                 hops.push(hop);
                 let t1 = Instant::now();
+                self.send_scores(f.seq, scored).await?;
                 self.sink
                     .tell(SinkMsg::Token {
                         seq: f.seq,
                         pos: f.pos + f.n,
                         token,
                         top2_gap: gap,
+                        logprobs,
                         hops,
                     })
                     .await
                     .map_err(|e| format!("coordinator unreachable: {e}"))?;
                 self.stats.lock().send_us += t1.elapsed().as_micros() as u64;
             }
-            (Output::Skipped, None) => {}
+            (Output::Skipped { scored }, None) => self.send_scores(f.seq, scored).await?,
             _ => return Err("stage output does not match its place in the pipeline".into()),
         }
         Ok(())
@@ -878,14 +958,21 @@ enum Input {
     Hidden(Vec<f32>),
 }
 
+/// The scores of a batch's prompt positions: the first scored position and one entry each.
+type Scored = (u32, Vec<TokenLogprobs>);
+
 enum Output {
     Hidden(Vec<u8>),
     Token {
         token: u32,
         gap: f32,
+        logprobs: Option<TokenLogprobs>,
+        scored: Option<Scored>,
     },
     /// Last stage, a prompt chunk that is not the last: nothing to sample yet.
-    Skipped,
+    Skipped {
+        scored: Option<Scored>,
+    },
 }
 
 /// The blocking part: one multi-sequence forward over all `ready` batches, then per sequence
@@ -907,8 +994,8 @@ fn compute(
                 .zip(inputs)
                 .map(|(r, input)| BatchItem {
                     input,
+                    logits: r.state.scoring.logits_for(r.f.pos),
                     cache: &mut r.state.cache,
-                    logits: LogitsFor::Last,
                 })
                 .collect();
             match stage.forward_batch(items) {
@@ -917,7 +1004,7 @@ fn compute(
                         .into_iter()
                         .zip(outs)
                         .map(|(mut r, o)| {
-                            let out = finish(o, &mut r.state, dtype, r.f.sample);
+                            let out = finish(o, &mut r.state, dtype, &r.f);
                             (r, out)
                         })
                         .collect();
@@ -936,10 +1023,11 @@ fn compute(
         .map(|mut r| {
             let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
             let out = stage_input(stage, input).and_then(|input| {
+                let logits = r.state.scoring.logits_for(r.f.pos);
                 let o = stage
-                    .forward(input, &mut r.state.cache, LogitsFor::Last)
+                    .forward(input, &mut r.state.cache, logits)
                     .map_err(|e| e.to_string())?;
-                finish(o, &mut r.state, dtype, r.f.sample)
+                finish(o, &mut r.state, dtype, &r.f)
             });
             (r, out)
         })
@@ -975,31 +1063,61 @@ fn member_input(
     })
 }
 
-/// After the layers: encode the hidden states for the wire, or sample (last stage).
+/// After the layers: encode the hidden states for the wire, or (last stage) score the batch's
+/// prompt positions when asked and sample after the batch's last position.
 fn finish(
     out: StageOutput,
     state: &mut SeqState,
     dtype: WireDtype,
-    sample: bool,
+    f: &Forward,
 ) -> Result<Output, String> {
-    match out {
+    let l = match out {
         StageOutput::Hidden(h) => {
             let (v, _) = hidden_to_vec(h).map_err(|e| e.to_string())?;
-            Ok(Output::Hidden(encode_hidden(&v, dtype)))
+            return Ok(Output::Hidden(encode_hidden(&v, dtype)));
         }
-        StageOutput::Logits(_) if !sample => Ok(Output::Skipped),
-        StageOutput::Logits(l) => {
-            let logits: Vec<f32> = l
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| format!("logits are not f32: {e:?}"))?;
-            let sampler = state
-                .sampler
-                .as_mut()
-                .ok_or("the head stage has no sampler for this sequence")?;
-            let gap = top2_gap(&logits);
-            let token = sampler.sample(&logits).map_err(|e| e.to_string())?;
-            Ok(Output::Token { token, gap })
-        }
+        StageOutput::Logits(l) => l,
+    };
+    let scoring = &state.scoring;
+    let all = scoring.logits_for(f.pos) == LogitsFor::All;
+    if !f.sample && !all {
+        return Ok(Output::Skipped { scored: None });
     }
+    let [rows, vocab] = l.dims();
+    let logits: Vec<f32> = l
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("logits are not f32: {e:?}"))?;
+    let scored = if all {
+        let (first, entries) = logprobs::prompt_scores(
+            &logits,
+            vocab,
+            f.pos as usize,
+            &scoring.prompt,
+            scoring.top(),
+        )?;
+        (!entries.is_empty()).then_some((first, entries))
+    } else {
+        None
+    };
+    if !f.sample {
+        return Ok(Output::Skipped { scored });
+    }
+    let last = &logits[(rows.max(1) - 1) * vocab..];
+    let sampler = state
+        .sampler
+        .as_mut()
+        .ok_or("the head stage has no sampler for this sequence")?;
+    let gap = top2_gap(last);
+    let token = sampler.sample(last).map_err(|e| e.to_string())?;
+    let logprobs = match scoring.logprobs {
+        Some(k) => Some(logprobs::token_logprobs(last, token, k as usize)?),
+        None => None,
+    };
+    Ok(Output::Token {
+        token,
+        gap,
+        logprobs,
+        scored,
+    })
 }

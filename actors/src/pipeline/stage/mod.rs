@@ -7,6 +7,7 @@ mod actor;
 mod batching;
 mod compute_score;
 mod group;
+mod logprobs;
 mod shard_dir;
 pub(crate) mod shard_store;
 mod tp_link;
