@@ -1,146 +1,168 @@
-//! Real-model exactness: greedy generation must reproduce llama.cpp's 32-token continuations
-//! (see /work/shared/models.md), with the near-tie rule: a divergence is tolerated only at a step
-//! where edgeray's own top-two logits are within 0.05; prompts marked `strict` must match fully.
+//! Real-model agreement with llama.cpp, at the distribution level: greedy token-for-token
+//! comparison is not a sound test for these models, because llama.cpp's own prompt path and
+//! one-token path disagree on 2–6 % of greedy picks over real text. So each model scores two
+//! real texts (`tests/fixtures/text/`, ~600 tokens each, not tuned on) the way
+//! `llama-perplexity` does (context 256, batch 256) and is compared with llama.cpp's batch path
+//! (a compact reference, `model/tests/fixtures/llama/`, written by `scripts/llama-reference.sh`):
+//!
+//! - the token ids are identical to llama.cpp's;
+//! - |PPL ratio − 1| is no larger than the larger of 0.5 % and llama.cpp's own
+//!   one-token-vs-batch PPL difference;
+//! - top-1 agreement is at least llama.cpp's own one-token-vs-batch agreement;
+//! - the mean KL divergence of the coarsened distributions (the reference's top 10 tokens plus
+//!   one bucket for the rest: a lower bound of the full one) is below llama.cpp's own full
+//!   one-token-vs-batch mean KL divergence.
+//!
+//! Exactness in the strict sense — byte-identical answers whatever the placement, batch,
+//! threads or failover — is edgeray's own promise and is tested edgeray against edgeray
+//! (`tests/tests/pipeline_local.rs`, `pipeline_processes.rs`, the batch tests of this crate).
 //!
 //! Lives in the model crate so that it also runs on aarch64 under qemu-user
 //! (`scripts/test-aarch64.sh`) without cross-building the networking crates.
 
-use edgeray_model::arch::{GenerateOptions, Generator};
+use edgeray_model::arch::Generator;
+use edgeray_model::scoring::{
+    BaseSource, CompactReference, PerplexityOptions, score_tokens, tokenize_text,
+};
 mod common;
 
 use common::{GEMMA3, QWEN2, real_model};
 
-const NEAR_TIE: f32 = 0.05;
+/// The PPL tolerance when llama.cpp's own paths are closer than this.
+const PPL_TOLERANCE: f64 = 0.005;
 
-struct Reference {
-    model: &'static str,
-    prompt: &'static str,
-    prompt_ids: Option<&'static [u32]>,
-    continuation: &'static str,
-    strict: bool,
+fn fixture(model: &str, text: &str) -> CompactReference {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stem = model.trim_end_matches(".gguf");
+    let path = root.join(format!("tests/fixtures/llama/{stem}-{text}.json"));
+    let json = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/llama-reference.sh)", path.display()));
+    CompactReference::from_json(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Outcome of comparing one generation with its reference.
-#[derive(Debug)]
-enum Verdict {
-    Match,
-    /// First diverging step, its top-two gap, the text generated so far.
-    Diverged {
-        step: usize,
-        gap: f32,
-        got: String,
-    },
-}
-
-fn run(r: &Reference) -> Option<Verdict> {
-    let path = real_model(r.model)?;
+fn agrees_with_llama_cpp(model_file: &str, text: &str) {
+    let Some(model) = real_model(model_file) else {
+        return;
+    };
+    let reference = fixture(model_file, text);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let body =
+        std::fs::read_to_string(root.join("tests/fixtures/text").join(format!("{text}.txt")))
+            .expect("text fixture");
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(2);
-    let g = Generator::load(&path, threads, Some(256), |_, _| {}).expect("model loads");
-    let ids = g.encode(r.prompt).expect("prompt tokenizes");
-    if let Some(want) = r.prompt_ids {
-        assert_eq!(ids, want, "prompt token ids of {:?}", r.prompt);
-    }
-    let opts = GenerateOptions {
-        max_tokens: 32,
-        ..Default::default()
+    let g = Generator::load(&model, threads, Some(reference.ctx), |_, _| {}).expect("model loads");
+    let tokens = tokenize_text(&g.tokenizer, &body).expect("text tokenizes");
+    let bos = if g.tokenizer.adds_bos() {
+        g.tokenizer.bos_id()
+    } else {
+        None
     };
-    let out = g
-        .generate_tokens(&ids, &opts, |_| true)
-        .expect("generation runs");
-    // Find the first step whose cumulative text stops being a prefix of the reference.
-    let mut text = Vec::new();
-    for (step, &id) in out.tokens.iter().enumerate() {
-        text.extend_from_slice(g.tokenizer.token_bytes(id, false).expect("token bytes"));
-        let ok = r.continuation.as_bytes().starts_with(&text);
-        if !ok {
-            return Some(Verdict::Diverged {
-                step,
-                gap: out.gaps[step],
-                got: String::from_utf8_lossy(&text).into_owned(),
-            });
-        }
-    }
-    if text != r.continuation.as_bytes() {
-        // Stopped early (EOG) or produced less text than the reference.
-        return Some(Verdict::Diverged {
-            step: out.tokens.len(),
-            gap: f32::INFINITY,
-            got: String::from_utf8_lossy(&text).into_owned(),
-        });
-    }
-    Some(Verdict::Match)
-}
-
-fn check(r: &Reference) {
-    let Some(v) = run(r) else { return };
-    match v {
-        Verdict::Match => eprintln!("{} {:?}: all 32 tokens match llama.cpp", r.model, r.prompt),
-        Verdict::Diverged { step, gap, got } => {
-            eprintln!(
-                "{} {:?}: first divergence at step {step}, top-two gap {gap:.4}\n  got:  {got:?}\n  want: {:?}",
-                r.model, r.prompt, r.continuation
-            );
-            assert!(
-                !r.strict,
-                "{:?} must match llama.cpp in full; diverged at step {step} (gap {gap})",
-                r.prompt
-            );
-            assert!(
-                gap < NEAR_TIE,
-                "divergence at step {step} with a clear winner (gap {gap} >= {NEAR_TIE}): a bug, not a near-tie"
-            );
-        }
-    }
-}
-
-#[test]
-fn gemma3_capital_of_france() {
-    check(&Reference {
-        model: GEMMA3,
-        prompt: "The capital of France is",
-        prompt_ids: Some(&[2, 818, 5279, 529, 7001, 563]),
-        continuation: " the capital of the country of France. It is the largest city in France. It is the capital of the country of France. It is the largest city in",
-        strict: false,
-    });
-}
-
-#[test]
-// llama.cpp's own greedy choice at step 3 here (" I" vs " from") depends on its CPU build: the
-// reference (AVX-512) says " I"; the same llama.cpp commit built for AVX2 says " from" with a gap
-// of 0.155 (see /work/team/notes/issue2-divergence.md). edgeray emulates the AVX-512 build's
-// numerics where it can and sees a near-tie there.
-fn gemma3_pancakes() {
-    check(&Reference {
-        model: GEMMA3,
-        prompt: "My favourite recipe for pancakes",
-        // Whole-word pieces of the GGUF vocabulary (no space prefix for the first word).
-        prompt_ids: Some(&[2, 4754, 17797, 15028, 573, 69084]),
-        continuation: " is the one I made with my mom. I love the texture of the batter and the way it cooks. I love the way it looks and the way it",
-        strict: false,
-    });
+    let opts = PerplexityOptions {
+        ctx: reference.ctx,
+        batch: reference.ctx,
+        top_logprobs: 0,
+    };
+    let mut cursor = reference.cursor();
+    // Token ids differing from llama.cpp's fail here (TokenMismatch), before any scoring.
+    let report = score_tokens(
+        &g.stage,
+        bos,
+        &tokens,
+        &opts,
+        Some(&mut cursor as &mut dyn BaseSource),
+        |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{model_file} {text}: {e}"));
+    let k = report.kld.expect("compared with the reference");
+    let noise = reference.noise;
+    eprintln!(
+        "{model_file} {text}: {} positions, PPL {:.4} vs llama.cpp {:.4}: ratio {:.5} (llama.cpp \
+         one-token vs batch {:.5}), top-1 {:.1} % ({:.1} %), coarse mean KL {:.2e} (llama.cpp's \
+         full {:.2e}), max {:.2e}",
+        k.positions,
+        k.ppl,
+        k.ppl_base,
+        k.ppl_ratio,
+        noise.ppl_ratio,
+        100.0 * k.top1_agreement,
+        100.0 * noise.top1_agreement,
+        k.kld_mean,
+        noise.kld_mean,
+        k.kld_max
+    );
+    assert_eq!(
+        k.positions,
+        reference.positions.len(),
+        "every position compared"
+    );
+    let bar = PPL_TOLERANCE.max((noise.ppl_ratio - 1.0).abs());
+    assert!(
+        (k.ppl_ratio - 1.0).abs() <= bar,
+        "{model_file} {text}: PPL ratio {:.5} is further from 1 than {bar:.5}",
+        k.ppl_ratio
+    );
+    assert!(
+        k.top1_agreement >= noise.top1_agreement,
+        "{model_file} {text}: top-1 agreement {:.4} below llama.cpp's own {:.4}",
+        k.top1_agreement,
+        noise.top1_agreement
+    );
+    assert!(
+        k.kld_mean <= noise.kld_mean,
+        "{model_file} {text}: mean KL divergence {:.3e} above llama.cpp's own {:.3e}",
+        k.kld_mean,
+        noise.kld_mean
+    );
 }
 
 #[test]
-fn qwen2_fibonacci() {
-    check(&Reference {
-        model: QWEN2,
-        prompt: "def fibonacci(n):",
-        prompt_ids: Some(&[750, 75698, 1445, 1648]),
-        continuation: "\n    if n <= 0:\n        return \"Invalid input\"\n    elif n == 1:\n        return 0\n    elif n == 2",
-        strict: true,
-    });
+fn gemma3_bread_agrees_with_llama_cpp() {
+    agrees_with_llama_cpp(GEMMA3, "bread");
 }
 
 #[test]
-fn qwen2_tcp_udp() {
-    check(&Reference {
-        model: QWEN2,
-        prompt: "The difference between TCP and UDP is",
-        prompt_ids: None,
-        continuation: ":\nA. 10\nB. 20\nC. 30\nD. 40\nTo determine the difference between TCP and",
-        strict: false,
-    });
+fn gemma3_lighthouse_agrees_with_llama_cpp() {
+    agrees_with_llama_cpp(GEMMA3, "lighthouse");
+}
+
+#[test]
+fn qwen2_bread_agrees_with_llama_cpp() {
+    agrees_with_llama_cpp(QWEN2, "bread");
+}
+
+#[test]
+fn qwen2_lighthouse_agrees_with_llama_cpp() {
+    agrees_with_llama_cpp(QWEN2, "lighthouse");
+}
+
+/// A reference of another text cannot pass for this one: the token check refuses it.
+#[test]
+fn a_reference_of_another_text_is_refused() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let reference = fixture(GEMMA3, "bread");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let body = std::fs::read_to_string(root.join("tests/fixtures/text/lighthouse.txt")).unwrap();
+    let g = Generator::load(&model, 1, Some(reference.ctx), |_, _| {}).expect("model loads");
+    let tokens = tokenize_text(&g.tokenizer, &body).unwrap();
+    let opts = PerplexityOptions {
+        ctx: reference.ctx,
+        batch: reference.ctx,
+        top_logprobs: 0,
+    };
+    let mut cursor = reference.cursor();
+    let err = score_tokens(
+        &g.stage,
+        g.tokenizer.bos_id(),
+        &tokens,
+        &opts,
+        Some(&mut cursor as &mut dyn BaseSource),
+        |_, _| {},
+    )
+    .expect_err("another text");
+    assert!(err.to_string().contains("differs"), "{err}");
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use edgeray_model::scoring::{
-    LogitsReader, PerplexityOptions, PerplexityReport, score_tokens, tokenize_text,
+    BaseSource, LogitsReader, PerplexityOptions, PerplexityReport, score_tokens, tokenize_text,
 };
 
 /// Arguments of `edgeray perplexity`.
@@ -87,7 +87,7 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         bos,
         &tokens,
         &opts,
-        base.as_mut(),
+        base.as_mut().map(|b| b as &mut dyn BaseSource),
         |done, total| {
             if !args.json {
                 eprint!("\rchunk {done}/{total}");

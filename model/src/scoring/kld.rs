@@ -97,6 +97,40 @@ impl KldStats {
         Ok(KldPosition { kld, same_top })
     }
 
+    /// Adds one position compared with a compact reference that holds only the base's `top`
+    /// tokens (best first) and the log-probability `base_next` of the actual next token `next`.
+    /// The KL divergence is then that of the coarsened distributions — the reference's tokens
+    /// plus one bucket for all others — which by the data-processing inequality never exceeds
+    /// the full one: a lower bound, exact where the base's mass sits in its top tokens.
+    pub fn add_coarse(
+        &mut self,
+        logits: &[f32],
+        top: &[(u32, f32)],
+        next: u32,
+        base_next: f32,
+    ) -> Result<KldPosition, LogProbError> {
+        let norm = LogSoftmax::new(logits)?;
+        let nll = -norm.log_prob(logits, next)?;
+        let (mut kld, mut base_mass, mut our_mass) = (0.0f64, 0.0f64, 0.0f64);
+        for &(id, lb) in top {
+            let lq = norm.log_prob(logits, id)?;
+            let lb = f64::from(lb);
+            kld += lb.exp() * (lb - lq);
+            base_mass += lb.exp();
+            our_mass += lq.exp();
+        }
+        let (rest_base, rest_ours) = ((1.0 - base_mass).max(0.0), (1.0 - our_mass).max(1e-300));
+        if rest_base > 0.0 {
+            kld += rest_base * (rest_base.ln() - rest_ours.ln());
+        }
+        let same_top = top.first().is_some_and(|&(id, _)| id == norm.argmax as u32);
+        self.sum_nll += nll;
+        self.sum_nll_base -= f64::from(base_next);
+        self.same_top += usize::from(same_top);
+        self.klds.push(kld);
+        Ok(KldPosition { kld, same_top })
+    }
+
     /// The summary so far (`None` before the first position).
     pub fn summary(&self) -> Option<KldSummary> {
         let n = self.klds.len();
@@ -175,6 +209,29 @@ mod tests {
         let p = s.add(&[0.0, 0.0], &base, 0).unwrap();
         // Only token 0 counts: p_base(0) ~ 1, ln(1 / (1/2)) = ln 2.
         assert!((p.kld - 2f64.ln()).abs() < 1e-4, "{}", p.kld);
+    }
+
+    #[test]
+    fn coarse_kl_divergence_lumps_the_rest_and_never_exceeds_the_full_one() {
+        // p_base = (1/2, 1/4, 1/8, 1/8), ours q = (1/4, 1/4, 1/4, 1/4); the reference keeps
+        // the top two: KL over {0, 1, rest} = 1/2 ln 2 + 0 + 1/4 ln((1/4)/(1/2)).
+        let base = [0.5f64, 0.25, 0.125, 0.125];
+        let ours = logits_of(&[0.25, 0.25, 0.25, 0.25]);
+        let top = [(0u32, 0.5f64.ln() as f32), (1, 0.25f64.ln() as f32)];
+        let mut s = KldStats::default();
+        let p = s.add_coarse(&ours, &top, 2, 0.125f64.ln() as f32).unwrap();
+        let want = 0.5 * 2f64.ln() + 0.25 * 0.5f64.ln();
+        assert!((p.kld - want).abs() < 1e-6, "{} vs {want}", p.kld);
+        let full = BaseLogProbs::quantize(&logits_of(&base));
+        let f = KldStats::default().add(&ours, &full, 2).unwrap();
+        assert!(p.kld <= f.kld + 1e-4, "coarse {} > full {}", p.kld, f.kld);
+        assert!(
+            p.same_top,
+            "our four-way tie goes to the lower id, 0: the base's top"
+        );
+        let sum = s.summary().unwrap();
+        assert!((sum.ppl - 4.0).abs() < 1e-5);
+        assert!((sum.ppl_base - 8.0).abs() < 1e-4);
     }
 
     #[test]

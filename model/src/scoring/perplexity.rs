@@ -163,16 +163,73 @@ pub fn tokenize_text(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, Scor
     Ok(tokenizer.encode_with(text, true, false)?)
 }
 
+/// Another implementation's log-probabilities of the same text, compared position by position
+/// while scoring: a llama-perplexity `--kl-divergence-base` file ([`LogitsReader`]) or a
+/// compact reference ([`super::reference::ReferenceCursor`]).
+pub trait BaseSource {
+    /// Checks that it was made with context `ctx`, a vocabulary of `vocab` and the same
+    /// `tokens`; returns the number of chunks it holds.
+    fn chunks(&self, ctx: usize, vocab: usize, tokens: &[u32]) -> Result<usize, ScoreError>;
+
+    /// Compares the next scored position — our logits `row`, predicting token `next` at
+    /// `index` of the tokens — and adds it to `stats`.
+    fn add_next(
+        &mut self,
+        stats: &mut KldStats,
+        row: &[f32],
+        index: usize,
+        next: u32,
+    ) -> Result<(), ScoreError>;
+}
+
+impl<R: Read> BaseSource for LogitsReader<R> {
+    fn chunks(&self, ctx: usize, vocab: usize, tokens: &[u32]) -> Result<usize, ScoreError> {
+        let h = self.header();
+        if h.n_ctx != ctx {
+            return Err(ScoreError::CtxMismatch {
+                ours: ctx,
+                base: h.n_ctx,
+            });
+        }
+        if h.n_vocab != vocab {
+            return Err(ScoreError::VocabMismatch {
+                ours: vocab,
+                base: h.n_vocab,
+            });
+        }
+        if let Some(index) = (0..h.tokens.len()).find(|&i| tokens.get(i) != Some(&h.tokens[i])) {
+            return Err(ScoreError::TokenMismatch {
+                index,
+                base: h.tokens[index],
+                ours: tokens.get(index).copied(),
+            });
+        }
+        Ok(h.n_chunk)
+    }
+
+    fn add_next(
+        &mut self,
+        stats: &mut KldStats,
+        row: &[f32],
+        _index: usize,
+        next: u32,
+    ) -> Result<(), ScoreError> {
+        let rec = self.next_record()?.ok_or(ScoreError::BaseTooShort)?;
+        stats.add(row, &rec, next)?;
+        Ok(())
+    }
+}
+
 /// Scores `tokens` (from [`tokenize_text`]) with a full-model `stage`; `bos` replaces the first
 /// token of every chunk when the model adds one. With `base`, every position is also compared
-/// with the file's log-probabilities (same context, vocabulary and tokens required; the file's
-/// chunk count is used). `progress(done, total)` is called after each chunk.
-pub fn score_tokens<R: Read>(
+/// with its log-probabilities (same context, vocabulary and tokens required; its chunk count is
+/// used). `progress(done, total)` is called after each chunk.
+pub fn score_tokens(
     stage: &Stage,
     bos: Option<u32>,
     tokens: &[u32],
     opts: &PerplexityOptions,
-    mut base: Option<&mut LogitsReader<R>>,
+    mut base: Option<&mut dyn BaseSource>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<PerplexityReport, ScoreError> {
     let ctx = opts.ctx;
@@ -192,30 +249,7 @@ pub fn score_tokens<R: Read>(
     }
     let vocab = stage.config.vocab_size;
     let chunks = match base.as_deref() {
-        Some(b) => {
-            let h = b.header();
-            if h.n_ctx != ctx {
-                return Err(ScoreError::CtxMismatch {
-                    ours: ctx,
-                    base: h.n_ctx,
-                });
-            }
-            if h.n_vocab != vocab {
-                return Err(ScoreError::VocabMismatch {
-                    ours: vocab,
-                    base: h.n_vocab,
-                });
-            }
-            if let Some(index) = (0..h.tokens.len()).find(|&i| tokens.get(i) != Some(&h.tokens[i]))
-            {
-                return Err(ScoreError::TokenMismatch {
-                    index,
-                    base: h.tokens[index],
-                    ours: tokens.get(index).copied(),
-                });
-            }
-            h.n_chunk
-        }
+        Some(b) => b.chunks(ctx, vocab, tokens)?,
         None => {
             if tokens.len() < 2 * ctx {
                 return Err(ScoreError::TooFewTokens {
@@ -274,9 +308,8 @@ pub fn score_tokens<R: Read>(
                     let norm = LogSoftmax::new(row)?;
                     let logprob = norm.log_prob(row, next)?;
                     sum_logprob += logprob;
-                    if let (Some(stats), Some(reader)) = (kld.as_mut(), base.as_deref_mut()) {
-                        let rec = reader.next_record()?.ok_or(ScoreError::BaseTooShort)?;
-                        stats.add(row, &rec, next)?;
+                    if let (Some(stats), Some(b)) = (kld.as_mut(), base.as_deref_mut()) {
+                        b.add_next(stats, row, c * ctx + pos + 1, next)?;
                     }
                     positions.push(PositionScore {
                         index: c * ctx + pos + 1,
