@@ -123,7 +123,7 @@ impl KldStats {
         if rest_base > 0.0 {
             kld += rest_base * (rest_base.ln() - rest_ours.ln());
         }
-        let same_top = top.first().is_some_and(|&(id, _)| id == norm.argmax as u32);
+        let same_top = top.first().is_some_and(|&(id, _)| id == norm.argmax);
         self.sum_nll += nll;
         self.sum_nll_base -= f64::from(base_next);
         self.same_top += usize::from(same_top);
