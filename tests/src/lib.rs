@@ -38,6 +38,42 @@ pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 /// File name of the Qwen2.5-Coder-0.5B-Instruct model under `models/`.
 pub const QWEN2: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
+/// Ten prompts for gemma3 of the default-wire exactness tests (one line each, so they also
+/// make a `--prompt-file`).
+pub const GEMMA3_PROMPTS: [&str; 10] = [
+    "The capital of France is",
+    "My favourite recipe for pancakes",
+    "The tallest mountain in the world is",
+    "Once upon a time, in a small village,",
+    "The best way to learn a new language is",
+    "Water boils at a temperature of",
+    "The first person to walk on the moon was",
+    "In the morning I like to drink",
+    "The three primary colours are",
+    "A good night's sleep helps you",
+];
+
+/// Ten prompts for qwen2.5-coder, as [`GEMMA3_PROMPTS`].
+pub const QWEN2_PROMPTS: [&str; 10] = [
+    "def fibonacci(n):",
+    "The difference between TCP and UDP is",
+    "def is_prime(n):",
+    "# Read a CSV file with pandas",
+    "SELECT name FROM users WHERE",
+    "fn main() {",
+    "The time complexity of quicksort is",
+    "class Stack:",
+    "import numpy as np; def mean(xs):",
+    "A linked list is",
+];
+
+/// Writes `prompts` as a `--prompt-file` (one per line) into `dir`; returns its path.
+pub fn prompt_file(dir: &std::path::Path, name: &str, prompts: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, prompts.join("\n") + "\n").expect("prompt file written");
+    path
+}
+
 /// Path of the `edgeray` binary built by `cargo build` (the test command builds it first).
 pub fn edgeray_bin() -> PathBuf {
     if let Ok(p) = std::env::var("EDGERAY_BIN") {

@@ -21,7 +21,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use edgeray_model::arch::{GenerateOptions, Generator};
 use edgeray_tests::netlab::{self, Lab, LabBuilder, Proc};
-use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model};
+use edgeray_tests::{
+    GEMMA3, GEMMA3_PROMPTS, QWEN2, QWEN2_PROMPTS, edgeray_bin, prompt_file, real_model,
+};
 
 const PORT: u16 = 7070;
 const SECRET: &str = "4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c";
@@ -56,6 +58,23 @@ fn single_node_text(model: &std::path::Path, prompt: &str, tokens: usize) -> Res
         ..Default::default()
     };
     Ok(g.generate(prompt, &opts, |_| {})?.text)
+}
+
+/// What `edgeray run --prompt-file` prints for `prompts` when each answer is the single node's:
+/// one JSON line per prompt.
+fn single_node_lines(model: &std::path::Path, prompts: &[&str], tokens: usize) -> Result<String> {
+    let g = Generator::load(model, 1, Some(512), |_, _| {})?;
+    let opts = GenerateOptions {
+        max_tokens: tokens,
+        ..Default::default()
+    };
+    let mut out = String::new();
+    for p in prompts {
+        let text = g.generate(p, &opts, |_| {})?.text;
+        out.push_str(&serde_json::json!({ "prompt": p, "text": text }).to_string());
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Node identities for worker0, worker1 and the coordinator, worker0's the lowest node id (so
@@ -106,7 +125,13 @@ fn coordinator_run(
     tokens: usize,
     spares: &str,
 ) -> Result<Command> {
-    coordinator_run_in_stages(lab, dir, model, prompt, tokens, spares, 3)
+    coordinator_run_in_stages(lab, dir, model, PromptArg::Text(prompt), tokens, spares, 3)
+}
+
+/// What `edgeray run` answers: one prompt, or a file of them.
+enum PromptArg<'a> {
+    Text(&'a str),
+    File(&'a std::path::Path),
 }
 
 /// The coordinator's `edgeray run` for host 3: `stages` stages, f32 wire, greedy, failover
@@ -115,7 +140,7 @@ fn coordinator_run_in_stages(
     lab: &Lab,
     dir: &std::path::Path,
     model: &std::path::Path,
-    prompt: &str,
+    prompt: PromptArg<'_>,
     tokens: usize,
     spares: &str,
     stages: usize,
@@ -143,19 +168,17 @@ fn coordinator_run_in_stages(
         spares,
         "--max-tokens",
     ])
-    .arg(tokens.to_string())
-    .args([
-        "--prompt",
-        prompt,
-        "--listen",
-        &format!("{}:{PORT}", lab.ip(3)?),
-        "--model",
-    ])
-    .arg(model)
-    .arg("--config")
-    .arg(&cfg)
-    .current_dir(dir)
-    .env("NO_COLOR", "1");
+    .arg(tokens.to_string());
+    match prompt {
+        PromptArg::Text(p) => cmd.args(["--prompt", p]),
+        PromptArg::File(f) => cmd.arg("--prompt-file").arg(f),
+    };
+    cmd.args(["--listen", &format!("{}:{PORT}", lab.ip(3)?), "--model"])
+        .arg(model)
+        .arg("--config")
+        .arg(&cfg)
+        .current_dir(dir)
+        .env("NO_COLOR", "1");
     Ok(cmd)
 }
 
@@ -204,14 +227,25 @@ fn three_hosts_two_and_three_stages_match_single_node() -> Result<()> {
 
     // The same hosts serve the other split and the other model: gemma3 in 2 stages, then qwen2
     // in 3 and in 2 stages, each equal to its single-node answer.
-    let runs = [
-        (&model, "gemma3", 2, prompt),
-        (&qwen, "qwen2", 3, "def fibonacci(n):"),
-        (&qwen, "qwen2", 2, "def fibonacci(n):"),
+    // Ten prompts per model in 3 stages (one `--prompt-file` run each), three in 2 stages.
+    let runs: [(&std::path::PathBuf, &str, usize, &[&str]); 4] = [
+        (&model, "gemma3", 3, &GEMMA3_PROMPTS[..]),
+        (&model, "gemma3", 2, &GEMMA3_PROMPTS[..3]),
+        (&qwen, "qwen2", 3, &QWEN2_PROMPTS[..]),
+        (&qwen, "qwen2", 2, &QWEN2_PROMPTS[..3]),
     ];
-    for (model, name, stages, prompt) in runs {
-        let want = single_node_text(model, prompt, 16)?;
-        let cmd = coordinator_run_in_stages(&lab, dir.path(), model, prompt, 16, "off", stages)?;
+    for (model, name, stages, prompts) in runs {
+        let want = single_node_lines(model, prompts, 16)?;
+        let file = prompt_file(dir.path(), "prompts.txt", prompts);
+        let cmd = coordinator_run_in_stages(
+            &lab,
+            dir.path(),
+            model,
+            PromptArg::File(&file),
+            16,
+            "off",
+            stages,
+        )?;
         let out = lab
             .run(3, "run", cmd, Duration::from_secs(400))
             .with_context(|| format!("edgeray run of {name} in {stages} stages"))?;
@@ -223,12 +257,11 @@ fn three_hosts_two_and_three_stages_match_single_node() -> Result<()> {
                 out.status
             );
         }
-        assert_eq!(
-            stdout,
-            format!("{want}\n"),
-            "{name} in {stages} stages; stderr:\n{stderr}"
+        assert_eq!(stdout, want, "{name} in {stages} stages; stderr:\n{stderr}");
+        eprintln!(
+            "{name} in {stages} stages across the lab matches the single node on {} prompts",
+            prompts.len()
         );
-        eprintln!("{name} in {stages} stages across the lab matches the single node");
     }
     for mut p in nodes {
         p.terminate(Duration::from_secs(3));

@@ -26,7 +26,7 @@ use edgeray_model::gguf::GgufFile;
 use edgeray_model::sampling::SamplingParams;
 use edgeray_model::shard::{build_stage_shard, stage_tensor_names};
 use edgeray_runtime::cluster::Cluster;
-use edgeray_tests::{GEMMA3, QWEN2, real_model};
+use edgeray_tests::{GEMMA3, GEMMA3_PROMPTS, QWEN2, QWEN2_PROMPTS, real_model};
 use tokio::sync::mpsc;
 
 const TOKENS: usize = 32;
@@ -177,42 +177,12 @@ async fn stages_match_single_node(model_name: &str, prompts: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gemma3_two_and_three_stages_match_single_node() {
-    stages_match_single_node(
-        GEMMA3,
-        &[
-            "The capital of France is",
-            "My favourite recipe for pancakes",
-            "The tallest mountain in the world is",
-            "Once upon a time, in a small village,",
-            "The best way to learn a new language is",
-            "Water boils at a temperature of",
-            "The first person to walk on the moon was",
-            "In the morning I like to drink",
-            "The three primary colours are",
-            "A good night's sleep helps you",
-        ],
-    )
-    .await;
+    stages_match_single_node(GEMMA3, &GEMMA3_PROMPTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn qwen2_two_and_three_stages_match_single_node() {
-    stages_match_single_node(
-        QWEN2,
-        &[
-            "def fibonacci(n):",
-            "The difference between TCP and UDP is",
-            "def is_prime(n):",
-            "# Read a CSV file with pandas\n",
-            "SELECT name FROM users WHERE",
-            "fn main() {",
-            "The time complexity of quicksort is",
-            "class Stack:",
-            "import numpy as np\n\ndef mean(xs):",
-            "A linked list is",
-        ],
-    )
-    .await;
+    stages_match_single_node(QWEN2, &QWEN2_PROMPTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

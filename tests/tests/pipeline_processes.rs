@@ -19,7 +19,10 @@ use edgeray_model::arch::{GenerateOptions, Generator};
 use edgeray_tests::procs::{
     self, Proc, free_tcp_port, free_udp_port, wait_for_line, write_cluster_config,
 };
-use edgeray_tests::{GEMMA3, QWEN2, edgeray_bin, real_model, workspace_root};
+use edgeray_tests::{
+    GEMMA3, GEMMA3_PROMPTS, QWEN2, QWEN2_PROMPTS, edgeray_bin, prompt_file, real_model,
+    workspace_root,
+};
 
 const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
@@ -182,29 +185,25 @@ fn edgeray_output(args: &[&str]) -> (String, String) {
 }
 
 /// `edgeray generate` against `edgeray run --local 2` and `--local 3` (embedded clusters sharing
-/// one shard cache), both with the default wire: byte-identical greedy answers; `--wire-dtype
-/// f16` prints the lossy-wire warning.
+/// one shard cache), both with the default wire: byte-identical greedy answers to ten prompts
+/// per model (`--prompt-file`: one load, one deployment); `--wire-dtype f16` prints the
+/// lossy-wire warning.
 #[test]
 fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
     let dir = tempfile::tempdir().unwrap();
     let local_dir = dir.path().join("local");
     let local_dir = local_dir.to_str().unwrap();
-    let cases = [
-        (GEMMA3, "The tallest mountain in the world is"),
-        (GEMMA3, "My favourite recipe for pancakes"),
-        (QWEN2, "def is_prime(n):"),
-        (QWEN2, "The difference between TCP and UDP is"),
-    ];
-    for (name, prompt) in cases {
+    for (name, prompts) in [(GEMMA3, &GEMMA3_PROMPTS), (QWEN2, &QWEN2_PROMPTS)] {
         let Some(model) = real_model(name) else {
             return;
         };
         let model = model.to_str().unwrap();
+        let file = prompt_file(dir.path(), "prompts.txt", prompts);
         let common = [
             "--model",
             model,
-            "--prompt",
-            prompt,
+            "--prompt-file",
+            file.to_str().unwrap(),
             "--max-tokens",
             "16",
             "--temperature",
@@ -215,6 +214,16 @@ fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
             "512",
         ];
         let (want, _) = edgeray_output(&[&["generate"][..], &common].concat());
+        assert_eq!(
+            want.lines().count(),
+            prompts.len(),
+            "one JSON line per prompt:\n{want}"
+        );
+        for (line, prompt) in want.lines().zip(prompts.iter()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON answer line");
+            assert_eq!(v["prompt"], *prompt);
+            assert!(v["text"].as_str().is_some_and(|t| !t.is_empty()), "{line}");
+        }
         for nodes in ["2", "3"] {
             let (got, stderr) = edgeray_output(
                 &[
@@ -225,8 +234,9 @@ fn generate_and_embedded_run_print_identical_answers_with_the_default_wire() {
             );
             assert_eq!(
                 got,
-                format!("{want}\n"),
-                "{name} {prompt:?}: generate vs run --local {nodes}; stderr:\n{stderr}"
+                want,
+                "{name}: generate vs run --local {nodes} on {} prompts; stderr:\n{stderr}",
+                prompts.len()
             );
             assert!(
                 !stderr.contains("answers may depend on the placement"),

@@ -14,9 +14,9 @@ pub struct GenerateArgs {
     /// GGUF model file.
     #[arg(long)]
     pub model: PathBuf,
-    /// Prompt text (raw, or the user message with `--chat`).
-    #[arg(long)]
-    pub prompt: String,
+    /// The prompt(s).
+    #[command(flatten)]
+    pub prompts: super::prompt_args::PromptArgs,
     /// Maximum number of new tokens.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
@@ -103,28 +103,57 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let generator = load_with_progress(&args.model, threads, args.ctx)?;
     let load_time = t0.elapsed();
     let sampling = args.sampling.params()?;
-    let prompt = if args.chat {
-        generator.encode_chat(&args.prompt)?
-    } else {
-        generator.encode(&args.prompt)?
-    };
+    let prompts = args.prompts.prompts()?;
+    let json_lines = args.prompts.json_lines();
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling,
     };
+    for text in &prompts {
+        let prompt = if args.chat {
+            generator.encode_chat(text)?
+        } else {
+            generator.encode(text)?
+        };
+        let stats = (load_time, threads);
+        answer(
+            &generator,
+            &args,
+            &prompt,
+            &opts,
+            json_lines.then_some(text.as_str()),
+            stats,
+        )?;
+    }
+    Ok(())
+}
+
+/// Generates the answer to one prompt: streamed to stdout, or (`json_prompt`, from a prompt
+/// file) printed as one JSON line once complete; statistics on stderr.
+fn answer(
+    generator: &Generator,
+    args: &GenerateArgs,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    json_prompt: Option<&str>,
+    (load_time, threads): (std::time::Duration, usize),
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
     let mut step = 0usize;
-    let generation = generator.generate_tokens(&prompt, &opts, |e| {
-        if let Err(err) = out.write_all(e.text.as_bytes()).and_then(|_| out.flush()) {
+    let mut text = String::new();
+    let generation = generator.generate_tokens(prompt, opts, |e| {
+        if json_prompt.is_some() {
+            text.push_str(&e.text);
+        } else if let Err(err) = out.write_all(e.text.as_bytes()).and_then(|_| out.flush()) {
             write_err = Some(err);
             return false;
         }
         if let Some(k) = args.logprobs
             && !e.logits.is_empty()
         {
-            match logprobs_line(&generator, step, e.id, e.logits, k) {
+            match logprobs_line(generator, step, e.id, e.logits, k) {
                 Ok(line) => eprintln!("{line}"),
                 Err(err) => eprintln!("logprobs: {err}"),
             }
@@ -134,6 +163,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     })?;
     if let Some(err) = write_err {
         return Err(err).context("cannot write to stdout");
+    }
+    if let Some(p) = json_prompt {
+        writeln!(out, "{}", super::prompt_args::answer_line(p, &text))?;
     }
     out.flush()?;
     eprintln!();

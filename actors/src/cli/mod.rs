@@ -12,6 +12,7 @@ pub mod model_info;
 pub mod node;
 pub mod perplexity;
 pub mod placement;
+pub mod prompt_args;
 pub mod revoke;
 pub mod run;
 pub mod sampling_args;

@@ -20,9 +20,9 @@ pub struct RunArgs {
     /// Cluster and deployment.
     #[command(flatten)]
     pub deploy: DeployArgs,
-    /// Prompt text (raw, or the user message with `--chat`).
-    #[arg(long)]
-    pub prompt: String,
+    /// The prompt(s).
+    #[command(flatten)]
+    pub prompts: super::prompt_args::PromptArgs,
     /// Apply the model's chat template to the prompt (as one user message).
     #[arg(long)]
     pub chat: bool,
@@ -56,6 +56,8 @@ pub enum Spares {
 /// Run the subcommand.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let sampling = args.sampling.params()?;
+    let prompts = args.prompts.prompts()?;
+    let json_lines = args.prompts.json_lines();
     args.deploy.warn_if_lossy();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,70 +101,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 None => eprintln!("failover: no plans (a failover will ship shards)"),
             }
         }
-        let t0 = Instant::now();
-        let result = async {
-            let ids = if args.chat {
-                first.encode_chat(&[edgeray_model::chat::ChatMessage::user(args.prompt.clone())])?
-            } else {
-                first.encode(&args.prompt)?
-            };
-            let prompt_tokens = ids.len();
-            let (tx, mut rx) = mpsc::channel(8);
-            let printer = tokio::spawn(async move {
-                let mut first_at = None;
-                while let Some(t) = rx.recv().await {
-                    let t: crate::pipeline::GenToken = t;
-                    first_at.get_or_insert_with(Instant::now);
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(t.text.as_bytes());
-                    let _ = out.flush();
+        let mut answers = Vec::with_capacity(prompts.len());
+        let mut failed = None;
+        for prompt in &prompts {
+            let t0 = Instant::now();
+            let r = answer(&svc, &args, prompt, sampling.clone(), json_lines).await;
+            match r {
+                Ok((s, prompt_tokens, first_at)) => {
+                    answers.push((s, prompt_tokens, first_at, t0, Instant::now()))
                 }
-                let _ = std::io::stdout().write_all(b"\n");
-                first_at
-            });
-            let opts = GenOptions {
-                max_tokens: args.max_tokens,
-                sampling,
-                ..Default::default()
-            };
-            let r = svc.generate(None, ids, &opts, &tx).await;
-            drop(tx);
-            let first_at = printer.await.ok().flatten();
-            anyhow::Ok((r?, prompt_tokens, first_at))
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        .await;
         let hops = first.hop_totals();
         svc.shutdown().await;
         for n in nodes.into_iter().rev() {
             n.shutdown().await;
         }
-        let (s, prompt_tokens, first_at) = result?;
-        let end = Instant::now();
-        let (ttft, rate) = match first_at {
-            Some(f) => (
-                (f - t0).as_secs_f64(),
-                s.tokens.len().saturating_sub(1) as f64 / (end - f).as_secs_f64().max(1e-9),
-            ),
-            None => (0.0, 0.0),
-        };
-        eprintln!(
-            "{} prompt tokens, {} generated ({}{}); first token after {:.0} ms, {:.2} tokens/s",
-            prompt_tokens,
-            s.tokens.len(),
-            match s.finish {
-                Finish::EndOfGeneration => "end of text",
-                Finish::MaxTokens => "max tokens",
-                Finish::ContextFull => "context full",
-                Finish::Cancelled => "cancelled",
-            },
-            if s.resumed > 0 {
-                format!(", resumed after {} failover(s)", s.resumed)
-            } else {
-                String::new()
-            },
-            ttft * 1e3,
-            rate
-        );
+        for a in answers {
+            report(&args, a);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
         for (k, h) in hops.iter().enumerate() {
             if h.batches > 0 {
                 eprintln!(
@@ -174,12 +138,101 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        for st in &s.stalls {
-            eprintln!("failover: {st}");
-        }
-        if args.print_ids {
-            eprintln!("ids: {:?}", s.tokens);
-        }
         anyhow::Ok(())
     })
+}
+
+/// One answer: its result, prompt tokens, when its first token came, start and end.
+type Answered = (
+    crate::pipeline::Resumable,
+    usize,
+    Option<Instant>,
+    Instant,
+    Instant,
+);
+
+/// Generates the answer to one prompt on `svc`: streamed to stdout, or (a prompt file) printed
+/// as one JSON line once complete.
+async fn answer(
+    svc: &Service,
+    args: &RunArgs,
+    prompt: &str,
+    sampling: edgeray_model::sampling::SamplingParams,
+    json_lines: bool,
+) -> anyhow::Result<(crate::pipeline::Resumable, usize, Option<Instant>)> {
+    let first = svc.current().context("no pipeline")?;
+    let ids = if args.chat {
+        first.encode_chat(&[edgeray_model::chat::ChatMessage::user(prompt.to_string())])?
+    } else {
+        first.encode(prompt)?
+    };
+    let prompt_tokens = ids.len();
+    let (tx, mut rx) = mpsc::channel(8);
+    let line_prompt = json_lines.then(|| prompt.to_string());
+    let printer = tokio::spawn(async move {
+        let mut first_at = None;
+        let mut text = String::new();
+        while let Some(t) = rx.recv().await {
+            let t: crate::pipeline::GenToken = t;
+            first_at.get_or_insert_with(Instant::now);
+            if line_prompt.is_some() {
+                text.push_str(&t.text);
+            } else {
+                let mut out = std::io::stdout();
+                let _ = out.write_all(t.text.as_bytes());
+                let _ = out.flush();
+            }
+        }
+        let mut out = std::io::stdout();
+        if let Some(p) = line_prompt {
+            let _ = out.write_all(super::prompt_args::answer_line(&p, &text).as_bytes());
+        }
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+        first_at
+    });
+    let opts = GenOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        ..Default::default()
+    };
+    let r = svc.generate(None, ids, &opts, &tx).await;
+    drop(tx);
+    let first_at = printer.await.ok().flatten();
+    anyhow::Ok((r?, prompt_tokens, first_at))
+}
+
+/// The statistics of one answer, on stderr.
+fn report(args: &RunArgs, (s, prompt_tokens, first_at, t0, end): Answered) {
+    let (ttft, rate) = match first_at {
+        Some(f) => (
+            (f - t0).as_secs_f64(),
+            s.tokens.len().saturating_sub(1) as f64 / (end - f).as_secs_f64().max(1e-9),
+        ),
+        None => (0.0, 0.0),
+    };
+    eprintln!(
+        "{} prompt tokens, {} generated ({}{}); first token after {:.0} ms, {:.2} tokens/s",
+        prompt_tokens,
+        s.tokens.len(),
+        match s.finish {
+            Finish::EndOfGeneration => "end of text",
+            Finish::MaxTokens => "max tokens",
+            Finish::ContextFull => "context full",
+            Finish::Cancelled => "cancelled",
+        },
+        if s.resumed > 0 {
+            format!(", resumed after {} failover(s)", s.resumed)
+        } else {
+            String::new()
+        },
+        ttft * 1e3,
+        rate
+    );
+    for st in &s.stalls {
+        eprintln!("failover: {st}");
+    }
+    if args.print_ids {
+        eprintln!("ids: {:?}", s.tokens);
+    }
 }
