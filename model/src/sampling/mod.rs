@@ -10,6 +10,7 @@
 //! # Ok::<(), edgeray_model::sampling::SamplingError>(())
 //! ```
 
+pub mod constraint;
 pub mod filters;
 mod params;
 pub mod rng;
