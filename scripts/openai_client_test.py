@@ -10,6 +10,10 @@ results: non-empty text, a valid finish_reason, consistent usage counts. Then lo
 as clients use them: chat `logprobs`/`top_logprobs` (streamed and not), and completions
 `logprobs` with `echo` and `max_tokens: 0` (how evaluation harnesses score a text), streamed and
 not. Exits non-zero with a message on the first failure.
+
+With `--structured`, runs only the structured-output checks (`response_format`: ten
+`json_schema` prompts that must parse and validate, a streamed one, sampled `json_object`
+answers, a bad schema's 400); tests/tests/structured_output.rs runs them on qwen2.5 instruct.
 """
 
 import argparse
@@ -40,12 +44,159 @@ def check_usage(usage, what):
     )
 
 
+# Structured output (`--structured`, run against the qwen2.5 instruct model by
+# tests/tests/structured_output.rs): ten json_schema prompts whose answers must parse and
+# validate, and json_object prompts whose answers must parse as objects. Numbers are bounded:
+# an unbounded integer lets a 0.5B model write zeros until max_tokens.
+STRUCTURED = [
+    ("Describe a fictional person.", {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 130}},
+        "required": ["name", "age"]}),
+    ("Give facts about Paris.", {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}, "population": {"type": "integer", "minimum": 0, "maximum": 100000000}},
+        "required": ["city", "country", "population"]}),
+    ("A recipe for pancakes.", {
+        "type": "object",
+        "properties": {"title": {"type": "string"},
+                       "ingredients": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 6}},
+        "required": ["title", "ingredients"]}),
+    ("Recommend a book.", {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "author": {"type": "string"}, "year": {"type": "integer", "minimum": 0, "maximum": 2100}},
+        "required": ["title", "author", "year"]}),
+    ("What is the weather like in Berlin today?", {
+        "type": "object",
+        "properties": {"location": {"type": "string"},
+                       "condition": {"enum": ["sunny", "cloudy", "rain", "snow"]},
+                       "temperature_c": {"type": "number", "minimum": -80, "maximum": 60}},
+        "required": ["location", "condition", "temperature_c"]}),
+    ("Describe a laptop for sale.", {
+        "type": "object",
+        "properties": {"product": {"type": "string"}, "price": {"type": "number", "minimum": 0, "maximum": 100000},
+                       "in_stock": {"type": "boolean"}},
+        "required": ["product", "price", "in_stock"]}),
+    ("List three tasks for today.", {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "minItems": 3, "maxItems": 3, "items": {
+            "type": "object", "properties": {"task": {"type": "string"}, "done": {"type": "boolean"}},
+            "required": ["task", "done"]}}},
+        "required": ["tasks"]}),
+    ("Tell me about the movie Inception.", {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "year": {"type": "integer", "minimum": 1880, "maximum": 2100},
+                       "genres": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+        "required": ["title", "year", "genres"]}),
+    ("Describe the colour teal.", {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "hex": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
+                       "rgb": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                               "minItems": 3, "maxItems": 3}},
+        "required": ["name", "hex", "rgb"]}),
+    ("Is 17 a prime number? Explain.", {
+        "type": "object",
+        "properties": {"answer": {"type": "boolean"}, "reason": {"type": ["string", "null"]}},
+        "required": ["answer", "reason"]}),
+]
+
+
+def mini_validate(schema, v, path="$"):
+    """The schema subset STRUCTURED uses (when the `jsonschema` package is missing)."""
+    import re
+    t = schema.get("type")
+    types = t if isinstance(t, list) else [t] if t else []
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    kinds = {"object": isinstance(v, dict), "array": isinstance(v, list), "string": isinstance(v, str),
+             "integer": is_int, "number": is_int or isinstance(v, float), "boolean": isinstance(v, bool),
+             "null": v is None}
+    check(not types or any(kinds[k] for k in types), f"{path}: {v!r} is not {types}")
+    if "enum" in schema:
+        check(v in schema["enum"], f"{path}: {v!r} not in {schema['enum']}")
+    if kinds["number"] and not isinstance(v, bool):
+        check(v >= schema.get("minimum", v) and v <= schema.get("maximum", v), f"{path}: {v} out of range")
+    if isinstance(v, str) and "pattern" in schema:
+        check(re.search(schema["pattern"], v), f"{path}: {v!r} does not match {schema['pattern']}")
+    if isinstance(v, list):
+        check(schema.get("minItems", 0) <= len(v) <= schema.get("maxItems", len(v)), f"{path}: {len(v)} items")
+        for i, x in enumerate(v):
+            mini_validate(schema.get("items", {}), x, f"{path}[{i}]")
+    if isinstance(v, dict):
+        props = schema.get("properties", {})
+        for r in schema.get("required", []):
+            check(r in v, f"{path}: missing {r}")
+        for k, x in v.items():
+            if k in props:
+                mini_validate(props[k], x, f"{path}.{k}")
+            else:
+                check(schema.get("additionalProperties", True) is not False, f"{path}: extra key {k}")
+
+
+def validate(schema, v):
+    try:
+        import jsonschema
+    except ImportError:
+        return mini_validate(schema, v)
+    jsonschema.validate(v, schema)
+
+
+def structured_checks(client, model, max_tokens):
+    import json
+    for i, (prompt, schema) in enumerate(STRUCTURED):
+        strict = i % 2 == 0
+        if not strict:
+            # The schema says it itself (without either, extra keys may go on and on).
+            schema = dict(schema, additionalProperties=False)
+        r = client.chat.completions.create(
+            model=model, max_tokens=max_tokens, temperature=0,
+            messages=[{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": prompt}],
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": f"answer_{i}", "schema": schema, "strict": strict}},
+        )
+        content = r.choices[0].message.content
+        check(r.choices[0].finish_reason == "stop", f"json_schema {i}: finish_reason {r.choices[0].finish_reason} ({content!r})")
+        v = json.loads(content)
+        validate(schema, v)
+        check(set(v) <= set(schema["properties"]), f"json_schema {i}: extra keys {sorted(v)}")
+        print(f"json_schema {i}: {content}")
+    # A streamed answer is the same document.
+    prompt, schema = STRUCTURED[0]
+    rf = {"type": "json_schema", "json_schema": {"name": "answer_0", "schema": schema, "strict": True}}
+    msgs = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": prompt}]
+    whole = client.chat.completions.create(model=model, max_tokens=max_tokens, temperature=0, messages=msgs,
+                                           response_format=rf).choices[0].message.content
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in client.chat.completions.create(
+        model=model, max_tokens=max_tokens, temperature=0, messages=msgs, response_format=rf, stream=True)
+        if ch.choices)
+    check(streamed == whole, f"json_schema stream: {streamed!r} != {whole!r}")
+    for prompt in ["List two fruits and their colours.", "Who wrote Hamlet?", "Give me a random number."]:
+        r = client.chat.completions.create(
+            model=model, max_tokens=max_tokens, temperature=0.7, seed=7,
+            messages=[{"role": "user", "content": prompt + " Reply in JSON."}],
+            response_format={"type": "json_object"},
+        )
+        content = r.choices[0].message.content
+        check(r.choices[0].finish_reason == "stop", f"json_object: finish_reason {r.choices[0].finish_reason} ({content!r})")
+        check(isinstance(json.loads(content), dict), f"json_object: {content!r} is not an object")
+        print(f"json_object: {content}")
+    # A bad schema is a 400 naming response_format.
+    try:
+        client.chat.completions.create(
+            model=model, max_tokens=4, messages=msgs,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "banana"}}})
+        check(False, "a bad schema was accepted")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400 and "response_format" in str(e), f"bad schema: {e}")
+    print("bad schema: 400 as expected")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080/v1")
     ap.add_argument("--model", required=True, help="model id the server serves")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    ap.add_argument("--structured", action="store_true", help="only the structured-output checks")
     args = ap.parse_args()
 
     client = OpenAI(base_url=args.base_url, api_key=os.environ.get("OPENAI_API_KEY", "edgeray"), timeout=args.timeout, max_retries=2)
@@ -53,6 +204,10 @@ def main():
     models = [m.id for m in client.models.list().data]
     check(args.model in models, f"/v1/models lists {models}, not {args.model}")
     print(f"models: {models}")
+    if args.structured:
+        structured_checks(client, args.model, args.max_tokens)
+        print("OK")
+        return
 
     # 1. text completion
     c = client.completions.create(

@@ -60,7 +60,10 @@ fn check_model(name: &str) {
                 "{name}: token {i} ({:?}) of {doc} is masked",
                 tok.token_text(id)
             );
-            assert!(!c.allows(eog).unwrap(), "{name}: EOG allowed inside {doc} at {i}");
+            assert!(
+                !c.allows(eog).unwrap(),
+                "{name}: EOG allowed inside {doc} at {i}"
+            );
             c.advance(id).expect("advance");
         }
         assert!(c.is_complete().unwrap(), "{name}: {doc} is not complete");

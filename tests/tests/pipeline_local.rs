@@ -472,6 +472,7 @@ async fn scored_request(
         stop: Vec::new(),
         logprobs: Some(logprobs),
         score_prompt,
+        response_format: None,
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = Scored {

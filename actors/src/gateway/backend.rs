@@ -58,6 +58,8 @@ pub struct GenerationRequest {
     /// Score the prompt: the backend sends [`GenerationEvent::Prompt`] before any token, with
     /// `logprobs`' alternatives. `max_tokens: Some(0)` then generates nothing.
     pub score_prompt: bool,
+    /// Structured output enforced on the last stage (`None`: free text).
+    pub response_format: Option<edgeray_model::sampling::constraint::OutputFormat>,
 }
 
 /// One alternative token and its log-probability.

@@ -62,6 +62,9 @@ pub struct CommonParams {
     pub frequency_penalty: Option<f32>,
     /// Repetition penalty (extension).
     pub repeat_penalty: Option<f32>,
+    /// Structured output: `{"type": "json_object"}` or `{"type": "json_schema", ...}`
+    /// (checked by [`super::structured::response_format`]).
+    pub response_format: Option<Value>,
     /// Client user id (ignored).
     pub user: Option<String>,
 }
@@ -420,6 +423,7 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             stop,
             logprobs,
             score_prompt: req.echo && logprobs.is_some(),
+            response_format: super::structured::response_format(&req.common)?,
         },
         model: req.common.model,
         stream: req.common.stream,
@@ -502,6 +506,7 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             stop,
             logprobs: req.logprobs.then_some(top.unwrap_or(0)),
             score_prompt: false,
+            response_format: super::structured::response_format(&req.common)?,
         },
         model: req.common.model,
         stream: req.common.stream,

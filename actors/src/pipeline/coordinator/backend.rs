@@ -148,6 +148,7 @@ impl CompletionBackend for PipelineBackend {
             sampling,
             logprobs: req.logprobs,
             score_prompt: req.score_prompt,
+            response_format: req.response_format,
         };
         let events = Events {
             tx,

@@ -16,7 +16,7 @@ use super::engine::{
 };
 use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
 use super::service::Service;
-use crate::pipeline::protocol::{SeqStart, SinkMsg, TokenLogprobs};
+use crate::pipeline::protocol::{SeqConstraint, SeqStart, SinkMsg, TokenLogprobs};
 
 /// Where a driver hands generated tokens: a channel to the caller (the CLI, a test) or the
 /// gateway's event stream. `false` means the receiver went away (the generation is cancelled).
@@ -242,6 +242,12 @@ pub(crate) async fn drive(
         prompt: seq.prefill_tokens(),
         logprobs: opts.logprobs,
         score_prompt: opts.score_prompt,
+        // Fixed for every attempt: a resumed attempt's prompt ends with the tokens already
+        // generated, which the last stage feeds to the constraint.
+        constraint: opts.response_format.as_ref().map(|f| SeqConstraint {
+            format: f.to_wire(),
+            generated_from: seq.prefill_tokens().len() as u32,
+        }),
     };
     let mut decoder = TokenStreamDecoder::new();
     let mut text = String::new();

@@ -95,6 +95,9 @@ pub struct GenOptions {
     /// Score the prompt's tokens too (see [`super::driver::TokenSink::send_prompt_logprobs`]);
     /// not supported when the last stage is a tensor-parallel group.
     pub score_prompt: bool,
+    /// Structured output: the last stage samples only tokens that keep the answer a prefix
+    /// of a document of this format.
+    pub response_format: Option<edgeray_model::sampling::constraint::OutputFormat>,
 }
 
 /// Prompt tokens per batch while the prompt is scored: the last stage then computes every

@@ -119,6 +119,20 @@ pub struct SeqStart {
     /// ([`SinkMsg::PromptLogprobs`]; with `logprobs`' `k` alternatives).
     #[serde(default)]
     pub score_prompt: bool,
+    /// Structured output (used by the last stage only): sample only tokens the constraint
+    /// allows.
+    #[serde(default)]
+    pub constraint: Option<SeqConstraint>,
+}
+
+/// A sequence's output constraint ([`SeqStart::constraint`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeqConstraint {
+    /// The format as JSON text (`edgeray_model::sampling::constraint::OutputFormat::to_wire`).
+    pub format: String,
+    /// `SeqStart::prompt[generated_from..]` is output already generated (a resumed attempt):
+    /// the constraint consumes it before the first sample.
+    pub generated_from: u32,
 }
 
 /// Most alternatives a token's log-probabilities may carry (OpenAI's `top_logprobs` limit).

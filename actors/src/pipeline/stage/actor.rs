@@ -56,6 +56,8 @@ struct SeqState {
     sampler: Option<Sampler>,
     /// Last stage only: what the sequence asked for besides the token ids.
     scoring: Scoring,
+    /// Last stage only: structured output ([`SeqStart::constraint`]).
+    constraint: Option<edgeray_model::sampling::constraint::Constraint>,
 }
 
 /// The log-probabilities a sequence asked the last stage for ([`SeqStart::logprobs`],
@@ -182,6 +184,8 @@ struct Worker {
     arrivals: Arrivals,
     /// Compute time of the latest run.
     last_run: std::time::Duration,
+    /// Last stage: the vocabulary for structured output (built on first use).
+    vocab: super::constraint::VocabSlot,
 }
 
 impl RemoteActor for StageActor {
@@ -296,6 +300,7 @@ impl RemoteActor for StageActor {
             held: std::collections::VecDeque::new(),
             arrivals: Arrivals::new(),
             last_run: std::time::Duration::ZERO,
+            vocab: super::constraint::VocabSlot::new(path.clone()),
         };
         // On the actor's own thread (create runs there), next to the handler.
         let worker = tokio::task::spawn_local(w.run());
@@ -651,8 +656,10 @@ impl Worker {
             };
             // The leader needs the whole logits row for log-probabilities; a greedy pick
             // needs only each member's summary.
+            // So does a constrained sample (the mask needs every logit).
             msg.greedy = !ready.f.sample
                 || (ready.state.scoring.logprobs.is_none()
+                    && ready.state.constraint.is_none()
                     && ready.state.sampler.as_ref().is_some_and(|s| {
                         let p = s.params();
                         p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
@@ -746,6 +753,7 @@ impl Worker {
                 cache: self.stage.new_cache(self.args.ctx),
                 sampler: None,
                 scoring: Scoring::default(),
+                constraint: None,
             }
         } else {
             match self.seqs.remove(&seq) {
@@ -847,10 +855,15 @@ impl Worker {
                             .into(),
                     );
                 }
+                let constraint = match &start.constraint {
+                    Some(c) if last => Some(self.vocab.start(c, &start.prompt)?),
+                    _ => None,
+                };
                 SeqState {
                     cache: self.stage.new_cache(self.args.ctx),
                     sampler,
                     scoring,
+                    constraint,
                 }
             }
             (None, Some(s)) => s,
@@ -1108,8 +1121,13 @@ fn finish(
         .sampler
         .as_mut()
         .ok_or("the head stage has no sampler for this sequence")?;
-    let gap = top2_gap(last);
-    let token = sampler.sample(last).map_err(|e| e.to_string())?;
+    let (gap, token) = match state.constraint.as_mut() {
+        Some(c) => super::constraint::sample(c, sampler, last)?,
+        None => (
+            top2_gap(last),
+            sampler.sample(last).map_err(|e| e.to_string())?,
+        ),
+    };
     let logprobs = match scoring.logprobs {
         Some(k) => Some(logprobs::token_logprobs(last, token, k as usize)?),
         None => None,

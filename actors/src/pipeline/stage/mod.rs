@@ -6,6 +6,7 @@
 mod actor;
 mod batching;
 mod compute_score;
+mod constraint;
 mod group;
 mod logprobs;
 mod shard_dir;

@@ -5,13 +5,13 @@
 //! # Why llguidance
 //!
 //! The schema → token-level automaton part is [llguidance](https://github.com/guidance-ai/llguidance)
-//! (MIT, maintained by the guidance-ai team; the engine behind structured output in
-//! llama.cpp's `--grammar`-less JSON path of several servers, vLLM, SGLang and onnxruntime-genai).
-//! It compiles a JSON schema (objects with `properties`/`required`/`additionalProperties`,
-//! strings with `enum`/`const`/`pattern`/`format`/lengths, numbers and integers with bounds,
-//! booleans, null, arrays with `items`/`prefixItems`/lengths, `anyOf`/`oneOf`/`allOf`, local
-//! `$ref`s) into a lexer + Earley parser and walks a byte trie of the vocabulary to compute a
-//! token mask — tens to hundreds of microseconds for a 150k-token vocabulary, well under the
+//! (MIT, maintained by the guidance-ai team; available as a structured-output backend in vLLM,
+//! SGLang and llama.cpp). It compiles a JSON schema (objects with `properties`/`required`/
+//! `additionalProperties`, strings with `enum`/`const`/`pattern`/`format`/lengths, numbers and
+//! integers with bounds, booleans, null, arrays with `items`/`prefixItems`/lengths,
+//! `anyOf`/`oneOf`/`allOf`, local `$ref`s) into a lexer + Earley parser and walks a byte trie
+//! of the vocabulary to compute a token mask — tens of microseconds per step for qwen2.5's
+//! 151,936 tokens (`model/tests/constraint_real.rs` prints it), far inside the
 //! 10 % budget a decode step allows on the boards. Writing our own JSON-schema subset automaton
 //! was the fallback; the crate builds from crates.io with `default-features = false` (no rayon,
 //! no `referencing`, no lark front end needed) and adds about 25 s to a cold debug build.
@@ -123,7 +123,9 @@ impl OutputFormat {
                 schema: v.get("schema").cloned().unwrap_or(json!({})),
                 strict: v.get("strict").and_then(Value::as_bool).unwrap_or(false),
             }),
-            _ => Err(ConstraintError::Schema(format!("not an output format: {text}"))),
+            _ => Err(ConstraintError::Schema(format!(
+                "not an output format: {text}"
+            ))),
         }
     }
 
@@ -193,7 +195,12 @@ impl ConstraintVocab {
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Self, ConstraintError> {
         let n = tokenizer.vocab_size();
         let words = (0..n as u32)
-            .map(|id| tokenizer.token_bytes(id, false).map(<[u8]>::to_vec).unwrap_or_default())
+            .map(|id| {
+                tokenizer
+                    .token_bytes(id, false)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
+            })
             .collect();
         let eog: Vec<u32> = tokenizer.eog_ids().collect();
         Self::from_token_bytes(words, &eog)
@@ -202,7 +209,11 @@ impl ConstraintVocab {
     /// A vocabulary from each token's bytes (`words[id]`) and the end-of-generation ids.
     pub fn from_token_bytes(mut words: Vec<Vec<u8>>, eog: &[u32]) -> Result<Self, ConstraintError> {
         let n_vocab = words.len();
-        let mut eog: Vec<u32> = eog.iter().copied().filter(|&t| (t as usize) < n_vocab).collect();
+        let mut eog: Vec<u32> = eog
+            .iter()
+            .copied()
+            .filter(|&t| (t as usize) < n_vocab)
+            .collect();
         eog.sort_unstable();
         eog.dedup();
         let eos = *eog
@@ -256,13 +267,18 @@ pub struct Constraint {
 
 impl std::fmt::Debug for Constraint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Constraint").field("ended", &self.ended).finish()
+        f.debug_struct("Constraint")
+            .field("ended", &self.ended)
+            .finish()
     }
 }
 
 impl Constraint {
     /// A constraint at the start of the output.
-    pub fn new(vocab: Arc<ConstraintVocab>, format: &OutputFormat) -> Result<Self, ConstraintError> {
+    pub fn new(
+        vocab: Arc<ConstraintVocab>,
+        format: &OutputFormat,
+    ) -> Result<Self, ConstraintError> {
         let grammar = TopLevelGrammar::from_json_schema(format.grammar_schema());
         let parser = vocab
             .factory
@@ -277,7 +293,9 @@ impl Constraint {
             .compute_mask_or_eos()
             .map_err(|e| ConstraintError::Schema(e.to_string()))?;
         if mask.is_zero() {
-            return Err(ConstraintError::Schema("no document satisfies the schema".into()));
+            return Err(ConstraintError::Schema(
+                "no document satisfies the schema".into(),
+            ));
         }
         Ok(Self {
             vocab,
@@ -375,9 +393,7 @@ impl Constraint {
 /// Parses OpenAI's `response_format` value: `None` for `{"type": "text"}`, the format
 /// otherwise; the error names what is wrong (for a 400 on `response_format`).
 pub fn parse_response_format(v: &Value) -> Result<Option<OutputFormat>, String> {
-    let obj: &Map<String, Value> = v
-        .as_object()
-        .ok_or("response_format must be an object")?;
+    let obj: &Map<String, Value> = v.as_object().ok_or("response_format must be an object")?;
     let ty = obj
         .get("type")
         .and_then(Value::as_str)
@@ -412,17 +428,22 @@ pub fn parse_response_format(v: &Value) -> Result<Option<OutputFormat>, String> 
                 Some(Value::String(n))
                     if !n.is_empty()
                         && n.len() <= 64
-                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
                 _ => {
-                    return Err("response_format.json_schema.name must be 1-64 characters of \
+                    return Err(
+                        "response_format.json_schema.name must be 1-64 characters of \
                                 a-z, A-Z, 0-9, _ and -"
-                        .into());
+                            .into(),
+                    );
                 }
             }
             let strict = match js.get("strict") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
-                Some(_) => return Err("response_format.json_schema.strict must be a boolean".into()),
+                Some(_) => {
+                    return Err("response_format.json_schema.strict must be a boolean".into());
+                }
             };
             let schema = match js.get("schema") {
                 None => json!({}),

@@ -11,18 +11,71 @@ use proptest::prelude::*;
 fn vocab_words() -> Vec<Vec<u8>> {
     let mut w: Vec<Vec<u8>> = (0x20u8..0x7F).map(|b| vec![b]).collect();
     for t in [
-        "\",", "\"}", "\":", "\": ", "{\"", "\", \"", ", \"", "}, {", "\"]", "[\"", "},", "}}",
-        "]}", ": ", ", ", "\\\"", "\\n", "\\u00e9", "\\q", "\n", "  ", "\t", " \"", "true",
-        "false", "null", "tru", "e,", "01", "-1", "1.5", "e+", "1e", "0.", "12", "345", "-",
-        "name", "age", "tags", "ok", "city", "Berlin", "é", "日本", "\"name\": \"", "\"age\": ",
-        "{\"name\": \"", "\n}", " }", "{}", "[]", "[1", "2]",
+        "\",",
+        "\"}",
+        "\":",
+        "\": ",
+        "{\"",
+        "\", \"",
+        ", \"",
+        "}, {",
+        "\"]",
+        "[\"",
+        "},",
+        "}}",
+        "]}",
+        ": ",
+        ", ",
+        "\\\"",
+        "\\n",
+        "\\u00e9",
+        "\\q",
+        "\n",
+        "  ",
+        "\t",
+        " \"",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "e,",
+        "01",
+        "-1",
+        "1.5",
+        "e+",
+        "1e",
+        "0.",
+        "12",
+        "345",
+        "-",
+        "name",
+        "age",
+        "tags",
+        "ok",
+        "city",
+        "Berlin",
+        "é",
+        "日本",
+        "\"name\": \"",
+        "\"age\": ",
+        "{\"name\": \"",
+        "\n}",
+        " }",
+        "{}",
+        "[]",
+        "[1",
+        "2]",
     ] {
         w.push(t.as_bytes().to_vec());
     }
     // Every other byte alone, as byte-level BPE and byte-fallback vocabularies have them (the
     // constraint needs every byte reachable: a UTF-8 lead byte must be completable).
     w.extend((0x80u8..0xFF).map(|b| vec![b]));
-    w.extend((0x00u8..0x20).filter(|b| !b"\t\n".contains(b)).map(|b| vec![b]));
+    w.extend(
+        (0x00u8..0x20)
+            .filter(|b| !b"\t\n".contains(b))
+            .map(|b| vec![b]),
+    );
     w.push(Vec::new()); // a control token
     w.push(Vec::new()); // EOG 1
     w.push(Vec::new()); // EOG 2
@@ -99,16 +152,24 @@ fn validate(schema: &Value, v: &Value) -> Result<(), String> {
     }
     if let Some(t) = v.as_str() {
         let n = t.chars().count() as u64;
-        if s.get("minLength").and_then(Value::as_u64).is_some_and(|m| n < m)
-            || s.get("maxLength").and_then(Value::as_u64).is_some_and(|m| n > m)
+        if s.get("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+            || s.get("maxLength")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| n > m)
         {
             return Err(format!("{t:?}: length {n}"));
         }
     }
     if let Some(a) = v.as_array() {
         let n = a.len() as u64;
-        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m)
-            || s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m)
+        if s.get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+            || s.get("maxItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| n > m)
         {
             return Err(format!("array of {n} items"));
         }
@@ -118,7 +179,12 @@ fn validate(schema: &Value, v: &Value) -> Result<(), String> {
     }
     if let Some(o) = v.as_object() {
         let props = s.get("properties").and_then(Value::as_object);
-        for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in s
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if !o.contains_key(r.as_str().unwrap()) {
                 return Err(format!("missing {r}"));
             }
@@ -211,7 +277,10 @@ fn parse(t: &[u8]) -> Result<Option<Value>, String> {
     match serde_json::from_slice(t) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.to_string().contains("number out of range") => Ok(None),
-        Err(e) => Err(format!("{:?} does not parse: {e}", String::from_utf8_lossy(t))),
+        Err(e) => Err(format!(
+            "{:?} does not parse: {e}",
+            String::from_utf8_lossy(t)
+        )),
     }
 }
 
@@ -228,13 +297,26 @@ fn complete(c: &mut Constraint, out: &mut Vec<u32>) -> Result<Option<Value>, Str
         let pick = PRIORITY
             .iter()
             .find_map(|&b| single(b))
-            .or_else(|| allow.iter().copied().find(|&t| words()[t as usize].len() == 1))
+            .or_else(|| {
+                allow
+                    .iter()
+                    .copied()
+                    .find(|&t| words()[t as usize].len() == 1)
+            })
             .or_else(|| allow.first().copied())
-            .ok_or_else(|| format!("nothing allowed after {:?}", String::from_utf8_lossy(&text(out))))?;
+            .ok_or_else(|| {
+                format!(
+                    "nothing allowed after {:?}",
+                    String::from_utf8_lossy(&text(out))
+                )
+            })?;
         c.advance(pick).unwrap();
         out.push(pick);
     }
-    Err(format!("no end after {:?}", String::from_utf8_lossy(&text(out))))
+    Err(format!(
+        "no end after {:?}",
+        String::from_utf8_lossy(&text(out))
+    ))
 }
 
 proptest! {
@@ -290,7 +372,8 @@ proptest! {
 fn after(format: &OutputFormat, prefix: &[&str]) -> Constraint {
     let mut c = Constraint::new(vocab(), format).unwrap();
     for p in prefix {
-        c.advance(tok(p)).unwrap_or_else(|e| panic!("{p:?} after {prefix:?}: {e}"));
+        c.advance(tok(p))
+            .unwrap_or_else(|e| panic!("{p:?} after {prefix:?}: {e}"));
     }
     c
 }
@@ -311,7 +394,10 @@ fn an_object_must_open_the_answer_and_eog_waits_for_its_end() {
     let mut c = after(&OutputFormat::JsonObject, &["{", "}"]);
     assert!(c.allows(eog()).unwrap());
     assert!(c.allows(eog() - 1).unwrap(), "every EOG token");
-    assert!(!c.allows(tok(" ")).unwrap(), "nothing after the document but its end");
+    assert!(
+        !c.allows(tok(" ")).unwrap(),
+        "nothing after the document but its end"
+    );
     assert!(!c.allows(tok("\n")).unwrap());
     c.advance(eog()).unwrap();
     assert!(c.is_complete().unwrap());
@@ -325,7 +411,10 @@ fn quote_comma_tokens_only_where_a_string_ends_and_more_follows() {
     assert!(c.allows(tok("\"}")).unwrap());
     assert!(c.allows(tok("\", \"")).unwrap());
     assert!(c.allows(tok("\",")).unwrap(), "a prefix of `\", \"`");
-    let c2 = &mut after(&OutputFormat::JsonObject, &["{\"", "a", "\": ", "\"", "x", "\","]);
+    let c2 = &mut after(
+        &OutputFormat::JsonObject,
+        &["{\"", "a", "\": ", "\"", "x", "\","],
+    );
     assert!(c2.allows(tok(" \"")).unwrap());
     assert!(!c2.allows(tok("\"")).unwrap(), "no compact separator");
     assert!(!c2.allows(tok("}")).unwrap(), "no trailing comma");
@@ -345,7 +434,10 @@ fn strict_objects_take_only_declared_keys_and_need_the_required_ones() {
     let c = &mut after(&person(), &["{\""]);
     assert!(c.allows(tok("name")).unwrap());
     assert!(!c.allows(tok("age")).unwrap(), "keys in the schema's order");
-    assert!(!c.allows(tok("city")).unwrap(), "undeclared key under strict");
+    assert!(
+        !c.allows(tok("city")).unwrap(),
+        "undeclared key under strict"
+    );
     // Without strict and with additional properties allowed, any key.
     let c = &mut after(&OutputFormat::JsonObject, &["{\""]);
     assert!(c.allows(tok("city")).unwrap());
@@ -353,7 +445,10 @@ fn strict_objects_take_only_declared_keys_and_need_the_required_ones() {
     let c = &mut after(&person(), &["{\"name\": \"", "ok", "\""]);
     assert!(!c.allows(tok("}")).unwrap());
     assert!(c.allows(tok(", \"")).unwrap());
-    let c = &mut after(&person(), &["{\"name\": \"", "ok", "\"", ", \"", "age", "\": ", "12"]);
+    let c = &mut after(
+        &person(),
+        &["{\"name\": \"", "ok", "\"", ", \"", "age", "\": ", "12"],
+    );
     assert!(c.allows(tok("}")).unwrap());
     assert!(!c.allows(tok(".")).unwrap(), "an integer has no fraction");
     assert!(!c.allows(tok("345")).unwrap(), "12345 > maximum 150");
@@ -396,10 +491,16 @@ fn strings_take_escapes_and_utf8_but_not_raw_control_characters() {
     let lead = words().iter().position(|w| w == &[0xC3]).unwrap() as u32;
     let cont = words().iter().position(|w| w == &[0xA9]).unwrap() as u32;
     assert!(c.allows(lead).unwrap());
-    assert!(!c.allows(cont).unwrap(), "a continuation byte cannot start a character");
+    assert!(
+        !c.allows(cont).unwrap(),
+        "a continuation byte cannot start a character"
+    );
     let mut c2 = after(&OutputFormat::JsonObject, &["{\"", "a", "\": ", "\""]);
     c2.advance(lead).unwrap();
-    assert!(!c2.allows(tok("\"")).unwrap(), "an incomplete character cannot end the string");
+    assert!(
+        !c2.allows(tok("\"")).unwrap(),
+        "an incomplete character cannot end the string"
+    );
     assert!(c2.allows(cont).unwrap());
     c2.advance(cont).unwrap();
     assert!(c2.allows(tok("\"")).unwrap());
@@ -418,14 +519,19 @@ fn whitespace_is_only_the_fixed_separators() {
 #[test]
 fn enums_and_nullable_types() {
     let f = schemas()[2].clone();
-    let c = &mut after(&f, &["{\"", "ok", "\": ", "true", ", \"", "city", "\": ", "\""]);
+    let c = &mut after(
+        &f,
+        &["{\"", "ok", "\": ", "true", ", \"", "city", "\": ", "\""],
+    );
     assert!(c.allows(tok("Berlin")).unwrap());
     assert!(c.allows(tok("日本")).unwrap());
     assert!(!c.allows(tok("name")).unwrap());
     let c = &mut after(
         &f,
-        &["{\"", "ok", "\": ", "true", ", \"", "city", "\": ", "\"", "Berlin", "\"", ", \"", "s",
-          "c", "o", "r", "e", "\": ", "1", ", \"", "n", "o", "t", "e", "\": "],
+        &[
+            "{\"", "ok", "\": ", "true", ", \"", "city", "\": ", "\"", "Berlin", "\"", ", \"", "s",
+            "c", "o", "r", "e", "\": ", "1", ", \"", "n", "o", "t", "e", "\": ",
+        ],
     );
     assert!(c.allows(tok("null")).unwrap());
     assert!(c.allows(tok("\"")).unwrap());
@@ -450,7 +556,10 @@ fn masks_are_a_function_of_the_tokens_and_logits_masking_matches_allows() {
     let mut c = Constraint::new(vocab(), &f).unwrap();
     c.advance_all(&ids).unwrap();
     assert_eq!(allowed(&mut c), allowed(&mut a));
-    assert!(c.advance(tok("city")).is_err(), "a disallowed token is refused");
+    assert!(
+        c.advance(tok("city")).is_err(),
+        "a disallowed token is refused"
+    );
 }
 
 #[test]
@@ -470,12 +579,30 @@ fn response_format_parsing_and_errors() {
     for (bad, needle) in [
         (json!("json_object"), "must be an object"),
         (json!({"type": "xml"}), "not supported"),
-        (json!({"type": "json_object", "schema": {}}), "unknown field response_format.schema"),
-        (json!({"type": "json_schema"}), "json_schema must be an object"),
-        (json!({"type": "json_schema", "json_schema": {"schema": {}}}), "name"),
-        (json!({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}), "name"),
-        (json!({"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}), "JSON object"),
-        (json!({"type": "json_schema", "json_schema": {"name": "a", "strict": "yes"}}), "boolean"),
+        (
+            json!({"type": "json_object", "schema": {}}),
+            "unknown field response_format.schema",
+        ),
+        (
+            json!({"type": "json_schema"}),
+            "json_schema must be an object",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"schema": {}}}),
+            "name",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}),
+            "name",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}),
+            "JSON object",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "a", "strict": "yes"}}),
+            "boolean",
+        ),
         (
             json!({"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "banana"}}}),
             "invalid JSON schema",
