@@ -159,12 +159,18 @@ fn close_objects(v: &mut Value) {
                 m.insert("additionalProperties".into(), Value::Bool(false));
             }
             for (k, sub) in m.iter_mut() {
-                // `properties`, `$defs` and `definitions` map names to schemas; `enum` and
-                // `const` hold data, not schemas.
-                if k == "enum" || k == "const" || k == "default" || k == "examples" {
-                    continue;
+                match k.as_str() {
+                    // Data, not schemas.
+                    "enum" | "const" | "default" | "examples" => {}
+                    // Maps from names to schemas: each value is a schema, the map is not.
+                    "properties" | "patternProperties" | "$defs" | "definitions"
+                    | "dependentSchemas" => {
+                        if let Value::Object(named) = sub {
+                            named.values_mut().for_each(close_objects);
+                        }
+                    }
+                    _ => close_objects(sub),
                 }
-                close_objects(sub);
             }
         }
         Value::Array(a) => a.iter_mut().for_each(close_objects),

@@ -619,6 +619,39 @@ fn response_format_parsing_and_errors() {
 }
 
 #[test]
+fn strict_closes_every_object_schema_but_not_property_maps() {
+    let f = OutputFormat::JsonSchema {
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "properties": {"type": "object", "properties": {"x": {"type": "integer"}}},
+                "open": {"type": "object", "additionalProperties": true},
+                "e": {"enum": [{"type": "object"}]},
+            },
+            "$defs": {"d": {"type": "object"}},
+        }),
+        strict: true,
+    };
+    let s = effective_schema(&f);
+    assert_eq!(s["additionalProperties"], json!(false));
+    assert_eq!(
+        s["properties"]["properties"]["additionalProperties"],
+        json!(false)
+    );
+    assert!(
+        s["properties"].get("additionalProperties").is_none(),
+        "the map is not a schema"
+    );
+    assert_eq!(s["properties"]["open"]["additionalProperties"], json!(true));
+    assert_eq!(
+        s["properties"]["e"]["enum"],
+        json!([{"type": "object"}]),
+        "data untouched"
+    );
+    assert_eq!(s["$defs"]["d"]["additionalProperties"], json!(false));
+}
+
+#[test]
 fn wire_round_trip() {
     for f in schemas() {
         assert_eq!(OutputFormat::from_wire(&f.to_wire()).unwrap(), f);
