@@ -58,6 +58,11 @@ pub struct GenerationRequest {
     /// Score the prompt: the backend sends [`GenerationEvent::Prompt`] before any token, with
     /// `logprobs`' alternatives. `max_tokens: Some(0)` then generates nothing.
     pub score_prompt: bool,
+    /// Tool definitions the chat template offers the model (chat only; `None`: none).
+    pub tools: Option<serde_json::Value>,
+    /// Text the assistant's reply starts with, written at the end of the prompt (forces a
+    /// tool call); the gateway puts it back in front of the generated text.
+    pub reply_prefix: String,
 }
 
 /// One alternative token and its log-probability.

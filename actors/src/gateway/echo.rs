@@ -96,6 +96,11 @@ impl CompletionBackend for EchoBackend {
     }
 
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
+        if req.tools.is_some() {
+            return Err(SubmitError::Invalid(
+                "the echo backend has no chat template: tools need a model".into(),
+            ));
+        }
         let (prompt_tokens, words) = Self::tokenize(&req.prompt);
         if prompt_tokens > self.config.context_length {
             return Err(SubmitError::PromptTooLong {

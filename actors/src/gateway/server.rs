@@ -11,10 +11,11 @@ use super::logprobs;
 use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
 use super::openai::{
     ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice,
-    CompletionRequest, CompletionResponse, Delta, Prepared, ResponseMessage, Usage, prepare_chat,
-    prepare_completion,
+    CompletionRequest, CompletionResponse, Delta, DeltaToolCall, Prepared, ResponseMessage, Usage,
+    check_fields, prepare_chat, prepare_completion,
 };
 use super::stop::{StopMatcher, StopOutcome};
+use super::tools;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -433,14 +434,16 @@ fn parse(
             ApiError::invalid_request(format!("could not read the request body: {rej}"), None)
         }
     })?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+    check_fields(&value, kind == Kind::Chat)?;
     let prepared = match kind {
         Kind::Completion => {
             let req: CompletionRequest =
-                serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+                serde_json::from_value(value).map_err(ApiError::invalid_json)?;
             prepare_completion(req, id)?
         }
         Kind::Chat => {
-            let req: ChatRequest = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+            let req: ChatRequest = serde_json::from_value(value).map_err(ApiError::invalid_json)?;
             prepare_chat(req, id)?
         }
     };
@@ -477,6 +480,11 @@ async fn generate(
         _ => None,
     };
     let logprobs = prepared.request.logprobs.is_some();
+    let tools = prepared
+        .tools
+        .tools
+        .clone()
+        .map(|t| (prepared.tools.reply_prefix.clone(), t));
     // Submitting renders the chat template and tokenizes the prompt: CPU work kept off the
     // async threads (they also drive the cluster's QUIC keep-alives).
     let backend = s.backend.clone();
@@ -500,6 +508,7 @@ async fn generate(
         started,
         echo,
         logprobs,
+        tools,
     };
     if prepared.stream {
         Ok(sse_response(
@@ -544,23 +553,39 @@ async fn generate(
                 }],
                 usage: Some(usage),
             }),
-            Kind::Chat => serde_json::to_value(ChatResponse {
-                id: ctx.id,
-                object: "chat.completion",
-                created: ctx.created,
-                model: ctx.model,
-                system_fingerprint: None,
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message: ResponseMessage {
-                        role: "assistant",
-                        content: out.text,
-                    },
-                    logprobs: ctx.logprobs.then(|| logprobs::chat(&out.entries)),
-                    finish_reason: out.finish.as_str(),
-                }],
-                usage,
-            }),
+            Kind::Chat => {
+                let (content, calls) = match &ctx.tools {
+                    Some((prefix, offered)) => tools::split_answer(
+                        &format!("{prefix}{}", out.text),
+                        ctx.call_id_base(),
+                        offered,
+                    ),
+                    None => (Some(out.text), Vec::new()),
+                };
+                let finish_reason = if calls.is_empty() {
+                    out.finish.as_str()
+                } else {
+                    "tool_calls"
+                };
+                serde_json::to_value(ChatResponse {
+                    id: ctx.id,
+                    object: "chat.completion",
+                    created: ctx.created,
+                    model: ctx.model,
+                    system_fingerprint: None,
+                    choices: vec![ChatChoice {
+                        index: 0,
+                        message: ResponseMessage {
+                            role: "assistant",
+                            content,
+                            tool_calls: (!calls.is_empty()).then_some(calls),
+                        },
+                        logprobs: ctx.logprobs.then(|| logprobs::chat(&out.entries)),
+                        finish_reason,
+                    }],
+                    usage,
+                })
+            }
         }
         .map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))?;
         Ok(axum::Json(body).into_response())
@@ -577,6 +602,16 @@ struct ResponseCtx {
     echo: Option<String>,
     /// The request asked for log-probabilities.
     logprobs: bool,
+    /// Tool calling: the answer is searched for calls; the text the reply was forced to start
+    /// with, and the offered tools.
+    tools: Option<(String, serde_json::Value)>,
+}
+
+impl ResponseCtx {
+    /// The base of this response's tool call ids.
+    fn call_id_base(&self) -> &str {
+        self.id.rsplit('-').next().unwrap_or(&self.id)
+    }
 }
 
 struct Collected {
@@ -696,6 +731,8 @@ struct Streamer {
     pending: logprobs::Pending,
     /// Completions' offsets across chunks.
     lists: logprobs::CompletionLists,
+    /// Tool calling: splits the answer into content and calls.
+    splitter: Option<tools::ToolCallSplitter>,
 }
 
 impl Streamer {
@@ -712,7 +749,8 @@ impl Streamer {
         prompt: &[PromptToken],
         entries: &[TokenLogprob],
     ) -> Event {
-        let finish_reason = finish.map(FinishReason::as_str);
+        let called = self.splitter.as_ref().is_some_and(|s| s.calls() > 0);
+        let finish_reason = finish.map(|f| if called { "tool_calls" } else { f.as_str() });
         let with_logprobs = self.ctx.logprobs && finish.is_none();
         match self.ctx.kind {
             Kind::Completion => Self::data(&CompletionResponse {
@@ -740,6 +778,7 @@ impl Streamer {
                     delta: Delta {
                         role: None,
                         content: if finish.is_some() { None } else { Some(text) },
+                        tool_calls: None,
                     },
                     logprobs: with_logprobs.then(|| logprobs::chat(entries)),
                     finish_reason,
@@ -773,6 +812,52 @@ impl Streamer {
     }
 
     /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
+    /// Queues generated text (with the log-probabilities of the tokens it starts): as content
+    /// chunks, or — tool calling — split into content and whole tool calls.
+    fn emit(&mut self, text: String, entries: Vec<TokenLogprob>) {
+        let Some(splitter) = self.splitter.as_mut() else {
+            if !text.is_empty() || !entries.is_empty() {
+                let ev = self.text_chunk(text, None, &[], &entries);
+                self.queue.push_back(ev);
+            }
+            return;
+        };
+        let pieces = splitter.push(&text);
+        self.emit_pieces(pieces, entries);
+    }
+
+    fn emit_pieces(&mut self, pieces: Vec<tools::Piece>, mut entries: Vec<TokenLogprob>) {
+        for p in pieces {
+            let ev = match p {
+                tools::Piece::Text(t) => self.text_chunk(t, None, &[], &entries),
+                tools::Piece::Call(call) => {
+                    let index = self.splitter.as_ref().map_or(1, |s| s.calls()) as u32 - 1;
+                    Self::data(&ChatChunk {
+                        id: self.ctx.id.clone(),
+                        object: "chat.completion.chunk",
+                        created: self.ctx.created,
+                        model: self.ctx.model.clone(),
+                        system_fingerprint: None,
+                        choices: vec![ChunkChoice {
+                            index: 0,
+                            delta: Delta {
+                                role: None,
+                                content: None,
+                                tool_calls: Some(vec![DeltaToolCall { index, call }]),
+                            },
+                            logprobs: (self.ctx.logprobs && !entries.is_empty())
+                                .then(|| logprobs::chat(&entries)),
+                            finish_reason: None,
+                        }],
+                        usage: None,
+                    })
+                }
+            };
+            entries.clear();
+            self.queue.push_back(ev);
+        }
+    }
+
     /// `entries`: the log-probabilities still to go out with `pending` text.
     fn finish(
         &mut self,
@@ -781,9 +866,10 @@ impl Streamer {
         finish: FinishReason,
         usage: Usage,
     ) {
-        if !pending.is_empty() || !entries.is_empty() {
-            let ev = self.text_chunk(pending, None, &[], &entries);
-            self.queue.push_back(ev);
+        self.emit(pending, entries);
+        if let Some(s) = self.splitter.as_mut() {
+            let rest = s.finish();
+            self.emit_pieces(rest, Vec::new());
         }
         let ev = self.text_chunk(String::new(), Some(finish), &[], &[]);
         self.queue.push_back(ev);
@@ -835,6 +921,7 @@ impl Streamer {
                     delta: Delta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -883,7 +970,7 @@ impl Streamer {
                         StopOutcome::Continue(out) => {
                             if !out.is_empty() {
                                 let entries = self.pending.released(&out);
-                                return Some(self.text_chunk(out, None, &[], &entries));
+                                self.emit(out, entries);
                             }
                         }
                         StopOutcome::Stopped(out) => {
@@ -926,7 +1013,7 @@ fn sse_response(
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Response {
     let keep_alive = s.config.sse_keep_alive;
-    let streamer = Streamer {
+    let mut streamer = Streamer {
         s,
         ctx,
         events: Some(stream),
@@ -939,7 +1026,15 @@ fn sse_response(
         deadline,
         pending: logprobs::Pending::default(),
         lists: logprobs::CompletionLists::default(),
+        splitter: None,
     };
+    if let Some((prefix, offered)) = streamer.ctx.tools.clone() {
+        let mut s = tools::ToolCallSplitter::new(streamer.ctx.call_id_base()).with_tools(&offered);
+        // The forced start of the reply is part of the answer the splitter reads.
+        let pieces = s.push(&prefix);
+        streamer.splitter = Some(s);
+        streamer.emit_pieces(pieces, Vec::new());
+    }
     let events = futures::stream::unfold(streamer, |mut st| async move {
         st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))
     });

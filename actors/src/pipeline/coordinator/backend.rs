@@ -69,19 +69,8 @@ impl PipelineBackend {
 
 /// The model's sampling settings for an API request: llama.cpp's server defaults (temperature
 /// 0.8, top-k 40, top-p 0.95, min-p 0.05) where the request is silent; `temperature: 0` is greedy.
+/// Presence and frequency penalties are OpenAI's (over the generated tokens).
 pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
-    for (name, v) in [
-        ("presence_penalty", p.presence_penalty),
-        ("frequency_penalty", p.frequency_penalty),
-    ] {
-        if let Some(v) = v
-            && v != 0.0
-        {
-            return Err(SubmitError::Invalid(format!(
-                "{name} is not supported by this server (use repeat_penalty)"
-            )));
-        }
-    }
     let s = ModelSampling {
         temperature: p.temperature.unwrap_or(0.8),
         top_k: p.top_k.map_or(40, |k| k as usize),
@@ -90,6 +79,8 @@ pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
         repetition_penalty: p.repeat_penalty.unwrap_or(1.0),
         repeat_last_n: 64,
         seed: p.seed.unwrap_or_else(rand::random),
+        presence_penalty: p.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
     };
     s.validate()
         .map_err(|e| SubmitError::Invalid(format!("invalid sampling settings: {e}")))?;
@@ -109,7 +100,9 @@ impl CompletionBackend for PipelineBackend {
         let sampling = sampling_for(&req.sampling)?;
         let ids = match &req.prompt {
             PromptInput::Text(t) => pipeline.encode(t),
-            PromptInput::Chat(msgs) => pipeline.encode_chat(msgs),
+            PromptInput::Chat(msgs) => {
+                pipeline.encode_chat_with(msgs, req.tools.as_ref(), &req.reply_prefix)
+            }
         }
         .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let ctx = pipeline.context_length();

@@ -242,6 +242,7 @@ pub(crate) async fn drive(
         prompt: seq.prefill_tokens(),
         logprobs: opts.logprobs,
         score_prompt: opts.score_prompt,
+        generated: 0,
     };
     let mut decoder = TokenStreamDecoder::new();
     let mut text = String::new();
@@ -344,6 +345,7 @@ pub(crate) async fn drive(
                     // The replay prefills the tokens already sent; the decoder goes on where
                     // the client's text stopped (the replay emits nothing twice).
                     start.prompt = seq.prefill_tokens();
+                    start.generated = seq.generated().len() as u32;
                     // Scores not handed on yet are asked for again (nothing was generated
                     // then, so the replay's prompt is the prompt).
                     start.score_prompt = !scores.delivered;

@@ -343,12 +343,25 @@ impl Pipeline {
 
     /// Renders a conversation with the model's chat template and tokenizes it.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
-        let text = self
+        self.encode_chat_with(messages, None, "")
+    }
+
+    /// [`Pipeline::encode_chat`] offering `tools` (OpenAI tool definitions; an error when the
+    /// model's template has no tool format edgeray parses) and starting the assistant's reply
+    /// with `reply_prefix`.
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        reply_prefix: &str,
+    ) -> Result<Vec<u32>, PipelineError> {
+        let mut text = self
             .inner
             .d
             .chat
-            .render(messages, true)
+            .render_with_tools(messages, tools, true)
             .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
+        text.push_str(reply_prefix);
         self.encode(&text)
     }
 

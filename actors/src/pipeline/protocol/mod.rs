@@ -119,6 +119,10 @@ pub struct SeqStart {
     /// ([`SinkMsg::PromptLogprobs`]; with `logprobs`' `k` alternatives).
     #[serde(default)]
     pub score_prompt: bool,
+    /// How many of the last `prompt` tokens were generated earlier (a sequence resumed after a
+    /// failover): the penalties over generated tokens count them.
+    #[serde(default)]
+    pub generated: u32,
 }
 
 /// Most alternatives a token's log-probabilities may carry (OpenAI's `top_logprobs` limit).

@@ -655,7 +655,7 @@ impl Worker {
                 || (ready.state.scoring.logprobs.is_none()
                     && ready.state.sampler.as_ref().is_some_and(|s| {
                         let p = s.params();
-                        p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
+                        p.is_greedy() && !p.penalises()
                     }));
             let greedy = msg.greedy;
             self.runs += 1;
@@ -836,6 +836,8 @@ impl Worker {
                 let (sampler, scoring) = if last {
                     let mut s = Sampler::new(start.sampling.clone()).map_err(|e| e.to_string())?;
                     s.accept_all(&start.prompt);
+                    let earlier = start.prompt.len().saturating_sub(start.generated as usize);
+                    s.note_generated(&start.prompt[earlier..]);
                     (Some(s), Scoring::of(start)?)
                 } else {
                     (None, Scoring::default())
