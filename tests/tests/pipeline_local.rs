@@ -5,7 +5,9 @@
 //!   real models on ten prompts each with the default wire (f32 hidden states: bit-identical),
 //!   and with the lossy f16 wire it matches up to the first near-tie of the single-node run.
 //! - Weight shipping: a stage node receives exactly its layers' shard, a second deploy sends
-//!   nothing, a transfer cut mid-way resumes.
+//!   nothing, a cached shard with a flipped byte is caught and shipped again (and the answer is
+//!   the first deploy's), a shard beyond a node's cache budget is refused at once with the
+//!   reason, a transfer cut mid-way resumes.
 //! - Four concurrent sequences all complete with the single-sequence output, and the stages run
 //!   their batches together (fewer stage runs than sequence batches); an overload burst is
 //!   refused up front and every accepted request completes.
@@ -18,7 +20,9 @@ use edgeray::gateway::{
 use edgeray::pipeline::coordinator::PipelineBackend;
 use edgeray::pipeline::embedded_cluster;
 use edgeray::pipeline::{
-    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype, coordinator::ship_shard, deploy,
+    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype,
+    coordinator::{ShipError, ship_shard},
+    deploy, set_shard_cache_budget,
     stage::CHUNK_BYTES,
 };
 use edgeray_model::arch::{GenerateOptions, Generator, StageSpec};
@@ -197,7 +201,10 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
     let p = deploy(&nodes[0], &model, &opts(2, WireDtype::F16))
         .await
         .expect("first deploy");
+    let prompt = p.encode("The capital of France is").unwrap();
+    let answer = generate(&p, prompt.clone()).await.expect("first answer");
     let file = GgufFile::open(&model).unwrap();
+    let mut last_shard = None;
     let n_layers = p.placement().stages.last().unwrap().layers.end;
     // Exactly each stage's shard went over the wire, and each node's cache holds only its layers.
     let mut want = 0u64;
@@ -224,6 +231,7 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
                 .is_some_and(|i| !st.layers.contains(&i))
         });
         assert!(foreign.is_none(), "stage {k} received {foreign:?}");
+        last_shard = Some((cache.join(format!("{hash}.gguf")), shard));
     }
     assert_eq!(
         p.shipped_bytes(),
@@ -238,6 +246,54 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         .expect("second deploy");
     assert_eq!(p2.shipped_bytes(), 0, "a second deploy sends nothing");
     p2.shutdown().await;
+
+    // A byte of the last stage's cached shard flips on its node's disk (no stage runs): the
+    // next deploy finds it damaged, ships exactly that shard again and answers as before.
+    let (path, shard) = last_shard.expect("a last stage");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let p3 = deploy(&nodes[0], &model, &opts(2, WireDtype::F16))
+        .await
+        .expect("deploy after the corruption");
+    assert_eq!(
+        p3.shipped_bytes(),
+        shard.len() as u64,
+        "the damaged shard, and only it, was shipped again"
+    );
+    assert!(std::fs::read(&path).unwrap() == shard, "the cache holds the good shard again");
+    assert_eq!(
+        generate(&p3, prompt).await.expect("answer after re-fetch"),
+        answer,
+        "the same answer as the first deploy"
+    );
+    p3.shutdown().await;
+
+    // A shard larger than a node's cache budget is refused at the offer, with the reason,
+    // and not retried.
+    set_shard_cache_budget(&nodes[1], 4 << 20);
+    let big: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let big_hash = edgeray::pipeline::stage::content_hash(&big);
+    let t = std::time::Instant::now();
+    let e = ship_shard(
+        &nodes[0],
+        nodes[1].node_id(),
+        &big_hash,
+        bytes::Bytes::from(big),
+        |_, _| {},
+    )
+    .await
+    .expect_err("a shard over the budget is refused");
+    assert!(
+        matches!(&e, ShipError::NoRoom { reason, .. } if reason.contains("limits.shard_cache")),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "refused at once, not retried");
+    let cache1 = edgeray::pipeline::shard_dir(&nodes[1]);
+    assert!(!cache1.join(format!("{big_hash}.part")).exists());
+    assert!(!cache1.join(format!("{big_hash}.gguf")).exists());
+    set_shard_cache_budget(&nodes[1], 8 << 30);
 
     // A transfer whose connection is cut after the first chunks resumes where it stopped.
     let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 12345) as u32)
