@@ -156,10 +156,20 @@ impl ShardStoreError {
     /// Whether the node has no room for the shard (budget, free space or a full disk): sending
     /// it again, to this node, cannot succeed until an operator frees space.
     pub fn is_no_room(&self) -> bool {
-        matches!(
-            self,
-            ShardStoreError::NoRoom { .. } | ShardStoreError::DiskFull { .. }
-        )
+        self.no_room().is_some()
+    }
+
+    /// Why the node has no room for the shard, in words for the sender (who knows the shard),
+    /// if that is the error.
+    pub fn no_room(&self) -> Option<String> {
+        match self {
+            ShardStoreError::NoRoom { reason, .. } => Some(reason.to_string()),
+            ShardStoreError::DiskFull { dir, .. } => Some(format!(
+                "the disk holding {} filled up during the transfer (the partial file was removed)",
+                dir.display()
+            )),
+            _ => None,
+        }
     }
 }
 

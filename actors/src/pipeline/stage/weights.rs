@@ -134,12 +134,14 @@ impl RemoteActor for WeightsActor {
         }
         match reply {
             Ok(r) => Ok(Envelope::new(r)),
-            Err(e) if e.is_no_room() => {
-                self.offer = None;
-                tracing::warn!(error = %e, "shard refused");
-                Ok(Envelope::new(WeightsReply::NoRoom(e.to_string())))
-            }
-            Err(e) => Err(ActorError::new(e.to_string())),
+            Err(e) => match e.no_room() {
+                Some(reason) => {
+                    self.offer = None;
+                    tracing::warn!(error = %e, "shard refused");
+                    Ok(Envelope::new(WeightsReply::NoRoom(reason)))
+                }
+                None => Err(ActorError::new(e.to_string())),
+            },
         }
     }
 }
