@@ -11,6 +11,8 @@
 //! - Four concurrent sequences all complete with the single-sequence output, and the stages run
 //!   their batches together (fewer stage runs than sequence batches); an overload burst is
 //!   refused up front and every accepted request completes.
+//! - A supervised service whose redeploy finds no room for a shard on a survivor gives up at
+//!   once (no retry loop) and fails requests with the reason.
 
 use std::time::Duration;
 
@@ -625,5 +627,65 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         }
         p.shutdown().await;
     }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = embedded_cluster(3, dir.path(), THREADS)
+        .await
+        .expect("cluster");
+    let svc = edgeray::pipeline::Service::start_with(
+        nodes[0].clone(),
+        model.clone(),
+        opts(3, WireDtype::F32),
+        false,
+    )
+    .await
+    .expect("first deploy");
+    let ids = svc.current().expect("serving").encode("Hello").unwrap();
+    // The survivors' caches can take no new shard (what they hold stays: in use or not, a
+    // refusal evicts nothing).
+    for n in &nodes[..2] {
+        set_shard_cache_budget(n, 1 << 20);
+    }
+    let dead = nodes.pop().expect("third node");
+    dead.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let why = loop {
+        if let Some(why) = svc.failure() {
+            break why;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service neither redeployed nor gave up within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(why.contains("limits.shard_cache"), "{why}");
+    assert_eq!(svc.generation(), 1, "never redeployed");
+    // A request now fails at once with the reason instead of waiting for a redeploy.
+    let (tx, _rx) = mpsc::channel(64);
+    let t = std::time::Instant::now();
+    let e = svc
+        .generate(
+            None,
+            ids,
+            &GenOptions {
+                max_tokens: 4,
+                sampling: SamplingParams::greedy(),
+                ..Default::default()
+            },
+            &tx,
+        )
+        .await
+        .expect_err("no pipeline");
+    assert!(t.elapsed() < Duration::from_secs(5), "failed at once");
+    assert!(e.to_string().contains("limits.shard_cache"), "{e}");
+    svc.shutdown().await;
     shutdown(nodes).await;
 }
