@@ -264,7 +264,10 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         shard.len() as u64,
         "the damaged shard, and only it, was shipped again"
     );
-    assert!(std::fs::read(&path).unwrap() == shard, "the cache holds the good shard again");
+    assert!(
+        std::fs::read(&path).unwrap() == shard,
+        "the cache holds the good shard again"
+    );
     assert_eq!(
         generate(&p3, prompt).await.expect("answer after re-fetch"),
         answer,
@@ -291,11 +294,59 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         matches!(&e, ShipError::NoRoom { reason, .. } if reason.contains("limits.shard_cache")),
         "{e}"
     );
-    assert!(t.elapsed() < Duration::from_secs(5), "refused at once, not retried");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "refused at once, not retried"
+    );
     let cache1 = edgeray::pipeline::shard_dir(&nodes[1]);
     assert!(!cache1.join(format!("{big_hash}.part")).exists());
     assert!(!cache1.join(format!("{big_hash}.gguf")).exists());
     set_shard_cache_budget(&nodes[1], 8 << 30);
+    // A sender that skips the offer (where the budget is checked) gets no chunk written.
+    {
+        use edgeray::pipeline::stage::{WeightsActor, WeightsMsg, WeightsReply};
+        use edgeray_runtime::actor::{AskError, Envelope};
+        use edgeray_runtime::cluster::SpawnOptions;
+        let receiver = nodes[0]
+            .spawn::<WeightsActor>((), SpawnOptions::new().on(nodes[1].node_id()))
+            .await
+            .expect("receiver");
+        let data = bytes::Bytes::from_static(b"sneaked in without an offer");
+        let hash = edgeray::pipeline::stage::content_hash(&data);
+        let chunk = WeightsMsg::Chunk {
+            hash: hash.clone(),
+            len: data.len() as u64,
+            offset: 0,
+            digest: edgeray::pipeline::stage::chunk_digest(&data),
+        };
+        let e = receiver
+            .ask(Envelope::with_tail(chunk, data), Duration::from_secs(10))
+            .await
+            .expect_err("a chunk without an offer is refused");
+        assert!(
+            matches!(&e, AskError::Remote(m) if m.contains("not offered")),
+            "{e}"
+        );
+        assert!(!cache1.join(format!("{hash}.part")).exists());
+        // An absurd offer gets a no-room answer, not an error loop.
+        let reply = receiver
+            .ask(
+                WeightsMsg::Offer {
+                    hash,
+                    len: 1 << 50,
+                    chunk: CHUNK_BYTES as u64,
+                },
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("an answer");
+        assert!(
+            matches!(&reply.msg, WeightsReply::NoRoom(r) if r.contains("limits.shard_cache")),
+            "{:?}",
+            reply.msg
+        );
+        receiver.stop().await;
+    }
 
     // A transfer whose connection is cut after the first chunks resumes where it stopped.
     let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 12345) as u32)

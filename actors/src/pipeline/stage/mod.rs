@@ -20,5 +20,7 @@ pub use shard_dir::{
     ShardCacheBudget, ShardDir, open_shard_store, set_shard_cache_budget, set_shard_dir, shard_dir,
     user_cache_dir,
 };
-pub use shard_store::{Refusal, ShardLease, ShardStore, ShardStoreError, content_hash};
-pub use weights::{CHUNK_BYTES, WeightsActor};
+pub use shard_store::{
+    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash,
+};
+pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};
