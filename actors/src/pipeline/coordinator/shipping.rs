@@ -21,7 +21,8 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a shard could not be shipped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
-    /// The receiver refused (checksum, disk, ...): retrying would not help.
+    /// The receiver refused (a corrupt chunk, a hostile or inconsistent transfer, an I/O
+    /// error): retrying would not help.
     #[error("node {node} refused shard {hash}: {reason}")]
     Refused {
         /// Target node.
