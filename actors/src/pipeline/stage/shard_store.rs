@@ -21,9 +21,11 @@
 //! shard it cannot lock, which also protects shards used by another node process sharing the
 //! folder.
 //!
-//! Before a stage starts from a cached shard, and before an offer is answered "already
-//! cached", the shard is checked against its sidecar; a damaged shard is discarded
-//! ([`ShardStoreError::Corrupt`]), so the coordinator ships it again.
+//! Before an offer is answered "already cached", and before a stage starts from a cached
+//! shard, the shard is checked against its sidecar; a damaged shard is discarded
+//! ([`ShardStoreError::Corrupt`]), so the coordinator ships it again. A stage starting within
+//! a minute of the offer that verified its unchanged shard (or of its arrival) does not hash
+//! it again ([`fresh`]).
 //!
 //! Concurrent uploads to one node are each checked against what is on disk when they are
 //! offered (a partial file counts at its current size), so they may overshoot the budget by
@@ -31,6 +33,7 @@
 
 mod budget;
 mod disk;
+mod fresh;
 pub mod sidecar;
 
 pub use budget::{CachedShard, Refusal, Room, plan_room};
@@ -41,7 +44,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use fresh::{Fingerprint, Fresh};
 use sidecar::{Checksum, Summer};
+
+/// Shards verified a moment ago in this process (see [`fresh`]).
+static FRESH: std::sync::LazyLock<parking_lot::Mutex<Fresh>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// A partial upload nobody has written to for this long is abandoned (a resuming transfer
 /// writes again within seconds).
@@ -286,7 +294,10 @@ impl ShardStore {
     pub fn begin(&self, hash: &str, len: u64, chunk: u64) -> Result<u64, ShardStoreError> {
         let done = self.path(hash)?;
         if done.is_file() {
-            match self.verify(hash) {
+            let t = std::time::Instant::now();
+            let checked = self.verify(hash);
+            tracing::debug!(shard = %hash, verify_ms = t.elapsed().as_secs_f64() * 1e3, ok = checked.is_ok(), "cached shard checked at the offer");
+            match checked {
                 Ok(c) if c.len == len => return Ok(len),
                 Ok(c) => {
                     return Err(ShardStoreError::LengthMismatch {
@@ -416,6 +427,12 @@ impl ShardStore {
             tracing::debug!(error = %e, "cannot set a new shard's modification time");
         }
         std::fs::rename(&part, &done).map_err(io(&done))?;
+        // Just hashed: the stage that follows need not hash it again.
+        if let Ok(meta) = f.metadata() {
+            FRESH
+                .lock()
+                .record(&done, Fingerprint::of(&meta), std::time::Instant::now());
+        }
         Ok(done)
     }
 
@@ -443,6 +460,7 @@ impl ShardStore {
             }
             Err(e) => return Err(io(&path)(e)),
         };
+        let meta = f.metadata().map_err(io(&path))?;
         let sum_path = self.sum_path(hash)?;
         let want = match std::fs::read(&sum_path) {
             Ok(text) => Some(
@@ -454,9 +472,9 @@ impl ShardStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&sum_path)(e)),
         };
-        match want {
+        let sum = match want {
             Some(want) => {
-                let size = f.metadata().map_err(io(&path))?.len();
+                let size = meta.len();
                 if size != want.len {
                     return Err(self.discard(
                         hash,
@@ -467,7 +485,7 @@ impl ShardStore {
                 if got != want {
                     return Err(self.discard(hash, "content does not match its sidecar checksum"));
                 }
-                Ok(got)
+                got
             }
             None => {
                 let (got, sum) = hash_file(&mut f).map_err(io(&path))?;
@@ -475,9 +493,13 @@ impl ShardStore {
                     return Err(self.discard(hash, "content does not match its name"));
                 }
                 self.write_sidecar(hash, sum).map_err(io(&sum_path))?;
-                Ok(sum)
+                sum
             }
-        }
+        };
+        FRESH
+            .lock()
+            .record(&path, Fingerprint::of(&meta), std::time::Instant::now());
+        Ok(sum)
     }
 
     /// Removes cached shard `hash` and its sidecar; the [`ShardStoreError::Corrupt`] to report.
@@ -491,8 +513,9 @@ impl ShardStore {
         }
     }
 
-    /// Opens cached shard `hash` for a stage: verified against its sidecar (a damaged one is
-    /// discarded), marked as used now (its place in the eviction order), and held against
+    /// Opens cached shard `hash` for a stage: verified against its sidecar (unless an offer
+    /// verified it unchanged within [`fresh::FRESH_FOR`]; a damaged one is discarded), marked
+    /// as used now (its place in the eviction order), and held against
     /// eviction while the returned lease lives.
     pub fn open_for_stage(&self, hash: &str) -> Result<ShardLease, ShardStoreError> {
         let path = self.path(hash)?;
@@ -510,7 +533,10 @@ impl ShardStore {
         if !same_file(&f, &path) {
             return Err(missing());
         }
-        self.verify(hash)?;
+        let fp = Fingerprint::of(&f.metadata().map_err(io(&path))?);
+        if !FRESH.lock().take(&path, fp, std::time::Instant::now()) {
+            self.verify(hash)?;
+        }
         if let Err(e) = f.set_modified(SystemTime::now()) {
             tracing::warn!(error = %e, path = %path.display(), "cannot record the shard's use (eviction order)");
         }
@@ -1028,5 +1054,45 @@ mod tests {
         ShardStore::open(dir.path()).unwrap();
         assert!(!old.exists() && !orphan_sum.exists());
         assert!(fresh.exists() && unrelated.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stage_start_right_after_the_offer_reuses_its_check_unless_the_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::open(dir.path()).unwrap();
+        let data = vec![6u8; 5000];
+        let hash = cache(&store, &data);
+        let path = store.path(&hash).unwrap();
+        // Written after the offer's check: the stage start checks again.
+        assert_eq!(store.begin(&hash, 5000, 1024).unwrap(), 5000);
+        let mut bad = data.clone();
+        bad[10] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            store.open_for_stage(&hash),
+            Err(ShardStoreError::Corrupt { .. })
+        ));
+        // Unchanged since the offer's check (same file, length and time): not hashed again,
+        // which a change that kept the modification time shows.
+        upload(&store, &data, 1024, 0);
+        store.finish(&hash, 5000).unwrap();
+        assert_eq!(store.begin(&hash, 5000, 1024).unwrap(), 5000);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let f = File::options().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &bad, 0).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(
+            store
+                .open_for_stage(&hash)
+                .expect("the offer's check vouches for it"),
+        );
+        // Used up: the next start hashes.
+        let f = File::options().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert!(matches!(
+            store.open_for_stage(&hash),
+            Err(ShardStoreError::Corrupt { .. })
+        ));
     }
 }
