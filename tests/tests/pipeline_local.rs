@@ -737,6 +737,24 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
         .expect_err("no pipeline");
     assert!(t.elapsed() < Duration::from_secs(5), "failed at once");
     assert!(e.to_string().contains("limits.shard_cache"), "{e}");
+    // What `serve` answers with says so too.
+    let backend = PipelineBackend::supervised(svc.clone(), 16);
+    let refused = backend
+        .submit(GenerationRequest {
+            id: "t".into(),
+            prompt: PromptInput::Text("Hello".into()),
+            max_tokens: Some(4),
+            sampling: RequestSampling::default(),
+            stop: Vec::new(),
+            logprobs: None,
+            score_prompt: false,
+        })
+        .err()
+        .expect("no pipeline to submit to");
+    assert!(
+        refused.to_string().contains("limits.shard_cache"),
+        "{refused}"
+    );
     svc.shutdown().await;
     shutdown(nodes).await;
 }
