@@ -17,6 +17,8 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
+    // `c_ulong` (32 bits) on 32-bit boards, `u64` elsewhere.
+    #[allow(clippy::unnecessary_cast)]
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
