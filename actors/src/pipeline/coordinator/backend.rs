@@ -60,8 +60,13 @@ impl PipelineBackend {
     fn pipeline(&self) -> Result<Pipeline, SubmitError> {
         match &self.source {
             Source::Fixed(p) => Ok(p.clone()),
-            Source::Supervised(s) => s.current().ok_or_else(|| {
-                SubmitError::Unavailable("a node failed; the pipeline is being redeployed".into())
+            Source::Supervised(s) => s.current().ok_or_else(|| match s.failure() {
+                Some(why) => SubmitError::Unavailable(format!(
+                    "a node failed and the pipeline cannot be redeployed: {why}"
+                )),
+                None => SubmitError::Unavailable(
+                    "a node failed; the pipeline is being redeployed".into(),
+                ),
             }),
         }
     }

@@ -29,8 +29,8 @@ use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteAct
 use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
 use super::group::{self, Group};
 use super::logprobs;
-use super::shard_dir::shard_dir;
-use super::shard_store::ShardStore;
+use super::shard_dir::open_shard_store;
+use super::shard_store::ShardLease;
 use crate::pipeline::coordinator::SinkActor;
 use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
 use crate::pipeline::protocol::{
@@ -163,6 +163,8 @@ pub struct StageActor {
     done: Arc<std::sync::atomic::AtomicBool>,
     /// Tensor-parallel member: roster and received pieces.
     group: Option<Arc<Group>>,
+    /// Holds the shard against eviction from the node's cache while the stage runs.
+    _shard: ShardLease,
 }
 
 /// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
@@ -197,19 +199,17 @@ impl RemoteActor for StageActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
-        let store =
-            ShardStore::open(shard_dir(&cluster)).map_err(|e| ActorError::new(e.to_string()))?;
-        let path = store
-            .path(&args.shard)
+        let store = open_shard_store(&cluster).map_err(|e| ActorError::new(e.to_string()))?;
+        // Checked against its sidecar before it is mapped: a damaged shard is discarded here
+        // and this start fails, so the coordinator ships it again.
+        let t = Instant::now();
+        let lease = store
+            .open_for_stage(&args.shard)
             .map_err(|e| ActorError::new(e.to_string()))?;
-        if !path.is_file() {
-            return Err(ActorError::new(format!(
-                "shard {} is not in this node's cache ({})",
-                args.shard,
-                store.dir().display()
-            )));
-        }
-        let file = GgufFile::open(&path)
+        let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let path = lease.path();
+        let file = GgufFile::open(path)
             .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
         let threads = capped_threads(args.threads);
         if threads < args.threads {
@@ -255,6 +255,8 @@ impl RemoteActor for StageActor {
             tp_member = ?args.tp.as_ref().map(|t| (t.member, t.speeds.len())),
             threads,
             weight_mib = stage.weight_bytes() >> 20,
+            verify_ms = format!("{verify_ms:.1}"),
+            load_ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3),
             "stage loaded"
         );
         let group = match &stage {
@@ -308,6 +310,7 @@ impl RemoteActor for StageActor {
             stats,
             done,
             group,
+            _shard: lease,
         })
     }
 
