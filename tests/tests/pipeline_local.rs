@@ -560,6 +560,22 @@ async fn scored_request(
     logprobs: u8,
     score_prompt: bool,
 ) -> Scored {
+    let greedy = RequestSampling {
+        temperature: Some(0.0),
+        ..Default::default()
+    };
+    sampled_request(backend, prompt, max_tokens, logprobs, score_prompt, greedy).await
+}
+
+/// [`scored_request`] with other sampling settings.
+async fn sampled_request(
+    backend: &PipelineBackend,
+    prompt: &str,
+    max_tokens: u32,
+    logprobs: u8,
+    score_prompt: bool,
+    sampling: RequestSampling,
+) -> Scored {
     use edgeray::gateway::TokenLogprob;
     let bits = |l: &TokenLogprob| {
         (
@@ -574,13 +590,12 @@ async fn scored_request(
         id: "t".into(),
         prompt: PromptInput::Text(prompt.into()),
         max_tokens: Some(max_tokens),
-        sampling: RequestSampling {
-            temperature: Some(0.0),
-            ..Default::default()
-        },
+        sampling,
         stop: Vec::new(),
         logprobs: Some(logprobs),
         score_prompt,
+        tools: None,
+        reply_prefix: String::new(),
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = Scored {
@@ -634,6 +649,15 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         .await
         .expect("cluster");
     let mut first: Option<Scored> = None;
+    let mut seeded: Option<Scored> = None;
+    // Random sampling with a seed and OpenAI's penalties: the same tokens on any split too.
+    let sampling = RequestSampling {
+        temperature: Some(0.9),
+        seed: Some(7),
+        presence_penalty: Some(0.5),
+        frequency_penalty: Some(0.3),
+        ..Default::default()
+    };
     for stages in [1, 2, 3] {
         let p = deploy(&nodes[0], &model, &opts(stages, WireDtype::default()))
             .await
@@ -664,6 +688,11 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         match &first {
             None => first = Some(got.clone()),
             Some(f) => assert_eq!(&got, f, "{stages} stages: the same bits as one stage"),
+        }
+        let s = sampled_request(&backend, "Once upon a time", 24, 0, false, sampling.clone()).await;
+        match &seeded {
+            None => seeded = Some(s),
+            Some(f) => assert_eq!(&s, f, "{stages} stages: seeded sampling as on one stage"),
         }
         if stages == 2 {
             // Scored next to another request's decode steps (one stage run for both).
@@ -748,6 +777,8 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
             stop: Vec::new(),
             logprobs: None,
             score_prompt: false,
+            tools: None,
+            reply_prefix: String::new(),
         })
         .err()
         .expect("no pipeline to submit to");

@@ -218,4 +218,27 @@ pub trait CompletionBackend: Send + Sync + 'static {
     /// Start generating for `req`; must not block for long (queue the work and return the
     /// stream). Errors here reach the client as HTTP errors.
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError>;
+
+    /// The model's token ids of `text` and each token's text (`/tokenize`): with
+    /// `add_special`, the tokens the model adds (BOS); with `parse_special`, control tokens
+    /// written in the text are recognised. The default: this backend has no tokenizer.
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<(u32, String)>, SubmitError> {
+        let _ = (text, add_special, parse_special);
+        Err(SubmitError::Invalid(
+            "this backend has no tokenizer (it is not a model)".into(),
+        ))
+    }
+
+    /// The text of token ids (`/detokenize`).
+    fn detokenize(&self, ids: &[u32]) -> Result<String, SubmitError> {
+        let _ = ids;
+        Err(SubmitError::Invalid(
+            "this backend has no tokenizer (it is not a model)".into(),
+        ))
+    }
 }

@@ -250,6 +250,8 @@ impl Gateway {
             .route("/v1/models/{id}", get(model_by_id))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/tokenize", post(tokenize))
+            .route("/detokenize", post(detokenize))
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .fallback(fallback)
@@ -375,6 +377,81 @@ async fn health(State(s): State<Arc<Inner>>) -> Response {
         "capacity": s.admission.capacity(),
     }))
     .into_response()
+}
+
+/// Runs a tokenizer call of the backend off the async threads (they also drive the cluster's
+/// QUIC keep-alives).
+async fn off_thread<T: Send + 'static>(
+    s: &Arc<Inner>,
+    f: impl FnOnce(&dyn CompletionBackend) -> Result<T, super::backend::SubmitError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let backend = s.backend.clone();
+    tokio::task::spawn_blocking(move || f(backend.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// `POST /tokenize` (llama-server's): `{"content": …, "add_special": false, "parse_special":
+/// true, "with_pieces": false}` → `{"tokens": [ids]}`, or `[{"id", "piece"}]` with pieces.
+async fn tokenize(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        content: String,
+        #[serde(default)]
+        add_special: bool,
+        #[serde(default = "yes")]
+        parse_special: bool,
+        #[serde(default)]
+        with_pieces: bool,
+    }
+    fn yes() -> bool {
+        true
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+        let with_pieces = req.with_pieces;
+        let tokens = off_thread(&s, move |b| {
+            b.tokenize(&req.content, req.add_special, req.parse_special)
+        })
+        .await?;
+        let out = if with_pieces {
+            let list: Vec<_> = tokens
+                .iter()
+                .map(|(id, piece)| serde_json::json!({"id": id, "piece": piece}))
+                .collect();
+            serde_json::json!({ "tokens": list })
+        } else {
+            let ids: Vec<u32> = tokens.iter().map(|(id, _)| *id).collect();
+            serde_json::json!({ "tokens": ids })
+        };
+        Ok::<_, ApiError>(axum::Json(out).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("tokenize", resp.status());
+    resp
+}
+
+/// `POST /detokenize`: `{"tokens": [ids]}` → `{"content": …}`.
+async fn detokenize(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        tokens: Vec<u32>,
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+        let content = off_thread(&s, move |b| b.detokenize(&req.tokens)).await?;
+        Ok::<_, ApiError>(axum::Json(serde_json::json!({ "content": content })).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("detokenize", resp.status());
+    resp
 }
 
 async fn fallback(uri: Uri) -> Response {

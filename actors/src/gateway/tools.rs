@@ -344,8 +344,10 @@ impl ToolCallSplitter {
             .ok()
             .and_then(|v| {
                 let name = v.get("name")?.as_str()?.to_string();
+                // Arguments go out as JSON text: a string that is JSON as it is, any other
+                // value (a plain string included) encoded.
                 let arguments = match v.get("arguments") {
-                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::String(s)) if serde_json::from_str::<Value>(s).is_ok() => s.clone(),
                     Some(a) => a.to_string(),
                     None => "{}".to_string(),
                 };

@@ -97,6 +97,34 @@ impl CompletionBackend for PipelineBackend {
         self.model_id.clone()
     }
 
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<(u32, String)>, SubmitError> {
+        let pipeline = self.pipeline()?;
+        let tok = pipeline.tokenizer();
+        let ids = tok
+            .encode_with(text, add_special, parse_special)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let piece = tok.token_bytes(id, true).unwrap_or_default();
+                (id, String::from_utf8_lossy(piece).into_owned())
+            })
+            .collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, SubmitError> {
+        let pipeline = self.pipeline()?;
+        pipeline
+            .tokenizer()
+            .decode(ids)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))
+    }
+
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
         let pipeline = self.pipeline()?;
         if let Some(why) = pipeline.broken() {
