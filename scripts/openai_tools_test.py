@@ -12,7 +12,8 @@ Usage:
 2. `tool_choice: "required"` and a named tool force a call;
 3. an unknown request field is a 400 naming it;
 4. presence and frequency penalties change a greedy answer that repeats itself;
-5. llama-server's `n_predict` bounds the answer.
+5. llama-server's `n_predict` bounds the answer;
+6. `/v1/embeddings`: unit vectors, deterministic, similar sentences closer.
 Exits non-zero with a message on the first failure.
 """
 
@@ -114,6 +115,20 @@ def main():
     pres = client.chat.completions.create(model=m, messages=poem, temperature=0, max_tokens=30, presence_penalty=2.0).choices[0].message.content
     check(pres != plain_poem, f"presence_penalty changed nothing: {plain_poem!r}")
     print(f"penalties: {plain!r} -> {freq!r}; {plain_poem!r} -> {pres!r}")
+
+    # 6. embeddings: one unit vector per input, deterministic, a batch equal to single inputs
+    texts = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Quarterly tax filing deadlines"]
+    e = client.embeddings.create(model=m, input=texts)
+    vecs = [d.embedding for d in sorted(e.data, key=lambda d: d.index)]
+    check(len(vecs) == 3 and len({len(v) for v in vecs}) == 1 and len(vecs[0]) >= 64, "embedding shapes")
+    for v in vecs:
+        check(abs(sum(x * x for x in v) - 1.0) < 1e-4, "embedding not unit length")
+    again = client.embeddings.create(model=m, input=texts[0]).data[0].embedding
+    check(again == vecs[0], "the same input gave another embedding")
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    check(cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]), "the cat sentences are not the closest pair")
+    check(e.usage.prompt_tokens > 0, "embedding usage")
+    print(f"embeddings: {len(vecs)} x {len(vecs[0])}, similarity {cos(vecs[0], vecs[1]):.3f} vs {cos(vecs[0], vecs[2]):.3f}")
 
     # 5. n_predict
     r = client.completions.create(model=m, prompt="def add(a, b):", temperature=0, extra_body={"n_predict": 5})

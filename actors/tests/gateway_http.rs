@@ -1133,6 +1133,37 @@ async fn strict_fields_n_predict_and_tool_checks() {
     assert!(text.contains("no tokenizer"), "{text}");
     let (s, _, _) = post(&base, "/detokenize", &json!({"tokens": "x"})).await;
     assert_eq!(s, 400);
+    // Embeddings: request checks first, then the echo backend's refusal (it is not a model).
+    for (body, param) in [
+        (json!({"model": MODEL, "input": 5}), "input"),
+        (
+            json!({"model": MODEL, "input": "a", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": MODEL, "input": "a", "dimensions": 8}),
+            "dimensions",
+        ),
+    ] {
+        let (s, _, text) = post(&base, "/v1/embeddings", &body).await;
+        assert_eq!(s, 400, "{text}");
+        assert_eq!(assert_error(&text, None)["error"]["param"], param);
+    }
+    let (s, _, text) = post(
+        &base,
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": "a", "x": 1}),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    let (s, _, text) = post(
+        &base,
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": "a"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("no embeddings"), "{text}");
     // Valid tools reach the backend, which says it cannot offer them (no chat template).
     let (s, _, text) = post(
         &base,

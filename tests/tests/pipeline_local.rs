@@ -567,6 +567,33 @@ async fn scored_request(
     sampled_request(backend, prompt, max_tokens, logprobs, score_prompt, greedy).await
 }
 
+/// The embedding of `prompt` through [`PipelineBackend`], as bits.
+async fn embedding(backend: &PipelineBackend, prompt: &str) -> Vec<u32> {
+    let req = GenerationRequest {
+        id: "e".into(),
+        prompt: PromptInput::Text(prompt.into()),
+        max_tokens: Some(0),
+        sampling: RequestSampling::default(),
+        stop: Vec::new(),
+        logprobs: None,
+        score_prompt: false,
+        tools: None,
+        reply_prefix: String::new(),
+        embed: true,
+    };
+    let mut stream = backend.submit(req).expect("submitted");
+    let mut out = None;
+    while let Some(ev) = stream.events.recv().await {
+        match ev {
+            GenerationEvent::Embedding(v) => out = Some(v.iter().map(|x| x.to_bits()).collect()),
+            GenerationEvent::Done { .. } => break,
+            GenerationEvent::Error(e) => panic!("embedding failed: {e}"),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    out.expect("an embedding")
+}
+
 /// [`scored_request`] with other sampling settings.
 async fn sampled_request(
     backend: &PipelineBackend,
@@ -596,6 +623,7 @@ async fn sampled_request(
         score_prompt,
         tools: None,
         reply_prefix: String::new(),
+        embed: false,
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = Scored {
@@ -618,6 +646,7 @@ async fn sampled_request(
             }
             GenerationEvent::Done { .. } => break,
             GenerationEvent::Error(e) => panic!("generation failed: {e}"),
+            GenerationEvent::Embedding(_) => panic!("an embedding for a generation"),
         }
     }
     out
@@ -650,6 +679,7 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         .expect("cluster");
     let mut first: Option<Scored> = None;
     let mut seeded: Option<Scored> = None;
+    let mut embedded: Option<Vec<u32>> = None;
     // Random sampling with a seed and OpenAI's penalties: the same tokens on any split too.
     let sampling = RequestSampling {
         temperature: Some(0.9),
@@ -688,6 +718,13 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         match &first {
             None => first = Some(got.clone()),
             Some(f) => assert_eq!(&got, f, "{stages} stages: the same bits as one stage"),
+        }
+        // An embedding (mean of the final-normed hidden states) is the same bits too.
+        let e = embedding(&backend, prompt).await;
+        assert_eq!(e.len(), 640, "gemma3's hidden size");
+        match &embedded {
+            None => embedded = Some(e),
+            Some(f) => assert_eq!(&e, f, "{stages} stages: the same embedding as one stage"),
         }
         let s = sampled_request(&backend, "Once upon a time", 24, 0, false, sampling.clone()).await;
         match &seeded {
@@ -779,6 +816,7 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
             score_prompt: false,
             tools: None,
             reply_prefix: String::new(),
+            embed: false,
         })
         .err()
         .expect("no pipeline to submit to");

@@ -63,6 +63,9 @@ pub struct GenerationRequest {
     /// Text the assistant's reply starts with, written at the end of the prompt (forces a
     /// tool call); the gateway puts it back in front of the generated text.
     pub reply_prefix: String,
+    /// Embed the prompt instead of generating: the backend sends
+    /// [`GenerationEvent::Embedding`], then `Done`.
+    pub embed: bool,
 }
 
 /// One alternative token and its log-probability.
@@ -132,6 +135,9 @@ pub enum GenerationEvent {
     },
     /// The scored prompt (first, and only when the request asked for it).
     Prompt(Vec<PromptToken>),
+    /// The prompt's embedding ([`GenerationRequest::embed`]): the mean of its positions'
+    /// final-normed hidden states, not normalised.
+    Embedding(Vec<f32>),
     /// Generation finished.
     Done {
         /// Why.

@@ -250,6 +250,7 @@ impl Gateway {
             .route("/v1/models/{id}", get(model_by_id))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/embeddings", post(embeddings))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
             .route("/metrics", get(metrics))
@@ -377,6 +378,142 @@ async fn health(State(s): State<Arc<Inner>>) -> Response {
         "capacity": s.admission.capacity(),
     }))
     .into_response()
+}
+
+/// `POST /v1/embeddings`: `{"model", "input": text or [texts], "encoding_format": "float" |
+/// "base64"}` → one embedding per input, each the mean of the final-normed hidden states of
+/// the input's positions (as llama-server pools a decoder model), L2-normalised, computed on
+/// the pipeline.
+async fn embeddings(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        model: String,
+        input: serde_json::Value,
+        #[serde(default)]
+        encoding_format: Option<String>,
+        #[serde(default)]
+        dimensions: Option<u32>,
+        #[serde(default)]
+        user: Option<String>,
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(|e| {
+            let mut a = ApiError::invalid_json(&e);
+            if e.to_string().contains("unknown field") {
+                a.message = format!("Unrecognized request argument supplied: {e}");
+            }
+            a
+        })?;
+        let _ = req.user;
+        if req.model != s.backend.model_id() {
+            return Err(ApiError::model_not_found(&req.model));
+        }
+        let base64 = match req.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(ApiError::invalid_request(
+                    format!("encoding_format {other:?} is not float or base64"),
+                    Some("encoding_format"),
+                ));
+            }
+        };
+        if req.dimensions.is_some() {
+            return Err(ApiError::invalid_request(
+                "dimensions is not supported: the embedding has the model's hidden size",
+                Some("dimensions"),
+            ));
+        }
+        let inputs: Vec<String> = match req.input {
+            serde_json::Value::String(t) => vec![t],
+            serde_json::Value::Array(v) if !v.is_empty() && v.iter().all(|x| x.is_string()) => v
+                .into_iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect(),
+            _ => {
+                return Err(ApiError::invalid_request(
+                    "input must be a string or a non-empty list of strings",
+                    Some("input"),
+                ));
+            }
+        };
+        let permit = s
+            .admission
+            .try_admit()
+            .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+        let mut data = Vec::with_capacity(inputs.len());
+        let mut prompt_tokens = 0u32;
+        for (index, text) in inputs.into_iter().enumerate() {
+            let request = super::backend::GenerationRequest {
+                id: format!("embd-{index}"),
+                prompt: PromptInput::Text(text),
+                max_tokens: Some(0),
+                sampling: Default::default(),
+                stop: Vec::new(),
+                logprobs: None,
+                score_prompt: false,
+                tools: None,
+                reply_prefix: String::new(),
+                embed: true,
+            };
+            let backend = s.backend.clone();
+            let mut stream = tokio::task::spawn_blocking(move || backend.submit(request))
+                .await
+                .map_err(|e| ApiError::internal(format!("preparing the input failed: {e}")))?
+                .map_err(ApiError::from)?;
+            prompt_tokens += stream.prompt_tokens;
+            let mut vector = None;
+            loop {
+                match stream.events.recv().await {
+                    Some(GenerationEvent::Embedding(v)) => vector = Some(v),
+                    Some(GenerationEvent::Done { .. }) => break,
+                    Some(GenerationEvent::Error(m)) => {
+                        return Err(ApiError::internal(format!("embedding failed: {m}")));
+                    }
+                    Some(_) => {}
+                    None => return Err(ApiError::internal(UNFINISHED)),
+                }
+            }
+            let mut v =
+                vector.ok_or_else(|| ApiError::internal("the backend sent no embedding"))?;
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                v.iter_mut()
+                    .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+            }
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::Value::from(v)
+            };
+            data.push(
+                serde_json::json!({"object": "embedding", "index": index, "embedding": embedding}),
+            );
+        }
+        drop(permit);
+        s.metrics.prompt_tokens.add(u64::from(prompt_tokens));
+        Ok::<_, ApiError>(
+            axum::Json(serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": s.backend.model_id(),
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }))
+            .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("embeddings", resp.status());
+    resp
 }
 
 /// Runs a tokenizer call of the backend off the async threads (they also drive the cluster's
@@ -735,6 +872,8 @@ async fn collect(
     loop {
         match stream.events.recv().await {
             Some(GenerationEvent::Prompt(p)) => prompt = p,
+            // Only embedding requests get one (see `embeddings`).
+            Some(GenerationEvent::Embedding(_)) => {}
             Some(GenerationEvent::Token {
                 text: t, logprobs, ..
             }) => {
@@ -1026,6 +1165,7 @@ impl Streamer {
                 }
             };
             match next {
+                Some(GenerationEvent::Embedding(_)) => {}
                 Some(GenerationEvent::Prompt(p)) => {
                     self.opened = true;
                     let text = self.ctx.echo.clone().unwrap_or_default();

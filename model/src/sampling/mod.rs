@@ -455,8 +455,10 @@ mod tests {
         });
         g.note_generated(&[0]);
         assert_eq!(g.sample(&l).unwrap(), 1, "the resumed count of 0 applies");
-        let mut bad = SamplingParams::default();
-        bad.frequency_penalty = f32::NAN;
+        let bad = SamplingParams {
+            frequency_penalty: f32::NAN,
+            ..Default::default()
+        };
         assert!(Sampler::new(bad).is_err());
         assert!(!SamplingParams::default().penalises());
     }

@@ -154,7 +154,7 @@ impl CompletionBackend for PipelineBackend {
             .max_tokens
             .map_or(self.default_max_tokens, |m| m as usize)
             .min(ctx - ids.len());
-        if req.score_prompt && !pipeline.can_score_prompts() {
+        if (req.score_prompt || req.embed) && !pipeline.can_score_prompts() {
             return Err(SubmitError::Invalid(
                 "echo with logprobs (scoring the prompt) is not supported when the last stage is \
                  a tensor-parallel group"
@@ -174,6 +174,7 @@ impl CompletionBackend for PipelineBackend {
             sampling,
             logprobs: req.logprobs,
             score_prompt: req.score_prompt,
+            embed: req.embed,
         };
         let events = Events {
             tx,
@@ -275,6 +276,16 @@ impl TokenSink for Events {
             });
         }
         async move { self.tx.send(GenerationEvent::Prompt(tokens)).await.is_ok() }
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn send_embedding(&self, vector: Vec<f32>) -> impl std::future::Future<Output = bool> + Send {
+        async move {
+            self.tx
+                .send(GenerationEvent::Embedding(vector))
+                .await
+                .is_ok()
+        }
     }
 }
 

@@ -36,6 +36,14 @@ pub trait TokenSink: Sync {
         let _ = scores;
         async { true }
     }
+
+    /// Hands on the prompt's embedding ([`GenOptions::embed`]): the mean of its positions'
+    /// final-normed hidden states. The default drops it.
+    #[allow(clippy::manual_async_fn)]
+    fn send_embedding(&self, vector: Vec<f32>) -> impl Future<Output = bool> + Send {
+        let _ = vector;
+        async { true }
+    }
 }
 
 /// The prompt's scores as they arrive from the last stage, one message per prompt batch, in
@@ -212,9 +220,9 @@ pub(crate) async fn drive(
     } else {
         prefill_chunk
     };
-    if opts.score_prompt && !pipeline.can_score_prompts() {
+    if (opts.score_prompt || opts.embed) && !pipeline.can_score_prompts() {
         return Err(PipelineError::BadPrompt(
-            "scoring a prompt (echo with logprobs) is not supported when the last stage is a \
+            "scoring or embedding a prompt is not supported when the last stage is a \
              tensor-parallel group"
                 .into(),
         ));
@@ -229,8 +237,8 @@ pub(crate) async fn drive(
     };
     let mut seq = Sequence::new(SequenceSpec {
         prompt,
-        max_tokens: opts.max_tokens,
-        score_prompt: opts.score_prompt,
+        max_tokens: if opts.embed { 0 } else { opts.max_tokens },
+        score_prompt: opts.score_prompt || opts.embed,
         ctx,
         prefill_chunk,
         resumable: resume.is_some(),
@@ -243,6 +251,7 @@ pub(crate) async fn drive(
         logprobs: opts.logprobs,
         score_prompt: opts.score_prompt,
         generated: 0,
+        embed: opts.embed,
     };
     let mut decoder = TokenStreamDecoder::new();
     let mut text = String::new();
@@ -416,6 +425,20 @@ pub(crate) async fn drive(
                 }
                 Arrived::Sink(Some(token))
             }
+            // An embedding ends the sequence like the token of a prompt run with nothing to
+            // generate.
+            Arrived::Sink(Some(SinkMsg::Embedding { vector, .. })) => {
+                if !out.send_embedding(vector).await {
+                    actions.extend(seq.on(Event::ClientGone));
+                    continue;
+                }
+                actions.extend(seq.on(Event::Token {
+                    token: 0,
+                    end_of_generation: false,
+                    now: Instant::now(),
+                }));
+                continue;
+            }
             other => other,
         };
         if let Some(s) = scores.take()
@@ -466,7 +489,9 @@ pub(crate) async fn drive(
                 now: Instant::now(),
             },
             // Taken in above.
-            Arrived::Sink(Some(SinkMsg::PromptLogprobs { .. })) => continue,
+            Arrived::Sink(Some(SinkMsg::PromptLogprobs { .. } | SinkMsg::Embedding { .. })) => {
+                continue;
+            }
         };
         actions.extend(seq.on(ev));
     }

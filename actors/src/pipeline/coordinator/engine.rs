@@ -95,6 +95,9 @@ pub struct GenOptions {
     /// Score the prompt's tokens too (see [`super::driver::TokenSink::send_prompt_logprobs`]);
     /// not supported when the last stage is a tensor-parallel group.
     pub score_prompt: bool,
+    /// Embed the prompt instead of generating (see
+    /// [`super::driver::TokenSink::send_embedding`]); `max_tokens` is then ignored.
+    pub embed: bool,
 }
 
 /// Prompt tokens per batch while the prompt is scored: the last stage then computes every

@@ -123,6 +123,10 @@ pub struct SeqStart {
     /// failover): the penalties over generated tokens count them.
     #[serde(default)]
     pub generated: u32,
+    /// Embed the prompt instead of generating: the last stage mean-pools the final-normed
+    /// hidden states of every prompt position and sends [`SinkMsg::Embedding`].
+    #[serde(default)]
+    pub embed: bool,
 }
 
 /// Most alternatives a token's log-probabilities may carry (OpenAI's `top_logprobs` limit).
@@ -283,6 +287,14 @@ pub enum SinkMsg {
         pos: u32,
         /// One entry per position.
         entries: Vec<TokenLogprobs>,
+    },
+    /// The prompt's embedding ([`SeqStart::embed`]): the mean of its positions' final-normed
+    /// hidden states (not normalised).
+    Embedding {
+        /// The sequence.
+        seq: SeqId,
+        /// `d_model` values.
+        vector: Vec<f32>,
     },
     /// A stage could not run a batch of `seq`; the sequence is over.
     Failed {

@@ -66,6 +66,8 @@ struct Scoring {
     logprobs: Option<u8>,
     /// The prompt whose tokens are scored (empty: none).
     prompt: Vec<u32>,
+    /// Embedding: the sum of the final-normed hidden states so far and their count.
+    embed: Option<(Vec<f64>, usize)>,
 }
 
 impl Scoring {
@@ -82,6 +84,7 @@ impl Scoring {
             } else {
                 Vec::new()
             },
+            embed: start.embed.then(|| (Vec::new(), 0)),
         })
     }
 
@@ -93,7 +96,9 @@ impl Scoring {
     /// Which positions of a batch at `pos` need logits: all of them while the batch holds
     /// prompt positions to score, else the last.
     fn logits_for(&self, pos: u32) -> LogitsFor {
-        if (pos as usize) + 1 < self.prompt.len() {
+        if self.embed.is_some() {
+            LogitsFor::Normed
+        } else if (pos as usize) + 1 < self.prompt.len() {
             LogitsFor::All
         } else {
             LogitsFor::Last
@@ -845,12 +850,12 @@ impl Worker {
                 } else {
                     (None, Scoring::default())
                 };
-                if !scoring.prompt.is_empty() && matches!(self.stage, Engine::Member(_)) {
-                    return Err(
-                        "scoring a prompt (echo with logprobs) is not supported on a \
+                if (!scoring.prompt.is_empty() || scoring.embed.is_some())
+                    && matches!(self.stage, Engine::Member(_))
+                {
+                    return Err("scoring or embedding a prompt is not supported on a \
                                 tensor-parallel last stage"
-                            .into(),
-                    );
+                        .into());
                 }
                 SeqState {
                     cache: self.stage.new_cache(self.args.ctx),
@@ -951,6 +956,12 @@ impl Worker {
                 self.stats.lock().send_us += t1.elapsed().as_micros() as u64;
             }
             (Output::Skipped { scored }, None) => self.send_scores(f.seq, scored).await?,
+            (Output::Embedding(vector), None) => {
+                self.sink
+                    .tell(SinkMsg::Embedding { seq: f.seq, vector })
+                    .await
+                    .map_err(|e| format!("coordinator unreachable: {e}"))?;
+            }
             _ => return Err("stage output does not match its place in the pipeline".into()),
         }
         Ok(())
@@ -978,6 +989,8 @@ enum Output {
     Skipped {
         scored: Option<Scored>,
     },
+    /// Last stage, the end of an embedded prompt: the mean of its final-normed hidden states.
+    Embedding(Vec<f32>),
 }
 
 /// The blocking part: one multi-sequence forward over all `ready` batches, then per sequence
@@ -1079,6 +1092,24 @@ fn finish(
     let l = match out {
         StageOutput::Hidden(h) => {
             let (v, _) = hidden_to_vec(h).map_err(|e| e.to_string())?;
+            if let Some((sum, count)) = state.scoring.embed.as_mut() {
+                // Summed in position order in f64: the same bits whatever the batches.
+                let d = v.len() / f.n.max(1) as usize;
+                sum.resize(d, 0.0);
+                for row in v.chunks_exact(d.max(1)) {
+                    for (s, x) in sum.iter_mut().zip(row) {
+                        *s += f64::from(*x);
+                    }
+                    *count += 1;
+                }
+                if !f.sample {
+                    return Ok(Output::Skipped { scored: None });
+                }
+                let n = (*count).max(1) as f64;
+                return Ok(Output::Embedding(
+                    sum.iter().map(|s| (s / n) as f32).collect(),
+                ));
+            }
             return Ok(Output::Hidden(encode_hidden(&v, dtype)));
         }
         StageOutput::Logits(l) => l,
