@@ -415,21 +415,15 @@ async fn stream_completion(
     Ok(text)
 }
 
-/// Starts `edgeray serve --local 2` on `model` (state in `dir`); returns the process guard and
-/// the API's base URL (`http://…/v1`).
-async fn start_serve(model: &Path, dir: &Path, ctx: &str) -> (Proc, String) {
+/// Starts `edgeray serve --local 2` on `model` (state in `dir`, `args` added); returns the
+/// process guard and the API's base URL (`http://…/v1`).
+async fn start_serve(model: &Path, dir: &Path, args: &[&str]) -> (Proc, String) {
     let port = free_tcp_port();
     let mut child = Command::new(edgeray_bin())
         .current_dir(workspace_root())
-        .args([
-            "serve",
-            "--quiet",
-            "--threads",
-            "1",
-            "--ctx",
-            ctx,
-            "--local-dir",
-        ])
+        .args(["serve", "--quiet", "--threads", "1"])
+        .args(args)
+        .arg("--local-dir")
         .arg(dir)
         .arg("--model")
         .arg(model)
@@ -442,17 +436,71 @@ async fn start_serve(model: &Path, dir: &Path, ctx: &str) -> (Proc, String) {
     let rx = stderr_lines(&mut child, "serve");
     let guard = Proc(child);
     let line = tokio::task::spawn_blocking(move || {
-        wait_for_line(&rx, "serving", Duration::from_secs(180))
+        let l = wait_for_line(&rx, "serving", Duration::from_secs(180));
+        (l, rx)
     })
     .await
-    .unwrap();
+    .unwrap()
+    .0;
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .expect("base url")
         .trim_end_matches('/')
         .to_string();
+    let base = if base.ends_with("/v1") {
+        base
+    } else {
+        format!("{base}/v1")
+    };
     (guard, base)
+}
+
+/// The model id `GET /v1/models` lists first.
+async fn served_model_id(client: &reqwest::Client, base: &str) -> String {
+    let models: serde_json::Value = client
+        .get(format!("{base}/models"))
+        .send()
+        .await
+        .expect("GET /v1/models")
+        .json()
+        .await
+        .expect("models JSON");
+    models["data"][0]["id"]
+        .as_str()
+        .expect("a model id")
+        .to_string()
+}
+
+/// Runs a Python `openai` client check script against `base` and asserts it ends with `OK`;
+/// skipped where the package is missing (never in CI).
+async fn run_client_script(script: &str, base: &str, model_id: &str, extra: &[&str]) {
+    let has_openai = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_openai {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "python3 `openai` package missing in CI (scripts/setup.sh installs it)"
+        );
+        eprintln!("SKIP python openai client: package not installed");
+        return;
+    }
+    let out = tokio::process::Command::new("python3")
+        .arg(workspace_root().join("scripts").join(script))
+        .args(["--base-url", base, "--model", model_id])
+        .args(extra)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .await
+        .expect("python runs");
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && so.trim_end().ends_with("OK"),
+        "{script} failed:\n{so}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Tool calling, strict validation, penalties and `n_predict` through the Python `openai`
@@ -464,20 +512,9 @@ async fn serve_qwen_calls_tools_and_refuses_unknown_fields() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_guard, base) = start_serve(&model, dir.path(), "1024").await;
+    let (_guard, base) = start_serve(&model, dir.path(), &["--ctx", "1024"]).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let models: serde_json::Value = client
-        .get(format!("{base}/models"))
-        .send()
-        .await
-        .expect("GET /v1/models")
-        .json()
-        .await
-        .expect("models JSON");
-    let model_id = models["data"][0]["id"]
-        .as_str()
-        .expect("a model id")
-        .to_string();
+    let model_id = served_model_id(&client, &base).await;
     // /tokenize and /detokenize round trip (llama-server's endpoints).
     let tok: serde_json::Value = client
         .post(format!("{}/tokenize", base.trim_end_matches("/v1")))
@@ -505,31 +542,7 @@ async fn serve_qwen_calls_tools_and_refuses_unknown_fields() {
         .await
         .expect("detokenize JSON");
     assert_eq!(back["content"], "def add(a, b):");
-    let has_openai = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_openai {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "python3 `openai` package missing in CI (scripts/setup.sh installs it)"
-        );
-        eprintln!("SKIP python openai client: package not installed");
-        return;
-    }
-    let out = tokio::process::Command::new("python3")
-        .arg(workspace_root().join("scripts/openai_tools_test.py"))
-        .args(["--base-url", &base, "--model", &model_id])
-        .env("NO_PROXY", "127.0.0.1")
-        .output()
-        .await
-        .expect("python runs");
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && so.trim_end().ends_with("OK"),
-        "openai tools test failed:\n{so}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_client_script("openai_tools_test.py", &base, &model_id, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,63 +551,14 @@ async fn serve_answers_openai_clients_concurrency_and_overload() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
-    let mut child = Command::new(edgeray_bin())
-        .current_dir(workspace_root())
-        .args([
-            "serve",
-            "--quiet",
-            "--threads",
-            "1",
-            "--ctx",
-            "512",
-            "--max-sequences",
-            "2",
-            "--local-dir",
-        ])
-        .arg(dir.path())
-        .arg("--model")
-        .arg(&model)
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("edgeray serve starts");
-    let rx = stderr_lines(&mut child, "serve");
-    let _guard = Proc(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let l = wait_for_line(&rx, "serving", Duration::from_secs(180));
-        (l, rx)
-    })
-    .await
-    .unwrap()
-    .0;
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("base url")
-        .trim_end_matches('/')
-        .to_string();
-    let base = if base.ends_with("/v1") {
-        base
-    } else {
-        format!("{base}/v1")
-    };
-
+    let (_guard, base) = start_serve(
+        &model,
+        dir.path(),
+        &["--ctx", "512", "--max-sequences", "2"],
+    )
+    .await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let models: serde_json::Value = client
-        .get(format!("{base}/models"))
-        .send()
-        .await
-        .expect("GET /v1/models")
-        .json()
-        .await
-        .expect("models JSON");
-    let model_id = models["data"][0]["id"]
-        .as_str()
-        .expect("a model id")
-        .to_string();
+    let model_id = served_model_id(&client, &base).await;
 
     // gemma3's chat template has no tool format: a clear 400, not ignored tools.
     let r = client
@@ -611,38 +575,13 @@ async fn serve_answers_openai_clients_concurrency_and_overload() {
     assert!(body.contains("tool"), "{body}");
 
     // The official Python client (installed by scripts/setup.sh; required in CI).
-    let has_openai = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_openai {
-        let out = tokio::process::Command::new("python3")
-            .arg(workspace_root().join("scripts/openai_client_test.py"))
-            .args([
-                "--base-url",
-                &base,
-                "--model",
-                &model_id,
-                "--max-tokens",
-                "8",
-            ])
-            .env("NO_PROXY", "127.0.0.1")
-            .output()
-            .await
-            .expect("python runs");
-        let so = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && so.trim_end().ends_with("OK"),
-            "openai client test failed:\n{so}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "python3 `openai` package missing in CI (scripts/setup.sh installs it)"
-        );
-        eprintln!("SKIP python openai client: package not installed");
-    }
+    run_client_script(
+        "openai_client_test.py",
+        &base,
+        &model_id,
+        &["--max-tokens", "8"],
+    )
+    .await;
 
     // Four concurrent streams give the single-stream text.
     let prompts = [
