@@ -1056,3 +1056,121 @@ async fn logprobs_and_echo_in_openai_layouts() {
         assert_eq!(v["error"]["param"], param, "{text}");
     }
 }
+
+/// Unknown fields are refused by name; harmless client fields and llama-server's `n_predict`
+/// pass; bad tools are refused by parameter before any backend sees them.
+#[tokio::test]
+async fn strict_fields_n_predict_and_tool_checks() {
+    let (gw, _, _) = start_default().await;
+    let base = format!("http://{}", gw.local_addr);
+    let chat = |extra: Value| {
+        let mut body =
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "a b c d e"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (s, _, text) = post(&base, "/v1/chat/completions", &chat(json!({"made_up": 1}))).await;
+    assert_eq!(s, 400);
+    let v = assert_error(&text, None);
+    assert_eq!(v["error"]["param"], "made_up");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unrecognized request argument")
+    );
+    // `echo` is a completions field, not a chat one.
+    let (s, _, _) = post(&base, "/v1/chat/completions", &chat(json!({"echo": true}))).await;
+    assert_eq!(s, 400);
+    let (s, _, text) = post(
+        &base,
+        "/v1/chat/completions",
+        &chat(json!({"metadata": {"k": "v"}, "store": false})),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let (s, _, text) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a b c d e", "n_predict": 2}),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    let (s, _, _) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a", "n_predict": -5}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    for (extra, param) in [
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "has space"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "maybe"}),
+            "tool_choice",
+        ),
+        (json!({"tool_choice": "required"}), "tool_choice"),
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].tool_call_id",
+        ),
+    ] {
+        let (s, _, text) = post(&base, "/v1/chat/completions", &chat(extra)).await;
+        assert_eq!(s, 400, "{text}");
+        let v = assert_error(&text, None);
+        assert_eq!(v["error"]["param"], param, "{text}");
+    }
+    // The echo backend has no tokenizer: a clear 400; bad bodies too.
+    let (s, _, text) = post(&base, "/tokenize", &json!({"content": "a b"})).await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("no tokenizer"), "{text}");
+    let (s, _, _) = post(&base, "/detokenize", &json!({"tokens": "x"})).await;
+    assert_eq!(s, 400);
+    // Embeddings: request checks first, then the echo backend's refusal (it is not a model).
+    for (body, param) in [
+        (json!({"model": MODEL, "input": 5}), "input"),
+        (
+            json!({"model": MODEL, "input": "a", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": MODEL, "input": "a", "dimensions": 8}),
+            "dimensions",
+        ),
+    ] {
+        let (s, _, text) = post(&base, "/v1/embeddings", &body).await;
+        assert_eq!(s, 400, "{text}");
+        assert_eq!(assert_error(&text, None)["error"]["param"], param);
+    }
+    let (s, _, text) = post(
+        &base,
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": "a", "x": 1}),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    let (s, _, text) = post(
+        &base,
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": "a"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("no embeddings"), "{text}");
+    // Valid tools reach the backend, which says it cannot offer them (no chat template).
+    let (s, _, text) = post(
+        &base,
+        "/v1/chat/completions",
+        &chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("tools"), "{text}");
+}

@@ -2,13 +2,17 @@
 //! JSON request and validated into a backend request, exactly as `POST /v1/completions` and
 //! `POST /v1/chat/completions` do; a chat is then rendered with a real chat template (Qwen2.5's,
 //! from its GGUF, and the built-in fallback), and the prompt text is streamed through the stop
-//! matcher with the request's stop strings.
+//! matcher with the request's stop strings and split by the tool-call splitter (chunked as it
+//! streams, and whole: the same text and calls either way).
 //!
 //! Input: byte 0 picks the endpoint (bit 0) and the stream chunk size (bits 1..); the rest is
 //! the HTTP body.
 #![no_main]
 
-use edgeray::gateway::openai::{ChatRequest, CompletionRequest, prepare_chat, prepare_completion};
+use edgeray::gateway::openai::{
+    ChatRequest, CompletionRequest, check_fields, prepare_chat, prepare_completion,
+};
+use edgeray::gateway::tools::{Piece, ToolCallSplitter, split_answer};
 use edgeray::gateway::stop::{StopMatcher, StopOutcome};
 use edgeray::gateway::{ApiError, PromptInput};
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
@@ -24,6 +28,8 @@ static TEMPLATES: LazyLock<[ChatTemplate; 2]> = LazyLock::new(|| {
 });
 
 fn parse(chat: bool, body: &[u8]) -> Result<edgeray::gateway::openai::Prepared, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+    check_fields(&value, chat)?;
     if chat {
         let req: ChatRequest = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
         prepare_chat(req, "chatcmpl-fuzz".into())
@@ -108,4 +114,40 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     check_stops(&prepared.request.stop, &text, chunk);
+    check_tool_split(&text, chunk, prepared.request.tools.as_ref());
 });
+
+/// The splitter gives the same content and calls whether the text arrives in `chunk`-byte
+/// pieces or whole, and every call's arguments are JSON.
+fn check_tool_split(text: &str, chunk: usize, tools: Option<&serde_json::Value>) {
+    let none = serde_json::Value::Null;
+    let tools = tools.unwrap_or(&none);
+    let mut s = ToolCallSplitter::new("f").with_tools(tools);
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = chunk.min(rest.len());
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        pieces.extend(s.push(piece));
+    }
+    pieces.extend(s.finish());
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    for p in pieces {
+        match p {
+            Piece::Text(t) => content.push_str(&t),
+            Piece::Call(c) => calls.push(c),
+        }
+    }
+    let (whole, whole_calls) = split_answer(text, "f", tools);
+    assert_eq!(calls, whole_calls, "streamed and whole calls differ");
+    let content = content.trim().to_string();
+    assert_eq!(whole.unwrap_or_default(), content, "streamed and whole text differ");
+    for c in &calls {
+        assert!(serde_json::from_str::<serde_json::Value>(&c.function.arguments).is_ok());
+    }
+}

@@ -92,3 +92,59 @@ fn gemma3_base_has_no_template_and_falls_back() {
         "user: Hi\n\nassistant: "
     );
 }
+
+/// Qwen2.5's template offers tools, writes an assistant's calls in its `<tool_call>` format
+/// (arguments as JSON objects) and wraps tool results; gemma3's fallback refuses tools.
+#[test]
+fn qwen2_template_renders_tools_calls_and_results() {
+    let Some(file) = model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    let t = ChatTemplate::from_metadata(file.metadata()).unwrap();
+    assert!(t.supports_tools());
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let call = ChatMessage {
+        role: "assistant".into(),
+        tool_calls: Some(serde_json::json!([{"type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Berlin"}}}])),
+        ..ChatMessage::default()
+    };
+    let result = ChatMessage {
+        role: "tool".into(),
+        content: "{\"temperature_c\": 21}".into(),
+        tool_call_id: Some("call_0".into()),
+        ..ChatMessage::default()
+    };
+    let text = t
+        .render_with_tools(
+            &[ChatMessage::user("Weather in Berlin?"), call, result],
+            Some(&tools),
+            true,
+        )
+        .unwrap();
+    assert!(
+        text.contains("# Tools") && text.contains("\"name\":\"get_weather\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Berlin\"}}\n</tool_call>"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "<|im_start|>user\n<tool_response>\n{\"temperature_c\": 21}\n</tool_response><|im_end|>"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("<|im_start|>assistant\n"));
+    let Some(gemma) = model("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    let g = ChatTemplate::from_metadata(gemma.metadata()).unwrap();
+    assert!(!g.supports_tools());
+    assert!(
+        g.render_with_tools(&[ChatMessage::user("Hi")], Some(&tools), true)
+            .is_err()
+    );
+}

@@ -37,6 +37,7 @@
 //! [limits]
 //! max_members = 64
 //! max_message = "16MiB"
+//! shard_cache = "8GiB"               # disk the stage-shard cache may use (LRU eviction)
 //! ```
 //!
 //! Sizes accept `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) and `KiB`/`MiB`/`GiB`/`TiB` (powers of
@@ -444,13 +445,21 @@ pub struct Limits {
     /// stream. Message bodies are bounded by the codec (1 MiB) and control messages by the
     /// transport (256 KiB, no payload), independently of this value.
     pub max_message: ByteSize,
+    /// Disk the node's stage-shard cache may use. Receiving a shard evicts the least recently
+    /// used cached shards that no running stage uses until it fits; a shard that cannot fit
+    /// (larger than this budget, or than the free disk space) is refused.
+    pub shard_cache: ByteSize,
 }
+
+/// Default of `limits.shard_cache`.
+pub const DEFAULT_SHARD_CACHE: ByteSize = ByteSize(8 << 30);
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_members: 64,
             max_message: ByteSize(16 * 1024 * 1024),
+            shard_cache: DEFAULT_SHARD_CACHE,
         }
     }
 }
@@ -659,6 +668,12 @@ impl ClusterConfig {
                 message: "must be at least 64KiB".into(),
             });
         }
+        if self.limits.shard_cache.0 < 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "limits.shard_cache",
+                message: "must be at least 1MiB".into(),
+            });
+        }
         Ok(())
     }
 
@@ -800,6 +815,7 @@ down_after = "1m"
 [limits]
 max_members = 8
 max_message = "1MiB"
+shard_cache = "2.5GiB"
 "#
         );
         let cfg = ClusterConfig::from_toml_str(&text).unwrap();
@@ -812,6 +828,7 @@ max_message = "1MiB"
         assert_eq!(cfg.timing.down_after, Duration::from_secs(60));
         assert_eq!(cfg.timing.keep_alive, Duration::from_secs(1));
         assert_eq!(cfg.limits.max_message, ByteSize(1 << 20));
+        assert_eq!(cfg.limits.shard_cache, ByteSize(5 << 29));
         assert_eq!(cfg.node_name(), "pi-01");
     }
 

@@ -5,10 +5,14 @@
 //!   real models on ten prompts each with the default wire (f32 hidden states: bit-identical),
 //!   and with the lossy f16 wire it matches up to the first near-tie of the single-node run.
 //! - Weight shipping: a stage node receives exactly its layers' shard, a second deploy sends
-//!   nothing, a transfer cut mid-way resumes.
+//!   nothing, a cached shard with a flipped byte is caught and shipped again (and the answer is
+//!   the first deploy's), a shard beyond a node's cache budget is refused at once with the
+//!   reason, a transfer cut mid-way resumes.
 //! - Four concurrent sequences all complete with the single-sequence output, and the stages run
 //!   their batches together (fewer stage runs than sequence batches); an overload burst is
 //!   refused up front and every accepted request completes.
+//! - A supervised service whose redeploy finds no room for a shard on a survivor gives up at
+//!   once (no retry loop) and fails requests with the reason.
 
 use std::time::Duration;
 
@@ -18,7 +22,9 @@ use edgeray::gateway::{
 use edgeray::pipeline::coordinator::PipelineBackend;
 use edgeray::pipeline::embedded_cluster;
 use edgeray::pipeline::{
-    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype, coordinator::ship_shard, deploy,
+    DeployOptions, GenOptions, Pipeline, PipelineError, WireDtype,
+    coordinator::{ShipError, ship_shard},
+    deploy, set_shard_cache_budget,
     stage::CHUNK_BYTES,
 };
 use edgeray_model::arch::{GenerateOptions, Generator, StageSpec};
@@ -197,7 +203,10 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
     let p = deploy(&nodes[0], &model, &opts(2, WireDtype::F16))
         .await
         .expect("first deploy");
+    let prompt = p.encode("The capital of France is").unwrap();
+    let answer = generate(&p, prompt.clone()).await.expect("first answer");
     let file = GgufFile::open(&model).unwrap();
+    let mut last_shard = None;
     let n_layers = p.placement().stages.last().unwrap().layers.end;
     // Exactly each stage's shard went over the wire, and each node's cache holds only its layers.
     let mut want = 0u64;
@@ -224,6 +233,7 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
                 .is_some_and(|i| !st.layers.contains(&i))
         });
         assert!(foreign.is_none(), "stage {k} received {foreign:?}");
+        last_shard = Some((cache.join(format!("{hash}.gguf")), shard));
     }
     assert_eq!(
         p.shipped_bytes(),
@@ -238,6 +248,105 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
         .expect("second deploy");
     assert_eq!(p2.shipped_bytes(), 0, "a second deploy sends nothing");
     p2.shutdown().await;
+
+    // A byte of the last stage's cached shard flips on its node's disk (no stage runs): the
+    // next deploy finds it damaged, ships exactly that shard again and answers as before.
+    let (path, shard) = last_shard.expect("a last stage");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let p3 = deploy(&nodes[0], &model, &opts(2, WireDtype::F16))
+        .await
+        .expect("deploy after the corruption");
+    assert_eq!(
+        p3.shipped_bytes(),
+        shard.len() as u64,
+        "the damaged shard, and only it, was shipped again"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == shard,
+        "the cache holds the good shard again"
+    );
+    assert_eq!(
+        generate(&p3, prompt).await.expect("answer after re-fetch"),
+        answer,
+        "the same answer as the first deploy"
+    );
+    p3.shutdown().await;
+
+    // A shard larger than a node's cache budget is refused at the offer, with the reason,
+    // and not retried.
+    set_shard_cache_budget(&nodes[1], 4 << 20);
+    let big: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let big_hash = edgeray::pipeline::stage::content_hash(&big);
+    let t = std::time::Instant::now();
+    let e = ship_shard(
+        &nodes[0],
+        nodes[1].node_id(),
+        &big_hash,
+        bytes::Bytes::from(big),
+        |_, _| {},
+    )
+    .await
+    .expect_err("a shard over the budget is refused");
+    assert!(
+        matches!(&e, ShipError::NoRoom { reason, .. } if reason.contains("limits.shard_cache")),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "refused at once, not retried"
+    );
+    let cache1 = edgeray::pipeline::shard_dir(&nodes[1]);
+    assert!(!cache1.join(format!("{big_hash}.part")).exists());
+    assert!(!cache1.join(format!("{big_hash}.gguf")).exists());
+    set_shard_cache_budget(&nodes[1], 8 << 30);
+    // A sender that skips the offer (where the budget is checked) gets no chunk written.
+    {
+        use edgeray::pipeline::stage::{WeightsActor, WeightsMsg, WeightsReply};
+        use edgeray_runtime::actor::{AskError, Envelope};
+        use edgeray_runtime::cluster::SpawnOptions;
+        let receiver = nodes[0]
+            .spawn::<WeightsActor>((), SpawnOptions::new().on(nodes[1].node_id()))
+            .await
+            .expect("receiver");
+        let data = bytes::Bytes::from_static(b"sneaked in without an offer");
+        let hash = edgeray::pipeline::stage::content_hash(&data);
+        let chunk = WeightsMsg::Chunk {
+            hash: hash.clone(),
+            len: data.len() as u64,
+            offset: 0,
+            digest: edgeray::pipeline::stage::chunk_digest(&data),
+        };
+        let e = receiver
+            .ask(Envelope::with_tail(chunk, data), Duration::from_secs(10))
+            .await
+            .expect_err("a chunk without an offer is refused");
+        assert!(
+            matches!(&e, AskError::Remote(m) if m.contains("not offered")),
+            "{e}"
+        );
+        assert!(!cache1.join(format!("{hash}.part")).exists());
+        // An absurd offer gets a no-room answer, not an error loop.
+        let reply = receiver
+            .ask(
+                WeightsMsg::Offer {
+                    hash,
+                    len: 1 << 50,
+                    chunk: CHUNK_BYTES as u64,
+                },
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("an answer");
+        assert!(
+            matches!(&reply.msg, WeightsReply::NoRoom(r) if r.contains("limits.shard_cache")),
+            "{:?}",
+            reply.msg
+        );
+        receiver.stop().await;
+    }
 
     // A transfer whose connection is cut after the first chunks resumes where it stopped.
     let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 12345) as u32)
@@ -451,6 +560,49 @@ async fn scored_request(
     logprobs: u8,
     score_prompt: bool,
 ) -> Scored {
+    let greedy = RequestSampling {
+        temperature: Some(0.0),
+        ..Default::default()
+    };
+    sampled_request(backend, prompt, max_tokens, logprobs, score_prompt, greedy).await
+}
+
+/// The embedding of `prompt` through [`PipelineBackend`], as bits.
+async fn embedding(backend: &PipelineBackend, prompt: &str) -> Vec<u32> {
+    let req = GenerationRequest {
+        id: "e".into(),
+        prompt: PromptInput::Text(prompt.into()),
+        max_tokens: Some(0),
+        sampling: RequestSampling::default(),
+        stop: Vec::new(),
+        logprobs: None,
+        score_prompt: false,
+        tools: None,
+        reply_prefix: String::new(),
+        embed: true,
+    };
+    let mut stream = backend.submit(req).expect("submitted");
+    let mut out = None;
+    while let Some(ev) = stream.events.recv().await {
+        match ev {
+            GenerationEvent::Embedding(v) => out = Some(v.iter().map(|x| x.to_bits()).collect()),
+            GenerationEvent::Done { .. } => break,
+            GenerationEvent::Error(e) => panic!("embedding failed: {e}"),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    out.expect("an embedding")
+}
+
+/// [`scored_request`] with other sampling settings.
+async fn sampled_request(
+    backend: &PipelineBackend,
+    prompt: &str,
+    max_tokens: u32,
+    logprobs: u8,
+    score_prompt: bool,
+    sampling: RequestSampling,
+) -> Scored {
     use edgeray::gateway::TokenLogprob;
     let bits = |l: &TokenLogprob| {
         (
@@ -465,13 +617,13 @@ async fn scored_request(
         id: "t".into(),
         prompt: PromptInput::Text(prompt.into()),
         max_tokens: Some(max_tokens),
-        sampling: RequestSampling {
-            temperature: Some(0.0),
-            ..Default::default()
-        },
+        sampling,
         stop: Vec::new(),
         logprobs: Some(logprobs),
         score_prompt,
+        tools: None,
+        reply_prefix: String::new(),
+        embed: false,
         response_format: None,
     };
     let mut stream = backend.submit(req).expect("submitted");
@@ -495,6 +647,7 @@ async fn scored_request(
             }
             GenerationEvent::Done { .. } => break,
             GenerationEvent::Error(e) => panic!("generation failed: {e}"),
+            GenerationEvent::Embedding(_) => panic!("an embedding for a generation"),
         }
     }
     out
@@ -526,6 +679,16 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         .await
         .expect("cluster");
     let mut first: Option<Scored> = None;
+    let mut seeded: Option<Scored> = None;
+    let mut embedded: Option<Vec<u32>> = None;
+    // Random sampling with a seed and OpenAI's penalties: the same tokens on any split too.
+    let sampling = RequestSampling {
+        temperature: Some(0.9),
+        seed: Some(7),
+        presence_penalty: Some(0.5),
+        frequency_penalty: Some(0.3),
+        ..Default::default()
+    };
     for stages in [1, 2, 3] {
         let p = deploy(&nodes[0], &model, &opts(stages, WireDtype::default()))
             .await
@@ -557,6 +720,18 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
             None => first = Some(got.clone()),
             Some(f) => assert_eq!(&got, f, "{stages} stages: the same bits as one stage"),
         }
+        // An embedding (mean of the final-normed hidden states) is the same bits too.
+        let e = embedding(&backend, prompt).await;
+        assert_eq!(e.len(), 640, "gemma3's hidden size");
+        match &embedded {
+            None => embedded = Some(e),
+            Some(f) => assert_eq!(&e, f, "{stages} stages: the same embedding as one stage"),
+        }
+        let s = sampled_request(&backend, "Once upon a time", 24, 0, false, sampling.clone()).await;
+        match &seeded {
+            None => seeded = Some(s),
+            Some(f) => assert_eq!(&s, f, "{stages} stages: seeded sampling as on one stage"),
+        }
         if stages == 2 {
             // Scored next to another request's decode steps (one stage run for both).
             let busy = scored_request(&backend, "Once upon a time", 24, 0, false);
@@ -570,5 +745,86 @@ async fn logprobs_and_prompt_scores_do_not_depend_on_the_placement() {
         }
         p.shutdown().await;
     }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = embedded_cluster(3, dir.path(), THREADS)
+        .await
+        .expect("cluster");
+    let svc = edgeray::pipeline::Service::start_with(
+        nodes[0].clone(),
+        model.clone(),
+        opts(3, WireDtype::F32),
+        false,
+    )
+    .await
+    .expect("first deploy");
+    let ids = svc.current().expect("serving").encode("Hello").unwrap();
+    // The survivors' caches can take no new shard (what they hold stays: in use or not, a
+    // refusal evicts nothing).
+    for n in &nodes[..2] {
+        set_shard_cache_budget(n, 1 << 20);
+    }
+    let dead = nodes.pop().expect("third node");
+    dead.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let why = loop {
+        if let Some(why) = svc.failure() {
+            break why;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service neither redeployed nor gave up within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(why.contains("limits.shard_cache"), "{why}");
+    assert_eq!(svc.generation(), 1, "never redeployed");
+    // A request now fails at once with the reason instead of waiting for a redeploy.
+    let (tx, _rx) = mpsc::channel(64);
+    let t = std::time::Instant::now();
+    let e = svc
+        .generate(
+            None,
+            ids,
+            &GenOptions {
+                max_tokens: 4,
+                sampling: SamplingParams::greedy(),
+                ..Default::default()
+            },
+            &tx,
+        )
+        .await
+        .expect_err("no pipeline");
+    assert!(t.elapsed() < Duration::from_secs(5), "failed at once");
+    assert!(e.to_string().contains("limits.shard_cache"), "{e}");
+    // What `serve` answers with says so too.
+    let backend = PipelineBackend::supervised(svc.clone(), 16);
+    let refused = backend
+        .submit(GenerationRequest {
+            id: "t".into(),
+            prompt: PromptInput::Text("Hello".into()),
+            max_tokens: Some(4),
+            sampling: RequestSampling::default(),
+            stop: Vec::new(),
+            logprobs: None,
+            score_prompt: false,
+            tools: None,
+            reply_prefix: String::new(),
+            embed: false,
+        })
+        .err()
+        .expect("no pipeline to submit to");
+    assert!(
+        refused.to_string().contains("limits.shard_cache"),
+        "{refused}"
+    );
+    svc.shutdown().await;
     shutdown(nodes).await;
 }

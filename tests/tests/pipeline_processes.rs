@@ -415,29 +415,18 @@ async fn stream_completion(
     Ok(text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_answers_openai_clients_concurrency_and_overload() {
-    let Some(model) = real_model(GEMMA3) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `edgeray serve --local 2` on `model` (state in `dir`, `args` added); returns the
+/// process guard and the API's base URL (`http://…/v1`).
+async fn start_serve(model: &Path, dir: &Path, args: &[&str]) -> (Proc, String) {
     let port = free_tcp_port();
     let mut child = Command::new(edgeray_bin())
         .current_dir(workspace_root())
-        .args([
-            "serve",
-            "--quiet",
-            "--threads",
-            "1",
-            "--ctx",
-            "512",
-            "--max-sequences",
-            "2",
-            "--local-dir",
-        ])
-        .arg(dir.path())
+        .args(["serve", "--quiet", "--threads", "1"])
+        .args(args)
+        .arg("--local-dir")
+        .arg(dir)
         .arg("--model")
-        .arg(&model)
+        .arg(model)
         .args(["--http", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -445,7 +434,7 @@ async fn serve_answers_openai_clients_concurrency_and_overload() {
         .spawn()
         .expect("edgeray serve starts");
     let rx = stderr_lines(&mut child, "serve");
-    let _guard = Proc(child);
+    let guard = Proc(child);
     let line = tokio::task::spawn_blocking(move || {
         let l = wait_for_line(&rx, "serving", Duration::from_secs(180));
         (l, rx)
@@ -464,8 +453,11 @@ async fn serve_answers_openai_clients_concurrency_and_overload() {
     } else {
         format!("{base}/v1")
     };
+    (guard, base)
+}
 
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+/// The model id `GET /v1/models` lists first.
+async fn served_model_id(client: &reqwest::Client, base: &str) -> String {
     let models: serde_json::Value = client
         .get(format!("{base}/models"))
         .send()
@@ -474,44 +466,122 @@ async fn serve_answers_openai_clients_concurrency_and_overload() {
         .json()
         .await
         .expect("models JSON");
-    let model_id = models["data"][0]["id"]
+    models["data"][0]["id"]
         .as_str()
         .expect("a model id")
-        .to_string();
+        .to_string()
+}
 
-    // The official Python client (installed by scripts/setup.sh; required in CI).
+/// Runs a Python `openai` client check script against `base` and asserts it ends with `OK`;
+/// skipped where the package is missing (never in CI).
+async fn run_client_script(script: &str, base: &str, model_id: &str, extra: &[&str]) {
     let has_openai = Command::new("python3")
         .args(["-c", "import openai"])
         .status()
         .is_ok_and(|s| s.success());
-    if has_openai {
-        let out = tokio::process::Command::new("python3")
-            .arg(workspace_root().join("scripts/openai_client_test.py"))
-            .args([
-                "--base-url",
-                &base,
-                "--model",
-                &model_id,
-                "--max-tokens",
-                "8",
-            ])
-            .env("NO_PROXY", "127.0.0.1")
-            .output()
-            .await
-            .expect("python runs");
-        let so = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && so.trim_end().ends_with("OK"),
-            "openai client test failed:\n{so}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
+    if !has_openai {
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),
             "python3 `openai` package missing in CI (scripts/setup.sh installs it)"
         );
         eprintln!("SKIP python openai client: package not installed");
+        return;
     }
+    let out = tokio::process::Command::new("python3")
+        .arg(workspace_root().join("scripts").join(script))
+        .args(["--base-url", base, "--model", model_id])
+        .args(extra)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .await
+        .expect("python runs");
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && so.trim_end().ends_with("OK"),
+        "{script} failed:\n{so}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Tool calling, strict validation, penalties and `n_predict` through the Python `openai`
+/// client against `serve` on qwen2.5 (whose chat template offers tools):
+/// `scripts/openai_tools_test.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_qwen_calls_tools_and_refuses_unknown_fields() {
+    let Some(model) = real_model(QWEN2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, base) = start_serve(&model, dir.path(), &["--ctx", "1024"]).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let model_id = served_model_id(&client, &base).await;
+    // /tokenize and /detokenize round trip (llama-server's endpoints).
+    let tok: serde_json::Value = client
+        .post(format!("{}/tokenize", base.trim_end_matches("/v1")))
+        .json(&serde_json::json!({"content": "def add(a, b):", "with_pieces": true}))
+        .send()
+        .await
+        .expect("POST /tokenize")
+        .json()
+        .await
+        .expect("tokenize JSON");
+    let pieces = tok["tokens"].as_array().expect("tokens");
+    let joined: String = pieces
+        .iter()
+        .map(|p| p["piece"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, "def add(a, b):", "{tok}");
+    let ids: Vec<u64> = pieces.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    let back: serde_json::Value = client
+        .post(format!("{}/detokenize", base.trim_end_matches("/v1")))
+        .json(&serde_json::json!({ "tokens": ids }))
+        .send()
+        .await
+        .expect("POST /detokenize")
+        .json()
+        .await
+        .expect("detokenize JSON");
+    assert_eq!(back["content"], "def add(a, b):");
+    run_client_script("openai_tools_test.py", &base, &model_id, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_openai_clients_concurrency_and_overload() {
+    let Some(model) = real_model(GEMMA3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, base) = start_serve(
+        &model,
+        dir.path(),
+        &["--ctx", "512", "--max-sequences", "2"],
+    )
+    .await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let model_id = served_model_id(&client, &base).await;
+
+    // gemma3's chat template has no tool format: a clear 400, not ignored tools.
+    let r = client
+        .post(format!("{base}/chat/completions"))
+        .json(
+            &serde_json::json!({"model": model_id, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        )
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("tool"), "{body}");
+
+    // The official Python client (installed by scripts/setup.sh; required in CI).
+    run_client_script(
+        "openai_client_test.py",
+        &base,
+        &model_id,
+        &["--max-tokens", "8"],
+    )
+    .await;
 
     // Four concurrent streams give the single-stream text.
     let prompts = [

@@ -58,6 +58,14 @@ pub struct GenerationRequest {
     /// Score the prompt: the backend sends [`GenerationEvent::Prompt`] before any token, with
     /// `logprobs`' alternatives. `max_tokens: Some(0)` then generates nothing.
     pub score_prompt: bool,
+    /// Tool definitions the chat template offers the model (chat only; `None`: none).
+    pub tools: Option<serde_json::Value>,
+    /// Text the assistant's reply starts with, written at the end of the prompt (forces a
+    /// tool call); the gateway puts it back in front of the generated text.
+    pub reply_prefix: String,
+    /// Embed the prompt instead of generating: the backend sends
+    /// [`GenerationEvent::Embedding`], then `Done`.
+    pub embed: bool,
     /// Structured output enforced on the last stage (`None`: free text).
     pub response_format: Option<edgeray_model::sampling::constraint::OutputFormat>,
 }
@@ -129,6 +137,9 @@ pub enum GenerationEvent {
     },
     /// The scored prompt (first, and only when the request asked for it).
     Prompt(Vec<PromptToken>),
+    /// The prompt's embedding ([`GenerationRequest::embed`]): the mean of its positions'
+    /// final-normed hidden states, not normalised.
+    Embedding(Vec<f32>),
     /// Generation finished.
     Done {
         /// Why.
@@ -215,4 +226,27 @@ pub trait CompletionBackend: Send + Sync + 'static {
     /// Start generating for `req`; must not block for long (queue the work and return the
     /// stream). Errors here reach the client as HTTP errors.
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError>;
+
+    /// The model's token ids of `text` and each token's text (`/tokenize`): with
+    /// `add_special`, the tokens the model adds (BOS); with `parse_special`, control tokens
+    /// written in the text are recognised. The default: this backend has no tokenizer.
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<(u32, String)>, SubmitError> {
+        let _ = (text, add_special, parse_special);
+        Err(SubmitError::Invalid(
+            "this backend has no tokenizer (it is not a model)".into(),
+        ))
+    }
+
+    /// The text of token ids (`/detokenize`).
+    fn detokenize(&self, ids: &[u32]) -> Result<String, SubmitError> {
+        let _ = ids;
+        Err(SubmitError::Invalid(
+            "this backend has no tokenizer (it is not a model)".into(),
+        ))
+    }
 }

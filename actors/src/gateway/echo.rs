@@ -96,6 +96,16 @@ impl CompletionBackend for EchoBackend {
     }
 
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
+        if req.embed {
+            return Err(SubmitError::Invalid(
+                "the echo backend is not a model: it has no embeddings".into(),
+            ));
+        }
+        if req.tools.is_some() {
+            return Err(SubmitError::Invalid(
+                "the echo backend has no chat template: tools need a model".into(),
+            ));
+        }
         let (prompt_tokens, words) = Self::tokenize(&req.prompt);
         if prompt_tokens > self.config.context_length {
             return Err(SubmitError::PromptTooLong {

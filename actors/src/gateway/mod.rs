@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod openai;
 pub mod server;
 pub mod stop;
+pub mod tools;
 pub mod structured;
 
 pub use access::{AccessConfig, AccessError, ApiKey};

@@ -3,6 +3,7 @@
 
 use super::backend::{ChatMessage, GenerationRequest, PromptInput, RequestSampling};
 use super::error::ApiError;
+use super::tools::{ToolCall, ToolUse, template_tool_calls, tool_use};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -11,6 +12,67 @@ pub const MAX_STOP_STRINGS: usize = 4;
 
 /// Most alternatives `top_logprobs` (chat) or `logprobs` (completions) may ask for per token.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// Fields both endpoints understand ([`CommonParams`]).
+const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "n_predict",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+    "response_format",
+    "user",
+];
+
+/// Fields common clients send that change nothing here: accepted and ignored.
+const HARMLESS_FIELDS: &[&str] = &["metadata", "store", "service_tier", "stream_timeout"];
+
+/// Fields only chat completions understand.
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
+
+/// Fields only text completions understand.
+const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "logprobs"];
+
+/// Refuses a request body with a field this server does not understand (OpenAI's wording,
+/// naming the field): a silently ignored field would change what the client gets without it
+/// knowing. `chat` selects the endpoint's own fields.
+pub fn check_fields(body: &Value, chat: bool) -> Result<(), ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::invalid_request(
+            "the request body must be a JSON object",
+            None,
+        ));
+    };
+    let own = if chat { CHAT_FIELDS } else { COMPLETION_FIELDS };
+    for key in obj.keys() {
+        let k = key.as_str();
+        if !(COMMON_FIELDS.contains(&k) || HARMLESS_FIELDS.contains(&k) || own.contains(&k)) {
+            return Err(invalid(
+                format!("Unrecognized request argument supplied: {key}"),
+                key,
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +99,8 @@ pub struct CommonParams {
     pub model: String,
     /// Max tokens to generate.
     pub max_tokens: Option<u32>,
+    /// llama-server's name for `max_tokens` (`-1`: until the end of text or the context).
+    pub n_predict: Option<i64>,
     /// Stream with server-sent events.
     #[serde(default)]
     pub stream: bool,
@@ -93,6 +157,15 @@ pub struct RequestMessage {
     /// Content.
     #[serde(default)]
     pub content: Value,
+    /// An assistant turn's tool calls.
+    #[serde(default)]
+    pub tool_calls: Option<Value>,
+    /// A tool turn: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// A tool turn: the function's name (older clients).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `POST /v1/chat/completions` body.
@@ -107,6 +180,12 @@ pub struct ChatRequest {
     pub logprobs: bool,
     /// With `logprobs`, this many most likely alternatives per token (0–20).
     pub top_logprobs: Option<u32>,
+    /// Functions the model may call.
+    pub tools: Option<Value>,
+    /// `none`, `auto`, `required` or a named function.
+    pub tool_choice: Option<Value>,
+    /// Several calls in one answer (always allowed; accepted for compatibility).
+    pub parallel_tool_calls: Option<bool>,
     /// Everything else.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -219,8 +298,21 @@ pub struct CompletionResponse {
 pub struct ResponseMessage {
     /// `assistant`.
     pub role: &'static str,
-    /// Text.
-    pub content: String,
+    /// Text (null when the answer is only tool calls).
+    pub content: Option<String>,
+    /// The tool calls the model made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// A tool call in a stream chunk's `delta` (sent whole, in one chunk).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeltaToolCall {
+    /// Position among the answer's calls.
+    pub index: u32,
+    /// The call.
+    #[serde(flatten)]
+    pub call: ToolCall,
 }
 
 /// One choice of a full chat response.
@@ -264,6 +356,9 @@ pub struct Delta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// New tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<DeltaToolCall>>,
 }
 
 /// One choice of a chat stream chunk.
@@ -313,6 +408,8 @@ pub struct Prepared {
     /// Return the prompt's text (and, with log-probabilities, its tokens) before the
     /// completion.
     pub echo: bool,
+    /// Tool calling (chat): the answer is searched for calls.
+    pub tools: ToolUse,
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
@@ -339,6 +436,21 @@ fn check_top(v: Option<u32>, param: &str) -> Result<Option<u8>, ApiError> {
             param,
         )),
         other => Ok(other.map(|k| k as u8)),
+    }
+}
+
+/// `max_tokens` (or the endpoint's newer name, `preferred`), else llama-server's `n_predict`.
+fn max_tokens_of(c: &CommonParams, preferred: Option<u32>) -> Result<Option<u32>, ApiError> {
+    if let Some(m) = preferred.or(c.max_tokens) {
+        return Ok(Some(m));
+    }
+    match c.n_predict {
+        None | Some(-1) => Ok(None),
+        Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(invalid(
+            format!("{n} is not a valid value for 'n_predict': -1 or a token count"),
+            "n_predict",
+        )),
     }
 }
 
@@ -413,16 +525,20 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             ));
         }
     };
-    let (sampling, stop) = common_checks(&req.common, req.common.max_tokens, req.echo)?;
+    let max_tokens = max_tokens_of(&req.common, None)?;
+    let (sampling, stop) = common_checks(&req.common, max_tokens, req.echo)?;
     Ok(Prepared {
         request: GenerationRequest {
             id,
             prompt: PromptInput::Text(prompt),
-            max_tokens: req.common.max_tokens,
+            max_tokens,
             sampling,
             stop,
             logprobs,
             score_prompt: req.echo && logprobs.is_some(),
+            tools: None,
+            reply_prefix: String::new(),
+            embed: false,
             response_format: super::structured::response_format(&req.common)?,
         },
         model: req.common.model,
@@ -433,6 +549,7 @@ pub fn prepare_completion(req: CompletionRequest, id: String) -> Result<Prepared
             .as_ref()
             .is_some_and(|o| o.include_usage),
         echo: req.echo,
+        tools: ToolUse::default(),
     })
 }
 
@@ -486,12 +603,32 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
                 ));
             }
         }
+        let tool_calls = match &m.tool_calls {
+            Some(c) if m.role == "assistant" => Some(template_tool_calls(c, i)?),
+            Some(_) => {
+                return Err(invalid(
+                    format!("messages[{i}].tool_calls is only for assistant messages"),
+                    &format!("messages[{i}].tool_calls"),
+                ));
+            }
+            None => None,
+        };
+        if m.role == "tool" && m.tool_call_id.is_none() {
+            return Err(invalid(
+                format!("messages[{i}]: a tool message needs tool_call_id"),
+                &format!("messages[{i}].tool_call_id"),
+            ));
+        }
         messages.push(ChatMessage {
             role: m.role.clone(),
             content: message_text(&m.content, i)?,
+            tool_calls,
+            tool_call_id: m.tool_call_id.clone(),
+            name: m.name.clone(),
         });
     }
-    let max_tokens = req.max_completion_tokens.or(req.common.max_tokens);
+    let tools = tool_use(req.tools.as_ref(), req.tool_choice.as_ref())?;
+    let max_tokens = max_tokens_of(&req.common, req.max_completion_tokens)?;
     let (sampling, stop) = common_checks(&req.common, max_tokens, false)?;
     let top = check_top(req.top_logprobs, "top_logprobs")?;
     if top.is_some() && !req.logprobs {
@@ -506,6 +643,9 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             stop,
             logprobs: req.logprobs.then_some(top.unwrap_or(0)),
             score_prompt: false,
+            tools: tools.tools.clone(),
+            reply_prefix: tools.reply_prefix.clone(),
+            embed: false,
             response_format: super::structured::response_format(&req.common)?,
         },
         model: req.common.model,
@@ -516,6 +656,7 @@ pub fn prepare_chat(req: ChatRequest, id: String) -> Result<Prepared, ApiError> 
             .as_ref()
             .is_some_and(|o| o.include_usage),
         echo: false,
+        tools,
     })
 }
 
@@ -550,10 +691,7 @@ mod tests {
         let p = prepare_chat(r, "id".into()).unwrap();
         assert_eq!(
             p.request.prompt,
-            PromptInput::Chat(vec![ChatMessage {
-                role: "user".into(),
-                content: "ab".into()
-            }])
+            PromptInput::Chat(vec![ChatMessage::user("ab")])
         );
         assert_eq!(p.request.max_tokens, Some(5));
         assert!(p.stream && p.include_usage);

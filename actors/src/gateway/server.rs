@@ -11,10 +11,11 @@ use super::logprobs;
 use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
 use super::openai::{
     ChatChoice, ChatChunk, ChatRequest, ChatResponse, ChunkChoice, CompletionChoice,
-    CompletionRequest, CompletionResponse, Delta, Prepared, ResponseMessage, Usage, prepare_chat,
-    prepare_completion,
+    CompletionRequest, CompletionResponse, Delta, DeltaToolCall, Prepared, ResponseMessage, Usage,
+    check_fields, prepare_chat, prepare_completion,
 };
 use super::stop::{StopMatcher, StopOutcome};
+use super::tools;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -249,6 +250,9 @@ impl Gateway {
             .route("/v1/models/{id}", get(model_by_id))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/tokenize", post(tokenize))
+            .route("/detokenize", post(detokenize))
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .fallback(fallback)
@@ -376,6 +380,218 @@ async fn health(State(s): State<Arc<Inner>>) -> Response {
     .into_response()
 }
 
+/// `POST /v1/embeddings`: `{"model", "input": text or [texts], "encoding_format": "float" |
+/// "base64"}` → one embedding per input, each the mean of the final-normed hidden states of
+/// the input's positions (as llama-server pools a decoder model), L2-normalised, computed on
+/// the pipeline.
+async fn embeddings(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        model: String,
+        input: serde_json::Value,
+        #[serde(default)]
+        encoding_format: Option<String>,
+        #[serde(default)]
+        dimensions: Option<u32>,
+        #[serde(default)]
+        user: Option<String>,
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(|e| {
+            let mut a = ApiError::invalid_json(&e);
+            if e.to_string().contains("unknown field") {
+                a.message = format!("Unrecognized request argument supplied: {e}");
+            }
+            a
+        })?;
+        let _ = req.user;
+        if req.model != s.backend.model_id() {
+            return Err(ApiError::model_not_found(&req.model));
+        }
+        let base64 = match req.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(ApiError::invalid_request(
+                    format!("encoding_format {other:?} is not float or base64"),
+                    Some("encoding_format"),
+                ));
+            }
+        };
+        if req.dimensions.is_some() {
+            return Err(ApiError::invalid_request(
+                "dimensions is not supported: the embedding has the model's hidden size",
+                Some("dimensions"),
+            ));
+        }
+        let inputs: Vec<String> = match req.input {
+            serde_json::Value::String(t) => vec![t],
+            serde_json::Value::Array(v) if !v.is_empty() && v.iter().all(|x| x.is_string()) => v
+                .into_iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect(),
+            _ => {
+                return Err(ApiError::invalid_request(
+                    "input must be a string or a non-empty list of strings",
+                    Some("input"),
+                ));
+            }
+        };
+        let permit = s
+            .admission
+            .try_admit()
+            .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+        let mut data = Vec::with_capacity(inputs.len());
+        let mut prompt_tokens = 0u32;
+        for (index, text) in inputs.into_iter().enumerate() {
+            let request = super::backend::GenerationRequest {
+                id: format!("embd-{index}"),
+                prompt: PromptInput::Text(text),
+                max_tokens: Some(0),
+                sampling: Default::default(),
+                stop: Vec::new(),
+                logprobs: None,
+                score_prompt: false,
+                tools: None,
+                reply_prefix: String::new(),
+                embed: true,
+                response_format: None,
+            };
+            let backend = s.backend.clone();
+            let mut stream = tokio::task::spawn_blocking(move || backend.submit(request))
+                .await
+                .map_err(|e| ApiError::internal(format!("preparing the input failed: {e}")))?
+                .map_err(ApiError::from)?;
+            prompt_tokens += stream.prompt_tokens;
+            let mut vector = None;
+            loop {
+                match stream.events.recv().await {
+                    Some(GenerationEvent::Embedding(v)) => vector = Some(v),
+                    Some(GenerationEvent::Done { .. }) => break,
+                    Some(GenerationEvent::Error(m)) => {
+                        return Err(ApiError::internal(format!("embedding failed: {m}")));
+                    }
+                    Some(_) => {}
+                    None => return Err(ApiError::internal(UNFINISHED)),
+                }
+            }
+            let mut v =
+                vector.ok_or_else(|| ApiError::internal("the backend sent no embedding"))?;
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                v.iter_mut()
+                    .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+            }
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::Value::from(v)
+            };
+            data.push(
+                serde_json::json!({"object": "embedding", "index": index, "embedding": embedding}),
+            );
+        }
+        drop(permit);
+        s.metrics.prompt_tokens.add(u64::from(prompt_tokens));
+        Ok::<_, ApiError>(
+            axum::Json(serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": s.backend.model_id(),
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }))
+            .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("embeddings", resp.status());
+    resp
+}
+
+/// Runs a tokenizer call of the backend off the async threads (they also drive the cluster's
+/// QUIC keep-alives).
+async fn off_thread<T: Send + 'static>(
+    s: &Arc<Inner>,
+    f: impl FnOnce(&dyn CompletionBackend) -> Result<T, super::backend::SubmitError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let backend = s.backend.clone();
+    tokio::task::spawn_blocking(move || f(backend.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// `POST /tokenize` (llama-server's): `{"content": …, "add_special": false, "parse_special":
+/// true, "with_pieces": false}` → `{"tokens": [ids]}`, or `[{"id", "piece"}]` with pieces.
+async fn tokenize(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        content: String,
+        #[serde(default)]
+        add_special: bool,
+        #[serde(default = "yes")]
+        parse_special: bool,
+        #[serde(default)]
+        with_pieces: bool,
+    }
+    fn yes() -> bool {
+        true
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+        let with_pieces = req.with_pieces;
+        let tokens = off_thread(&s, move |b| {
+            b.tokenize(&req.content, req.add_special, req.parse_special)
+        })
+        .await?;
+        let out = if with_pieces {
+            let list: Vec<_> = tokens
+                .iter()
+                .map(|(id, piece)| serde_json::json!({"id": id, "piece": piece}))
+                .collect();
+            serde_json::json!({ "tokens": list })
+        } else {
+            let ids: Vec<u32> = tokens.iter().map(|(id, _)| *id).collect();
+            serde_json::json!({ "tokens": ids })
+        };
+        Ok::<_, ApiError>(axum::Json(out).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("tokenize", resp.status());
+    resp
+}
+
+/// `POST /detokenize`: `{"tokens": [ids]}` → `{"content": …}`.
+async fn detokenize(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        tokens: Vec<u32>,
+    }
+    let resp = async {
+        let body = body.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+        let req: Req = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+        let content = off_thread(&s, move |b| b.detokenize(&req.tokens)).await?;
+        Ok::<_, ApiError>(axum::Json(serde_json::json!({ "content": content })).into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    s.metrics.request("detokenize", resp.status());
+    resp
+}
+
 async fn fallback(uri: Uri) -> Response {
     ApiError::route_not_found(uri.path()).into_response()
 }
@@ -433,14 +649,16 @@ fn parse(
             ApiError::invalid_request(format!("could not read the request body: {rej}"), None)
         }
     })?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+    check_fields(&value, kind == Kind::Chat)?;
     let prepared = match kind {
         Kind::Completion => {
             let req: CompletionRequest =
-                serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+                serde_json::from_value(value).map_err(ApiError::invalid_json)?;
             prepare_completion(req, id)?
         }
         Kind::Chat => {
-            let req: ChatRequest = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
+            let req: ChatRequest = serde_json::from_value(value).map_err(ApiError::invalid_json)?;
             prepare_chat(req, id)?
         }
     };
@@ -477,6 +695,11 @@ async fn generate(
         _ => None,
     };
     let logprobs = prepared.request.logprobs.is_some();
+    let tools = prepared
+        .tools
+        .tools
+        .clone()
+        .map(|t| (prepared.tools.reply_prefix.clone(), t));
     // Submitting renders the chat template and tokenizes the prompt: CPU work kept off the
     // async threads (they also drive the cluster's QUIC keep-alives).
     let backend = s.backend.clone();
@@ -500,6 +723,7 @@ async fn generate(
         started,
         echo,
         logprobs,
+        tools,
     };
     if prepared.stream {
         Ok(sse_response(
@@ -544,23 +768,39 @@ async fn generate(
                 }],
                 usage: Some(usage),
             }),
-            Kind::Chat => serde_json::to_value(ChatResponse {
-                id: ctx.id,
-                object: "chat.completion",
-                created: ctx.created,
-                model: ctx.model,
-                system_fingerprint: None,
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message: ResponseMessage {
-                        role: "assistant",
-                        content: out.text,
-                    },
-                    logprobs: ctx.logprobs.then(|| logprobs::chat(&out.entries)),
-                    finish_reason: out.finish.as_str(),
-                }],
-                usage,
-            }),
+            Kind::Chat => {
+                let (content, calls) = match &ctx.tools {
+                    Some((prefix, offered)) => tools::split_answer(
+                        &format!("{prefix}{}", out.text),
+                        ctx.call_id_base(),
+                        offered,
+                    ),
+                    None => (Some(out.text), Vec::new()),
+                };
+                let finish_reason = if calls.is_empty() {
+                    out.finish.as_str()
+                } else {
+                    "tool_calls"
+                };
+                serde_json::to_value(ChatResponse {
+                    id: ctx.id,
+                    object: "chat.completion",
+                    created: ctx.created,
+                    model: ctx.model,
+                    system_fingerprint: None,
+                    choices: vec![ChatChoice {
+                        index: 0,
+                        message: ResponseMessage {
+                            role: "assistant",
+                            content,
+                            tool_calls: (!calls.is_empty()).then_some(calls),
+                        },
+                        logprobs: ctx.logprobs.then(|| logprobs::chat(&out.entries)),
+                        finish_reason,
+                    }],
+                    usage,
+                })
+            }
         }
         .map_err(|e| ApiError::internal(format!("could not encode the response: {e}")))?;
         Ok(axum::Json(body).into_response())
@@ -577,6 +817,16 @@ struct ResponseCtx {
     echo: Option<String>,
     /// The request asked for log-probabilities.
     logprobs: bool,
+    /// Tool calling: the answer is searched for calls; the text the reply was forced to start
+    /// with, and the offered tools.
+    tools: Option<(String, serde_json::Value)>,
+}
+
+impl ResponseCtx {
+    /// The base of this response's tool call ids.
+    fn call_id_base(&self) -> &str {
+        self.id.rsplit('-').next().unwrap_or(&self.id)
+    }
 }
 
 struct Collected {
@@ -623,6 +873,8 @@ async fn collect(
     loop {
         match stream.events.recv().await {
             Some(GenerationEvent::Prompt(p)) => prompt = p,
+            // Only embedding requests get one (see `embeddings`).
+            Some(GenerationEvent::Embedding(_)) => {}
             Some(GenerationEvent::Token {
                 text: t, logprobs, ..
             }) => {
@@ -696,6 +948,8 @@ struct Streamer {
     pending: logprobs::Pending,
     /// Completions' offsets across chunks.
     lists: logprobs::CompletionLists,
+    /// Tool calling: splits the answer into content and calls.
+    splitter: Option<tools::ToolCallSplitter>,
 }
 
 impl Streamer {
@@ -712,7 +966,8 @@ impl Streamer {
         prompt: &[PromptToken],
         entries: &[TokenLogprob],
     ) -> Event {
-        let finish_reason = finish.map(FinishReason::as_str);
+        let called = self.splitter.as_ref().is_some_and(|s| s.calls() > 0);
+        let finish_reason = finish.map(|f| if called { "tool_calls" } else { f.as_str() });
         let with_logprobs = self.ctx.logprobs && finish.is_none();
         match self.ctx.kind {
             Kind::Completion => Self::data(&CompletionResponse {
@@ -740,6 +995,7 @@ impl Streamer {
                     delta: Delta {
                         role: None,
                         content: if finish.is_some() { None } else { Some(text) },
+                        tool_calls: None,
                     },
                     logprobs: with_logprobs.then(|| logprobs::chat(entries)),
                     finish_reason,
@@ -773,6 +1029,52 @@ impl Streamer {
     }
 
     /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
+    /// Queues generated text (with the log-probabilities of the tokens it starts): as content
+    /// chunks, or — tool calling — split into content and whole tool calls.
+    fn emit(&mut self, text: String, entries: Vec<TokenLogprob>) {
+        let Some(splitter) = self.splitter.as_mut() else {
+            if !text.is_empty() || !entries.is_empty() {
+                let ev = self.text_chunk(text, None, &[], &entries);
+                self.queue.push_back(ev);
+            }
+            return;
+        };
+        let pieces = splitter.push(&text);
+        self.emit_pieces(pieces, entries);
+    }
+
+    fn emit_pieces(&mut self, pieces: Vec<tools::Piece>, mut entries: Vec<TokenLogprob>) {
+        for p in pieces {
+            let ev = match p {
+                tools::Piece::Text(t) => self.text_chunk(t, None, &[], &entries),
+                tools::Piece::Call(call) => {
+                    let index = self.splitter.as_ref().map_or(1, |s| s.calls()) as u32 - 1;
+                    Self::data(&ChatChunk {
+                        id: self.ctx.id.clone(),
+                        object: "chat.completion.chunk",
+                        created: self.ctx.created,
+                        model: self.ctx.model.clone(),
+                        system_fingerprint: None,
+                        choices: vec![ChunkChoice {
+                            index: 0,
+                            delta: Delta {
+                                role: None,
+                                content: None,
+                                tool_calls: Some(vec![DeltaToolCall { index, call }]),
+                            },
+                            logprobs: (self.ctx.logprobs && !entries.is_empty())
+                                .then(|| logprobs::chat(&entries)),
+                            finish_reason: None,
+                        }],
+                        usage: None,
+                    })
+                }
+            };
+            entries.clear();
+            self.queue.push_back(ev);
+        }
+    }
+
     /// `entries`: the log-probabilities still to go out with `pending` text.
     fn finish(
         &mut self,
@@ -781,9 +1083,10 @@ impl Streamer {
         finish: FinishReason,
         usage: Usage,
     ) {
-        if !pending.is_empty() || !entries.is_empty() {
-            let ev = self.text_chunk(pending, None, &[], &entries);
-            self.queue.push_back(ev);
+        self.emit(pending, entries);
+        if let Some(s) = self.splitter.as_mut() {
+            let rest = s.finish();
+            self.emit_pieces(rest, Vec::new());
         }
         let ev = self.text_chunk(String::new(), Some(finish), &[], &[]);
         self.queue.push_back(ev);
@@ -835,6 +1138,7 @@ impl Streamer {
                     delta: Delta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -862,6 +1166,7 @@ impl Streamer {
                 }
             };
             match next {
+                Some(GenerationEvent::Embedding(_)) => {}
                 Some(GenerationEvent::Prompt(p)) => {
                     self.opened = true;
                     let text = self.ctx.echo.clone().unwrap_or_default();
@@ -883,7 +1188,7 @@ impl Streamer {
                         StopOutcome::Continue(out) => {
                             if !out.is_empty() {
                                 let entries = self.pending.released(&out);
-                                return Some(self.text_chunk(out, None, &[], &entries));
+                                self.emit(out, entries);
                             }
                         }
                         StopOutcome::Stopped(out) => {
@@ -926,7 +1231,7 @@ fn sse_response(
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Response {
     let keep_alive = s.config.sse_keep_alive;
-    let streamer = Streamer {
+    let mut streamer = Streamer {
         s,
         ctx,
         events: Some(stream),
@@ -939,7 +1244,15 @@ fn sse_response(
         deadline,
         pending: logprobs::Pending::default(),
         lists: logprobs::CompletionLists::default(),
+        splitter: None,
     };
+    if let Some((prefix, offered)) = streamer.ctx.tools.clone() {
+        let mut s = tools::ToolCallSplitter::new(streamer.ctx.call_id_base()).with_tools(&offered);
+        // The forced start of the reply is part of the answer the splitter reads.
+        let pieces = s.push(&prefix);
+        streamer.splitter = Some(s);
+        streamer.emit_pieces(pieces, Vec::new());
+    }
     let events = futures::stream::unfold(streamer, |mut st| async move {
         st.next().await.map(|ev| (Ok::<Event, Infallible>(ev), st))
     });

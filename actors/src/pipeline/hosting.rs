@@ -12,7 +12,7 @@ use edgeray_runtime::node::Node;
 
 use super::head::cluster_view;
 use super::registry;
-use super::stage::{measure_compute_score, set_shard_dir, user_cache_dir};
+use super::stage::{measure_compute_score, set_shard_cache_budget, set_shard_dir, user_cache_dir};
 
 /// Why a hosting node or an embedded cluster could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub enum HostingError {
 
 /// Starts a node hosting the pipeline's actor kinds. Its compute score is measured with the
 /// quantized kernels (unless `resources.compute_score` is configured); its shard cache is
-/// `state_dir/shards`.
+/// `state_dir/shards`, bounded by `limits.shard_cache`.
 pub async fn start_hosting_node(
     mut config: ClusterConfig,
     threads: usize,
@@ -74,6 +74,7 @@ pub async fn start_hosting_node(
     // Before any peer can know this node (it joins only after start): the node's actors find
     // their shard cache here.
     set_shard_dir(&cluster, config.state_dir.join("shards"));
+    set_shard_cache_budget(&cluster, config.limits.shard_cache.0);
     Ok(cluster)
 }
 

@@ -27,7 +27,10 @@ pub use hosting::{
     HostingError, default_local_dir, embedded_cluster, start_hosting_node, wait_for_members,
 };
 pub use protocol::WireDtype;
-pub use stage::{StageActor, WeightsActor, measure_compute_score, set_shard_dir, shard_dir};
+pub use stage::{
+    StageActor, WeightsActor, measure_compute_score, set_shard_cache_budget, set_shard_dir,
+    shard_dir,
+};
 
 use edgeray_runtime::actor::Registry;
 

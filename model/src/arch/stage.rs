@@ -82,6 +82,18 @@ pub enum StageOutput {
     Logits(Tensor<2>),
 }
 
+/// The first row and the number of rows of a batch of `n` rows the head runs on.
+fn head_rows(logits: LogitsFor, n: usize) -> (usize, usize) {
+    match logits {
+        LogitsFor::Last | LogitsFor::Normed => (n - 1, 1),
+        LogitsFor::All => (0, n),
+        LogitsFor::Tail(k) => {
+            let k = k.clamp(1, n);
+            (n - k, k)
+        }
+    }
+}
+
 /// Which positions the head computes logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsFor {
@@ -92,6 +104,9 @@ pub enum LogitsFor {
     /// The last `k` positions of the batch (clamped to 1..=rows): scoring a text needs only
     /// the positions it scores.
     Tail(usize),
+    /// No logits: every position's final-normed hidden state ([`StageOutput::Hidden`],
+    /// `[rows, d_model]`), what embeddings pool.
+    Normed,
 }
 
 /// The token embedding table (quantized rows, dequantized on lookup).
@@ -355,17 +370,31 @@ impl Stage {
             row += n;
         }
         match (&self.norm, &self.output) {
+            (Some(norm), Some(output)) if spans.iter().any(|s| s.2 == LogitsFor::Normed) => {
+                // Normed items get their final-normed rows (the norm works row by row, so
+                // the bits are those of any other grouping); the others their logits.
+                spans
+                    .iter()
+                    .map(|&(r, n, logits)| {
+                        let rows = x.clone().narrow(0, r, n);
+                        Ok(match logits {
+                            LogitsFor::Normed => StageOutput::Hidden(norm.forward(rows)),
+                            other => {
+                                let (a, k) = head_rows(other, n);
+                                let h = rows.narrow(0, a, k);
+                                StageOutput::Logits(output.forward(norm.forward(h))?)
+                            }
+                        })
+                    })
+                    .collect()
+            }
             (Some(norm), Some(output)) => {
                 // The head runs once over the rows asked for, then splits them per item.
                 let picked: Vec<(usize, usize)> = spans
                     .iter()
-                    .map(|&(r, n, logits)| match logits {
-                        LogitsFor::Last => (r + n - 1, 1),
-                        LogitsFor::All => (r, n),
-                        LogitsFor::Tail(k) => {
-                            let k = k.clamp(1, n);
-                            (r + n - k, k)
-                        }
+                    .map(|&(r, n, logits)| {
+                        let (a, k) = head_rows(logits, n);
+                        (r + a, k)
                     })
                     .collect();
                 let h = if let [(r, n)] = picked[..] {

@@ -51,12 +51,23 @@ pub enum ChatTemplateError {
 }
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// The text of the turn.
     pub content: String,
+    /// An assistant turn's tool calls, as templates read them: a list of
+    /// `{"type": "function", "function": {"name": …, "arguments": {…}}}` with the arguments
+    /// as a JSON object (not OpenAI's JSON string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// A `tool` turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A `tool` turn: the function's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -65,6 +76,7 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
     /// A `system` message.
@@ -88,9 +100,18 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     is_fallback: bool,
+    /// The template renders a `tools` list (it names the variable).
+    tools: bool,
+    /// The template asks for calls as `<tool_call>{json}</tool_call>` (Hermes style, Qwen2.5).
+    tool_call_tags: bool,
 }
 
 const TEMPLATE_NAME: &str = "chat_template";
+
+/// Where a Hermes-style tool call starts in a model's output.
+pub const TOOL_CALL_OPEN: &str = "<tool_call>";
+/// Where it ends.
+pub const TOOL_CALL_CLOSE: &str = "</tool_call>";
 
 /// Most template instructions one render may execute. Templates come from GGUF files (not
 /// trusted): a loop nest such as `range(10000)` inside `range(10000)` stops here with
@@ -143,6 +164,8 @@ impl ChatTemplate {
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
             is_fallback: false,
+            tools: template_source.contains("tools"),
+            tool_call_tags: template_source.contains(TOOL_CALL_OPEN),
         })
     }
 
@@ -183,6 +206,12 @@ impl ChatTemplate {
         self.is_fallback
     }
 
+    /// Whether the template can offer tools and ask for calls in a format edgeray parses
+    /// (`<tool_call>{"name": …, "arguments": {…}}</tool_call>`).
+    pub fn supports_tools(&self) -> bool {
+        self.tools && self.tool_call_tags
+    }
+
     /// The BOS token text given to the template.
     pub fn bos_token(&self) -> &str {
         &self.bos_token
@@ -200,12 +229,31 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ChatTemplateError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] offering `tools` (a list of OpenAI tool definitions,
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`), when the
+    /// template supports them ([`ChatTemplate::supports_tools`]; an error otherwise).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
+        if tools.is_some() && !self.supports_tools() {
+            return Err(ChatTemplateError::Render(
+                "this model's chat template has no tool-calling format edgeray can parse".into(),
+            ));
+        }
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatTemplateError::Render(describe(&e)))?;
+        let tools = tools.map(Value::from_serialize);
         tmpl.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),

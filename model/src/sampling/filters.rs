@@ -74,6 +74,21 @@ pub fn apply_repetition_penalty(logits: &mut [f32], recent: &[u32], penalty: f32
     }
 }
 
+/// OpenAI's presence and frequency penalties: `logit[j] -= count[j] * frequency +
+/// presence` for every token `j` generated so far (`counts`, ids in range).
+pub fn apply_presence_frequency(
+    logits: &mut [f32],
+    counts: &std::collections::BTreeMap<u32, u32>,
+    presence: f32,
+    frequency: f32,
+) {
+    for (&id, &n) in counts {
+        if n > 0 {
+            logits[id as usize] -= n as f32 * frequency + presence;
+        }
+    }
+}
+
 /// Keeps the `k` best candidates, sorted. `k == 0` or `k >= len` sorts and keeps everything.
 pub fn top_k(mut cands: Vec<Candidate>, k: usize) -> Vec<Candidate> {
     if k > 0 && k < cands.len() {

@@ -31,6 +31,8 @@ pub struct Sampler {
     params: SamplingParams,
     rng: Xoshiro256StarStar,
     recent: VecDeque<u32>,
+    /// How often each token was generated (presence and frequency penalties).
+    generated: std::collections::BTreeMap<u32, u32>,
     scratch: Vec<f32>,
 }
 
@@ -43,6 +45,7 @@ impl Sampler {
             params,
             rng,
             recent: VecDeque::new(),
+            generated: std::collections::BTreeMap::new(),
             scratch: Vec::new(),
         })
     }
@@ -71,9 +74,19 @@ impl Sampler {
         }
     }
 
+    /// Records tokens as generated earlier (presence and frequency penalties count them):
+    /// how a sequence resumed elsewhere, e.g. after a failover, keeps its penalties. The
+    /// tokens should also be in the history ([`Sampler::accept_all`]).
+    pub fn note_generated(&mut self, tokens: &[u32]) {
+        for &t in tokens {
+            *self.generated.entry(t).or_insert(0) += 1;
+        }
+    }
+
     /// Forgets the recent tokens and restarts the random stream from the seed.
     pub fn reset(&mut self) {
         self.recent.clear();
+        self.generated.clear();
         self.rng = Xoshiro256StarStar::seed_from_u64(self.params.seed);
     }
 
@@ -81,6 +94,7 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
         let token = self.choose(logits)?;
         self.accept(token);
+        self.note_generated(&[token]);
         Ok(token)
     }
 
@@ -92,10 +106,17 @@ impl Sampler {
             return Err(SamplingError::NanLogit(i));
         }
         let p = &self.params;
-        let penalise =
+        let repetition =
             p.repetition_penalty != 1.0 && p.repeat_last_n > 0 && !self.recent.is_empty();
-        let effective: &[f32] = if penalise {
-            if let Some(&id) = self.recent.iter().find(|&&id| id as usize >= logits.len()) {
+        let openai =
+            (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0) && !self.generated.is_empty();
+        let effective: &[f32] = if repetition || openai {
+            let out_of_range = self
+                .recent
+                .iter()
+                .chain(self.generated.keys())
+                .find(|&&id| id as usize >= logits.len());
+            if let Some(&id) = out_of_range {
                 return Err(SamplingError::TokenOutOfRange {
                     id,
                     len: logits.len(),
@@ -103,8 +124,18 @@ impl Sampler {
             }
             self.scratch.clear();
             self.scratch.extend_from_slice(logits);
-            let recent: Vec<u32> = self.recent.iter().copied().collect();
-            filters::apply_repetition_penalty(&mut self.scratch, &recent, p.repetition_penalty);
+            if repetition {
+                let recent: Vec<u32> = self.recent.iter().copied().collect();
+                filters::apply_repetition_penalty(&mut self.scratch, &recent, p.repetition_penalty);
+            }
+            if openai {
+                filters::apply_presence_frequency(
+                    &mut self.scratch,
+                    &self.generated,
+                    p.presence_penalty,
+                    p.frequency_penalty,
+                );
+            }
             &self.scratch
         } else {
             logits
@@ -397,6 +428,40 @@ mod tests {
         assert_eq!(s.sample(&l).unwrap(), 0, "0: 1.5, 1: 1.0");
         // window [0, 0]: only 0 penalised (once), 1 free at 2.0
         assert_eq!(s.sample(&l).unwrap(), 1);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_generated_tokens_only() {
+        // Token 0 leads by 1.0; once generated, a presence penalty of 1.5 hands the lead to 1.
+        let l = [3.0f32, 2.0, 0.0];
+        let mut s = sampler(SamplingParams {
+            presence_penalty: 1.5,
+            ..Default::default()
+        });
+        s.accept_all(&[1, 1, 1]); // the prompt: not counted
+        assert_eq!(s.sample(&l).unwrap(), 0);
+        assert_eq!(s.sample(&l).unwrap(), 1, "0: 1.5, 1: 2.0");
+        assert_eq!(s.sample(&l).unwrap(), 0, "both present once: 0 leads again");
+        // Frequency: 0.4 per occurrence; 0 falls behind 1 after three of them (3.0 - 1.2 < 2.0).
+        let mut f = sampler(SamplingParams {
+            frequency_penalty: 0.4,
+            ..Default::default()
+        });
+        let picks: Vec<u32> = (0..4).map(|_| f.sample(&l).unwrap()).collect();
+        assert_eq!(picks, vec![0, 0, 0, 1]);
+        // A negative penalty encourages repeats; a resumed sampler keeps the counts.
+        let mut g = sampler(SamplingParams {
+            presence_penalty: 1.5,
+            ..Default::default()
+        });
+        g.note_generated(&[0]);
+        assert_eq!(g.sample(&l).unwrap(), 1, "the resumed count of 0 applies");
+        let bad = SamplingParams {
+            frequency_penalty: f32::NAN,
+            ..Default::default()
+        };
+        assert!(Sampler::new(bad).is_err());
+        assert!(!SamplingParams::default().penalises());
     }
 
     #[test]

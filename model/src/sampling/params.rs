@@ -17,6 +17,9 @@ pub enum SamplingError {
     /// `repetition_penalty` is not a finite number > 0.
     #[error("repetition_penalty must be a finite number > 0, got {0}")]
     InvalidRepetitionPenalty(f32),
+    /// `presence_penalty` or `frequency_penalty` is not finite.
+    #[error("presence and frequency penalties must be finite numbers, got {0}")]
+    InvalidPenalty(f32),
     /// The logits slice is empty.
     #[error("cannot sample from an empty logits vector")]
     EmptyLogits,
@@ -64,6 +67,12 @@ pub struct SamplingParams {
     pub repeat_last_n: usize,
     /// Seed of the sampler's random generator (xoshiro256**, see [`super::rng`]).
     pub seed: u64,
+    /// OpenAI's presence penalty: subtracted once from the logit of every token generated so
+    /// far (prompt tokens do not count); `0` = disabled. Must be finite.
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty: subtracted from a token's logit once per time it was
+    /// generated so far; `0` = disabled. Must be finite.
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -83,12 +92,22 @@ impl SamplingParams {
             repetition_penalty: 1.0,
             repeat_last_n: 64,
             seed: 0x5EED,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 
     /// True when the choice is a deterministic argmax (no random draw).
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
+    }
+
+    /// True when a penalty changes the logits before the choice (so a greedy choice is not
+    /// simply the highest raw logit).
+    pub fn penalises(&self) -> bool {
+        (self.repetition_penalty != 1.0 && self.repeat_last_n > 0)
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
 
     /// Checks every field; the first problem found is returned.
@@ -106,6 +125,11 @@ impl SamplingParams {
             return Err(SamplingError::InvalidRepetitionPenalty(
                 self.repetition_penalty,
             ));
+        }
+        for v in [self.presence_penalty, self.frequency_penalty] {
+            if !v.is_finite() {
+                return Err(SamplingError::InvalidPenalty(v));
+            }
         }
         Ok(())
     }

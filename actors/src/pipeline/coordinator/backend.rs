@@ -60,8 +60,13 @@ impl PipelineBackend {
     fn pipeline(&self) -> Result<Pipeline, SubmitError> {
         match &self.source {
             Source::Fixed(p) => Ok(p.clone()),
-            Source::Supervised(s) => s.current().ok_or_else(|| {
-                SubmitError::Unavailable("a node failed; the pipeline is being redeployed".into())
+            Source::Supervised(s) => s.current().ok_or_else(|| match s.failure() {
+                Some(why) => SubmitError::Unavailable(format!(
+                    "a node failed and the pipeline cannot be redeployed: {why}"
+                )),
+                None => SubmitError::Unavailable(
+                    "a node failed; the pipeline is being redeployed".into(),
+                ),
             }),
         }
     }
@@ -69,19 +74,8 @@ impl PipelineBackend {
 
 /// The model's sampling settings for an API request: llama.cpp's server defaults (temperature
 /// 0.8, top-k 40, top-p 0.95, min-p 0.05) where the request is silent; `temperature: 0` is greedy.
+/// Presence and frequency penalties are OpenAI's (over the generated tokens).
 pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
-    for (name, v) in [
-        ("presence_penalty", p.presence_penalty),
-        ("frequency_penalty", p.frequency_penalty),
-    ] {
-        if let Some(v) = v
-            && v != 0.0
-        {
-            return Err(SubmitError::Invalid(format!(
-                "{name} is not supported by this server (use repeat_penalty)"
-            )));
-        }
-    }
     let s = ModelSampling {
         temperature: p.temperature.unwrap_or(0.8),
         top_k: p.top_k.map_or(40, |k| k as usize),
@@ -90,6 +84,8 @@ pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
         repetition_penalty: p.repeat_penalty.unwrap_or(1.0),
         repeat_last_n: 64,
         seed: p.seed.unwrap_or_else(rand::random),
+        presence_penalty: p.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
     };
     s.validate()
         .map_err(|e| SubmitError::Invalid(format!("invalid sampling settings: {e}")))?;
@@ -101,6 +97,34 @@ impl CompletionBackend for PipelineBackend {
         self.model_id.clone()
     }
 
+    fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<(u32, String)>, SubmitError> {
+        let pipeline = self.pipeline()?;
+        let tok = pipeline.tokenizer();
+        let ids = tok
+            .encode_with(text, add_special, parse_special)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let piece = tok.token_bytes(id, true).unwrap_or_default();
+                (id, String::from_utf8_lossy(piece).into_owned())
+            })
+            .collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, SubmitError> {
+        let pipeline = self.pipeline()?;
+        pipeline
+            .tokenizer()
+            .decode(ids)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))
+    }
+
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
         let pipeline = self.pipeline()?;
         if let Some(why) = pipeline.broken() {
@@ -109,7 +133,9 @@ impl CompletionBackend for PipelineBackend {
         let sampling = sampling_for(&req.sampling)?;
         let ids = match &req.prompt {
             PromptInput::Text(t) => pipeline.encode(t),
-            PromptInput::Chat(msgs) => pipeline.encode_chat(msgs),
+            PromptInput::Chat(msgs) => {
+                pipeline.encode_chat_with(msgs, req.tools.as_ref(), &req.reply_prefix)
+            }
         }
         .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let ctx = pipeline.context_length();
@@ -128,7 +154,7 @@ impl CompletionBackend for PipelineBackend {
             .max_tokens
             .map_or(self.default_max_tokens, |m| m as usize)
             .min(ctx - ids.len());
-        if req.score_prompt && !pipeline.can_score_prompts() {
+        if (req.score_prompt || req.embed) && !pipeline.can_score_prompts() {
             return Err(SubmitError::Invalid(
                 "echo with logprobs (scoring the prompt) is not supported when the last stage is \
                  a tensor-parallel group"
@@ -148,6 +174,7 @@ impl CompletionBackend for PipelineBackend {
             sampling,
             logprobs: req.logprobs,
             score_prompt: req.score_prompt,
+            embed: req.embed,
             response_format: req.response_format,
         };
         let events = Events {
@@ -250,6 +277,16 @@ impl TokenSink for Events {
             });
         }
         async move { self.tx.send(GenerationEvent::Prompt(tokens)).await.is_ok() }
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn send_embedding(&self, vector: Vec<f32>) -> impl std::future::Future<Output = bool> + Send {
+        async move {
+            self.tx
+                .send(GenerationEvent::Embedding(vector))
+                .await
+                .is_ok()
+        }
     }
 }
 

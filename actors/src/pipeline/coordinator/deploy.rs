@@ -112,6 +112,15 @@ pub enum DeployError {
     },
 }
 
+impl DeployError {
+    /// Whether a stage node has no room for its shard (cache budget, free disk space, or a
+    /// disk that filled up): deploying again the same way cannot succeed until an operator
+    /// frees space or raises `limits.shard_cache`.
+    pub fn is_no_room(&self) -> bool {
+        matches!(self, DeployError::Ship(ShipError::NoRoom { .. }))
+    }
+}
+
 /// What a deployment reads from the model file once: its configuration, tokenizer, chat
 /// template and the placement profile.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ use super::engine::{
 };
 use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
 use super::service::Service;
-use crate::pipeline::protocol::{SeqConstraint, SeqStart, SinkMsg, TokenLogprobs};
+use crate::pipeline::protocol::{SeqStart, SinkMsg, TokenLogprobs};
 
 /// Where a driver hands generated tokens: a channel to the caller (the CLI, a test) or the
 /// gateway's event stream. `false` means the receiver went away (the generation is cancelled).
@@ -34,6 +34,14 @@ pub trait TokenSink: Sync {
         scores: Vec<TokenLogprobs>,
     ) -> impl Future<Output = bool> + Send {
         let _ = scores;
+        async { true }
+    }
+
+    /// Hands on the prompt's embedding ([`GenOptions::embed`]): the mean of its positions'
+    /// final-normed hidden states. The default drops it.
+    #[allow(clippy::manual_async_fn)]
+    fn send_embedding(&self, vector: Vec<f32>) -> impl Future<Output = bool> + Send {
+        let _ = vector;
         async { true }
     }
 }
@@ -212,9 +220,9 @@ pub(crate) async fn drive(
     } else {
         prefill_chunk
     };
-    if opts.score_prompt && !pipeline.can_score_prompts() {
+    if (opts.score_prompt || opts.embed) && !pipeline.can_score_prompts() {
         return Err(PipelineError::BadPrompt(
-            "scoring a prompt (echo with logprobs) is not supported when the last stage is a \
+            "scoring or embedding a prompt is not supported when the last stage is a \
              tensor-parallel group"
                 .into(),
         ));
@@ -229,8 +237,8 @@ pub(crate) async fn drive(
     };
     let mut seq = Sequence::new(SequenceSpec {
         prompt,
-        max_tokens: opts.max_tokens,
-        score_prompt: opts.score_prompt,
+        max_tokens: if opts.embed { 0 } else { opts.max_tokens },
+        score_prompt: opts.score_prompt || opts.embed,
         ctx,
         prefill_chunk,
         resumable: resume.is_some(),
@@ -242,12 +250,11 @@ pub(crate) async fn drive(
         prompt: seq.prefill_tokens(),
         logprobs: opts.logprobs,
         score_prompt: opts.score_prompt,
-        // Fixed for every attempt: a resumed attempt's prompt ends with the tokens already
-        // generated, which the last stage feeds to the constraint.
-        constraint: opts.response_format.as_ref().map(|f| SeqConstraint {
-            format: f.to_wire(),
-            generated_from: seq.prefill_tokens().len() as u32,
-        }),
+        generated: 0,
+        embed: opts.embed,
+        // A resumed attempt's prompt ends with the `generated` tokens already sent, which the
+        // last stage feeds to the constraint.
+        constraint: opts.response_format.as_ref().map(|f| f.to_wire()),
     };
     let mut decoder = TokenStreamDecoder::new();
     let mut text = String::new();
@@ -350,6 +357,7 @@ pub(crate) async fn drive(
                     // The replay prefills the tokens already sent; the decoder goes on where
                     // the client's text stopped (the replay emits nothing twice).
                     start.prompt = seq.prefill_tokens();
+                    start.generated = seq.generated().len() as u32;
                     // Scores not handed on yet are asked for again (nothing was generated
                     // then, so the replay's prompt is the prompt).
                     start.score_prompt = !scores.delivered;
@@ -420,6 +428,20 @@ pub(crate) async fn drive(
                 }
                 Arrived::Sink(Some(token))
             }
+            // An embedding ends the sequence like the token of a prompt run with nothing to
+            // generate.
+            Arrived::Sink(Some(SinkMsg::Embedding { vector, .. })) => {
+                if !out.send_embedding(vector).await {
+                    actions.extend(seq.on(Event::ClientGone));
+                    continue;
+                }
+                actions.extend(seq.on(Event::Token {
+                    token: 0,
+                    end_of_generation: false,
+                    now: Instant::now(),
+                }));
+                continue;
+            }
             other => other,
         };
         if let Some(s) = scores.take()
@@ -470,7 +492,9 @@ pub(crate) async fn drive(
                 now: Instant::now(),
             },
             // Taken in above.
-            Arrived::Sink(Some(SinkMsg::PromptLogprobs { .. })) => continue,
+            Arrived::Sink(Some(SinkMsg::PromptLogprobs { .. } | SinkMsg::Embedding { .. })) => {
+                continue;
+            }
         };
         actions.extend(seq.on(ev));
     }

@@ -95,6 +95,9 @@ pub struct GenOptions {
     /// Score the prompt's tokens too (see [`super::driver::TokenSink::send_prompt_logprobs`]);
     /// not supported when the last stage is a tensor-parallel group.
     pub score_prompt: bool,
+    /// Embed the prompt instead of generating (see
+    /// [`super::driver::TokenSink::send_embedding`]); `max_tokens` is then ignored.
+    pub embed: bool,
     /// Structured output: the last stage samples only tokens that keep the answer a prefix
     /// of a document of this format.
     pub response_format: Option<edgeray_model::sampling::constraint::OutputFormat>,
@@ -346,12 +349,25 @@ impl Pipeline {
 
     /// Renders a conversation with the model's chat template and tokenizes it.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, PipelineError> {
-        let text = self
+        self.encode_chat_with(messages, None, "")
+    }
+
+    /// [`Pipeline::encode_chat`] offering `tools` (OpenAI tool definitions; an error when the
+    /// model's template has no tool format edgeray parses) and starting the assistant's reply
+    /// with `reply_prefix`.
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        reply_prefix: &str,
+    ) -> Result<Vec<u32>, PipelineError> {
+        let mut text = self
             .inner
             .d
             .chat
-            .render(messages, true)
+            .render_with_tools(messages, tools, true)
             .map_err(|e| PipelineError::BadPrompt(e.to_string()))?;
+        text.push_str(reply_prefix);
         self.encode(&text)
     }
 

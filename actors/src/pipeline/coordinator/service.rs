@@ -6,6 +6,9 @@
 //! (membership then marks the node Down, and the scheduler leaves it out). Generations running
 //! on the broken pipeline continue on the redeployed one ([`Service::generate`]); requests
 //! arriving while it is rebuilt get "unavailable" (HTTP 503) until the new one is up.
+//! A redeploy that fails because a node has no room for its shard (its `limits.shard_cache`
+//! budget or its disk) is not retried: the service stops redeploying and every waiting or new
+//! request fails at once with that reason ([`Service::failure`]).
 //!
 //! After every deployment, failover plans are prepared in the background ([`super::spares`]):
 //! for each stage node, the placement without it, with its shards already on its nodes. A
@@ -54,6 +57,8 @@ pub struct Service {
     opts: DeployOptions,
     current: RwLock<Option<Pipeline>>,
     generation: watch::Sender<u64>,
+    /// Why redeploying was given up, if it was.
+    failed: watch::Sender<Option<String>>,
     stop: watch::Sender<bool>,
     metrics: parking_lot::Mutex<Option<crate::gateway::MetricsRegistry>>,
     plans: Arc<FailoverPlans>,
@@ -114,6 +119,7 @@ impl Service {
             opts,
             current: RwLock::new(Some(first)),
             generation: watch::channel(1).0,
+            failed: watch::channel(None).0,
             stop: watch::channel(false).0,
             metrics: parking_lot::Mutex::new(None),
             plans: Arc::new(FailoverPlans::default()),
@@ -264,9 +270,31 @@ impl Service {
         Resuming::new(&self.resuming)
     }
 
-    /// Waits (up to [`FAILOVER_WAIT`]) for pipeline generation `n` and returns the current one.
+    /// Why the service gave up redeploying (a node without room for its shard), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Waits (up to [`FAILOVER_WAIT`]) for pipeline generation `n` and returns the current one;
+    /// fails at once when the service has given up redeploying.
     pub(crate) async fn wait_current(&self, n: u64) -> Result<Pipeline, PipelineError> {
-        if !self.wait_generation(n, FAILOVER_WAIT).await {
+        let gave_up = |why: &str| {
+            PipelineError::Broken(format!(
+                "the pipeline broke and cannot be redeployed: {why}"
+            ))
+        };
+        if let Some(why) = self.failure() {
+            return Err(gave_up(&why));
+        }
+        let mut failed = self.failed.subscribe();
+        let redeployed = tokio::select! {
+            ok = self.wait_generation(n, FAILOVER_WAIT) => ok,
+            _ = failed.wait_for(|f| f.is_some()) => false,
+        };
+        if let Some(why) = self.failure() {
+            return Err(gave_up(&why));
+        }
+        if !redeployed {
             return Err(PipelineError::Broken(format!(
                 "no pipeline was redeployed within {FAILOVER_WAIT:?}"
             )));
@@ -415,6 +443,11 @@ impl Service {
                         );
                         self.plan_failovers();
                         break;
+                    }
+                    Err(e) if e.is_no_room() => {
+                        tracing::error!(error = %e, "redeploy failed: a node has no room for its shard; not retrying (free disk space or raise limits.shard_cache, then restart)");
+                        self.failed.send_replace(Some(e.to_string()));
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, planned = planned.is_some(), "redeploy failed; retrying")

@@ -21,7 +21,8 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a shard could not be shipped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
-    /// The receiver refused (checksum, disk, ...): retrying would not help.
+    /// The receiver refused (a corrupt chunk, a hostile or inconsistent transfer, an I/O
+    /// error): retrying would not help.
     #[error("node {node} refused shard {hash}: {reason}")]
     Refused {
         /// Target node.
@@ -29,6 +30,17 @@ pub enum ShipError {
         /// Shard hash.
         hash: String,
         /// Its reason.
+        reason: String,
+    },
+    /// The node has no room for the shard (its `limits.shard_cache` budget, its free disk
+    /// space, or a disk that filled up during the transfer): final, not retried.
+    #[error("node {node} has no room for shard {hash}: {reason}")]
+    NoRoom {
+        /// Target node.
+        node: String,
+        /// Shard hash.
+        hash: String,
+        /// The node's reason.
         reason: String,
     },
     /// The node stayed unreachable through every attempt.
@@ -59,6 +71,7 @@ pub struct ShipReport {
 enum AttemptError {
     Retry(String),
     Fatal(String),
+    NoRoom(String),
 }
 
 fn classify(e: AskError) -> AttemptError {
@@ -96,7 +109,14 @@ pub async fn node_has_shard(
         .await;
     receiver.stop().await;
     match reply {
-        Ok(r) => Ok(matches!(r.msg, WeightsReply::Have(h) if h >= len)),
+        Ok(r) => match r.msg {
+            WeightsReply::NoRoom(reason) => Err(ShipError::NoRoom {
+                node: node.short(),
+                hash: hash.into(),
+                reason,
+            }),
+            m => Ok(matches!(m, WeightsReply::Have(h) if h >= len)),
+        },
         Err(AskError::Remote(reason) | AskError::Codec(reason)) => Err(ShipError::Refused {
             node: node.short(),
             hash: hash.into(),
@@ -157,6 +177,13 @@ pub async fn ship_shard_windowed(
                     reason,
                 });
             }
+            Err(AttemptError::NoRoom(reason)) => {
+                return Err(ShipError::NoRoom {
+                    node: node.short(),
+                    hash: hash.into(),
+                    reason,
+                });
+            }
             Err(AttemptError::Retry(e)) => {
                 tracing::warn!(node = %node.short(), attempt, error = %e, "shard transfer interrupted; resuming");
                 last = e;
@@ -204,6 +231,7 @@ async fn ship_once(
             .msg
         {
             WeightsReply::Have(h) => h.min(len),
+            WeightsReply::NoRoom(reason) => return Err(AttemptError::NoRoom(reason)),
             other => return Err(AttemptError::Fatal(format!("unexpected reply {other:?}"))),
         };
         if report.attempts == 1 {
@@ -237,6 +265,9 @@ async fn ship_once(
                     report.bytes_sent += n;
                     progress(stored, len);
                 }
+                Some(Ok((WeightsReply::NoRoom(reason), _))) => {
+                    return Err(AttemptError::NoRoom(reason));
+                }
                 Some(Ok((other, _))) => {
                     return Err(AttemptError::Fatal(format!("unexpected reply {other:?}")));
                 }
@@ -256,6 +287,7 @@ async fn ship_once(
             .msg
         {
             WeightsReply::Done => Ok(()),
+            WeightsReply::NoRoom(reason) => Err(AttemptError::NoRoom(reason)),
             other => Err(AttemptError::Fatal(format!("unexpected reply {other:?}"))),
         }
     }

@@ -67,6 +67,7 @@ impl RemoteActor for SinkActor {
         let seq = match &msg.msg {
             SinkMsg::Token { seq, .. }
             | SinkMsg::PromptLogprobs { seq, .. }
+            | SinkMsg::Embedding { seq, .. }
             | SinkMsg::Failed { seq, .. } => *seq,
         };
         let tx = self.routes.get(&seq).map(|t| t.clone());

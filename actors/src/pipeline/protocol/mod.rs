@@ -119,20 +119,20 @@ pub struct SeqStart {
     /// ([`SinkMsg::PromptLogprobs`]; with `logprobs`' `k` alternatives).
     #[serde(default)]
     pub score_prompt: bool,
-    /// Structured output (used by the last stage only): sample only tokens the constraint
-    /// allows.
+    /// How many of the last `prompt` tokens were generated earlier (a sequence resumed after a
+    /// failover): the penalties over generated tokens count them.
     #[serde(default)]
-    pub constraint: Option<SeqConstraint>,
-}
-
-/// A sequence's output constraint ([`SeqStart::constraint`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeqConstraint {
-    /// The format as JSON text (`edgeray_model::sampling::constraint::OutputFormat::to_wire`).
-    pub format: String,
-    /// `SeqStart::prompt[generated_from..]` is output already generated (a resumed attempt):
-    /// the constraint consumes it before the first sample.
-    pub generated_from: u32,
+    pub generated: u32,
+    /// Embed the prompt instead of generating: the last stage mean-pools the final-normed
+    /// hidden states of every prompt position and sends [`SinkMsg::Embedding`].
+    #[serde(default)]
+    pub embed: bool,
+    /// Structured output (used by the last stage only): the format as JSON text
+    /// (`edgeray_model::sampling::constraint::OutputFormat::to_wire`); the last stage samples
+    /// only tokens its constraint allows, after feeding it the `generated` tokens at the end of
+    /// `prompt` (a resumed attempt).
+    #[serde(default)]
+    pub constraint: Option<String>,
 }
 
 /// Most alternatives a token's log-probabilities may carry (OpenAI's `top_logprobs` limit).
@@ -293,6 +293,14 @@ pub enum SinkMsg {
         pos: u32,
         /// One entry per position.
         entries: Vec<TokenLogprobs>,
+    },
+    /// The prompt's embedding ([`SeqStart::embed`]): the mean of its positions' final-normed
+    /// hidden states (not normalised).
+    Embedding {
+        /// The sequence.
+        seq: SeqId,
+        /// `d_model` values.
+        vector: Vec<f32>,
     },
     /// A stage could not run a batch of `seq`; the sequence is over.
     Failed {

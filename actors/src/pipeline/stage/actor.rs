@@ -29,8 +29,8 @@ use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteAct
 use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
 use super::group::{self, Group};
 use super::logprobs;
-use super::shard_dir::shard_dir;
-use super::shard_store::ShardStore;
+use super::shard_dir::open_shard_store;
+use super::shard_store::ShardLease;
 use crate::pipeline::coordinator::SinkActor;
 use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
 use crate::pipeline::protocol::{
@@ -68,6 +68,8 @@ struct Scoring {
     logprobs: Option<u8>,
     /// The prompt whose tokens are scored (empty: none).
     prompt: Vec<u32>,
+    /// Embedding: the sum of the final-normed hidden states so far and their count.
+    embed: Option<(Vec<f64>, usize)>,
 }
 
 impl Scoring {
@@ -84,6 +86,7 @@ impl Scoring {
             } else {
                 Vec::new()
             },
+            embed: start.embed.then(|| (Vec::new(), 0)),
         })
     }
 
@@ -95,7 +98,9 @@ impl Scoring {
     /// Which positions of a batch at `pos` need logits: all of them while the batch holds
     /// prompt positions to score, else the last.
     fn logits_for(&self, pos: u32) -> LogitsFor {
-        if (pos as usize) + 1 < self.prompt.len() {
+        if self.embed.is_some() {
+            LogitsFor::Normed
+        } else if (pos as usize) + 1 < self.prompt.len() {
             LogitsFor::All
         } else {
             LogitsFor::Last
@@ -165,6 +170,8 @@ pub struct StageActor {
     done: Arc<std::sync::atomic::AtomicBool>,
     /// Tensor-parallel member: roster and received pieces.
     group: Option<Arc<Group>>,
+    /// Holds the shard against eviction from the node's cache while the stage runs.
+    _shard: ShardLease,
 }
 
 /// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
@@ -201,19 +208,17 @@ impl RemoteActor for StageActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
-        let store =
-            ShardStore::open(shard_dir(&cluster)).map_err(|e| ActorError::new(e.to_string()))?;
-        let path = store
-            .path(&args.shard)
+        let store = open_shard_store(&cluster).map_err(|e| ActorError::new(e.to_string()))?;
+        // Checked against its sidecar before it is mapped: a damaged shard is discarded here
+        // and this start fails, so the coordinator ships it again.
+        let t = Instant::now();
+        let lease = store
+            .open_for_stage(&args.shard)
             .map_err(|e| ActorError::new(e.to_string()))?;
-        if !path.is_file() {
-            return Err(ActorError::new(format!(
-                "shard {} is not in this node's cache ({})",
-                args.shard,
-                store.dir().display()
-            )));
-        }
-        let file = GgufFile::open(&path)
+        let verify_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let path = lease.path();
+        let file = GgufFile::open(path)
             .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
         let threads = capped_threads(args.threads);
         if threads < args.threads {
@@ -259,6 +264,8 @@ impl RemoteActor for StageActor {
             tp_member = ?args.tp.as_ref().map(|t| (t.member, t.speeds.len())),
             threads,
             weight_mib = stage.weight_bytes() >> 20,
+            verify_ms = format!("{verify_ms:.1}"),
+            load_ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3),
             "stage loaded"
         );
         let group = match &stage {
@@ -300,7 +307,7 @@ impl RemoteActor for StageActor {
             held: std::collections::VecDeque::new(),
             arrivals: Arrivals::new(),
             last_run: std::time::Duration::ZERO,
-            vocab: super::constraint::VocabSlot::new(path.clone()),
+            vocab: super::constraint::VocabSlot::new(path.to_path_buf()),
         };
         // On the actor's own thread (create runs there), next to the handler.
         let worker = tokio::task::spawn_local(w.run());
@@ -313,6 +320,7 @@ impl RemoteActor for StageActor {
             stats,
             done,
             group,
+            _shard: lease,
         })
     }
 
@@ -662,7 +670,7 @@ impl Worker {
                     && ready.state.constraint.is_none()
                     && ready.state.sampler.as_ref().is_some_and(|s| {
                         let p = s.params();
-                        p.is_greedy() && (p.repetition_penalty == 1.0 || p.repeat_last_n == 0)
+                        p.is_greedy() && !p.penalises()
                     }));
             let greedy = msg.greedy;
             self.runs += 1;
@@ -844,19 +852,21 @@ impl Worker {
                 let (sampler, scoring) = if last {
                     let mut s = Sampler::new(start.sampling.clone()).map_err(|e| e.to_string())?;
                     s.accept_all(&start.prompt);
+                    let earlier = start.prompt.len().saturating_sub(start.generated as usize);
+                    s.note_generated(&start.prompt[earlier..]);
                     (Some(s), Scoring::of(start)?)
                 } else {
                     (None, Scoring::default())
                 };
-                if !scoring.prompt.is_empty() && matches!(self.stage, Engine::Member(_)) {
-                    return Err(
-                        "scoring a prompt (echo with logprobs) is not supported on a \
+                if (!scoring.prompt.is_empty() || scoring.embed.is_some())
+                    && matches!(self.stage, Engine::Member(_))
+                {
+                    return Err("scoring or embedding a prompt is not supported on a \
                                 tensor-parallel last stage"
-                            .into(),
-                    );
+                        .into());
                 }
                 let constraint = match &start.constraint {
-                    Some(c) if last => Some(self.vocab.start(c, &start.prompt)?),
+                    Some(c) if last => Some(self.vocab.start(c, &start.prompt, start.generated)?),
                     _ => None,
                 };
                 SeqState {
@@ -959,6 +969,12 @@ impl Worker {
                 self.stats.lock().send_us += t1.elapsed().as_micros() as u64;
             }
             (Output::Skipped { scored }, None) => self.send_scores(f.seq, scored).await?,
+            (Output::Embedding(vector), None) => {
+                self.sink
+                    .tell(SinkMsg::Embedding { seq: f.seq, vector })
+                    .await
+                    .map_err(|e| format!("coordinator unreachable: {e}"))?;
+            }
             _ => return Err("stage output does not match its place in the pipeline".into()),
         }
         Ok(())
@@ -986,6 +1002,8 @@ enum Output {
     Skipped {
         scored: Option<Scored>,
     },
+    /// Last stage, the end of an embedded prompt: the mean of its final-normed hidden states.
+    Embedding(Vec<f32>),
 }
 
 /// The blocking part: one multi-sequence forward over all `ready` batches, then per sequence
@@ -1087,6 +1105,24 @@ fn finish(
     let l = match out {
         StageOutput::Hidden(h) => {
             let (v, _) = hidden_to_vec(h).map_err(|e| e.to_string())?;
+            if let Some((sum, count)) = state.scoring.embed.as_mut() {
+                // Summed in position order in f64: the same bits whatever the batches.
+                let d = v.len() / f.n.max(1) as usize;
+                sum.resize(d, 0.0);
+                for row in v.chunks_exact(d.max(1)) {
+                    for (s, x) in sum.iter_mut().zip(row) {
+                        *s += f64::from(*x);
+                    }
+                    *count += 1;
+                }
+                if !f.sample {
+                    return Ok(Output::Skipped { scored: None });
+                }
+                let n = (*count).max(1) as f64;
+                return Ok(Output::Embedding(
+                    sum.iter().map(|s| (s / n) as f32).collect(),
+                ));
+            }
             return Ok(Output::Hidden(encode_hidden(&v, dtype)));
         }
         StageOutput::Logits(l) => l,

@@ -17,6 +17,11 @@ pub(crate) mod weights;
 pub use actor::{StageActor, capped_threads};
 pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
 pub use compute_score::measure_compute_score;
-pub use shard_dir::{ShardDir, set_shard_dir, shard_dir, user_cache_dir};
-pub use shard_store::{ShardStore, ShardStoreError, content_hash};
-pub use weights::{CHUNK_BYTES, WeightsActor};
+pub use shard_dir::{
+    ShardCacheBudget, ShardDir, open_shard_store, set_shard_cache_budget, set_shard_dir, shard_dir,
+    user_cache_dir,
+};
+pub use shard_store::{
+    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash,
+};
+pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};

@@ -1,4 +1,4 @@
-//! Where a node keeps its shard cache.
+//! Where a node keeps its shard cache, and how much disk it may use.
 //!
 //! Actors are created from serde arguments on the node that runs them, so a node's cache folder
 //! is node-local state of its actor system (a [`ShardDir`] extension of its
@@ -8,6 +8,8 @@
 use edgeray_runtime::cluster::Cluster;
 use std::path::PathBuf;
 
+use super::shard_store::{ShardStore, ShardStoreError};
+
 /// The shard cache folder of one node (a [`Cluster`] extension).
 #[derive(Debug, Clone)]
 pub struct ShardDir(pub PathBuf);
@@ -15,6 +17,25 @@ pub struct ShardDir(pub PathBuf);
 /// Sets the shard cache folder of the node `cluster` runs on.
 pub fn set_shard_dir(cluster: &Cluster, dir: PathBuf) {
     cluster.insert_extension(ShardDir(dir));
+}
+
+/// The shard cache budget of one node in bytes (a [`Cluster`] extension; `limits.shard_cache`).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardCacheBudget(pub u64);
+
+/// Sets the shard cache budget of the node `cluster` runs on (else
+/// [`edgeray_runtime::config::DEFAULT_SHARD_CACHE`]).
+pub fn set_shard_cache_budget(cluster: &Cluster, bytes: u64) {
+    cluster.insert_extension(ShardCacheBudget(bytes));
+}
+
+/// Opens the shard cache of the node `cluster` runs on: its folder ([`shard_dir`]) bounded by
+/// its budget ([`set_shard_cache_budget`]).
+pub fn open_shard_store(cluster: &Cluster) -> Result<ShardStore, ShardStoreError> {
+    let budget = cluster
+        .extension::<ShardCacheBudget>()
+        .map_or(edgeray_runtime::config::DEFAULT_SHARD_CACHE.0, |b| b.0);
+    ShardStore::with_budget(shard_dir(cluster), budget)
 }
 
 /// The shard cache folder of the node `cluster` runs on: the one set with [`set_shard_dir`],

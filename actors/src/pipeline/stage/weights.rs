@@ -1,10 +1,14 @@
 //! The weight receiver every stage node runs: shards arrive in checksummed chunks into the
 //! node's shard cache (the sending side is [`crate::pipeline::coordinator`]'s shipping).
+//!
+//! A receiver takes chunks only for the shard (and length) of the offer it accepted: the
+//! offer is where the cache budget and the free disk space are checked, so no sender can
+//! write past them by skipping it.
 
 use edgeray_runtime::actor::{ActorCtx, ActorError, Envelope, RemoteActor};
 use serde::{Deserialize, Serialize};
 
-use super::shard_dir::shard_dir;
+use super::shard_dir::open_shard_store;
 use super::shard_store::ShardStore;
 
 /// Chunk size on the wire.
@@ -51,11 +55,16 @@ pub enum WeightsReply {
     Stored(u64),
     /// The shard is in the cache.
     Done,
+    /// The node has no room for the shard (cache budget, free disk space, or the disk filled
+    /// up during the upload): a final refusal, the reason in words.
+    NoRoom(String),
 }
 
 /// Receives shards into its node's cache (actor kind `edgeray.weights`).
 pub struct WeightsActor {
     store: ShardStore,
+    /// The accepted offer: (hash, length).
+    offer: Option<(String, u64)>,
 }
 
 impl RemoteActor for WeightsActor {
@@ -71,9 +80,8 @@ impl RemoteActor for WeightsActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a weight receiver needs a cluster"))?;
-        let store =
-            ShardStore::open(shard_dir(&cluster)).map_err(|e| ActorError::new(e.to_string()))?;
-        Ok(WeightsActor { store })
+        let store = open_shard_store(&cluster).map_err(|e| ActorError::new(e.to_string()))?;
+        Ok(WeightsActor { store, offer: None })
     }
 
     async fn handle(
@@ -82,26 +90,58 @@ impl RemoteActor for WeightsActor {
     ) -> Result<Envelope<WeightsReply>, ActorError> {
         let store = self.store.clone();
         let Envelope { msg, tail } = msg;
+        let offered = |hash: &str, len: u64| {
+            self.offer
+                .as_ref()
+                .is_some_and(|(h, l)| h == hash && *l == len)
+        };
+        match &msg {
+            WeightsMsg::Offer { .. } => self.offer = None,
+            WeightsMsg::Chunk { hash, len, .. } | WeightsMsg::Finish { hash, len }
+                if !offered(hash, *len) =>
+            {
+                return Err(ActorError::new(format!(
+                    "shard {hash} ({len} bytes) was not offered to this receiver first"
+                )));
+            }
+            _ => {}
+        }
         // File I/O and hashing off the actor thread.
-        let reply = tokio::task::spawn_blocking(move || match msg {
+        let (accepted, reply) = tokio::task::spawn_blocking(move || match msg {
             WeightsMsg::Offer { hash, len, chunk } => {
-                store.begin(&hash, len, chunk).map(WeightsReply::Have)
+                let r = store.begin(&hash, len, chunk).map(WeightsReply::Have);
+                (r.is_ok().then_some((hash, len)), r)
             }
             WeightsMsg::Chunk {
                 hash,
                 len,
                 offset,
                 digest,
-            } => store
-                .write_chunk(&hash, len, offset, &tail, &digest)
-                .map(WeightsReply::Stored),
+            } => (
+                None,
+                store
+                    .write_chunk(&hash, len, offset, &tail, &digest)
+                    .map(WeightsReply::Stored),
+            ),
             WeightsMsg::Finish { hash, len } => {
-                store.finish(&hash, len).map(|_| WeightsReply::Done)
+                (None, store.finish(&hash, len).map(|_| WeightsReply::Done))
             }
         })
         .await
-        .map_err(|e| ActorError::new(format!("weight receiver panicked: {e}")))?
-        .map_err(|e| ActorError::new(e.to_string()))?;
-        Ok(Envelope::new(reply))
+        .map_err(|e| ActorError::new(format!("weight receiver panicked: {e}")))?;
+        if accepted.is_some() {
+            self.offer = accepted;
+        }
+        match reply {
+            Ok(r) => Ok(Envelope::new(r)),
+            Err(e) => match e.no_room() {
+                Some(reason) => {
+                    self.offer = None;
+                    tracing::warn!(error = %e, "shard refused");
+                    Ok(Envelope::new(WeightsReply::NoRoom(reason)))
+                }
+                None => Err(ActorError::new(e.to_string())),
+            },
+        }
     }
 }

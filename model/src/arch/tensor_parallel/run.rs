@@ -353,6 +353,13 @@ impl<'a> MemberRun<'a> {
                         let k = k.clamp(1, n);
                         (n - k, k)
                     }
+                    LogitsFor::Normed => {
+                        return Err(TpError::Protocol(
+                            "final hidden states (embeddings) are not computed by a \
+                             tensor-parallel group"
+                                .into(),
+                        ));
+                    }
                 };
                 let h = self.x.clone().narrow(0, r, k);
                 let l = self.stage.head(h)?;

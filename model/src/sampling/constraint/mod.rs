@@ -199,7 +199,7 @@ impl std::fmt::Debug for ConstraintVocab {
 }
 
 impl ConstraintVocab {
-    /// The vocabulary of `tokenizer` (about 0.1–0.3 s for 150k tokens in a release build).
+    /// The vocabulary of `tokenizer` (0.4–1 s for qwen2.5's 151,936 tokens on a 2-core x86 box).
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Self, ConstraintError> {
         let n = tokenizer.vocab_size();
         let words = (0..n as u32)
