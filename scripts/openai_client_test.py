@@ -13,7 +13,7 @@ not. Exits non-zero with a message on the first failure.
 
 With `--structured`, runs only the structured-output checks (`response_format`: ten
 `json_schema` prompts that must parse and validate, a streamed one, sampled `json_object`
-answers, a bad schema's 400); tests/tests/structured_output.rs runs them on qwen2.5 instruct.
+answers, a bad schema's 400); tests/tests/pipeline_processes.rs (serve_qwen…) runs them on qwen2.5 instruct.
 """
 
 import argparse
@@ -45,7 +45,7 @@ def check_usage(usage, what):
 
 
 # Structured output (`--structured`, run against the qwen2.5 instruct model by
-# tests/tests/structured_output.rs): ten json_schema prompts whose answers must parse and
+# tests/tests/pipeline_processes.rs serve_qwen…): ten json_schema prompts whose answers must parse and
 # validate, and json_object prompts whose answers must parse as objects. Numbers are bounded:
 # an unbounded integer lets a 0.5B model write zeros until max_tokens.
 STRUCTURED = [

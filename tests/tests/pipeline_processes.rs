@@ -503,9 +503,9 @@ async fn run_client_script(script: &str, base: &str, model_id: &str, extra: &[&s
     );
 }
 
-/// Tool calling, strict validation, penalties and `n_predict` through the Python `openai`
-/// client against `serve` on qwen2.5 (whose chat template offers tools):
-/// `scripts/openai_tools_test.py`.
+/// Tool calling, strict validation, penalties, embeddings, `n_predict` and structured output
+/// through the Python `openai` client against `serve` on qwen2.5 (whose chat template offers
+/// tools): `scripts/openai_tools_test.py` and `scripts/openai_client_test.py --structured`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_qwen_calls_tools_and_refuses_unknown_fields() {
     let Some(model) = real_model(QWEN2) else {
@@ -543,6 +543,16 @@ async fn serve_qwen_calls_tools_and_refuses_unknown_fields() {
         .expect("detokenize JSON");
     assert_eq!(back["content"], "def add(a, b):");
     run_client_script("openai_tools_test.py", &base, &model_id, &[]).await;
+    // Structured output: ten json_schema prompts whose answers parse and validate (half of
+    // them strict), a streamed answer equal to the whole one, three sampled json_object
+    // answers, a bad schema's 400 naming response_format.
+    run_client_script(
+        "openai_client_test.py",
+        &base,
+        &model_id,
+        &["--max-tokens", "160", "--structured"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

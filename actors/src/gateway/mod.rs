@@ -28,8 +28,8 @@ pub mod metrics;
 pub mod openai;
 pub mod server;
 pub mod stop;
-pub mod tools;
 pub mod structured;
+pub mod tools;
 
 pub use access::{AccessConfig, AccessError, ApiKey};
 pub use backend::{
