@@ -580,6 +580,7 @@ async fn embedding(backend: &PipelineBackend, prompt: &str) -> Vec<u32> {
         tools: None,
         reply_prefix: String::new(),
         embed: true,
+        response_format: None,
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = None;
@@ -818,6 +819,7 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
             tools: None,
             reply_prefix: String::new(),
             embed: false,
+            response_format: None,
         })
         .err()
         .expect("no pipeline to submit to");
