@@ -12,7 +12,7 @@
 use edgeray::gateway::openai::{
     ChatRequest, CompletionRequest, check_fields, prepare_chat, prepare_completion,
 };
-use edgeray::gateway::tools::{Piece, ToolCallSplitter, split_answer};
+use edgeray::gateway::tools::{ToolCallSplitter, join_pieces, split_answer};
 use edgeray::gateway::stop::{StopMatcher, StopOutcome};
 use edgeray::gateway::{ApiError, PromptInput};
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
@@ -135,14 +135,7 @@ fn check_tool_split(text: &str, chunk: usize, tools: Option<&serde_json::Value>)
         pieces.extend(s.push(piece));
     }
     pieces.extend(s.finish());
-    let mut content = String::new();
-    let mut calls = Vec::new();
-    for p in pieces {
-        match p {
-            Piece::Text(t) => content.push_str(&t),
-            Piece::Call(c) => calls.push(c),
-        }
-    }
+    let (content, calls) = join_pieces(pieces);
     let (whole, whole_calls) = split_answer(text, "f", tools);
     assert_eq!(calls, whole_calls, "streamed and whole calls differ");
     let content = content.trim().to_string();

@@ -570,17 +570,9 @@ async fn scored_request(
 /// The embedding of `prompt` through [`PipelineBackend`], as bits.
 async fn embedding(backend: &PipelineBackend, prompt: &str) -> Vec<u32> {
     let req = GenerationRequest {
-        id: "e".into(),
-        prompt: PromptInput::Text(prompt.into()),
         max_tokens: Some(0),
-        sampling: RequestSampling::default(),
-        stop: Vec::new(),
-        logprobs: None,
-        score_prompt: false,
-        tools: None,
-        reply_prefix: String::new(),
         embed: true,
-        response_format: None,
+        ..GenerationRequest::new("e", PromptInput::Text(prompt.into()))
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = None;
@@ -615,17 +607,11 @@ async fn sampled_request(
         )
     };
     let req = GenerationRequest {
-        id: "t".into(),
-        prompt: PromptInput::Text(prompt.into()),
         max_tokens: Some(max_tokens),
         sampling,
-        stop: Vec::new(),
         logprobs: Some(logprobs),
         score_prompt,
-        tools: None,
-        reply_prefix: String::new(),
-        embed: false,
-        response_format: None,
+        ..GenerationRequest::new("t", PromptInput::Text(prompt.into()))
     };
     let mut stream = backend.submit(req).expect("submitted");
     let mut out = Scored {
@@ -809,17 +795,8 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
     let backend = PipelineBackend::supervised(svc.clone(), 16);
     let refused = backend
         .submit(GenerationRequest {
-            id: "t".into(),
-            prompt: PromptInput::Text("Hello".into()),
             max_tokens: Some(4),
-            sampling: RequestSampling::default(),
-            stop: Vec::new(),
-            logprobs: None,
-            score_prompt: false,
-            tools: None,
-            reply_prefix: String::new(),
-            embed: false,
-            response_format: None,
+            ..GenerationRequest::new("t", PromptInput::Text("Hello".into()))
         })
         .err()
         .expect("no pipeline to submit to");

@@ -70,6 +70,26 @@ pub struct GenerationRequest {
     pub response_format: Option<edgeray_model::sampling::constraint::OutputFormat>,
 }
 
+impl GenerationRequest {
+    /// A request for `prompt` with every option at its default: the backend's `max_tokens`,
+    /// its sampling defaults, no stop strings, log-probabilities, tools, embedding or format.
+    pub fn new(id: impl Into<String>, prompt: PromptInput) -> Self {
+        GenerationRequest {
+            id: id.into(),
+            prompt,
+            max_tokens: None,
+            sampling: RequestSampling::default(),
+            stop: Vec::new(),
+            logprobs: None,
+            score_prompt: false,
+            tools: None,
+            reply_prefix: String::new(),
+            embed: false,
+            response_format: None,
+        }
+    }
+}
+
 /// One alternative token and its log-probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopLogprob {

@@ -447,17 +447,12 @@ async fn embeddings(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesReject
         let mut prompt_tokens = 0u32;
         for (index, text) in inputs.into_iter().enumerate() {
             let request = super::backend::GenerationRequest {
-                id: format!("embd-{index}"),
-                prompt: PromptInput::Text(text),
                 max_tokens: Some(0),
-                sampling: Default::default(),
-                stop: Vec::new(),
-                logprobs: None,
-                score_prompt: false,
-                tools: None,
-                reply_prefix: String::new(),
                 embed: true,
-                response_format: None,
+                ..super::backend::GenerationRequest::new(
+                    format!("embd-{index}"),
+                    PromptInput::Text(text),
+                )
             };
             let backend = s.backend.clone();
             let mut stream = tokio::task::spawn_blocking(move || backend.submit(request))
@@ -984,13 +979,8 @@ impl Streamer {
                 }],
                 usage: None,
             }),
-            Kind::Chat => Self::data(&ChatChunk {
-                id: self.ctx.id.clone(),
-                object: "chat.completion.chunk",
-                created: self.ctx.created,
-                model: self.ctx.model.clone(),
-                system_fingerprint: None,
-                choices: vec![ChunkChoice {
+            Kind::Chat => self.chat_chunk(
+                vec![ChunkChoice {
                     index: 0,
                     delta: Delta {
                         role: None,
@@ -1000,9 +990,22 @@ impl Streamer {
                     logprobs: with_logprobs.then(|| logprobs::chat(entries)),
                     finish_reason,
                 }],
-                usage: None,
-            }),
+                None,
+            ),
         }
+    }
+
+    /// A `chat.completion.chunk` of this response.
+    fn chat_chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Event {
+        Self::data(&ChatChunk {
+            id: self.ctx.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.ctx.created,
+            model: self.ctx.model.clone(),
+            system_fingerprint: None,
+            choices,
+            usage,
+        })
     }
 
     fn usage_chunk(&self, usage: Usage) -> Event {
@@ -1016,19 +1019,10 @@ impl Streamer {
                 choices: vec![],
                 usage: Some(usage),
             }),
-            Kind::Chat => Self::data(&ChatChunk {
-                id: self.ctx.id.clone(),
-                object: "chat.completion.chunk",
-                created: self.ctx.created,
-                model: self.ctx.model.clone(),
-                system_fingerprint: None,
-                choices: vec![],
-                usage: Some(usage),
-            }),
+            Kind::Chat => self.chat_chunk(vec![], Some(usage)),
         }
     }
 
-    /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
     /// Queues generated text (with the log-probabilities of the tokens it starts): as content
     /// chunks, or — tool calling — split into content and whole tool calls.
     fn emit(&mut self, text: String, entries: Vec<TokenLogprob>) {
@@ -1049,13 +1043,8 @@ impl Streamer {
                 tools::Piece::Text(t) => self.text_chunk(t, None, &[], &entries),
                 tools::Piece::Call(call) => {
                     let index = self.splitter.as_ref().map_or(1, |s| s.calls()) as u32 - 1;
-                    Self::data(&ChatChunk {
-                        id: self.ctx.id.clone(),
-                        object: "chat.completion.chunk",
-                        created: self.ctx.created,
-                        model: self.ctx.model.clone(),
-                        system_fingerprint: None,
-                        choices: vec![ChunkChoice {
+                    self.chat_chunk(
+                        vec![ChunkChoice {
                             index: 0,
                             delta: Delta {
                                 role: None,
@@ -1066,8 +1055,8 @@ impl Streamer {
                                 .then(|| logprobs::chat(&entries)),
                             finish_reason: None,
                         }],
-                        usage: None,
-                    })
+                        None,
+                    )
                 }
             };
             entries.clear();
@@ -1075,6 +1064,7 @@ impl Streamer {
         }
     }
 
+    /// End of generation: final chunk, optional usage chunk, `[DONE]`; frees the slot.
     /// `entries`: the log-probabilities still to go out with `pending` text.
     fn finish(
         &mut self,
@@ -1127,13 +1117,8 @@ impl Streamer {
         }
         if self.ctx.kind == Kind::Chat && !self.opened {
             self.opened = true;
-            return Some(Self::data(&ChatChunk {
-                id: self.ctx.id.clone(),
-                object: "chat.completion.chunk",
-                created: self.ctx.created,
-                model: self.ctx.model.clone(),
-                system_fingerprint: None,
-                choices: vec![ChunkChoice {
+            return Some(self.chat_chunk(
+                vec![ChunkChoice {
                     index: 0,
                     delta: Delta {
                         role: Some("assistant"),
@@ -1143,8 +1128,8 @@ impl Streamer {
                     logprobs: None,
                     finish_reason: None,
                 }],
-                usage: None,
-            }));
+                None,
+            ));
         }
         loop {
             if let Some(ev) = self.queue.pop_front() {

@@ -368,11 +368,8 @@ impl ToolCallSplitter {
     }
 }
 
-/// The whole answer split into its text (`None` when only calls) and calls of `tools`.
-pub fn split_answer(text: &str, id_base: &str, tools: &Value) -> (Option<String>, Vec<ToolCall>) {
-    let mut s = ToolCallSplitter::new(id_base).with_tools(tools);
-    let mut pieces = s.push(text);
-    pieces.extend(s.finish());
+/// Pieces in order, joined: all their text, and the calls.
+pub fn join_pieces(pieces: Vec<Piece>) -> (String, Vec<ToolCall>) {
     let mut content = String::new();
     let mut calls = Vec::new();
     for p in pieces {
@@ -381,6 +378,15 @@ pub fn split_answer(text: &str, id_base: &str, tools: &Value) -> (Option<String>
             Piece::Call(c) => calls.push(c),
         }
     }
+    (content, calls)
+}
+
+/// The whole answer split into its text (`None` when only calls) and calls of `tools`.
+pub fn split_answer(text: &str, id_base: &str, tools: &Value) -> (Option<String>, Vec<ToolCall>) {
+    let mut s = ToolCallSplitter::new(id_base).with_tools(tools);
+    let mut pieces = s.push(text);
+    pieces.extend(s.finish());
+    let (content, calls) = join_pieces(pieces);
     let content = content.trim().to_string();
     let content = if content.is_empty() && !calls.is_empty() {
         None

@@ -163,6 +163,18 @@ pub fn tokenize_text(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, Scor
     Ok(tokenizer.encode_with(text, true, false)?)
 }
 
+/// Checks that `ours` starts with the `base` tokens another implementation scored.
+pub(super) fn same_tokens(base: &[u32], ours: &[u32]) -> Result<(), ScoreError> {
+    match (0..base.len()).find(|&i| ours.get(i) != Some(&base[i])) {
+        Some(index) => Err(ScoreError::TokenMismatch {
+            index,
+            base: base[index],
+            ours: ours.get(index).copied(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Another implementation's log-probabilities of the same text, compared position by position
 /// while scoring: a llama-perplexity `--kl-divergence-base` file ([`LogitsReader`]) or a
 /// compact reference ([`super::reference::ReferenceCursor`]).
@@ -197,13 +209,7 @@ impl<R: Read> BaseSource for LogitsReader<R> {
                 base: h.n_vocab,
             });
         }
-        if let Some(index) = (0..h.tokens.len()).find(|&i| tokens.get(i) != Some(&h.tokens[i])) {
-            return Err(ScoreError::TokenMismatch {
-                index,
-                base: h.tokens[index],
-                ours: tokens.get(index).copied(),
-            });
-        }
+        same_tokens(&h.tokens, tokens)?;
         Ok(h.n_chunk)
     }
 

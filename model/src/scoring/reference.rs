@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kld::KldStats;
-use super::perplexity::{BaseSource, ScoreError};
+use super::perplexity::{BaseSource, ScoreError, same_tokens};
 
 /// One scored position of a reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,15 +87,7 @@ impl BaseSource for ReferenceCursor<'_> {
                 base: self.r.ctx,
             });
         }
-        if let Some(index) =
-            (0..self.r.tokens.len()).find(|&i| tokens.get(i) != Some(&self.r.tokens[i]))
-        {
-            return Err(ScoreError::TokenMismatch {
-                index,
-                base: self.r.tokens[index],
-                ours: tokens.get(index).copied(),
-            });
-        }
+        same_tokens(&self.r.tokens, tokens)?;
         Ok(self.r.chunks)
     }
 
