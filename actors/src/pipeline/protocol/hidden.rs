@@ -3,6 +3,7 @@
 //! split; f16 halves the bytes per hop but is lossy (answers may then depend on the placement,
 //! and values beyond 65,504, which gemma3's residual stream reaches, become infinities).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Element type of hidden states between stages.
@@ -78,18 +79,52 @@ pub struct HiddenTailError {
     pub got: usize,
 }
 
-/// Encodes `values` as the raw tail.
-pub fn encode_hidden(values: &[f32], dtype: WireDtype) -> Vec<u8> {
+/// Encodes `values` as the raw tail. On the exact f32 wire of a little-endian machine the
+/// vector's own buffer becomes the tail (no copy); f16 converts each value.
+pub fn encode_hidden(values: Vec<f32>, dtype: WireDtype) -> Bytes {
     match dtype {
-        WireDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        WireDtype::F32 => f32_vec_tail(values),
         WireDtype::F16 => values
             .iter()
             .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect(),
+            .collect::<Vec<u8>>()
+            .into(),
     }
 }
 
-/// Decodes a raw tail announced as `rows x cols` values of `dtype`.
+/// The little-endian f32 tail of borrowed values: one copy (for data the sender keeps using,
+/// such as a tensor-parallel member's own piece).
+pub fn f32_tail(values: &[f32]) -> Bytes {
+    if cfg!(target_endian = "little") {
+        Bytes::copy_from_slice(bytemuck::cast_slice(values))
+    } else {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+}
+
+/// Owns an f32 buffer and shows it as bytes, so a tail can be sent without copying it.
+struct F32Buffer(Vec<f32>);
+
+impl AsRef<[u8]> for F32Buffer {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+fn f32_vec_tail(values: Vec<f32>) -> Bytes {
+    if cfg!(target_endian = "little") {
+        Bytes::from_owner(F32Buffer(values))
+    } else {
+        f32_tail(&values)
+    }
+}
+
+/// Decodes a raw tail announced as `rows x cols` values of `dtype`. The f32 wire is one
+/// `memcpy` into the returned vector (the tail's bytes need not be aligned).
 pub fn decode_hidden(
     tail: &[u8],
     rows: usize,
@@ -110,15 +145,26 @@ pub fn decode_hidden(
         });
     }
     Ok(match dtype {
-        WireDtype::F32 => tail
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        WireDtype::F32 => {
+            let mut v = vec![0f32; tail.len() / 4];
+            bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(tail);
+            if cfg!(target_endian = "big") {
+                v.iter_mut()
+                    .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
+            }
+            v
+        }
         WireDtype::F16 => tail
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
     })
+}
+
+/// Decodes an f32 tail of any whole number of values (a tensor-parallel piece, whose shape
+/// travels in its header).
+pub fn decode_f32(tail: &[u8]) -> Result<Vec<f32>, HiddenTailError> {
+    decode_hidden(tail, tail.len().div_ceil(4), 1, WireDtype::F32)
 }
 
 #[cfg(test)]
@@ -129,7 +175,7 @@ mod tests {
     #[test]
     fn f32_round_trip_is_exact() {
         let v = vec![1.0f32, -0.0, f32::MIN_POSITIVE, 3.25e7, -1.5e-3, 0.1];
-        let t = encode_hidden(&v, WireDtype::F32);
+        let t = encode_hidden(v.clone(), WireDtype::F32);
         assert_eq!(t.len(), 24);
         let back = decode_hidden(&t, 2, 3, WireDtype::F32).unwrap();
         assert_eq!(
@@ -139,9 +185,18 @@ mod tests {
     }
 
     #[test]
+    fn f32_decodes_from_an_unaligned_tail() {
+        let v = [1.5f32, -2.0, 7.25];
+        let mut buf = vec![0u8];
+        buf.extend_from_slice(&f32_tail(&v));
+        let back = decode_hidden(&buf[1..], 3, 1, WireDtype::F32).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
     fn f16_halves_the_bytes_and_rounds_to_nearest() {
         let v = vec![1.0f32, 0.1, 65504.0, -2.5];
-        let t = encode_hidden(&v, WireDtype::F16);
+        let t = encode_hidden(v.clone(), WireDtype::F16);
         assert_eq!(t.len(), 8);
         let back = decode_hidden(&t, 1, 4, WireDtype::F16).unwrap();
         assert_eq!(back[0], 1.0);
@@ -156,6 +211,7 @@ mod tests {
         assert_eq!((e.want, e.got), (8, 7));
         assert!(decode_hidden(&[], usize::MAX, 2, WireDtype::F16).is_err());
         assert!(decode_hidden(&[], 0, 2, WireDtype::F16).unwrap().is_empty());
+        assert_eq!(decode_f32(&[0u8; 6]).unwrap_err().got, 6);
     }
 
     #[test]
@@ -180,8 +236,9 @@ mod tests {
     proptest! {
         #[test]
         fn any_f32_tensor_round_trips(v in proptest::collection::vec(any::<f32>(), 0..64)) {
-            let t = encode_hidden(&v, WireDtype::F32);
-            let back = decode_hidden(&t, v.len(), 1, WireDtype::F32).unwrap();
+            let t = encode_hidden(v.clone(), WireDtype::F32);
+            prop_assert_eq!(&t[..], &f32_tail(&v)[..]);
+            let back = decode_f32(&t).unwrap();
             prop_assert_eq!(
                 back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -699,7 +700,7 @@ impl Worker {
             let joined = tokio::task::spawn_blocking(move || {
                 let mut r = ready;
                 let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
-                let out = member_input(input, d, gr.stage.device()).and_then(|input| {
+                let out = model_input(input, d, gr.stage.device()).and_then(|input| {
                     let o =
                         group::forward(&gr, run, greedy, input, &mut r.state.cache, &stats, &rt)?
                             .ok_or("the group leader got no stage output")?;
@@ -805,7 +806,7 @@ impl Worker {
         let t0 = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             let mut state = state;
-            let out = member_input(input, d, g.stage.device()).and_then(|input| {
+            let out = model_input(input, d, g.stage.device()).and_then(|input| {
                 group::forward(&g, run, greedy, input, &mut state.cache, &stats, &rt)
             });
             (state, out)
@@ -991,7 +992,7 @@ enum Input {
 type Scored = (u32, Vec<TokenLogprobs>);
 
 enum Output {
-    Hidden(Vec<u8>),
+    Hidden(Bytes),
     Token {
         token: u32,
         gap: f32,
@@ -1014,46 +1015,49 @@ fn compute(
     mut ready: Vec<Ready>,
     dtype: WireDtype,
 ) -> Vec<(Ready, Result<Output, String>)> {
-    if ready.len() > 1 {
-        let inputs: Result<Vec<StageInput>, String> = ready
-            .iter()
-            .map(|r| stage_input(stage, r.input.clone()))
+    // Each batch's hidden states move into a tensor once; a tensor's clone shares its buffer,
+    // so the joint forward leaves the inputs in place for the one-by-one fallback.
+    let inputs: Vec<Result<StageInput, String>> = ready
+        .iter_mut()
+        .map(|r| {
+            let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
+            model_input(input, stage.config.d_model, stage.device())
+        })
+        .collect();
+    if ready.len() > 1 && inputs.iter().all(Result::is_ok) {
+        let items: Vec<BatchItem<'_>> = ready
+            .iter_mut()
+            .zip(inputs.iter().flatten())
+            .map(|(r, input)| BatchItem {
+                input: input.clone(),
+                logits: r.state.scoring.logits_for(r.f.pos),
+                cache: &mut r.state.cache,
+            })
             .collect();
-        if let Ok(inputs) = inputs {
-            let items: Vec<BatchItem<'_>> = ready
-                .iter_mut()
-                .zip(inputs)
-                .map(|(r, input)| BatchItem {
-                    input,
-                    logits: r.state.scoring.logits_for(r.f.pos),
-                    cache: &mut r.state.cache,
-                })
-                .collect();
-            match stage.forward_batch(items) {
-                Ok(outs) => {
-                    return ready
-                        .into_iter()
-                        .zip(outs)
-                        .map(|(mut r, o)| {
-                            let out = finish(o, &mut r.state, dtype, &r.f);
-                            (r, out)
-                        })
-                        .collect();
-                }
-                Err(e) => {
-                    tracing::debug!(%e, "joint stage run failed; running the batches one by one");
-                    for r in &mut ready {
-                        r.state.cache.truncate(r.f.pos as usize);
-                    }
+        match stage.forward_batch(items) {
+            Ok(outs) => {
+                return ready
+                    .into_iter()
+                    .zip(outs)
+                    .map(|(mut r, o)| {
+                        let out = finish(o, &mut r.state, dtype, &r.f);
+                        (r, out)
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::debug!(%e, "joint stage run failed; running the batches one by one");
+                for r in &mut ready {
+                    r.state.cache.truncate(r.f.pos as usize);
                 }
             }
         }
     }
     ready
         .into_iter()
-        .map(|mut r| {
-            let input = std::mem::replace(&mut r.input, Input::Tokens(Vec::new()));
-            let out = stage_input(stage, input).and_then(|input| {
+        .zip(inputs)
+        .map(|(mut r, input)| {
+            let out = input.and_then(|input| {
                 let logits = r.state.scoring.logits_for(r.f.pos);
                 let o = stage
                     .forward(input, &mut r.state.cache, logits)
@@ -1065,22 +1069,9 @@ fn compute(
         .collect()
 }
 
-/// The model's input for one batch.
-fn stage_input(stage: &Stage, input: Input) -> Result<StageInput, String> {
-    Ok(match input {
-        Input::Tokens(t) => StageInput::Tokens(t),
-        Input::Hidden(v) => {
-            let n = v.len() / stage.config.d_model.max(1);
-            StageInput::Hidden(
-                hidden_from_vec(v, n, stage.config.d_model, stage.device())
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-    })
-}
-
-/// A group member's input for one batch.
-fn member_input(
+/// The model's input for one batch (a stage's or a group member's): token ids as they are,
+/// hidden states as a `[n, d_model]` tensor over the decoded vector (no copy).
+fn model_input(
     input: Input,
     d_model: usize,
     device: &burn::tensor::Device,
@@ -1123,7 +1114,7 @@ fn finish(
                     sum.iter().map(|s| (s / n) as f32).collect(),
                 ));
             }
-            return Ok(Output::Hidden(encode_hidden(&v, dtype)));
+            return Ok(Output::Hidden(encode_hidden(v, dtype)));
         }
         StageOutput::Logits(l) => l,
     };

@@ -29,6 +29,7 @@ use edgeray_model::arch::{KvCache, LogitsFor, StageInput, StageOutput};
 use edgeray_runtime::actor::{ActorId, ActorRef, Envelope};
 
 use super::StageActor;
+use crate::pipeline::protocol::hidden::{decode_f32, f32_tail};
 use crate::pipeline::protocol::{StageMsg, StageStats, TpPiece};
 
 /// Longest a member waits for the other members' pieces of one synchronisation point. A lost
@@ -139,20 +140,6 @@ impl Group {
     }
 }
 
-fn f32_bytes(v: &[f32]) -> Bytes {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(out)
-}
-
-fn piece_values(tail: &[u8]) -> Vec<f32> {
-    tail.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 /// One group forward pass of run `run` on this member (blocking thread): computes, exchanges
 /// the pieces of every synchronisation point with the other members, and returns the stage
 /// output: the leader's (member 0) always; the others' only when it is hidden states (the
@@ -218,7 +205,7 @@ pub fn forward(
         } else if summary {
             LogitsSummary::of(&p.data, p.cols.start).to_bytes()
         } else {
-            f32_bytes(&p.data)
+            f32_tail(&p.data)
         };
         let stream_to: Vec<ActorId> = by_stream
             .iter()
@@ -283,7 +270,7 @@ pub fn forward(
                 rows: g.rows as usize,
                 cols: g.cols_start as usize..g.cols_end as usize,
                 width: g.width as usize,
-                data: piece_values(&tail),
+                data: decode_f32(&tail).map_err(|e| e.to_string())?,
             });
         }
         parts.push(p);
