@@ -429,12 +429,11 @@ async fn overload_burst_rejects_extra_and_completes_every_accepted_request() {
     let (running, gw, backend) = start(
         EchoConfig {
             token_delay: Duration::from_millis(40),
+            max_active: Some(CAPACITY),
+            retry_after: Duration::from_secs(1),
             ..EchoConfig::default()
         },
-        GatewayConfig {
-            max_concurrent_requests: CAPACITY,
-            ..GatewayConfig::default()
-        },
+        GatewayConfig::default(),
     )
     .await;
     let base = format!("http://{}", running.local_addr);

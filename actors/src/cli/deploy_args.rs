@@ -9,6 +9,7 @@ use anyhow::Context;
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::config::{ClusterConfig, parse_duration};
 
+use crate::pipeline::coordinator::Service;
 use crate::pipeline::{DeployOptions, Pipeline, WireDtype, deploy};
 use crate::pipeline::{default_local_dir, embedded_cluster, start_hosting_node, wait_for_members};
 
@@ -181,6 +182,48 @@ impl DeployArgs {
             }
         };
         Ok(Deployment { pipeline, nodes })
+    }
+}
+
+/// A supervised deployment started by `run` or `serve`.
+pub struct ServiceDeployment {
+    /// Keeps the model deployed, redeploying on a node loss.
+    pub service: std::sync::Arc<Service>,
+    /// The first pipeline (its placement was printed).
+    pub first: Pipeline,
+    /// The nodes started by this process (the embedded cluster's, or this coordinator).
+    pub nodes: Vec<Cluster>,
+}
+
+impl DeployArgs {
+    /// Starts (or joins) the cluster and a supervised deployment of the model with the
+    /// options `tune` adjusts, failover plans kept ready when `spares`; prints the placement.
+    /// On failure the nodes started here are shut down.
+    pub async fn start_service(
+        &self,
+        spares: bool,
+        tune: impl FnOnce(&mut DeployOptions),
+    ) -> anyhow::Result<ServiceDeployment> {
+        let (nodes, stages) = self.start_cluster().await?;
+        let mut opts = self.options(stages);
+        tune(&mut opts);
+        let service =
+            match Service::start_with(nodes[0].clone(), self.model.clone(), opts, spares).await {
+                Ok(s) => s,
+                Err(e) => {
+                    for n in nodes.into_iter().rev() {
+                        n.shutdown().await;
+                    }
+                    return Err(e).context("deployment failed");
+                }
+            };
+        let first = service.current().context("no pipeline after deployment")?;
+        eprint!("{}", describe_placement(&first));
+        Ok(ServiceDeployment {
+            service,
+            first,
+            nodes,
+        })
     }
 }
 

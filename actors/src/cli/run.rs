@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::deploy_args::{DeployArgs, describe_placement};
+use super::deploy_args::{DeployArgs, ServiceDeployment};
 use crate::pipeline::{Finish, GenOptions, Service};
 
 /// Arguments of `edgeray run`.
@@ -63,26 +63,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (nodes, stages) = args.deploy.start_cluster().await?;
         let spares = args.spares;
-        let svc = match Service::start_with(
-            nodes[0].clone(),
-            args.deploy.model.clone(),
-            args.deploy.options(stages),
-            spares != Spares::Off,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                for n in nodes.into_iter().rev() {
-                    n.shutdown().await;
-                }
-                return Err(e).context("deployment failed");
-            }
-        };
-        let first = svc.current().context("no pipeline after deployment")?;
-        eprint!("{}", describe_placement(&first));
+        let ServiceDeployment {
+            service: svc,
+            first,
+            nodes,
+        } = args
+            .deploy
+            .start_service(spares != Spares::Off, |_| {})
+            .await?;
         if first.shipped_bytes() == 0 {
             eprintln!("weights: every stage node had its shard cached (nothing sent)");
         } else {

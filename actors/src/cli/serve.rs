@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::deploy_args::{DeployArgs, describe_placement};
+use super::deploy_args::{DeployArgs, ServiceDeployment};
 use crate::gateway::{AccessConfig, ApiKey, Gateway, GatewayConfig, MetricsRegistry};
-use crate::pipeline::{PipelineBackend, Service};
+use crate::pipeline::PipelineBackend;
 use edgeray_runtime::config::parse_duration;
 
 /// Arguments of `edgeray serve`.
@@ -32,7 +32,8 @@ pub struct ServeArgs {
     /// Tokens generated when a request gives no `max_tokens`.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: usize,
-    /// HTTP requests in flight or queued at most; more get 429.
+    /// Requests running or queued at most (the pipeline's sequence slots plus its queue, which
+    /// is at most four requests per slot); more get 429.
     #[arg(long, default_value_t = 64)]
     pub max_requests: usize,
     /// File holding the API key clients must send as `Authorization: Bearer <key>` (at least
@@ -96,24 +97,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (nodes, stages) = args.deploy.start_cluster().await?;
-        let opts = args.deploy.options(stages);
         // Failover plans only where nodes can be lost (not in the embedded cluster).
         let spares = args.deploy.config.is_some();
-        let service =
-            match Service::start_with(nodes[0].clone(), args.deploy.model.clone(), opts, spares)
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    for n in nodes.into_iter().rev() {
-                        n.shutdown().await;
-                    }
-                    return Err(e).context("deployment failed");
-                }
-            };
-        let first = service.current().context("no pipeline after deployment")?;
-        eprint!("{}", describe_placement(&first));
+        let max_requests = args.max_requests.max(1);
+        let ServiceDeployment {
+            service,
+            first,
+            nodes,
+        } = args
+            .deploy
+            .start_service(spares, |opts| {
+                // The pipeline is the one admission point: its slots plus its queue.
+                opts.max_sequences = opts.max_sequences.min(max_requests);
+                opts.max_queued = opts.max_queued.min(max_requests - opts.max_sequences);
+            })
+            .await?;
         let registry = MetricsRegistry::new();
         service.export_metrics(&registry);
         let backend = Arc::new(PipelineBackend::supervised(
@@ -123,7 +121,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let gateway = Gateway::with_metrics(
             backend,
             GatewayConfig {
-                max_concurrent_requests: args.max_requests,
                 access,
                 request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
                 ..GatewayConfig::default()

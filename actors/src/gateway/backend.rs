@@ -247,6 +247,12 @@ pub trait CompletionBackend: Send + Sync + 'static {
     /// stream). Errors here reach the client as HTTP errors.
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError>;
 
+    /// Requests this backend admits at most (running and queued) before `submit` answers
+    /// [`SubmitError::Overloaded`]; `None` = no fixed bound. `/health` reports it.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+
     /// The model's token ids of `text` and each token's text (`/tokenize`): with
     /// `add_special`, the tokens the model adds (BOS); with `parse_special`, control tokens
     /// written in the text are recognised. The default: this backend has no tokenizer.

@@ -24,6 +24,8 @@ pub struct EchoConfig {
     /// Most requests generating at once; beyond it `submit` answers `Overloaded`.
     /// `None` = unlimited.
     pub max_active: Option<usize>,
+    /// The `Retry-After` of an `Overloaded` answer. Default 2 s.
+    pub retry_after: Duration,
 }
 
 impl Default for EchoConfig {
@@ -34,6 +36,7 @@ impl Default for EchoConfig {
             default_max_tokens: 64,
             token_delay: Duration::ZERO,
             max_active: None,
+            retry_after: Duration::from_secs(2),
         }
     }
 }
@@ -95,6 +98,10 @@ impl CompletionBackend for EchoBackend {
         self.config.model_id.clone()
     }
 
+    fn capacity(&self) -> Option<usize> {
+        self.config.max_active
+    }
+
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {
         if req.embed {
             return Err(SubmitError::Invalid(
@@ -123,7 +130,7 @@ impl CompletionBackend for EchoBackend {
             && prev >= max
         {
             return Err(SubmitError::Overloaded {
-                retry_after: Duration::from_secs(2),
+                retry_after: self.config.retry_after,
             });
         }
         let room = self.config.context_length - prompt_tokens;

@@ -1,61 +1,55 @@
-//! Admission control: at most a fixed number of requests in flight or queued; beyond it new
-//! requests are refused at once (HTTP 429). An admitted request keeps its permit until its
-//! response is complete, so nothing accepted is dropped for load.
+//! Requests in flight at the gateway: a count (and its gauge) of completion and embedding
+//! requests from acceptance to the end of their response. It refuses nothing — the one
+//! admission point is the backend's `submit` (a pipeline's slots and bounded queue), whose
+//! `Overloaded` becomes HTTP 429.
 
 use super::metrics::Gauge;
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The admission gate.
+/// The count of requests in flight.
 #[derive(Debug, Clone)]
-pub struct Admission {
-    permits: Arc<Semaphore>,
-    capacity: usize,
-    in_flight: Gauge,
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    gauge: Gauge,
 }
 
-/// Proof of admission; dropping it frees the slot.
+/// One request in flight; dropping it ends it.
 #[derive(Debug)]
-pub struct AdmissionPermit {
-    _permit: OwnedSemaphorePermit,
-    in_flight: Gauge,
+pub struct InFlightGuard {
+    count: Arc<AtomicUsize>,
+    gauge: Gauge,
 }
 
-impl Drop for AdmissionPermit {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.in_flight.dec();
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
     }
 }
 
-impl Admission {
-    /// A gate for `capacity` concurrent requests (at least 1), reporting to `in_flight`.
-    pub fn new(capacity: usize, in_flight: Gauge) -> Self {
-        let capacity = capacity.max(1);
-        Admission {
-            permits: Arc::new(Semaphore::new(capacity)),
-            capacity,
-            in_flight,
+impl InFlight {
+    /// A count reporting to `gauge`.
+    pub fn new(gauge: Gauge) -> Self {
+        InFlight {
+            count: Arc::new(AtomicUsize::new(0)),
+            gauge,
         }
     }
 
-    /// Admit a request now, or `None` when full.
-    pub fn try_admit(&self) -> Option<AdmissionPermit> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        self.in_flight.inc();
-        Some(AdmissionPermit {
-            _permit: permit,
-            in_flight: self.in_flight.clone(),
-        })
+    /// Counts a request until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.gauge.inc();
+        InFlightGuard {
+            count: self.count.clone(),
+            gauge: self.gauge.clone(),
+        }
     }
 
-    /// Requests currently admitted.
-    pub fn in_flight(&self) -> usize {
-        self.capacity - self.permits.available_permits()
-    }
-
-    /// The limit.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Requests in flight now.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
     }
 }
 
@@ -64,15 +58,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admits_up_to_capacity() {
+    fn counts_until_each_guard_drops() {
         let g = Gauge::default();
-        let a = Admission::new(2, g.clone());
-        let p1 = a.try_admit().unwrap();
-        let _p2 = a.try_admit().unwrap();
-        assert!(a.try_admit().is_none());
-        assert_eq!(g.get(), 2.0);
-        drop(p1);
-        assert_eq!(a.in_flight(), 1);
-        assert!(a.try_admit().is_some());
+        let f = InFlight::new(g.clone());
+        let a = f.enter();
+        let b = f.enter();
+        assert_eq!((f.get(), g.get()), (2, 2.0));
+        drop(a);
+        assert_eq!((f.get(), g.get()), (1, 1.0));
+        drop(b);
+        assert_eq!((f.get(), g.get()), (0, 0.0));
     }
 }

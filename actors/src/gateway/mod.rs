@@ -19,10 +19,11 @@
 //! ```
 
 pub mod access;
-pub mod admission;
+mod answer;
 pub mod backend;
 pub mod echo;
 pub mod error;
+pub mod in_flight;
 pub mod logprobs;
 pub mod metrics;
 pub mod openai;

@@ -1,12 +1,13 @@
 //! The HTTP server: routes, handlers, streaming, admission and metrics wiring.
 
 use super::access::{AccessConfig, AccessError};
-use super::admission::{Admission, AdmissionPermit};
+use super::answer::{AnswerReader, Step, UNFINISHED};
 use super::backend::{
     CompletionBackend, FinishReason, GenerationEvent, PromptInput, PromptToken, TokenLogprob,
     TokenStream,
 };
 use super::error::ApiError;
+use super::in_flight::{InFlight, InFlightGuard};
 use super::logprobs;
 use super::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, MetricsError, MetricsRegistry};
 use super::openai::{
@@ -14,7 +15,6 @@ use super::openai::{
     CompletionRequest, CompletionResponse, Delta, DeltaToolCall, Prepared, ResponseMessage, Usage,
     check_fields, prepare_chat, prepare_completion,
 };
-use super::stop::{StopMatcher, StopOutcome};
 use super::tools;
 use axum::Router;
 use axum::body::Bytes;
@@ -40,10 +40,6 @@ use tokio::task::JoinHandle;
 pub struct GatewayConfig {
     /// Largest request body accepted (413 beyond it). Default 1 MiB.
     pub max_body_bytes: usize,
-    /// Requests in flight or queued at most; more are refused with 429. Default 64.
-    pub max_concurrent_requests: usize,
-    /// `Retry-After` sent with 429 from admission control. Default 1 s.
-    pub retry_after: Duration,
     /// Interval of SSE keep-alive comments. Default 15 s.
     pub sse_keep_alive: Duration,
     /// API key, CORS origins, and whether a non-loopback bind may go without a key
@@ -62,8 +58,6 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             max_body_bytes: 1 << 20,
-            max_concurrent_requests: 64,
-            retry_after: Duration::from_secs(1),
             sse_keep_alive: Duration::from_secs(15),
             access: AccessConfig::default(),
             request_timeout: Some(Duration::from_secs(600)),
@@ -84,6 +78,16 @@ struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// A reader of one answer, reporting its first token and its tokens here.
+    fn reader(&self, stops: &[String], started: Instant) -> AnswerReader {
+        AnswerReader::new(
+            stops,
+            started,
+            self.ttft.clone(),
+            self.completion_tokens.clone(),
+        )
+    }
+
     fn new(registry: MetricsRegistry) -> Result<Self, MetricsError> {
         Ok(GatewayMetrics {
             prompt_tokens: registry.counter(
@@ -142,7 +146,7 @@ struct Inner {
     backend: Arc<dyn CompletionBackend>,
     config: GatewayConfig,
     metrics: GatewayMetrics,
-    admission: Admission,
+    in_flight: InFlight,
     next_id: AtomicU64,
     id_salt: u32,
 }
@@ -219,13 +223,13 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         config.access.validate()?;
         let metrics = GatewayMetrics::new(registry)?;
-        let admission = Admission::new(config.max_concurrent_requests, metrics.in_flight.clone());
+        let in_flight = InFlight::new(metrics.in_flight.clone());
         Ok(Gateway {
             inner: Arc::new(Inner {
                 backend,
                 config,
                 metrics,
-                admission,
+                in_flight,
                 next_id: AtomicU64::new(1),
                 id_salt: rand::random(),
             }),
@@ -237,9 +241,9 @@ impl Gateway {
         &self.inner.metrics.registry
     }
 
-    /// Requests currently admitted.
+    /// Completion and embedding requests in flight (accepted, response not complete).
     pub fn in_flight(&self) -> usize {
-        self.inner.admission.in_flight()
+        self.inner.in_flight.get()
     }
 
     /// The axum router: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`,
@@ -374,8 +378,8 @@ async fn health(State(s): State<Arc<Inner>>) -> Response {
     axum::Json(serde_json::json!({
         "status": "ok",
         "model": s.backend.model_id(),
-        "in_flight": s.admission.in_flight(),
-        "capacity": s.admission.capacity(),
+        "in_flight": s.in_flight.get(),
+        "capacity": s.backend.capacity(),
     }))
     .into_response()
 }
@@ -439,10 +443,7 @@ async fn embeddings(State(s): State<Arc<Inner>>, body: Result<Bytes, BytesReject
                 ));
             }
         };
-        let permit = s
-            .admission
-            .try_admit()
-            .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+        let permit = s.in_flight.enter();
         let mut data = Vec::with_capacity(inputs.len());
         let mut prompt_tokens = 0u32;
         for (index, text) in inputs.into_iter().enumerate() {
@@ -675,10 +676,7 @@ async fn generate(
     };
     let id = format!("{prefix}-{:08x}{n:08x}", s.id_salt);
     let prepared = parse(s, kind, body, id.clone())?;
-    let permit = s
-        .admission
-        .try_admit()
-        .ok_or_else(|| ApiError::overloaded(s.config.retry_after))?;
+    let permit = s.in_flight.enter();
     let started = Instant::now();
     let deadline = s
         .config
@@ -851,76 +849,43 @@ fn deadline_error(t: Duration) -> ApiError {
     }
 }
 
-const UNFINISHED: &str = "the model backend ended the stream without finishing the generation";
-
 async fn collect(
     s: &Inner,
     ctx: &ResponseCtx,
     mut stream: TokenStream,
     stops: &[String],
 ) -> Result<Collected, ApiError> {
-    let mut matcher = StopMatcher::new(stops);
+    let mut reader = s.metrics.reader(stops, ctx.started);
     let mut text = String::new();
-    let mut count = 0u32;
     let mut prompt = Vec::new();
-    let mut pending = logprobs::Pending::default();
     let mut entries = Vec::new();
     loop {
-        match stream.events.recv().await {
-            Some(GenerationEvent::Prompt(p)) => prompt = p,
-            // Only embedding requests get one (see `embeddings`).
-            Some(GenerationEvent::Embedding(_)) => {}
-            Some(GenerationEvent::Token {
-                text: t, logprobs, ..
-            }) => {
-                if count == 0 {
-                    s.metrics.ttft.observe(ctx.started.elapsed().as_secs_f64());
-                }
-                count += 1;
-                s.metrics.completion_tokens.inc();
-                if let Some(lp) = logprobs {
-                    pending.token(&t, lp);
-                }
-                match matcher.push(&t) {
-                    StopOutcome::Continue(out) => {
-                        entries.extend(pending.released(&out));
-                        text.push_str(&out);
-                    }
-                    StopOutcome::Stopped(out) => {
-                        entries.extend(pending.released(&out));
-                        text.push_str(&out);
-                        // dropping the stream cancels the rest of the generation
-                        return Ok(Collected {
-                            text,
-                            finish: FinishReason::Stop,
-                            prompt_tokens: stream.prompt_tokens,
-                            completion_tokens: count,
-                            prompt,
-                            entries,
-                        });
-                    }
-                }
+        let event = stream.events.recv().await;
+        match reader.step(event, stream.prompt_tokens) {
+            Step::Nothing => {}
+            Step::Prompt(p) => prompt = p,
+            Step::Text(out, released) => {
+                text.push_str(&out);
+                entries.extend(released);
             }
-            Some(GenerationEvent::Done {
-                finish_reason,
-                prompt_tokens,
-                completion_tokens,
-            }) => {
-                text.push_str(&matcher.finish());
-                entries.extend(pending.rest());
+            Step::End {
+                text: out,
+                entries: released,
+                finish,
+                usage,
+            } => {
+                text.push_str(&out);
+                entries.extend(released);
                 return Ok(Collected {
                     text,
-                    finish: finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
+                    finish,
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
                     prompt,
                     entries,
                 });
             }
-            Some(GenerationEvent::Error(m)) => {
-                return Err(ApiError::internal(format!("generation failed: {m}")));
-            }
-            None => return Err(ApiError::internal(UNFINISHED)),
+            Step::Failed(e) => return Err(e),
         }
     }
 }
@@ -930,17 +895,14 @@ struct Streamer {
     s: Arc<Inner>,
     ctx: ResponseCtx,
     events: Option<TokenStream>,
-    matcher: StopMatcher,
+    reader: AnswerReader,
     include_usage: bool,
-    permit: Option<AdmissionPermit>,
+    permit: Option<InFlightGuard>,
     queue: VecDeque<Event>,
-    count: u32,
     /// The opening chunk (chat: the role; completions: an echoed prompt) went out.
     opened: bool,
     /// When the request must end, and the configured timeout (for the message).
     deadline: Option<(tokio::time::Instant, Duration)>,
-    /// Generated tokens' log-probabilities waiting for their text to go out.
-    pending: logprobs::Pending,
     /// Completions' offsets across chunks.
     lists: logprobs::CompletionLists,
     /// Tool calling: splits the answer into content and calls.
@@ -1150,57 +1112,21 @@ impl Streamer {
                     continue;
                 }
             };
-            match next {
-                Some(GenerationEvent::Embedding(_)) => {}
-                Some(GenerationEvent::Prompt(p)) => {
+            match self.reader.step(next, prompt_tokens) {
+                Step::Nothing => {}
+                Step::Prompt(p) => {
                     self.opened = true;
                     let text = self.ctx.echo.clone().unwrap_or_default();
                     return Some(self.text_chunk(text, None, &p, &[]));
                 }
-                Some(GenerationEvent::Token { text, logprobs, .. }) => {
-                    if self.count == 0 {
-                        self.s
-                            .metrics
-                            .ttft
-                            .observe(self.ctx.started.elapsed().as_secs_f64());
-                    }
-                    self.count += 1;
-                    self.s.metrics.completion_tokens.inc();
-                    if let Some(lp) = logprobs {
-                        self.pending.token(&text, lp);
-                    }
-                    match self.matcher.push(&text) {
-                        StopOutcome::Continue(out) => {
-                            if !out.is_empty() {
-                                let entries = self.pending.released(&out);
-                                self.emit(out, entries);
-                            }
-                        }
-                        StopOutcome::Stopped(out) => {
-                            let usage = Usage::new(prompt_tokens, self.count);
-                            let entries = self.pending.released(&out);
-                            self.finish(out, entries, FinishReason::Stop, usage);
-                        }
-                    }
-                }
-                Some(GenerationEvent::Done {
-                    finish_reason,
-                    prompt_tokens,
-                    completion_tokens,
-                }) => {
-                    let pending = self.matcher.finish();
-                    let entries = self.pending.rest();
-                    self.finish(
-                        pending,
-                        entries,
-                        finish_reason,
-                        Usage::new(prompt_tokens, completion_tokens),
-                    );
-                }
-                Some(GenerationEvent::Error(m)) => {
-                    self.fail(ApiError::internal(format!("generation failed: {m}")))
-                }
-                None => self.fail(ApiError::internal(UNFINISHED)),
+                Step::Text(out, entries) => self.emit(out, entries),
+                Step::End {
+                    text,
+                    entries,
+                    finish,
+                    usage,
+                } => self.finish(text, entries, finish, usage),
+                Step::Failed(e) => self.fail(e),
             }
         }
     }
@@ -1212,22 +1138,21 @@ fn sse_response(
     stream: TokenStream,
     stops: Vec<String>,
     include_usage: bool,
-    permit: AdmissionPermit,
+    permit: InFlightGuard,
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Response {
     let keep_alive = s.config.sse_keep_alive;
+    let reader = s.metrics.reader(&stops, ctx.started);
     let mut streamer = Streamer {
         s,
         ctx,
+        reader,
         events: Some(stream),
-        matcher: StopMatcher::new(&stops),
         include_usage,
         permit: Some(permit),
         queue: VecDeque::new(),
-        count: 0,
         opened: false,
         deadline,
-        pending: logprobs::Pending::default(),
         lists: logprobs::CompletionLists::default(),
         splitter: None,
     };

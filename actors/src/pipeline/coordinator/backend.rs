@@ -92,9 +92,37 @@ pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
     Ok(s)
 }
 
+impl PipelineBackend {
+    /// A pipeline's refusal as the gateway reports it.
+    fn submit_error(&self, e: PipelineError) -> SubmitError {
+        match e {
+            PipelineError::Overloaded { .. } => SubmitError::Overloaded {
+                retry_after: self.retry_after,
+            },
+            PipelineError::PromptTooLong {
+                prompt,
+                reserved,
+                ctx,
+            } => SubmitError::PromptTooLong {
+                prompt_tokens: prompt as u32,
+                requested_tokens: reserved as u32,
+                max_context: ctx as u32,
+            },
+            PipelineError::EmptyPrompt | PipelineError::BadPrompt(_) => {
+                SubmitError::Invalid(e.to_string())
+            }
+            other => SubmitError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl CompletionBackend for PipelineBackend {
     fn model_id(&self) -> String {
         self.model_id.clone()
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        self.pipeline().ok().map(|p| p.capacity())
     }
 
     fn tokenize(
@@ -139,36 +167,11 @@ impl CompletionBackend for PipelineBackend {
         }
         .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let ctx = pipeline.context_length();
-        if ids.is_empty() {
-            return Err(SubmitError::Invalid("the prompt is empty".into()));
-        }
-        let requested = req.max_tokens.unwrap_or(0);
-        if ids.len() + requested as usize > ctx || ids.len() >= ctx {
-            return Err(SubmitError::PromptTooLong {
-                prompt_tokens: ids.len() as u32,
-                requested_tokens: requested,
-                max_context: ctx as u32,
-            });
-        }
+        let requested = req.max_tokens.unwrap_or(0) as usize;
         let max_tokens = req
             .max_tokens
             .map_or(self.default_max_tokens, |m| m as usize)
-            .min(ctx - ids.len());
-        if (req.score_prompt || req.embed) && !pipeline.can_score_prompts() {
-            return Err(SubmitError::Invalid(
-                "echo with logprobs (scoring the prompt) is not supported when the last stage is \
-                 a tensor-parallel group"
-                    .into(),
-            ));
-        }
-        let admitted = pipeline.try_admit().map_err(|e| match e {
-            PipelineError::Overloaded { .. } => SubmitError::Overloaded {
-                retry_after: self.retry_after,
-            },
-            other => SubmitError::Unavailable(other.to_string()),
-        })?;
-        let prompt_tokens = ids.len() as u32;
-        let (tx, stream) = TokenStream::channel(prompt_tokens, 16);
+            .min(ctx.saturating_sub(ids.len()));
         let opts = GenOptions {
             max_tokens,
             sampling,
@@ -177,6 +180,13 @@ impl CompletionBackend for PipelineBackend {
             embed: req.embed,
             response_format: req.response_format,
         };
+        // The one validation and the one admission point of a request.
+        pipeline
+            .check(ids.len(), requested, &opts)
+            .map_err(|e| self.submit_error(e))?;
+        let admitted = pipeline.try_admit().map_err(|e| self.submit_error(e))?;
+        let prompt_tokens = ids.len() as u32;
+        let (tx, stream) = TokenStream::channel(prompt_tokens, 16);
         let events = Events {
             tx,
             tokenizer: pipeline.tokenizer().clone(),

@@ -189,16 +189,8 @@ pub(crate) async fn drive(
     opts: &GenOptions,
     out: &impl TokenSink,
 ) -> Result<Outcome, PipelineError> {
+    // The request was checked once, before its admission (`Pipeline::check`).
     let ctx = pipeline.context_length();
-    if prompt.is_empty() {
-        return Err(PipelineError::EmptyPrompt);
-    }
-    if prompt.len() >= ctx {
-        return Err(PipelineError::PromptTooLong {
-            prompt: prompt.len(),
-            ctx,
-        });
-    }
     if let Some(why) = pipeline.broken() {
         return Err(PipelineError::Broken(why));
     }
@@ -220,13 +212,6 @@ pub(crate) async fn drive(
     } else {
         prefill_chunk
     };
-    if (opts.score_prompt || opts.embed) && !pipeline.can_score_prompts() {
-        return Err(PipelineError::BadPrompt(
-            "scoring or embedding a prompt is not supported when the last stage is a \
-             tensor-parallel group"
-                .into(),
-        ));
-    }
     let mut scores = if opts.score_prompt {
         PromptScores::expect(prompt.len())
     } else {

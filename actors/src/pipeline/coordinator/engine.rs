@@ -46,11 +46,14 @@ pub enum PipelineError {
     /// The prompt has no tokens.
     #[error("the prompt is empty")]
     EmptyPrompt,
-    /// The prompt does not leave room for one generated token.
-    #[error("the prompt has {prompt} tokens; the context holds {ctx}")]
+    /// The prompt does not leave room for one generated token, or for the tokens the request
+    /// reserved.
+    #[error("{}", too_long(*prompt, *reserved, *ctx))]
     PromptTooLong {
         /// Prompt tokens.
         prompt: usize,
+        /// Generated tokens the request reserved room for (0: none).
+        reserved: usize,
         /// Context length.
         ctx: usize,
     },
@@ -79,6 +82,17 @@ pub enum PipelineError {
     /// A message could not be delivered to the first stage.
     #[error("cannot reach the first stage: {0}")]
     Unreachable(String),
+}
+
+fn too_long(prompt: usize, reserved: usize, ctx: usize) -> String {
+    if reserved == 0 {
+        format!("the prompt has {prompt} tokens; the context holds {ctx}")
+    } else {
+        format!(
+            "the prompt has {prompt} tokens and {reserved} more were asked for; the context \
+             holds {ctx}"
+        )
+    }
 }
 
 /// How to generate.
@@ -381,8 +395,52 @@ impl Pipeline {
         *self.inner.metrics.lock() = m;
     }
 
-    /// Takes a slot now, or says the pipeline is saturated when `max_queued` requests already
-    /// wait for one. The future resolves when a slot frees up.
+    /// Checks a request against this pipeline: the one validation every entry point
+    /// ([`Pipeline::generate`], the gateway backend, [`super::Service::generate`]) runs before
+    /// admitting it. The prompt must be non-empty and leave room for one token, or for the
+    /// `reserve` tokens the request insists on (an API request's explicit `max_tokens`);
+    /// scoring or embedding a prompt needs a last stage that is not a tensor-parallel group.
+    pub fn check(
+        &self,
+        prompt_len: usize,
+        reserve: usize,
+        opts: &GenOptions,
+    ) -> Result<(), PipelineError> {
+        let ctx = self.context_length();
+        if prompt_len == 0 {
+            return Err(PipelineError::EmptyPrompt);
+        }
+        if prompt_len >= ctx || prompt_len.saturating_add(reserve) > ctx {
+            return Err(PipelineError::PromptTooLong {
+                prompt: prompt_len,
+                reserved: reserve,
+                ctx,
+            });
+        }
+        if (opts.score_prompt || opts.embed) && !self.can_score_prompts() {
+            return Err(PipelineError::BadPrompt(
+                "scoring or embedding a prompt is not supported when the last stage is a \
+                 tensor-parallel group"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Requests admitted at most: sequence slots plus the bounded queue. Beyond it
+    /// [`Pipeline::try_admit`] refuses; this is the cluster's one admission point.
+    pub fn capacity(&self) -> usize {
+        self.inner.d.max_sequences + self.inner.d.max_queued
+    }
+
+    /// Requests admitted now, running or waiting for a slot.
+    pub fn admitted(&self) -> usize {
+        self.inner.d.max_sequences - self.inner.slots.available_permits()
+            + self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// The one admission point: takes a slot now, or says the pipeline is saturated when
+    /// `max_queued` requests already wait for one. The future resolves when a slot frees up.
     pub fn try_admit(
         &self,
     ) -> Result<impl std::future::Future<Output = Admission> + Send + 'static, PipelineError> {
@@ -439,11 +497,12 @@ impl Pipeline {
         opts: &GenOptions,
         out: &mpsc::Sender<GenToken>,
     ) -> Result<GenSummary, PipelineError> {
+        self.check(prompt.len(), 0, opts)?;
         let slot = self.admit().await;
-        self.generate_admitted(&slot, prompt, opts, out).await
+        self.run_checked(prompt, opts, out, Slot::Owned(slot)).await
     }
 
-    /// Like [`Pipeline::generate`] with a slot already taken.
+    /// Like [`Pipeline::generate`] with a slot already taken (held by the caller).
     pub async fn generate_admitted(
         &self,
         slot: &Admission,
@@ -452,7 +511,18 @@ impl Pipeline {
         out: &mpsc::Sender<GenToken>,
     ) -> Result<GenSummary, PipelineError> {
         let _ = slot;
-        super::driver::drive(self.clone(), Slot::Held, None, prompt, opts, out)
+        self.check(prompt.len(), 0, opts)?;
+        self.run_checked(prompt, opts, out, Slot::Held).await
+    }
+
+    async fn run_checked(
+        &self,
+        prompt: Vec<u32>,
+        opts: &GenOptions,
+        out: &mpsc::Sender<GenToken>,
+        slot: Slot,
+    ) -> Result<GenSummary, PipelineError> {
+        super::driver::drive(self.clone(), slot, None, prompt, opts, out)
             .await
             .map(|o| o.summary)
     }

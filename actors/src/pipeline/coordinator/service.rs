@@ -220,8 +220,9 @@ impl Service {
     /// Generates from `prompt`, surviving failovers: when the pipeline breaks mid-answer, it waits
     /// for the redeployed pipeline and continues there, replaying the prompt plus the tokens
     /// already sent to rebuild the KV cache, so `out` receives every token once, in order
-    /// (greedy output is that of an undisturbed run). `start` is a pipeline already admitted
-    /// on (and the generation it belongs to); without it, the current one is used.
+    /// (greedy output is that of an undisturbed run). `start` is a pipeline the request was already
+    /// checked ([`Pipeline::check`]) and admitted on, and the generation it belongs to; without
+    /// it, the request is checked against the current one and waits for a slot there.
     pub async fn generate(
         &self,
         start: Option<(Pipeline, Admission, u64)>,
@@ -249,6 +250,7 @@ impl Service {
                     Some(p) => p,
                     None => self.wait_current(g + 1).await?,
                 };
+                p.check(prompt.len(), 0, opts)?;
                 (p, Slot::Wait, g)
             }
         };
