@@ -394,6 +394,90 @@ macro_rules! k_quant_rows {
     ($name:ident, $features:literal, $madd_acc:path) => {
         pub(crate) struct $name;
 
+        impl $name {
+            /// One Q4_K super-block `i`'s share of `T` rows' dots, from its parts: per
+            /// 64-element chunk `c`, `chunk(c)` gives the low and high nibbles (lane order) and
+            /// their two sub-block scales; `mins16` the mins widened to i16, `dx`/`dmx` the
+            /// block's d and dmin. The raw and the packed kernels both run it, so they do the
+            /// same exact lane sums and float operations in the same order.
+            ///
+            /// # Safety
+            /// `ys[t]` holds block `i`'s 256 quants and `bsums[t]` its 16 sums for every `t`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn q4_k_block<const T: usize>(
+                chunk: impl Fn(usize) -> (__m256i, __m256i, __m256i, __m256i),
+                mins16: __m256i,
+                dx: f32,
+                dmx: f32,
+                i: usize,
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+                bsums: [&[i16]; T],
+                sums: &mut [__m256; T],
+                sumf: &mut [f32; T],
+            ) {
+                let mut acc = [_mm256_setzero_si256(); T];
+                for c in 0..4 {
+                    let (lo, hi, s0, s1) = chunk(c);
+                    for t in 0..T {
+                        // SAFETY: quants 64c .. 64c + 64 of block i in bounds (the caller's).
+                        let (ya, yb) = unsafe {
+                            let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
+                            (load(q), load(q.add(32)))
+                        };
+                        let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
+                        acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
+                    }
+                }
+                for t in 0..T {
+                    // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (the caller's).
+                    let bs = unsafe {
+                        _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
+                    };
+                    let summ = hsum(_mm256_madd_epi16(bs, mins16));
+                    let dd = _mm256_set1_ps(dx * d[t][i]);
+                    sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                    let dmin = dmx * d[t][i];
+                    sumf[t] -= dmin * summ as f32;
+                }
+            }
+
+            /// One Q6_K super-block `i`'s share of `T` rows' dots: per 32-element chunk `k`,
+            /// `chunk(k)` gives the signed quants (lane order) and the pair of sub-block scales
+            /// as dwords; `dx` is the block's d. Shared by the raw and the packed kernels.
+            ///
+            /// # Safety
+            /// `ys[t]` holds block `i`'s 256 quants for every `t`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn q6_k_block<const T: usize>(
+                chunk: impl Fn(usize) -> (__m256i, __m256i),
+                dx: f32,
+                i: usize,
+                d: [&[f32]; T],
+                ys: [&[i8]; T],
+                sums: &mut [__m256; T],
+            ) {
+                let mut acc = [_mm256_setzero_si256(); T];
+                for k in 0..8 {
+                    let (x, pair) = chunk(k);
+                    let ax = _mm256_sign_epi8(x, x);
+                    for t in 0..T {
+                        // SAFETY: q8[32k .. 32k + 32] of block i in bounds (the caller's).
+                        let y = unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
+                        let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
+                        acc[t] = $madd_acc(acc[t], m, pair);
+                    }
+                }
+                for t in 0..T {
+                    let dd = _mm256_set1_ps(dx * d[t][i]);
+                    sums[t] = _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
+                }
+            }
+        }
+
         impl KQuantRows for $name {
             /// ggml's generic Q4_K × Q8_K dot for `T` activation rows, the activations' quants
             /// given in [`lane_order`] (weights are reordered the same way, once per token
@@ -424,40 +508,25 @@ macro_rules! k_quant_rows {
                     // sums.
                     let m = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
                     let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-                    let mut acc = [_mm256_setzero_si256(); T];
-                    for c in 0..4 {
-                        // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element k
-                        // (low nibble, sub-block 2c) and element 32 + k (high nibble, sub-block
-                        // 2c + 1).
+                    let dx = f16_at(b);
+                    let dmx = f16_at(&b[2..]);
+                    let chunk = |c: usize| {
+                        // SAFETY: 32 bytes of b[16 + 32c ..], in bounds. Byte k holds element
+                        // k (low nibble, sub-block 2c) and element 32 + k (high nibble,
+                        // sub-block 2c + 1).
                         let q4 = lane_order(unsafe { load(b.as_ptr().add(16 + 32 * c)) });
                         let lo = _mm256_and_si256(q4, m4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
                         let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
                         let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
-                        for t in 0..T {
-                            // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                            let (ya, yb) = unsafe {
-                                let p = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                                (load(p), load(p.add(32)))
-                            };
-                            let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
-                            acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
-                        }
-                    }
-                    let dx = f16_at(b);
-                    let dmx = f16_at(&b[2..]);
-                    for t in 0..T {
-                        // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-                        let bs = unsafe {
-                            _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
-                        };
-                        let summ = hsum(_mm256_madd_epi16(bs, mins16));
-                        let dd = _mm256_set1_ps(dx * d[t][i]);
-                        sums[t] =
-                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-                        let dmin = dmx * d[t][i];
-                        sumf[t] -= dmin * summ as f32;
-                    }
+                        (lo, hi, s0, s1)
+                    };
+                    // SAFETY: the slices' lengths are asserted above.
+                    unsafe {
+                        Self::q4_k_block(
+                            chunk, mins16, dx, dmx, i, d, ys, bsums, &mut sums, &mut sumf,
+                        )
+                    };
                 }
                 std::array::from_fn(|t| add_lanes(sumf[t], sums[t]))
             }
@@ -485,9 +554,7 @@ macro_rules! k_quant_rows {
                     let b = &p[i * Q4_K_PACKED..][..Q4_K_PACKED];
                     let meta = b[8].as_ptr_i16();
                     let mins16 = b[9];
-                    let mut acc = [_mm256_setzero_si256(); T];
-                    for c in 0..4 {
-                        let (lo, hi) = (b[2 * c], b[2 * c + 1]);
+                    let chunk = |c: usize| {
                         // SAFETY: meta holds 8 i16 scales.
                         let (s0, s1) = unsafe {
                             (
@@ -495,16 +562,8 @@ macro_rules! k_quant_rows {
                                 _mm256_set1_epi16(*meta.add(2 * c + 1)),
                             )
                         };
-                        for t in 0..T {
-                            // SAFETY: quants 64c .. 64c + 64 of block i in bounds (asserted).
-                            let (ya, yb) = unsafe {
-                                let q = ys[t].as_ptr().add(i * QK_K + 64 * c) as *const u8;
-                                (load(q), load(q.add(32)))
-                            };
-                            let a = $madd_acc(acc[t], _mm256_maddubs_epi16(lo, ya), s0);
-                            acc[t] = $madd_acc(a, _mm256_maddubs_epi16(hi, yb), s1);
-                        }
-                    }
+                        (b[2 * c], b[2 * c + 1], s0, s1)
+                    };
                     // SAFETY: meta's bytes 16..24 hold d and dmin.
                     let (dx, dmx) = unsafe {
                         let f = meta.add(8) as *const f32;
@@ -513,18 +572,12 @@ macro_rules! k_quant_rows {
                             std::ptr::read_unaligned(f.add(1)),
                         )
                     };
-                    for t in 0..T {
-                        // SAFETY: 16 i16 = 32 bytes at bsums[i*16..], in bounds (asserted).
-                        let bs = unsafe {
-                            _mm256_loadu_si256(bsums[t].as_ptr().add(i * 16) as *const __m256i)
-                        };
-                        let summ = hsum(_mm256_madd_epi16(bs, mins16));
-                        let dd = _mm256_set1_ps(dx * d[t][i]);
-                        sums[t] =
-                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-                        let dmin = dmx * d[t][i];
-                        sumf[t] -= dmin * summ as f32;
-                    }
+                    // SAFETY: the slices' lengths are asserted above.
+                    unsafe {
+                        Self::q4_k_block(
+                            chunk, mins16, dx, dmx, i, d, ys, bsums, &mut sums, &mut sumf,
+                        )
+                    };
                 }
                 std::array::from_fn(|t| add_lanes(sumf[t], sums[t]))
             }
@@ -554,29 +607,19 @@ macro_rules! k_quant_rows {
                     let sv = _mm256_cvtepi8_epi16(unsafe {
                         _mm_loadu_si128(b.as_ptr().add(192) as *const __m128i)
                     });
-                    let mut acc = [_mm256_setzero_si256(); T];
-                    for (k, q) in quants.into_iter().enumerate() {
+                    let chunk = |k: usize| {
                         // Lane order: dword l = elements l, l+8 (sub-block 2k) and l+16, l+24
                         // (sub-block 2k+1) of chunk k, so `madd` by the pair (scale 2k, scale
-                        // 2k+1) gives lane l's sum.
-                        let x = lane_order(q);
-                        let ax = _mm256_sign_epi8(x, x);
-                        // Dword k of `sv` holds the scales of sub-blocks 2k, 2k + 1.
-                        let pair = _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(k as i32));
-                        for t in 0..T {
-                            // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
-                            let y =
-                                unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
-                            let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                            acc[t] = $madd_acc(acc[t], m, pair);
-                        }
-                    }
+                        // 2k+1) gives lane l's sum. Dword k of `sv` holds the scales of
+                        // sub-blocks 2k, 2k + 1.
+                        (
+                            lane_order(quants[k]),
+                            _mm256_permutevar8x32_epi32(sv, _mm256_set1_epi32(k as i32)),
+                        )
+                    };
                     let dx = f16_at(&b[208..]);
-                    for t in 0..T {
-                        let dd = _mm256_set1_ps(dx * d[t][i]);
-                        sums[t] =
-                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-                    }
+                    // SAFETY: the slices' lengths are asserted above.
+                    unsafe { Self::q6_k_block(chunk, dx, i, d, ys, &mut sums) };
                 }
                 std::array::from_fn(|t| add_lanes(0.0, sums[t]))
             }
@@ -598,25 +641,10 @@ macro_rules! k_quant_rows {
                 let mut sums = [_mm256_setzero_ps(); T];
                 for i in 0..nb {
                     let b = &p[i * Q6_K_PACKED..][..Q6_K_PACKED];
-                    let mut acc = [_mm256_setzero_si256(); T];
-                    for k in 0..8 {
-                        let x = b[k];
-                        let ax = _mm256_sign_epi8(x, x);
-                        let pair = b[8 + k];
-                        for t in 0..T {
-                            // SAFETY: q8[32k .. 32k + 32] of block i in bounds (asserted).
-                            let y =
-                                unsafe { load(ys[t].as_ptr().add(i * QK_K + 32 * k) as *const u8) };
-                            let m = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x));
-                            acc[t] = $madd_acc(acc[t], m, pair);
-                        }
-                    }
+                    let chunk = |k: usize| (b[k], b[8 + k]);
                     let dx = _mm256_cvtss_f32(_mm256_castsi256_ps(b[16]));
-                    for t in 0..T {
-                        let dd = _mm256_set1_ps(dx * d[t][i]);
-                        sums[t] =
-                            _mm256_add_ps(sums[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(acc[t])));
-                    }
+                    // SAFETY: the slices' lengths are asserted above.
+                    unsafe { Self::q6_k_block(chunk, dx, i, d, ys, &mut sums) };
                 }
                 std::array::from_fn(|t| add_lanes(0.0, sums[t]))
             }
