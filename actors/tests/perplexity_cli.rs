@@ -23,25 +23,7 @@ use serde_json::Value;
 
 const CTX: usize = 32;
 
-fn model(file: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing in CI: run scripts/fetch-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIP: {} not found (run scripts/fetch-models.sh)",
-        p.display()
-    );
-    None
-}
+use edgeray_model::test_models::real_model as model;
 
 /// The first paragraph of a fixture text (about 140 gemma3 tokens: four chunks of 32).
 fn small_text(dir: &Path) -> PathBuf {

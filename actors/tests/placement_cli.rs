@@ -1,28 +1,9 @@
 //! `edgeray placement preview` on the real GGUF models with a synthetic nodes file.
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
-fn model(file: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing in CI: run scripts/fetch-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIP: {} not found (run scripts/fetch-models.sh)",
-        p.display()
-    );
-    None
-}
+use edgeray_model::test_models::real_model as model;
 
 const NODES: &str = r#"
 [default_link]

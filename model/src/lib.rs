@@ -7,4 +7,5 @@ pub mod quant;
 pub mod sampling;
 pub mod scoring;
 pub mod shard;
+pub mod test_models;
 pub mod tokenizer;

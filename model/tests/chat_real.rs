@@ -6,20 +6,9 @@
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
 use edgeray_model::gguf::GgufFile;
 use edgeray_model::tokenizer::Tokenizer;
-use std::path::PathBuf;
 
 fn model(name: &str) -> Option<GgufFile> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("models")
-        .join(name);
-    if !p.exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("model {} missing under CI=true", p.display());
-        }
-        eprintln!("SKIP: model {} not found", p.display());
-        return None;
-    }
+    let p = edgeray_model::test_models::real_model(name)?;
     Some(GgufFile::open(&p).expect("open gguf"))
 }
 

@@ -489,10 +489,7 @@ proptest::proptest! {
 fn real_models_tensor_tables() {
     use crate::quant::{KernelPool, matvec};
     use std::collections::BTreeMap;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("models");
+    let root = crate::test_models::models_dir();
     let cases: [(&str, &[(GgmlType, usize)]); 2] = [
         (
             "gemma-3-270m-q4_k_m.gguf",

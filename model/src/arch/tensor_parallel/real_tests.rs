@@ -2,7 +2,6 @@
 //! logits equal [`Generator`]'s for tp 2 and 3 with uneven speeds; prints the exchange per
 //! token (`--nocapture`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::Device;
@@ -15,19 +14,7 @@ use crate::sampling::{Sampler, SamplingParams};
 
 const GEN: usize = 16;
 
-fn model_path(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("models")
-        .join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} not found", p.display());
-        None
-    }
-}
+use crate::test_models::real_model as model_path;
 
 fn logits(o: StageOutput) -> Vec<f32> {
     match o {
