@@ -47,12 +47,13 @@ impl Pipe {
         let cfg = ModelConfig::from_gguf(file).unwrap();
         let pool = Arc::new(KernelPool::new(1).unwrap());
         let dev = Device::flex();
-        let ranges = match split {
-            None => vec![0..cfg.n_layers],
-            Some(k) => vec![0..k, k..cfg.n_layers],
+        // Layer boundaries: 0..n in one stage, or 0..k and k..n.
+        let bounds = match split {
+            None => vec![0, cfg.n_layers],
+            Some(k) => vec![0, k, cfg.n_layers],
         };
+        let ranges = bounds.windows(2).map(|w| w[0]..w[1]);
         let stages = ranges
-            .into_iter()
             .map(|r| {
                 Stage::load(file, &StageSpec::for_range(r, cfg.n_layers), &dev, &pool).unwrap()
             })

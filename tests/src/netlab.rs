@@ -809,11 +809,11 @@ impl Lab {
         let mut namespaces: Vec<String> = self.hosts.iter().map(|h| h.ns.clone()).collect();
         namespaces.push(self.switch_ns.clone());
         remove_namespaces(&namespaces);
-        if let Some(dir) = self.log_dir.take() {
-            if self.keep_logs {
-                let kept = dir.keep();
-                eprintln!("netlab: logs kept in {}", kept.display());
-            }
+        if let Some(dir) = self.log_dir.take()
+            && self.keep_logs
+        {
+            let kept = dir.keep();
+            eprintln!("netlab: logs kept in {}", kept.display());
         }
     }
 }
@@ -1127,6 +1127,17 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
+trait FromRawSignal {
+    fn from_raw_signal(sig: i32) -> Self;
+}
+
+impl FromRawSignal for ExitStatus {
+    fn from_raw_signal(sig: i32) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        ExitStatus::from_raw(sig)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1142,16 +1153,5 @@ mod tests {
     fn host_indexes_are_checked_without_a_lab() {
         let err = LabError::NoSuchHost { index: 0, hosts: 3 };
         assert!(err.to_string().contains("1..=3"));
-    }
-}
-
-trait FromRawSignal {
-    fn from_raw_signal(sig: i32) -> Self;
-}
-
-impl FromRawSignal for ExitStatus {
-    fn from_raw_signal(sig: i32) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        ExitStatus::from_raw(sig)
     }
 }

@@ -358,13 +358,13 @@ async fn weight_shipping_sends_exact_shards_once_and_resumes() {
     let mut cut = false;
     let report = ship_shard(
         &nodes[0],
-        target.clone(),
+        target,
         &hash,
         bytes::Bytes::from(data.clone()),
         |done, _| {
             if !cut && done >= CHUNK_BYTES as u64 {
                 cut = true;
-                transport.disconnect(target.clone(), "test: cut mid-transfer");
+                transport.disconnect(target, "test: cut mid-transfer");
             }
         },
     )
@@ -545,10 +545,13 @@ async fn a_dead_stage_node_is_replaced_by_redeploying_on_the_survivors() {
 
 /// Everything one request to the gateway's backend produced: the scored prompt, then each
 /// token with its log-probabilities (ids, values and the alternatives' ids).
+/// The alternatives of a position: each token's text and log-probability bits.
+type Alternatives = Vec<(String, u32)>;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Scored {
-    prompt: Vec<(String, Option<(u32, Vec<(String, u32)>)>)>,
-    tokens: Vec<(u32, u32, Vec<(String, u32)>)>,
+    prompt: Vec<(String, Option<(u32, Alternatives)>)>,
+    tokens: Vec<(u32, u32, Alternatives)>,
 }
 
 /// Runs one request through [`PipelineBackend`] (what `serve` answers with) and keeps the
@@ -798,8 +801,7 @@ async fn a_redeploy_that_finds_no_room_for_a_shard_gives_up_with_the_reason() {
             max_tokens: Some(4),
             ..GenerationRequest::new("t", PromptInput::Text("Hello".into()))
         })
-        .err()
-        .expect("no pipeline to submit to");
+        .expect_err("no pipeline to submit to");
     assert!(
         refused.to_string().contains("limits.shard_cache"),
         "{refused}"

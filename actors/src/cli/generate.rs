@@ -145,7 +145,7 @@ fn answer(
     let mut text = String::new();
     let generation = generator.generate_tokens(prompt, opts, |e| {
         if json_prompt.is_some() {
-            text.push_str(&e.text);
+            text.push_str(e.text);
         } else if let Err(err) = out.write_all(e.text.as_bytes()).and_then(|_| out.flush()) {
             write_err = Some(err);
             return false;

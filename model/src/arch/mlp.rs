@@ -31,7 +31,7 @@ pub struct Mlp {
 fn gelu_table() -> &'static [f32] {
     static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_4;
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
         const COEF_A: f32 = 0.044715;
         (0..=u16::MAX)
             .map(|bits| {

@@ -107,8 +107,8 @@ impl PromptScores {
 }
 
 impl TokenSink for mpsc::Sender<GenToken> {
-    fn send_token(&self, token: GenToken) -> impl Future<Output = bool> + Send {
-        async move { self.send(token).await.is_ok() }
+    async fn send_token(&self, token: GenToken) -> bool {
+        self.send(token).await.is_ok()
     }
 }
 

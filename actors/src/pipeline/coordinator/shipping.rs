@@ -160,7 +160,7 @@ pub async fn ship_shard_windowed(
         report.attempts = attempt;
         match ship_once(
             cluster,
-            node.clone(),
+            node,
             hash,
             &data,
             window,

@@ -37,11 +37,14 @@ use crate::pipeline::protocol::{StageMsg, StageStats, TpPiece};
 /// only frees the compute thread of a group that was abandoned.
 pub const PIECE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A piece's header and its f32 tail.
+type Piece = (TpPiece, Bytes);
+
 /// Pieces that reached a member, by (run, step), until its compute thread takes them.
 pub struct Inbox {
-    tx: Mutex<Sender<(TpPiece, Bytes)>>,
-    rx: Mutex<Receiver<(TpPiece, Bytes)>>,
-    pending: Mutex<HashMap<(u64, u32), Vec<(TpPiece, Bytes)>>>,
+    tx: Mutex<Sender<Piece>>,
+    rx: Mutex<Receiver<Piece>>,
+    pending: Mutex<HashMap<(u64, u32), Vec<Piece>>>,
     closed: AtomicBool,
 }
 

@@ -37,6 +37,9 @@ struct TpStreams {
     members: Arc<Mutex<HashMap<u64, Weak<Links>>>>,
 }
 
+/// A piece waiting to be taken: (run, step, sending member).
+type PieceKey = (u64, u32, u16);
+
 /// A member's streams: writers to the other members, readers from them.
 pub struct Links {
     transport: Transport,
@@ -44,7 +47,7 @@ pub struct Links {
     readers: Mutex<HashMap<u16, FrameReader>>,
     arrived: Condvar,
     /// Pieces read ahead of the one waited for, by (run, step, member).
-    early: Mutex<HashMap<(u64, u32, u16), (TpPiece, Bytes)>>,
+    early: Mutex<HashMap<PieceKey, (TpPiece, Bytes)>>,
     closed: tokio::sync::watch::Sender<bool>,
 }
 

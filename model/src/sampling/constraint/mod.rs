@@ -366,10 +366,10 @@ impl Constraint {
             logits[n..].fill(f32::NEG_INFINITY);
         }
         for &t in &self.vocab.eog {
-            if let Some(l) = logits.get_mut(t as usize) {
-                if !eog_ok {
-                    *l = f32::NEG_INFINITY;
-                }
+            if let Some(l) = logits.get_mut(t as usize)
+                && !eog_ok
+            {
+                *l = f32::NEG_INFINITY;
             }
         }
         Ok(())
