@@ -12,9 +12,9 @@
 use edgeray::gateway::openai::{
     ChatRequest, CompletionRequest, check_fields, prepare_chat, prepare_completion,
 };
-use edgeray::gateway::tools::{ToolCallSplitter, join_pieces, split_answer};
-use edgeray::gateway::stop::{StopMatcher, StopOutcome};
-use edgeray::gateway::{ApiError, PromptInput};
+use edgeray::gateway::{
+    ApiError, PromptInput, StopMatcher, StopOutcome, ToolCallSplitter, join_pieces, split_answer,
+};
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;

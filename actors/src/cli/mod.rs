@@ -3,21 +3,21 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-pub mod bench;
-pub mod bench_pipeline;
-pub mod deploy_args;
-pub mod generate;
-pub mod init;
-pub mod model_info;
-pub mod node;
-pub mod perplexity;
-pub mod placement;
-pub mod prompt_args;
-pub mod revoke;
-pub mod run;
-pub mod sampling_args;
-pub mod serve;
-pub mod status;
+mod bench;
+mod bench_pipeline;
+mod deploy_args;
+mod generate;
+mod init;
+mod model_info;
+mod node;
+mod perplexity;
+mod placement;
+mod prompt_args;
+mod revoke;
+mod run;
+mod sampling_args;
+mod serve;
+mod status;
 
 /// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.
 ///

@@ -3,9 +3,10 @@
 //! (Prometheus text) and `GET /health`.
 //!
 //! The gateway talks to token generation only through [`CompletionBackend`]; the pipeline
-//! implements it. Admission control bounds requests in flight or queued; beyond the bound a
-//! request gets 429 with `Retry-After` at once, and an admitted request is never dropped for
-//! load. Errors use OpenAI's JSON error shape.
+//! implements it. The backend's `submit` is the one admission point (for a pipeline: its
+//! sequence slots and bounded queue); a request it refuses for load gets 429 with
+//! `Retry-After` at once, and an admitted request is never dropped for load. Errors use
+//! OpenAI's JSON error shape.
 //!
 //! ```no_run
 //! use edgeray::gateway::{EchoBackend, EchoConfig, Gateway, GatewayConfig};
@@ -18,19 +19,19 @@
 //! # Ok(()) }
 //! ```
 
-pub mod access;
+mod access;
 mod answer;
-pub mod backend;
-pub mod echo;
-pub mod error;
-pub mod in_flight;
-pub mod logprobs;
-pub mod metrics;
+mod backend;
+mod echo;
+mod error;
+mod in_flight;
+mod logprobs;
+mod metrics;
 pub mod openai;
-pub mod server;
-pub mod stop;
-pub mod structured;
-pub mod tools;
+mod server;
+mod stop;
+mod structured;
+mod tools;
 
 pub use access::{AccessConfig, AccessError, ApiKey};
 pub use backend::{
@@ -41,3 +42,5 @@ pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;
 pub use metrics::{Counter, Gauge, Histogram, MetricsError, MetricsRegistry};
 pub use server::{Gateway, GatewayConfig, GatewayError, RunningGateway};
+pub use stop::{StopMatcher, StopOutcome};
+pub use tools::{ToolCallSplitter, join_pieces, split_answer};

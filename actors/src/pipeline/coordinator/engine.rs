@@ -729,19 +729,19 @@ impl Drop for ActiveGuard {
 
 /// Prometheus series of a pipeline.
 struct PipelineMetrics {
-    tokens: crate::gateway::metrics::Counter,
-    active: crate::gateway::metrics::Gauge,
+    tokens: crate::gateway::Counter,
+    active: crate::gateway::Gauge,
     per_stage: Vec<StageSeries>,
     /// Time between two tokens of one sequence.
-    between_tokens: crate::gateway::metrics::Histogram,
+    between_tokens: crate::gateway::Histogram,
     /// p50 / p99 of the latest gaps between tokens.
-    between_tokens_p50: crate::gateway::metrics::Gauge,
-    between_tokens_p99: crate::gateway::metrics::Gauge,
+    between_tokens_p50: crate::gateway::Gauge,
+    between_tokens_p99: crate::gateway::Gauge,
     recent_gaps: LatencyWindow,
     /// Time a request waited for a sequence slot.
-    queue: crate::gateway::metrics::Histogram,
+    queue: crate::gateway::Histogram,
     /// Sequences the KV budget lets run at once.
-    capacity: crate::gateway::metrics::Gauge,
+    capacity: crate::gateway::Gauge,
 }
 
 /// Upper bounds of the time-between-tokens and queue histograms, seconds.
@@ -756,19 +756,19 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 
 const RECENT_GAPS: usize = 2048;
 
 struct StageSeries {
-    batch_sequences: crate::gateway::metrics::Histogram,
-    batches: crate::gateway::metrics::Counter,
-    compute_us: crate::gateway::metrics::Counter,
-    wait_us: crate::gateway::metrics::Counter,
-    send_us: crate::gateway::metrics::Counter,
-    bytes: crate::gateway::metrics::Counter,
+    batch_sequences: crate::gateway::Histogram,
+    batches: crate::gateway::Counter,
+    compute_us: crate::gateway::Counter,
+    wait_us: crate::gateway::Counter,
+    send_us: crate::gateway::Counter,
+    bytes: crate::gateway::Counter,
 }
 
 impl PipelineMetrics {
     fn new(
         r: &MetricsRegistry,
         stages: usize,
-    ) -> Result<Self, crate::gateway::metrics::MetricsError> {
+    ) -> Result<Self, crate::gateway::MetricsError> {
         let mut per_stage = Vec::new();
         for k in 0..stages {
             let label = k.to_string();
