@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use half::f16;
 
 use super::*;
 use crate::gguf::{GgufFile, GgufWriter};
-use crate::quant::{GgmlType, KernelPool};
+use crate::quant::KernelPool;
+use crate::test_models::RandomModel;
 
 const D: usize = 64;
 const FF: usize = 96;
@@ -16,96 +16,24 @@ const KV: usize = 1;
 const HD: usize = 32;
 const VOCAB: usize = 40;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+fn model(arch: &'static str, n_layers: usize, window: u32) -> GgufFile {
+    RandomModel {
+        arch,
+        n_layers,
+        d_model: D,
+        ffn: FF,
+        heads: HEADS,
+        kv_heads: KV,
+        head_dim: HD,
+        vocab: VOCAB,
+        ctx: 128,
+        window,
+        mixed_types: false,
+        scale: 0.4,
+        seed: 0x1234_5678_9abc_def1 ^ n_layers as u64,
+        tokenizer: false,
     }
-}
-
-/// Q8_0 blocks of random values: `rows` rows of `cols`.
-fn q8_0(rng: &mut Rng, rows: usize, cols: usize, amp: f32) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..rows * cols / 32 {
-        let d = amp / 127.0;
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        for _ in 0..32 {
-            out.push(((rng.next() * 127.0).round() as i8) as u8);
-        }
-    }
-    out
-}
-
-fn model(arch: &str, n_layers: usize, window: u32) -> GgufFile {
-    let mut rng = Rng(0x1234_5678_9abc_def1 ^ n_layers as u64);
-    let mut w = GgufWriter::new();
-    w.set_metadata("general.architecture", arch);
-    let k = |s: &str| format!("{arch}.{s}");
-    w.set_metadata(k("block_count"), n_layers as u32);
-    w.set_metadata(k("embedding_length"), D as u32);
-    w.set_metadata(k("feed_forward_length"), FF as u32);
-    w.set_metadata(k("attention.head_count"), HEADS as u32);
-    w.set_metadata(k("attention.head_count_kv"), KV as u32);
-    w.set_metadata(k("attention.key_length"), HD as u32);
-    w.set_metadata(k("context_length"), 128u32);
-    w.set_metadata(k("rope.freq_base"), 10000.0f32);
-    w.set_metadata(k("attention.layer_norm_rms_epsilon"), 1e-6f32);
-    let gemma = arch == "gemma3";
-    if gemma {
-        w.set_metadata(k("attention.sliding_window"), window);
-    }
-    let mut mat = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize| {
-        let data = q8_0(&mut rng, rows, cols, 0.5);
-        w.add_tensor(name, &[cols as u64, rows as u64], GgmlType::Q8_0, data)
-            .unwrap();
-    };
-    mat(&mut w, "token_embd.weight", VOCAB, D);
-    for il in 0..n_layers {
-        let p = |s: &str| format!("blk.{il}.{s}");
-        mat(&mut w, &p("attn_q.weight"), HEADS * HD, D);
-        mat(&mut w, &p("attn_k.weight"), KV * HD, D);
-        mat(&mut w, &p("attn_v.weight"), KV * HD, D);
-        mat(&mut w, &p("attn_output.weight"), D, HEADS * HD);
-        mat(&mut w, &p("ffn_gate.weight"), FF, D);
-        mat(&mut w, &p("ffn_up.weight"), FF, D);
-        mat(&mut w, &p("ffn_down.weight"), D, FF);
-        let ones = |n: usize, s: f32| {
-            (0..n)
-                .map(|i| 1.0 + s * (i as f32 * 0.37).sin())
-                .collect::<Vec<_>>()
-        };
-        w.add_f32_tensor(p("attn_norm.weight"), &[D as u64], &ones(D, 0.1))
-            .unwrap();
-        w.add_f32_tensor(p("ffn_norm.weight"), &[D as u64], &ones(D, 0.2))
-            .unwrap();
-        if gemma {
-            w.add_f32_tensor(p("attn_q_norm.weight"), &[HD as u64], &ones(HD, 0.3))
-                .unwrap();
-            w.add_f32_tensor(p("attn_k_norm.weight"), &[HD as u64], &ones(HD, 0.3))
-                .unwrap();
-            w.add_f32_tensor(p("post_attention_norm.weight"), &[D as u64], &ones(D, 0.1))
-                .unwrap();
-            w.add_f32_tensor(p("post_ffw_norm.weight"), &[D as u64], &ones(D, 0.1))
-                .unwrap();
-        } else {
-            let b = |n: usize| (0..n).map(|i| 0.05 * (i as f32).cos()).collect::<Vec<_>>();
-            w.add_f32_tensor(p("attn_q.bias"), &[(HEADS * HD) as u64], &b(HEADS * HD))
-                .unwrap();
-            w.add_f32_tensor(p("attn_k.bias"), &[(KV * HD) as u64], &b(KV * HD))
-                .unwrap();
-            w.add_f32_tensor(p("attn_v.bias"), &[(KV * HD) as u64], &b(KV * HD))
-                .unwrap();
-        }
-    }
-    w.add_f32_tensor("output_norm.weight", &[D as u64], &vec![1.0; D])
-        .unwrap();
-    if !gemma {
-        mat(&mut w, "output.weight", VOCAB, D);
-    }
-    GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    .file()
 }
 
 fn pool() -> Arc<KernelPool> {

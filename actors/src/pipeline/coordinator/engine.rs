@@ -765,10 +765,7 @@ struct StageSeries {
 }
 
 impl PipelineMetrics {
-    fn new(
-        r: &MetricsRegistry,
-        stages: usize,
-    ) -> Result<Self, crate::gateway::MetricsError> {
+    fn new(r: &MetricsRegistry, stages: usize) -> Result<Self, crate::gateway::MetricsError> {
         let mut per_stage = Vec::new();
         for k in 0..stages {
             let label = k.to_string();

@@ -36,7 +36,7 @@ fn row_slices_of_a_matrix_give_the_same_products() {
         GgmlType::Q6_K,
     ] {
         let (rows, cols) = (45, 512);
-        let data = random_rows(ty, rows, cols, &mut rng);
+        let data = random_rows(ty, rows, cols, 1.0, &mut rng);
         let w = QuantMatrix::new(ty, rows, cols, data).unwrap();
         for &n in &[1usize, 3, 70] {
             let x: Vec<f32> = (0..n * cols)
@@ -70,7 +70,7 @@ fn random_speeds(n: usize, rng: &mut StdRng) -> Vec<f64> {
 
 /// Prefill (tiled attention path: ≥ 32 tokens; then the short path: 7 tokens), then decode
 /// steps: the group's logits equal the single node's bit for bit.
-fn check_group(arch: &str, kv: usize, speeds: &[f64], wo: WoPlacement) {
+fn check_group(arch: &'static str, kv: usize, speeds: &[f64], wo: WoPlacement) {
     let n_layers = 3;
     let f = random_model(arch, n_layers, kv, 0xC0FFEE ^ kv as u64);
     let dev = Device::flex();
