@@ -14,6 +14,8 @@ mod service;
 mod shipping;
 mod sink;
 mod spares;
+#[cfg(test)]
+mod tests;
 
 pub use backend::{PipelineBackend, sampling_for};
 pub use deploy::{
