@@ -14,7 +14,7 @@ use super::engine::{
     Admission, GenOptions, GenSummary, GenToken, PREFILL_CHUNK, PREFILL_CHUNK_SHARED, Pipeline,
     PipelineError, SCORE_CHUNK,
 };
-use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall};
+use super::sequence::{Action, Event, Finish, Sequence, SequenceSpec, Stall, Watchdog};
 use super::service::Service;
 use crate::pipeline::protocol::{SeqStart, SinkMsg, TokenLogprobs};
 
@@ -118,6 +118,14 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long a redeployed pipeline may take to produce the next token of a resumed sequence
 /// before the sequence is failed over again.
 const RESUME_BOUND: Duration = Duration::from_secs(60);
+
+/// The per-token watchdog: a pipeline that is up but gives no token for 30 s after a decode
+/// step, or 30 s plus 100 ms per token after a prefill (a 1,000-token prompt: 130 s, room for
+/// a slow board), fails the request with a clear error and frees its slot.
+pub const WATCHDOG: Watchdog = Watchdog {
+    step: Duration::from_secs(30),
+    per_prompt_token: Duration::from_millis(100),
+};
 
 /// A generation driven to its end.
 pub(crate) struct Outcome {
@@ -228,6 +236,7 @@ pub(crate) async fn drive(
         prefill_chunk,
         resumable: resume.is_some(),
         resume_bound: Some(RESUME_BOUND),
+        watchdog: Some(WATCHDOG),
     });
     let mut attempt = Attempt::open(pipeline, slot);
     let mut start = SeqStart {

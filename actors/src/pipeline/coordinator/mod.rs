@@ -26,7 +26,7 @@ pub use engine::{
     Admission, GenOptions, GenSummary, GenToken, HopTotals, PREFILL_CHUNK, PREFILL_CHUNK_SHARED,
     Pipeline, PipelineError,
 };
-pub use sequence::{Finish, Stall};
+pub use sequence::{Finish, Stall, Watchdog};
 pub use service::{FAILOVER_WAIT, Resumable, Service};
 pub use shipping::{ShipError, ShipReport, node_has_shard, ship_shard, ship_shard_windowed};
 pub use sink::SinkActor;

@@ -97,6 +97,32 @@ pub struct SequenceSpec {
     /// Longest a redeployed pipeline may take to produce the next token before the sequence
     /// is failed again (`None`: no bound).
     pub resume_bound: Option<Duration>,
+    /// The per-token watchdog (`None`: none): a pipeline that is up but stops answering a
+    /// batch fails the sequence, which frees its slot.
+    pub watchdog: Option<Watchdog>,
+}
+
+/// How long the pipeline may take to answer the batch in flight before the sequence fails:
+/// `step`, plus `per_prompt_token` for each token of a prefill (a long prompt takes longer
+/// than a decode step, more so on a slow board).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// The bound of a decode step.
+    pub step: Duration,
+    /// Added per prefilled token.
+    pub per_prompt_token: Duration,
+}
+
+impl Watchdog {
+    /// The bound for a batch of `tokens` input tokens.
+    pub fn bound(&self, tokens: usize) -> Duration {
+        if tokens <= 1 {
+            self.step
+        } else {
+            self.step
+                .saturating_add(self.per_prompt_token.saturating_mul(tokens as u32))
+        }
+    }
 }
 
 /// One batch to send to the first stage.
@@ -199,6 +225,9 @@ pub struct Sequence {
     last_token_at: Option<Instant>,
     /// The failure being recovered from: (first noticed, redeployed).
     recovering: Option<(Instant, Option<Instant>)>,
+    /// Since when the pipeline owes the next token, and for a batch of how many input tokens
+    /// (the watchdog's clock).
+    owed: Option<(Instant, usize)>,
     resumed: u32,
     stalls: Vec<Stall>,
 }
@@ -213,6 +242,7 @@ impl Sequence {
             pos: 0,
             last_token_at: None,
             recovering: None,
+            owed: None,
             resumed: 0,
             stalls: Vec::new(),
         }
@@ -297,6 +327,7 @@ impl Sequence {
         }
         self.phase = Phase::Prefill;
         self.pos = 0;
+        self.owed = Some((now, input.len()));
         let sizes = prefill_chunks(input.len(), self.spec.prefill_chunk);
         let n_chunks = sizes.len();
         let mut actions = Vec::with_capacity(n_chunks);
@@ -357,6 +388,7 @@ impl Sequence {
                 sample: true,
             }));
             self.pos += 1;
+            self.owed = Some((now, 1));
         }
         actions
     }
@@ -376,6 +408,20 @@ impl Sequence {
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if let (Some(w), Some((since, tokens)), Phase::Prefill | Phase::Decode) =
+            (self.spec.watchdog, self.owed, self.phase)
+        {
+            let bound = w.bound(tokens);
+            if now.saturating_duration_since(since) > bound {
+                return self.fail(format!(
+                    "the pipeline gave no token for {:.0} s (the bound for a batch of {tokens} \
+                     token{}): a stage has stopped answering; the request is failed and its \
+                     slot freed",
+                    bound.as_secs_f64(),
+                    if tokens == 1 { "" } else { "s" }
+                ));
+            }
+        }
         let (Some(bound), Some((_, Some(redeployed)))) = (self.spec.resume_bound, self.recovering)
         else {
             return Vec::new();
@@ -416,6 +462,7 @@ mod tests {
             prefill_chunk: 4,
             resumable: true,
             resume_bound: Some(Duration::from_secs(10)),
+            watchdog: None,
         }
     }
 
@@ -747,6 +794,62 @@ mod tests {
             s.on(Event::Tick { now: at(13) }),
             vec![Action::AwaitRedeploy]
         );
+    }
+
+    #[test]
+    fn the_watchdog_fails_a_sequence_whose_pipeline_stops_answering() {
+        let base = t0();
+        let at = |ms: u64| base + Duration::from_millis(ms);
+        let w = Watchdog {
+            step: Duration::from_secs(2),
+            per_prompt_token: Duration::from_millis(100),
+        };
+        assert_eq!(w.bound(1), Duration::from_secs(2));
+        assert_eq!(w.bound(10), Duration::from_secs(3));
+        let fails =
+            |a: &[Action]| matches!(a, [Action::Fail(e)] if e.contains("stopped answering"));
+        // A prompt of 10 tokens may take 3 s; each later token 2 s from the one before.
+        let mut s = Sequence::new(SequenceSpec {
+            watchdog: Some(w),
+            ..spec(10, 5)
+        });
+        s.on(Event::Started { now: at(0) });
+        assert!(
+            s.on(Event::Tick { now: at(2_900) }).is_empty(),
+            "prefill in time"
+        );
+        s.on(tok(7, at(2_950)));
+        assert!(
+            s.on(Event::Tick { now: at(4_900) }).is_empty(),
+            "a step in time"
+        );
+        s.on(tok(8, at(4_950)));
+        let a = s.on(Event::Tick { now: at(7_000) });
+        assert!(fails(&a), "{a:?}");
+        assert_eq!(s.phase(), Phase::Done);
+        assert_eq!(s.generated(), [7, 8], "the tokens sent stay sent");
+        // Every phase: a stuck prefill fails too, and a sequence waiting for a redeploy is
+        // not the watchdog's (the resume bound covers the replay).
+        let mut p = Sequence::new(SequenceSpec {
+            watchdog: Some(w),
+            ..spec(10, 5)
+        });
+        p.on(Event::Started { now: at(0) });
+        assert!(fails(&p.on(Event::Tick { now: at(3_100) })));
+        let mut r = Sequence::new(SequenceSpec {
+            watchdog: Some(w),
+            ..spec(10, 5)
+        });
+        r.on(Event::Started { now: at(0) });
+        r.on(Event::Interrupted {
+            error: "x".into(),
+            now: at(1_000),
+        });
+        assert!(r.on(Event::Tick { now: at(60_000) }).is_empty());
+        // Without a watchdog nothing fires.
+        let mut n = Sequence::new(spec(10, 5));
+        n.on(Event::Started { now: at(0) });
+        assert!(n.on(Event::Tick { now: at(600_000) }).is_empty());
     }
 
     #[test]
