@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the cargo-fuzz targets in fuzz/ (gguf, wire, http) and runs each for a bounded time,
+# Builds the cargo-fuzz targets in fuzz/ (gguf, wire, http, member) and runs each for a bounded time,
 # starting from the seed corpus kept in fuzz/corpus/<target>/. Fails on the first crash, panic,
 # timeout or out-of-memory, printing the input that caused it (kept under fuzz/artifacts/).
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 secs="${1:-60}"
 case "$secs" in ''|*[!0-9]*) echo "usage: $0 [seconds]" >&2; exit 2 ;; esac
-targets=(gguf wire http)
+targets=(gguf wire http member)
 export RUSTC_BOOTSTRAP=1
 # The same flags for build and run, so `run` does not rebuild.
 flags=(-s none --codegen-units 16)

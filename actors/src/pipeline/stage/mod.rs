@@ -22,6 +22,6 @@ pub use shard_dir::{
     user_cache_dir,
 };
 pub use shard_store::{
-    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash,
+    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash, validate_hash,
 };
 pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};
