@@ -10,7 +10,7 @@
 
 use edgeray::pipeline::protocol::hidden::{decode_f32, decode_hidden};
 use edgeray::pipeline::protocol::{SinkMsg, StageArgs, StageMsg};
-use edgeray::pipeline::stage::{WeightsMsg, validate_hash};
+use edgeray::pipeline::stage::{StageClaim, WeightsMsg, check_claim, validate_hash};
 use edgeray_model::sampling::Sampler;
 use edgeray_model::sampling::constraint::OutputFormat;
 use edgeray_runtime::codec;
@@ -71,6 +71,16 @@ fuzz_target!(|data: &[u8]| {
         0 => stage(body, tail),
         1 => drop(codec::decode::<SinkMsg>(body)),
         2 => weights(body),
-        _ => drop(codec::decode::<StageArgs>(body)),
+        _ => {
+            // Spawn arguments: what they claim from the board is checked before anything loads.
+            if let Ok(a) = codec::decode::<StageArgs>(body) {
+                let claim = StageClaim {
+                    ctx: a.ctx,
+                    sequences: a.max_sequences,
+                    kv_bytes_per_position: (a.layers.len() as u64).saturating_mul(4096),
+                };
+                let _ = check_claim(claim, 32_768, Some(8 << 30));
+            }
+        }
     }
 });

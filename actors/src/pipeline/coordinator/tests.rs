@@ -222,3 +222,54 @@ async fn a_lost_stage_node_is_replaced_and_the_answer_is_the_same() {
     svc.shutdown().await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_claiming_more_than_its_board_offers_is_refused() {
+    use crate::pipeline::protocol::StageArgs;
+    use crate::pipeline::stage::{StageActor, content_hash};
+    use edgeray_model::arch::StageSpec;
+    use edgeray_model::gguf::GgufFile;
+    use edgeray_model::shard::build_stage_shard;
+    use edgeray_runtime::actor::{ActorId, SpawnOptions};
+
+    let s = Setup::new("qwen2", 1).await;
+    // A one-stage deployment leaves the whole model's shard in the node's cache.
+    let p = s.deploy(1, 1, 1).await;
+    let file = GgufFile::open(&s.model).unwrap();
+    let hash = content_hash(&build_stage_shard(&file, &StageSpec::full(4)).unwrap());
+    let node = s.nodes[0].node_id();
+    let args = |ctx: usize, max_sequences: usize| StageArgs {
+        shard: hash.clone(),
+        layers: 0..4,
+        n_layers: 4,
+        index: 0,
+        ctx,
+        threads: 1,
+        max_sequences,
+        next: None,
+        sink: ActorId { node, local: 1 },
+        dtype: Default::default(),
+        label: "a claim".into(),
+        tp: None,
+    };
+    let spawn = |a: StageArgs| {
+        let c = s.nodes[0].clone();
+        async move {
+            c.spawn::<StageActor>(a, SpawnOptions::new().on(node))
+                .await
+                .map(|r| r.id())
+                .map_err(|e| e.to_string())
+        }
+    };
+    // The model holds 256 positions.
+    let e = spawn(args(1 << 20, 1)).await.unwrap_err();
+    assert!(e.contains("stage context of 1048576 positions"), "{e}");
+    // Full-context KV caches for a million sequences: far beyond any board's budget.
+    let e = spawn(args(256, 1 << 30)).await.unwrap_err();
+    assert!(e.contains("this board offers"), "{e}");
+    // A claim the board can give is taken.
+    let ok = spawn(args(64, 2)).await.expect("a fitting claim");
+    assert_eq!(ok.node, node);
+    p.shutdown().await;
+    s.shutdown().await;
+}

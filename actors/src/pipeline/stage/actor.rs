@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use edgeray_model::arch::{
-    BatchItem, KvCache, LogitsFor, Stage, StageInput, StageOutput, StageSpec, hidden_from_vec,
-    hidden_to_vec,
+    BatchItem, KvCache, LogitsFor, ModelConfig, Stage, StageInput, StageOutput, StageSpec,
+    hidden_from_vec, hidden_to_vec,
 };
 use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
@@ -28,6 +28,7 @@ use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
 
 use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
+use super::claims::{StageClaim, check_claim};
 use super::group::{self, Group};
 use super::logprobs;
 use super::shard_dir::open_shard_store;
@@ -221,6 +222,24 @@ impl RemoteActor for StageActor {
         let path = lease.path();
         let file = GgufFile::open(path)
             .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
+        // What the arguments claim from this board, before anything is loaded.
+        let config = ModelConfig::from_gguf(&file)
+            .map_err(|e| ActorError::new(format!("shard {}: {e}", path.display())))?;
+        let members = args.tp.as_ref().map_or(1, |t| t.speeds.len().max(1)) as u64;
+        let claim = StageClaim {
+            ctx: args.ctx,
+            sequences: args.max_sequences,
+            kv_bytes_per_position: config.kv_bytes_per_token_per_layer() as u64
+                * args.layers.len() as u64
+                / members,
+        };
+        let budget = cluster
+            .node()
+            .and_then(|n| n.member(n.node_id()))
+            .and_then(|m| m.resources)
+            .map(|r| r.memory_budget);
+        check_claim(claim, config.context_length, budget)
+            .map_err(|e| ActorError::new(format!("stage refused: {e}")))?;
         let threads = capped_threads(args.threads);
         if threads < args.threads {
             tracing::info!(

@@ -5,6 +5,7 @@
 
 mod actor;
 mod batching;
+mod claims;
 mod compute_score;
 mod constraint;
 mod group;
@@ -16,6 +17,7 @@ pub(crate) mod weights;
 
 pub use actor::{StageActor, capped_threads};
 pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
+pub use claims::{ClaimError, StageClaim, check_claim};
 pub use compute_score::measure_compute_score;
 pub use shard_dir::{
     ShardCacheBudget, ShardDir, open_shard_store, set_shard_cache_budget, set_shard_dir, shard_dir,
