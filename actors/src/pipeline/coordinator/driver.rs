@@ -444,6 +444,18 @@ pub(crate) async fn drive(
             actions.extend(seq.on(Event::ClientGone));
             continue;
         }
+        // A token for another position than the one awaited is not this sequence's next:
+        // dropped (a member that is not the last stage, or a stale duplicate).
+        if let Arrived::Sink(Some(SinkMsg::Token { pos, .. })) = &arrived
+            && seq.awaited_position() != Some(*pos as usize)
+        {
+            tracing::warn!(
+                pos,
+                awaited = ?seq.awaited_position(),
+                "a token for a position the sequence does not await: dropped"
+            );
+            continue;
+        }
         let ev = match arrived {
             Arrived::Sink(Some(SinkMsg::Token {
                 token,

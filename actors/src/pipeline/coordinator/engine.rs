@@ -8,7 +8,7 @@
 //! admitted sequences stays below the mailbox capacity.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use edgeray_model::chat::{ChatMessage, ChatTemplate};
@@ -208,7 +208,6 @@ struct Inner {
     d: Deployed,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
-    next_seq: AtomicU64,
     broken: watch::Sender<Option<String>>,
     /// The stage whose stop broke the pipeline.
     broken_stage: Mutex<Option<usize>>,
@@ -236,7 +235,6 @@ impl Pipeline {
         let inner = Arc::new(Inner {
             slots: Arc::new(Semaphore::new(d.max_sequences)),
             queued: AtomicUsize::new(0),
-            next_seq: AtomicU64::new(1),
             broken,
             broken_stage: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -531,9 +529,18 @@ impl Pipeline {
     /// channel until the returned guard releases it on every stage.
     pub(crate) fn open_sequence(&self) -> (SeqId, mpsc::Receiver<SinkMsg>, SeqGuard) {
         let d = &self.inner.d;
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<SinkMsg>(4);
-        d.routes.insert(seq, tx);
+        // Unguessable: a member that is not this sequence's last stage cannot address its
+        // tokens at the sink (the sink drops messages of sequences it does not route).
+        let seq = loop {
+            let seq: SeqId = rand::random();
+            if seq != 0
+                && let dashmap::Entry::Vacant(v) = d.routes.entry(seq)
+            {
+                v.insert(tx);
+                break seq;
+            }
+        };
         let guard = SeqGuard {
             seq,
             routes: d.routes.clone(),

@@ -253,6 +253,13 @@ impl Sequence {
         self.phase
     }
 
+    /// The position of the token the sequence waits for (the sink's `pos` of the answer to
+    /// the batches in flight), or `None` when it waits for none. A token for any other
+    /// position is not this sequence's next one.
+    pub fn awaited_position(&self) -> Option<usize> {
+        matches!(self.phase, Phase::Prefill | Phase::Decode).then_some(self.pos)
+    }
+
     /// Every token the client got, in order.
     pub fn generated(&self) -> &[u32] {
         &self.generated
@@ -794,6 +801,40 @@ mod tests {
             s.on(Event::Tick { now: at(13) }),
             vec![Action::AwaitRedeploy]
         );
+    }
+
+    #[test]
+    fn the_awaited_position_follows_the_batches_in_flight() {
+        let now = t0();
+        let mut s = Sequence::new(spec(5, 3));
+        assert_eq!(s.awaited_position(), None);
+        s.on(Event::Started { now });
+        assert_eq!(
+            s.awaited_position(),
+            Some(5),
+            "the prompt's last chunk samples at 5"
+        );
+        s.on(tok(9, now));
+        assert_eq!(s.awaited_position(), Some(6));
+        s.on(Event::Interrupted {
+            error: "x".into(),
+            now,
+        });
+        assert_eq!(
+            s.awaited_position(),
+            None,
+            "nothing in flight while interrupted"
+        );
+        s.on(Event::Started { now });
+        assert_eq!(
+            s.awaited_position(),
+            Some(6),
+            "the replay covers prompt + token 9"
+        );
+        s.on(tok(10, now));
+        s.on(tok(11, now));
+        assert_eq!(s.phase(), Phase::Done);
+        assert_eq!(s.awaited_position(), None);
     }
 
     #[test]
