@@ -172,6 +172,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// A [`ClusterBuilder`](crate::actor::ClusterBuilder): actor kinds and settings, then
+    /// `local()`, `with_transport(..)` or `start(config)`.
+    pub fn builder() -> crate::actor::ClusterBuilder {
+        crate::actor::ClusterBuilder::new()
+    }
+
     /// A single-node actor system (no networking) with a random node id: for tests and
     /// programs that only need local actors.
     pub fn local(registry: Registry, config: ActorSystemConfig) -> Result<Cluster, ClusterError> {
@@ -574,6 +580,22 @@ impl Cluster {
         let remote = self.remote(id.node).map_err(TellError::NodeDown)?;
         let body = crate::codec::encode(&env.msg).map_err(|e| TellError::Codec(e.to_string()))?;
         remote.tell(id, body, env.tail).await
+    }
+
+    pub(crate) async fn remote_try_tell<A: RemoteActor>(
+        &self,
+        id: ActorId,
+        env: Envelope<A::Msg>,
+    ) -> Result<(), TellError> {
+        if id.node == self.inner.node {
+            return match self.inner.locals.typed::<A>(id.local) {
+                Some(l) => l.try_tell(env),
+                None => Err(TellError::ActorDead),
+            };
+        }
+        let remote = self.remote(id.node).map_err(TellError::NodeDown)?;
+        let body = crate::codec::encode(&env.msg).map_err(|e| TellError::Codec(e.to_string()))?;
+        remote.try_tell(id, body, env.tail).await
     }
 
     pub(crate) async fn remote_ask<A: RemoteActor>(

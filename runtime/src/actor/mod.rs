@@ -2,16 +2,20 @@
 //! [`ActorRef`]s that work the same for local and remote actors.
 //!
 //! - [`RemoteActor`]: a named actor kind with serde `Args`/`Msg`/`Reply`.
+//! - [`TypedActor`]: a named actor kind with one [`Handler`] per [`Message`] type, each message
+//!   type declaring its own reply ([`ActorRef::call`] / [`ActorRef::cast`]).
 //! - [`Registry`]: the kinds a node can create (so another node can spawn them by name).
 //! - [`Envelope`]: a message plus a raw byte tail that bypasses serde (tensors).
 //! - Bounded mailboxes ([`Mailbox`]): `tell` waits for room; remotely, the receiving node reads
 //!   the next frame of a stream only after reserving room, so QUIC flow control pushes back.
+//! - [`TestCluster`]: N nodes in one process over loopback QUIC, for tests and examples.
 //! - [`placement`]: resource needs, per-node reservations and the pluggable placement choice.
 //!
 //! The entry point is [`Cluster`] ([`cluster`]): it spawns, looks up, messages and watches
 //! actors, and holds the node-local state actors share ([`Cluster::extension`]).
 
 mod actor_ref;
+mod builder;
 pub mod cluster;
 mod envelope;
 mod error;
@@ -20,21 +24,29 @@ mod kind;
 mod lifecycle;
 pub(crate) mod local;
 mod mailbox;
+mod payload;
 pub mod placement;
 mod registry;
 pub(crate) mod remote;
+mod test_cluster;
 mod threads;
+mod typed;
+mod typed_ref;
 
 pub use actor_ref::{ActorId, ActorRef};
-pub use cluster::{ActorSystemConfig, Cluster, SpawnOptions, WeakCluster};
+pub use builder::ClusterBuilder;
+pub use cluster::{ActorSystemConfig, Cluster, ClusterError, SpawnOptions, WeakCluster};
 pub use envelope::Envelope;
 pub use error::{ActorError, AskError, SpawnError, TellError};
 pub use kind::{ActorCtx, RemoteActor};
 pub use lifecycle::StopReason;
 pub use mailbox::{DEFAULT_MAILBOX, Mailbox, MailboxClosed};
+pub use payload::{Request, Response};
 pub use placement::{Budget, Candidate, FirstFit, Resources, SpawnPlacement};
 pub use registry::Registry;
 pub use remote::{KIND_MAIL, KIND_RPC};
+pub use test_cluster::{TestCluster, TestClusterBuilder, TestClusterError};
 pub use threads::ThreadsError;
+pub use typed::{Handler, Message, Messages, TypedActor};
 #[cfg(test)]
 mod tests;

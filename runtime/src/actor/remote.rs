@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor_ref::ActorId;
-use super::error::{AskError, SpawnError, TellError};
+use super::error::{ActorError, AskError, SpawnError, TellError};
 use super::lifecycle::{Lifecycle, StopReason};
 use super::local::LocalCell;
 use super::placement::{Budget, Resources};
@@ -101,8 +101,12 @@ impl WireMessage for RpcResponse {
 /// Body of a `REPLY_ERR` frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum ReplyFault {
+    /// The handler's own error ([`ActorError::Failed`]), as text.
     Failed(String),
     ActorDead,
+    /// Any other [`ActorError`] (panic, unknown message type, undecodable message), typed.
+    /// Added after `Failed` and `ActorDead` so their encodings are unchanged.
+    Actor(ActorError),
 }
 
 /// Why a mail link ended.
@@ -164,6 +168,21 @@ impl Link {
             return Err(self.reason());
         }
         done.await.unwrap_or_else(|_| Err(self.reason()))
+    }
+
+    /// Queues a frame without a reply only if the writer can take it at once; `Ok(false)` when
+    /// it is still busy with an earlier frame.
+    fn try_send(&self, frame: Frame) -> Result<bool, LinkDown> {
+        let (written, _) = oneshot::channel();
+        match self.tx.try_send(Outgoing {
+            frame,
+            reply: None,
+            written,
+        }) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.reason()),
+        }
     }
 
     fn reason(&self) -> LinkDown {
@@ -439,6 +458,32 @@ impl Remote {
         r.map_err(|d| d.tell_error())
     }
 
+    /// Queues a tell frame if the stream can take it at once (see `ActorRef::try_tell`).
+    pub(crate) async fn try_tell(
+        &self,
+        id: ActorId,
+        body: Vec<u8>,
+        tail: Bytes,
+    ) -> Result<(), TellError> {
+        let frame = Frame {
+            msg_type: T_TELL,
+            flags: 0,
+            body: Bytes::from(body),
+            tail,
+        };
+        if self.tombstones.lock().contains(&id) {
+            return Err(TellError::ActorDead);
+        }
+        let link = self.link(id).await.map_err(|d| d.tell_error())?;
+        let r = link.try_send(frame);
+        self.forget_if_down(id, &link);
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TellError::MailboxFull),
+            Err(d) => Err(d.tell_error()),
+        }
+    }
+
     /// Sends an ask frame and waits for the encoded reply (no timeout here).
     pub(crate) async fn ask(&self, id: ActorId, body: Vec<u8>, tail: Bytes) -> ReplyResult {
         let frame = Frame {
@@ -612,6 +657,7 @@ async fn link_reader(
                     match crate::codec::decode::<ReplyFault>(&f.body) {
                         Ok(ReplyFault::Failed(s)) => Err(AskError::Remote(s)),
                         Ok(ReplyFault::ActorDead) => Err(AskError::ActorDead),
+                        Ok(ReplyFault::Actor(e)) => Err(e.into()),
                         Err(e) => Err(AskError::Codec(e.to_string())),
                     }
                 };
@@ -638,7 +684,7 @@ async fn link_reader(
 
 /// What the reply writer of an incoming mail stream sends next.
 enum ReplyItem {
-    Reply(oneshot::Receiver<Result<(Bytes, Bytes), String>>),
+    Reply(oneshot::Receiver<Result<(Bytes, Bytes), ActorError>>),
     Fault(String),
 }
 
@@ -694,7 +740,7 @@ async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
             let (tx, rx) = oneshot::channel();
             if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, Some(tx)) {
                 let (tx2, rx2) = oneshot::channel();
-                let _ = tx2.send(Err(e.to_string()));
+                let _ = tx2.send(Err(ActorError::new(e.to_string())));
                 let _ = rq_tx.send(ReplyItem::Reply(rx2)).await;
                 continue;
             }
@@ -722,7 +768,8 @@ async fn reply_writer(
                     body,
                     tail,
                 },
-                Ok(Err(e)) => fault_frame(T_REPLY_ERR, &ReplyFault::Failed(e)),
+                Ok(Err(ActorError::Failed(e))) => fault_frame(T_REPLY_ERR, &ReplyFault::Failed(e)),
+                Ok(Err(e)) => fault_frame(T_REPLY_ERR, &ReplyFault::Actor(e)),
                 Err(_) => fault_frame(T_REPLY_ERR, &ReplyFault::ActorDead),
             },
             ReplyItem::Fault(text) => fault_frame(T_FAULT, &text),
