@@ -425,7 +425,7 @@ impl Cluster {
     }
 
     /// Placement candidates: this node first, then the reachable remote nodes.
-    async fn candidates(&self, kind: &str) -> Vec<Candidate> {
+    pub(crate) async fn candidates(&self, kind: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
         if self.inner.registry.contains(kind) {
             out.push(Candidate {

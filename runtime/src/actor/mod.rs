@@ -8,6 +8,8 @@
 //! - [`Envelope`]: a message plus a raw byte tail that bypasses serde (tensors).
 //! - Bounded mailboxes ([`Mailbox`]): `tell` waits for room; remotely, the receiving node reads
 //!   the next frame of a stream only after reserving room, so QUIC flow control pushes back.
+//! - Supervision ([`Cluster::supervise`]): restart policies ([`RestartPolicy`]) for actors
+//!   anywhere in the cluster, re-placing a child whose node is gone.
 //! - [`TestCluster`]: N nodes in one process over loopback QUIC, for tests and examples.
 //! - [`placement`]: resource needs, per-node reservations and the pluggable placement choice.
 //!
@@ -28,6 +30,8 @@ mod payload;
 pub mod placement;
 mod registry;
 pub(crate) mod remote;
+mod restart;
+mod supervisor;
 mod test_cluster;
 mod threads;
 mod typed;
@@ -45,6 +49,8 @@ pub use payload::{Request, Response};
 pub use placement::{Budget, Candidate, FirstFit, Resources, SpawnPlacement};
 pub use registry::Registry;
 pub use remote::{KIND_MAIL, KIND_RPC};
+pub use restart::{Backoff, Restart, RestartPolicy};
+pub use supervisor::{ChildState, Outcome, Supervised};
 pub use test_cluster::{TestCluster, TestClusterBuilder, TestClusterError};
 pub use threads::ThreadsError;
 pub use typed::{Handler, Message, Messages, TypedActor};
