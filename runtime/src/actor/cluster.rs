@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     pub(crate) placement: Arc<dyn SpawnPlacement>,
     pub(crate) remote: Option<Arc<Remote>>,
     membership: std::sync::OnceLock<NodeHandle>,
+    /// Set by [`Cluster::drain`]: no new actors here, not a placement candidate.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     next_ticket: std::sync::atomic::AtomicU64,
     /// Node-local state shared by the actors of this node, one value per type.
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
@@ -257,6 +259,7 @@ impl Cluster {
                 placement: config.placement,
                 remote,
                 membership: std::sync::OnceLock::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
                 extensions: dashmap::DashMap::new(),
             }),
@@ -407,8 +410,12 @@ impl Cluster {
         }
     }
 
-    /// Reserves resources under a fresh ticket; the returned callback releases them.
+    /// Reserves resources under a fresh ticket; the returned callback releases them. Refused
+    /// while the node drains.
     fn reserve(&self, need: &Resources) -> Result<OnStop, SpawnError> {
+        if self.is_draining() {
+            return Err(SpawnError::Draining);
+        }
         let ticket = self
             .inner
             .next_ticket
@@ -427,7 +434,7 @@ impl Cluster {
     /// Placement candidates: this node first, then the reachable remote nodes.
     pub(crate) async fn candidates(&self, kind: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
-        if self.inner.registry.contains(kind) {
+        if self.inner.registry.contains(kind) && !self.is_draining() {
             out.push(Candidate {
                 node: self.inner.node,
                 budget: self.local_budget(),

@@ -150,4 +150,7 @@ pub enum SpawnError {
     /// The local actor system has shut down.
     #[error("actor system is shut down")]
     Shutdown,
+    /// The target node is draining ([`crate::actor::Cluster::drain`]) and takes no new actors.
+    #[error("the node is draining")]
+    Draining,
 }

@@ -382,6 +382,11 @@ impl LocalActors {
         self.by_id.len()
     }
 
+    /// Every live actor.
+    pub(crate) fn cells(&self) -> Vec<Arc<dyn LocalCell>> {
+        self.by_id.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// Stops every actor (their watchers see `Shutdown`) and the actor threads.
     pub(crate) fn shutdown(&self) {
         let cells: Vec<_> = self.by_id.iter().map(|e| e.value().clone()).collect();

@@ -19,6 +19,7 @@
 mod actor_ref;
 mod builder;
 pub mod cluster;
+mod drain;
 mod envelope;
 mod error;
 mod host;
@@ -40,6 +41,7 @@ mod typed_ref;
 pub use actor_ref::{ActorId, ActorRef};
 pub use builder::ClusterBuilder;
 pub use cluster::{ActorSystemConfig, Cluster, ClusterError, SpawnOptions, WeakCluster};
+pub use drain::DrainReport;
 pub use envelope::Envelope;
 pub use error::{ActorError, AskError, SpawnError, TellError};
 pub use kind::{ActorCtx, RemoteActor};

@@ -834,9 +834,9 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                 tracing::debug!(%kind, from = %peer.short(), "remote spawn");
                 RpcResponse::Spawned(c.spawn_encoded(&kind, &args, &opts).await)
             }
-            RpcRequest::Budget { kind } => {
-                RpcResponse::Budget(c.registry().contains(&kind).then(|| c.local_budget()))
-            }
+            RpcRequest::Budget { kind } => RpcResponse::Budget(
+                (c.registry().contains(&kind) && !c.is_draining()).then(|| c.local_budget()),
+            ),
             RpcRequest::Lookup { name, kind } => RpcResponse::Found(
                 c.inner
                     .locals
