@@ -142,7 +142,7 @@ async fn the_restart_limit_gives_up_and_backoff_delays_each_restart() {
 async fn a_child_whose_node_is_killed_is_replaced_on_a_node_that_fits() {
     const GIB: u64 = 1 << 30;
     // Node 0 (the supervisor's) has no memory to offer; nodes 1 and 2 have 1 GiB each.
-    let mut tc = TestCluster::start(3)
+    let tc = TestCluster::start(3)
         .register::<Calc>()
         .capacity(0, Resources::none())
         .capacity(1, Resources::none().memory(GIB))

@@ -15,13 +15,15 @@ use super::lifecycle::StopReason;
 use super::restart::{RestartBudget, RestartPolicy};
 use crate::identity::NodeId;
 
-/// How a supervised actor's supervision ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a supervised actor's supervision ended (an error where a running actor was expected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Outcome {
     /// The actor stopped for a reason its policy does not restart.
+    #[error("supervised actor stopped ({0:?}); its policy does not restart it")]
     Stopped(StopReason),
     /// The policy's restart limit was reached; `last` says what the last incarnation or
     /// re-spawn attempt ended with.
+    #[error("supervisor gave up after {restarts} restarts; last: {last}")]
     GaveUp {
         /// Restart attempts made.
         restarts: u32,
@@ -29,6 +31,7 @@ pub enum Outcome {
         last: String,
     },
     /// [`Supervised::stop`] ended it (the actor was asked to stop).
+    #[error("supervision was stopped")]
     Cancelled,
 }
 

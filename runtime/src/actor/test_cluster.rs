@@ -41,7 +41,7 @@ pub enum TestClusterError {
 struct TestNode {
     cluster: Cluster,
     transport: Transport,
-    alive: bool,
+    alive: std::sync::atomic::AtomicBool,
 }
 
 /// N nodes in one process over real loopback QUIC (one shared cluster secret, a fresh identity
@@ -79,7 +79,7 @@ impl std::fmt::Debug for TestCluster {
             .entries(
                 self.nodes
                     .iter()
-                    .map(|n| (n.cluster.node_id().short(), n.alive)),
+                    .map(|n| (n.cluster.node_id().short(), n.is_alive())),
             )
             .finish()
     }
@@ -123,7 +123,7 @@ impl TestCluster {
 
     /// Whether node `i` has not been killed.
     pub fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].alive
+        self.nodes[i].is_alive()
     }
 
     /// Node `i`'s transport.
@@ -134,20 +134,25 @@ impl TestCluster {
     /// Takes node `i` down the way a crashed process goes: its actors stop and its endpoint
     /// closes, so the other nodes see the connection end (their watches of its actors resolve
     /// with `NodeDown`).
-    pub async fn kill(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        if n.alive {
-            n.alive = false;
+    pub async fn kill(&self, i: usize) {
+        let n = &self.nodes[i];
+        if n.alive.swap(false, std::sync::atomic::Ordering::AcqRel) {
             n.cluster.shutdown().await;
             n.transport.shutdown().await;
         }
     }
 
     /// Shuts every node down.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         for i in 0..self.nodes.len() {
             self.kill(i).await;
         }
+    }
+}
+
+impl TestNode {
+    fn is_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -233,7 +238,7 @@ impl TestClusterBuilder {
             nodes.push(TestNode {
                 cluster,
                 transport,
-                alive: true,
+                alive: std::sync::atomic::AtomicBool::new(true),
             });
         }
         for j in 0..nodes.len() {

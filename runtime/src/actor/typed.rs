@@ -158,10 +158,14 @@ async fn dispatch<A: TypedActor>(
     A::messages(&mut m);
     match m.matched {
         Some(handling) => handling.await,
-        None => Err(ActorError::UnknownMessage {
-            kind: A::kind().to_string(),
-            message: name,
-        }),
+        None => {
+            // Logged as well: a `cast` of an unknown type has no caller to report to.
+            tracing::warn!(kind = A::kind(), message = %name, "no handler for message type");
+            Err(ActorError::UnknownMessage {
+                kind: A::kind().to_string(),
+                message: name,
+            })
+        }
     }
 }
 
