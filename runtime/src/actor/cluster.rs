@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     pub(crate) placement: Arc<dyn SpawnPlacement>,
     pub(crate) remote: Option<Arc<Remote>>,
     membership: std::sync::OnceLock<NodeHandle>,
+    /// This node's process-group table.
+    pub(crate) groups: Arc<crate::actor::group::Groups>,
     /// Set by [`Cluster::drain`]: no new actors here, not a placement candidate.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     next_ticket: std::sync::atomic::AtomicU64,
@@ -260,6 +262,7 @@ impl Cluster {
                 remote,
                 membership: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                groups: Arc::default(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
                 extensions: dashmap::DashMap::new(),
             }),

@@ -10,6 +10,8 @@
 //!   the next frame of a stream only after reserving room, so QUIC flow control pushes back.
 //! - Supervision ([`Cluster::supervise`]): restart policies ([`RestartPolicy`]) for actors
 //!   anywhere in the cluster, re-placing a child whose node is gone.
+//! - Process groups ([`Cluster::group`]): named sets of actors across nodes, listed and sent to
+//!   as one ([`Group`]).
 //! - [`TestCluster`]: N nodes in one process over loopback QUIC, for tests and examples.
 //! - [`placement`]: resource needs, per-node reservations and the pluggable placement choice.
 //!
@@ -22,6 +24,7 @@ pub mod cluster;
 mod drain;
 mod envelope;
 mod error;
+mod group;
 mod host;
 mod kind;
 mod lifecycle;
@@ -44,6 +47,7 @@ pub use cluster::{ActorSystemConfig, Cluster, ClusterError, SpawnOptions, WeakCl
 pub use drain::DrainReport;
 pub use envelope::Envelope;
 pub use error::{ActorError, AskError, SpawnError, TellError};
+pub use group::{Broadcast, Group, GroupError};
 pub use kind::{ActorCtx, RemoteActor};
 pub use lifecycle::StopReason;
 pub use mailbox::{DEFAULT_MAILBOX, Mailbox, MailboxClosed};

@@ -77,6 +77,19 @@ pub(crate) enum RpcRequest {
     Stop {
         local: u64,
     },
+    // Added after the variants above so their encodings are unchanged.
+    JoinGroup {
+        group: String,
+        local: u64,
+    },
+    LeaveGroup {
+        group: String,
+        local: u64,
+    },
+    GroupMembers {
+        group: String,
+        kind: String,
+    },
 }
 
 impl WireMessage for RpcRequest {
@@ -92,6 +105,10 @@ pub(crate) enum RpcResponse {
     Found(Option<u64>),
     Stopped(StopReason),
     Ack,
+    /// Whether the actor was alive to join the group.
+    Joined(bool),
+    /// A group's members of the asked kind on the answering node.
+    Members(Vec<u64>),
 }
 
 impl WireMessage for RpcResponse {
@@ -849,6 +866,16 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                     cell.stop();
                 }
                 RpcResponse::Ack
+            }
+            RpcRequest::JoinGroup { group, local } => {
+                RpcResponse::Joined(super::group::join_local(&c, &group, local))
+            }
+            RpcRequest::LeaveGroup { group, local } => {
+                c.inner.groups.remove(&group, local);
+                RpcResponse::Ack
+            }
+            RpcRequest::GroupMembers { group, kind } => {
+                RpcResponse::Members(c.inner.groups.members(&group, &kind))
             }
             RpcRequest::Watch { local } => {
                 let wait = c.inner.locals.get(local).map(|cell| cell.life().wait());

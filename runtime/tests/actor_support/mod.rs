@@ -30,7 +30,7 @@ pub struct Calc {
 }
 
 /// Adds to the total; replies with the new total.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Add(pub i64);
 impl Message for Add {
     type Reply = i64;
