@@ -329,38 +329,78 @@ impl Cluster {
         self.inner.locals.len()
     }
 
-    /// Spawns an actor of kind `A`: on `opts.node` if given, else on the first node (this one
-    /// first) that the placement function picks. Its resources stay reserved on that node until
-    /// it stops.
+    /// Spawns an actor of kind `A`: on `opts.node` if given, else on the node the placement
+    /// function picks among this node (first) and the reachable nodes that know the kind. When
+    /// the picked node refuses (no room any more, draining, down), the placement function picks
+    /// again among the remaining candidates; the last refusal is returned when none is left. Its
+    /// resources stay reserved on that node until it stops.
     pub async fn spawn<A: RemoteActor>(
         &self,
         args: A::Args,
         opts: SpawnOptions,
     ) -> Result<ActorRef<A>, SpawnError> {
-        let target = match opts.node {
-            Some(n) => n,
-            None => {
-                let candidates = self.candidates(A::kind()).await;
-                self.inner
-                    .placement
-                    .place(&opts.resources, &candidates)
-                    .ok_or_else(|| SpawnError::NoNodeFits(format!("{:?}", opts.resources)))?
-            }
-        };
-        if target == self.inner.node {
-            self.spawn_here::<A>(args, &opts).await
-        } else {
-            let args = crate::codec::encode(&args).map_err(|e| SpawnError::Codec(e.to_string()))?;
-            let local = self.remote_spawn(target, A::kind(), args, &opts).await?;
-            Ok(ActorRef::new(
-                ActorId {
-                    node: target,
-                    local,
-                },
-                None,
-                self.clone(),
-            ))
+        if let Some(node) = opts.node {
+            return if node == self.inner.node {
+                self.spawn_here::<A>(args, &opts).await
+            } else {
+                let args = encode_args(&args)?;
+                self.spawn_there::<A>(node, args, &opts).await
+            };
         }
+        let mut candidates = self.candidates(A::kind()).await;
+        let mut args = Some(args);
+        let mut encoded: Option<Vec<u8>> = None;
+        let mut refused: Option<SpawnError> = None;
+        loop {
+            let Some(target) = self.inner.placement.place(&opts.resources, &candidates) else {
+                return Err(refused
+                    .unwrap_or_else(|| SpawnError::NoNodeFits(format!("{:?}", opts.resources))));
+            };
+            // The arguments are encoded once, before the local try consumes them, whenever
+            // another node may still need them.
+            let remote_next = target != self.inner.node || candidates.len() > 1;
+            if remote_next && encoded.is_none() {
+                if let Some(a) = &args {
+                    encoded = Some(encode_args(a)?);
+                }
+            }
+            let r = match (target == self.inner.node, args.take()) {
+                (true, Some(a)) => self.spawn_here::<A>(a, &opts).await,
+                (_, a) => {
+                    args = a;
+                    let Some(bytes) = encoded.clone() else {
+                        return Err(SpawnError::Codec("arguments already consumed".into()));
+                    };
+                    self.spawn_there::<A>(target, bytes, &opts).await
+                }
+            };
+            match r {
+                Err(
+                    e @ (SpawnError::NoNodeFits(_)
+                    | SpawnError::Draining
+                    | SpawnError::NodeDown(_)
+                    | SpawnError::Shutdown
+                    | SpawnError::UnknownKind(_)),
+                ) => {
+                    tracing::debug!(kind = A::kind(), node = %target.short(), error = %e,
+                        "spawn refused; trying the next candidate");
+                    candidates.retain(|c| c.node != target);
+                    refused = Some(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Spawns on another node from encoded arguments.
+    async fn spawn_there<A: RemoteActor>(
+        &self,
+        node: NodeId,
+        args: Vec<u8>,
+        opts: &SpawnOptions,
+    ) -> Result<ActorRef<A>, SpawnError> {
+        let local = self.remote_spawn(node, A::kind(), args, opts).await?;
+        Ok(ActorRef::new(ActorId { node, local }, None, self.clone()))
     }
 
     async fn spawn_here<A: RemoteActor>(
@@ -711,4 +751,8 @@ impl Cluster {
             .flatten()
             .next()
     }
+}
+
+fn encode_args<T: serde::Serialize>(args: &T) -> Result<Vec<u8>, SpawnError> {
+    crate::codec::encode(args).map_err(|e| SpawnError::Codec(e.to_string()))
 }

@@ -4,11 +4,12 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cluster::{ActorSystemConfig, Cluster, ClusterError};
 use super::kind::RemoteActor;
-use super::placement::Resources;
+use super::placement::{Resources, SpawnPlacement};
 use super::registry::Registry;
 use crate::identity::{Incarnation, NodeId, NodeIdentity};
 use crate::security::{ClusterSecret, ClusterSecurity};
@@ -93,6 +94,7 @@ impl TestCluster {
             registry: Registry::new(),
             nodes: vec![NodeSpec::default(); n],
             workers: 2,
+            placement: None,
         }
     }
 
@@ -179,11 +181,22 @@ impl Default for NodeSpec {
 }
 
 /// Settings of a [`TestCluster`] before it starts; `.await` it to start the nodes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TestClusterBuilder {
     registry: Registry,
     nodes: Vec<NodeSpec>,
     workers: usize,
+    placement: Option<Arc<dyn SpawnPlacement>>,
+}
+
+impl std::fmt::Debug for TestClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClusterBuilder")
+            .field("registry", &self.registry)
+            .field("nodes", &self.nodes)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestClusterBuilder {
@@ -211,6 +224,12 @@ impl TestClusterBuilder {
         self
     }
 
+    /// The placement function of every node (default [`FirstFit`](super::FirstFit)).
+    pub fn placement(mut self, placement: impl SpawnPlacement + 'static) -> Self {
+        self.placement = Some(Arc::new(placement));
+        self
+    }
+
     /// Actor threads per node (default 2).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -228,11 +247,14 @@ impl TestClusterBuilder {
                 tc.stream_receive_window = w;
             }
             let transport = Transport::bind(tc, security, Incarnation::random()).await?;
-            let config = ActorSystemConfig {
+            let mut config = ActorSystemConfig {
                 workers: self.workers,
                 capacity: spec.capacity,
                 ..Default::default()
             };
+            if let Some(p) = &self.placement {
+                config.placement = p.clone();
+            }
             let registry = spec.registry.unwrap_or_else(|| self.registry.clone());
             let cluster = Cluster::with_transport(transport.clone(), registry, config)?;
             nodes.push(TestNode {
