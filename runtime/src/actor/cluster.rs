@@ -359,10 +359,11 @@ impl Cluster {
             // The arguments are encoded once, before the local try consumes them, whenever
             // another node may still need them.
             let remote_next = target != self.inner.node || candidates.len() > 1;
-            if remote_next && encoded.is_none() {
-                if let Some(a) = &args {
-                    encoded = Some(encode_args(a)?);
-                }
+            if remote_next
+                && encoded.is_none()
+                && let Some(a) = &args
+            {
+                encoded = Some(encode_args(a)?);
             }
             let r = match (target == self.inner.node, args.take()) {
                 (true, Some(a)) => self.spawn_here::<A>(a, &opts).await,
