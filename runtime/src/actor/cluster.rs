@@ -154,6 +154,8 @@ pub(crate) struct Inner {
     membership: std::sync::OnceLock<NodeHandle>,
     /// This node's process-group table.
     pub(crate) groups: Arc<crate::actor::group::Groups>,
+    /// This node's part of the cluster-wide names.
+    pub(crate) names: Arc<crate::actor::names::Names>,
     /// Set by [`Cluster::drain`]: no new actors here, not a placement candidate.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     next_ticket: std::sync::atomic::AtomicU64,
@@ -263,6 +265,7 @@ impl Cluster {
                 membership: std::sync::OnceLock::new(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 groups: Arc::default(),
+                names: Arc::default(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
                 extensions: dashmap::DashMap::new(),
             }),

@@ -12,6 +12,8 @@
 //!   anywhere in the cluster, re-placing a child whose node is gone.
 //! - Process groups ([`Cluster::group`]): named sets of actors across nodes, listed and sent to
 //!   as one ([`Group`]).
+//! - Cluster-wide names ([`Cluster::register_global`], [`Cluster::lookup_global`]): one actor
+//!   per name among the reachable nodes, registered through the head.
 //! - [`TestCluster`]: N nodes in one process over loopback QUIC, for tests and examples.
 //! - [`placement`]: resource needs, per-node reservations and the pluggable placement choice.
 //!
@@ -30,6 +32,7 @@ mod kind;
 mod lifecycle;
 pub(crate) mod local;
 mod mailbox;
+mod names;
 mod payload;
 pub mod placement;
 mod registry;
@@ -51,6 +54,7 @@ pub use group::{Broadcast, Group, GroupError};
 pub use kind::{ActorCtx, RemoteActor};
 pub use lifecycle::StopReason;
 pub use mailbox::{DEFAULT_MAILBOX, Mailbox, MailboxClosed};
+pub use names::NameError;
 pub use payload::{Request, Response};
 pub use placement::{Budget, Candidate, FirstFit, Resources, SpawnPlacement};
 pub use registry::Registry;

@@ -90,6 +90,20 @@ pub(crate) enum RpcRequest {
         group: String,
         kind: String,
     },
+    /// To the head: register a cluster-wide name.
+    ClaimName {
+        name: String,
+        id: ActorId,
+    },
+    /// To an actor's node: the actor holds this name from now on.
+    HoldName {
+        name: String,
+        local: u64,
+    },
+    /// Which local actor holds this name.
+    NameHolder {
+        name: String,
+    },
 }
 
 impl WireMessage for RpcRequest {
@@ -109,6 +123,11 @@ pub(crate) enum RpcResponse {
     Joined(bool),
     /// A group's members of the asked kind on the answering node.
     Members(Vec<u64>),
+    Claimed(Result<(), super::names::NameError>),
+    /// Whether the actor was alive to hold the name.
+    Held(bool),
+    /// The local actor holding the name, with its kind.
+    NameHeld(Option<(u64, String)>),
 }
 
 impl WireMessage for RpcResponse {
@@ -877,6 +896,13 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
             RpcRequest::GroupMembers { group, kind } => {
                 RpcResponse::Members(c.inner.groups.members(&group, &kind))
             }
+            RpcRequest::ClaimName { name, id } => {
+                RpcResponse::Claimed(super::names::claim(&c, &name, id).await)
+            }
+            RpcRequest::HoldName { name, local } => {
+                RpcResponse::Held(super::names::hold_local(&c, &name, local))
+            }
+            RpcRequest::NameHolder { name } => RpcResponse::NameHeld(c.inner.names.holder(&name)),
             RpcRequest::Watch { local } => {
                 let wait = c.inner.locals.get(local).map(|cell| cell.life().wait());
                 let buried = c.inner.locals.stop_reason(local);
