@@ -505,13 +505,13 @@ impl Cluster {
     /// Finds an actor of kind `A` registered under `name`: on this node first, then on the
     /// other nodes.
     pub async fn lookup<A: RemoteActor>(&self, name: &str) -> Option<ActorRef<A>> {
-        if let Some(cell) = self.inner.locals.by_name(name) {
-            if cell.kind() == A::kind() {
-                return Some(self.actor_ref::<A>(ActorId {
-                    node: self.inner.node,
-                    local: cell.local_id(),
-                }));
-            }
+        if let Some(cell) = self.inner.locals.by_name(name)
+            && cell.kind() == A::kind()
+        {
+            return Some(self.actor_ref::<A>(ActorId {
+                node: self.inner.node,
+                local: cell.local_id(),
+            }));
         }
         let id = self.remote_lookup(name, A::kind()).await?;
         Some(ActorRef::new(id, None, self.clone()))

@@ -322,12 +322,7 @@ impl LocalActors {
             opts.mailbox
         });
         let life = Lifecycle::new();
-        let ctx = ActorCtx::new(
-            local_id,
-            opts.name.clone(),
-            opts.node.clone(),
-            opts.cluster.clone(),
-        );
+        let ctx = ActorCtx::new(local_id, opts.name.clone(), opts.node, opts.cluster.clone());
         let (tx, rx) = oneshot::channel();
         let (mb, lf) = (mailbox.clone(), life.clone());
         let started = self.threads.pick().spawn(async move {
