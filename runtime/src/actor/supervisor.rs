@@ -174,6 +174,37 @@ impl Cluster {
     /// up; once its node is down or shut down, the child is placed anew among the other nodes
     /// that fit `opts.resources` (by this node's placement function). The supervisor runs on
     /// this node: if this node goes away, its children are no longer supervised.
+    ///
+    /// ```
+    /// # use edgeray_runtime::actor::{ActorCtx, ActorError, Envelope, RemoteActor};
+    /// use edgeray_runtime::actor::{Backoff, Outcome, RestartPolicy, StopReason};
+    /// use edgeray_runtime::cluster::{Cluster, SpawnOptions};
+    /// # struct Fragile;
+    /// # impl RemoteActor for Fragile {
+    /// #     type Args = (); type Msg = bool; type Reply = ();
+    /// #     fn kind() -> &'static str { "doc.fragile" }
+    /// #     fn create(_: (), _: ActorCtx) -> Result<Self, ActorError> { Ok(Fragile) }
+    /// #     async fn handle(&mut self, m: Envelope<bool>) -> Result<Envelope<()>, ActorError> {
+    /// #         if m.msg { panic!("asked to") }
+    /// #         Ok(().into())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cluster = Cluster::builder().register::<Fragile>().local().unwrap();
+    /// let policy = RestartPolicy::on_failure().backoff(Backoff::NONE);
+    /// let child = cluster.supervise::<Fragile>((), SpawnOptions::new(), policy).await.unwrap();
+    /// let t = std::time::Duration::from_secs(5);
+    /// // `true` makes it panic: it is restarted as a new actor.
+    /// let _ = child.current().unwrap().ask(true, t).await;
+    /// let again = child.running_after(1).await.unwrap();
+    /// again.ask(false, t).await.unwrap();
+    /// // A normal stop is not restarted under `on_failure`.
+    /// again.stop().await;
+    /// assert_eq!(child.finished().await, Outcome::Stopped(StopReason::Stopped));
+    /// cluster.shutdown().await;
+    /// # }
+    /// ```
     pub async fn supervise<A: RemoteActor>(
         &self,
         args: A::Args,

@@ -75,8 +75,10 @@ use super::payload::{Request, Response};
 
 /// A message type: its reply type and the stable name that identifies it on the wire.
 ///
-/// The name must be the same on every node and must not change while nodes running the old
-/// and the new build talk to each other; a good choice is `"<crate>.<actor>.<message>"`.
+/// The name must be the same on every node, must not change while nodes running the old
+/// and the new build talk to each other, and must differ between the message types one actor
+/// lists (the first listed type with a name wins); a good choice is
+/// `"<crate>.<actor>.<message>"`.
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     /// What a handler of this message answers.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
