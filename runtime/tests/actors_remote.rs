@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edgeray_runtime::actor::TestCluster;
 use edgeray_runtime::actor::{
     ActorCtx, ActorError, AskError, Envelope, Registry, RemoteActor, Resources, SpawnError,
     StopReason, TellError,
 };
-use edgeray_runtime::cluster::{ActorSystemConfig, Cluster, SpawnOptions};
-use edgeray_runtime::identity::{Incarnation, NodeIdentity};
-use edgeray_runtime::security::{ClusterSecret, ClusterSecurity};
-use edgeray_runtime::transport::{Transport, TransportConfig};
+use edgeray_runtime::cluster::{Cluster, SpawnOptions};
+use edgeray_runtime::transport::Transport;
 use serde::{Deserialize, Serialize};
 
 const T: Duration = Duration::from_secs(10);
@@ -74,18 +73,6 @@ impl RemoteActor for Only {
     }
 }
 
-async fn transport(secret: &ClusterSecret, name: &str, stream_window: Option<u32>) -> Transport {
-    let identity = NodeIdentity::generate().expect("identity");
-    let security = ClusterSecurity::new(secret, &identity).expect("security");
-    let mut tc = TransportConfig::new("127.0.0.1:0".parse().unwrap(), name);
-    if let Some(w) = stream_window {
-        tc.stream_receive_window = w;
-    }
-    Transport::bind(tc, security, Incarnation::random())
-        .await
-        .expect("bind")
-}
-
 struct Pair {
     a: Cluster,
     b: Cluster,
@@ -93,32 +80,23 @@ struct Pair {
     tb: Transport,
 }
 
+/// Node a knows `Pong`; node b knows `Pong` and `Only`.
 async fn pair(cap_a: Resources, cap_b: Resources, window_b: Option<u32>) -> Pair {
-    let secret = ClusterSecret::random();
-    let ta = transport(&secret, "a", None).await;
-    let tb = transport(&secret, "b", window_b).await;
-    let cfg = |capacity| ActorSystemConfig {
-        workers: 2,
-        capacity,
-        ..Default::default()
-    };
-    let a =
-        Cluster::with_transport(ta.clone(), Registry::new().with::<Pong>(), cfg(cap_a)).unwrap();
-    let b = Cluster::with_transport(
-        tb.clone(),
-        Registry::new().with::<Pong>().with::<Only>(),
-        cfg(cap_b),
-    )
-    .unwrap();
-    ta.connect(tb.local_addr(), Some(tb.node_id()))
-        .await
-        .expect("a connects to b");
-    // Wait until both sides registered the connection.
-    let deadline = Instant::now() + T;
-    while tb.peer(ta.node_id()).is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut nodes = TestCluster::start(2)
+        .register::<Pong>()
+        .node_registry(1, Registry::new().with::<Pong>().with::<Only>())
+        .capacity(0, cap_a)
+        .capacity(1, cap_b);
+    if let Some(w) = window_b {
+        nodes = nodes.stream_window(1, w);
     }
-    Pair { a, b, ta, tb }
+    let tc = nodes.await.expect("two connected nodes");
+    Pair {
+        a: tc.node(0).clone(),
+        b: tc.node(1).clone(),
+        ta: tc.transport(0).clone(),
+        tb: tc.transport(1).clone(),
+    }
 }
 
 impl Pair {

@@ -96,6 +96,34 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    /// Sends a message only if there is room for it right now; fails with
+    /// [`TellError::MailboxFull`] instead of waiting. For a local actor "room" is a free mailbox
+    /// slot. For a remote actor the sender cannot see the mailbox: it fails when the stream to
+    /// the actor is still busy with an earlier message (held back by QUIC flow control because
+    /// the remote mailbox has been full long enough to fill the stream window). The first message
+    /// to a remote actor waits for its stream to open. A message accepted by a remote
+    /// `try_tell` is lost if the node goes down before reading it (as with `tell`).
+    pub async fn try_tell(&self, msg: impl Into<Envelope<A::Msg>>) -> Result<(), TellError> {
+        let env = msg.into();
+        match &self.local {
+            Some(l) => l.try_tell(env),
+            None => self.cluster.remote_try_tell::<A>(self.id, env).await,
+        }
+    }
+
+    /// [`tell`](Self::tell) that gives up with [`TellError::Timeout`] after `timeout`. A local
+    /// message that timed out was not queued; a remote one may already be on its way (it is
+    /// then delivered, like any message the transport accepted).
+    pub async fn tell_timeout(
+        &self,
+        msg: impl Into<Envelope<A::Msg>>,
+        timeout: Duration,
+    ) -> Result<(), TellError> {
+        tokio::time::timeout(timeout, self.tell(msg))
+            .await
+            .unwrap_or(Err(TellError::Timeout))
+    }
+
     /// Sends a message and waits for the reply, at most `timeout` in all (mailbox wait included).
     pub async fn ask(
         &self,

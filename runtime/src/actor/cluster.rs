@@ -152,6 +152,12 @@ pub(crate) struct Inner {
     pub(crate) placement: Arc<dyn SpawnPlacement>,
     pub(crate) remote: Option<Arc<Remote>>,
     membership: std::sync::OnceLock<NodeHandle>,
+    /// This node's process-group table.
+    pub(crate) groups: Arc<crate::actor::group::Groups>,
+    /// This node's part of the cluster-wide names.
+    pub(crate) names: Arc<crate::actor::names::Names>,
+    /// Set by [`Cluster::drain`]: no new actors here, not a placement candidate.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     next_ticket: std::sync::atomic::AtomicU64,
     /// Node-local state shared by the actors of this node, one value per type.
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
@@ -172,6 +178,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// A [`ClusterBuilder`](crate::actor::ClusterBuilder): actor kinds and settings, then
+    /// `local()`, `with_transport(..)` or `start(config)`.
+    pub fn builder() -> crate::actor::ClusterBuilder {
+        crate::actor::ClusterBuilder::new()
+    }
+
     /// A single-node actor system (no networking) with a random node id: for tests and
     /// programs that only need local actors.
     pub fn local(registry: Registry, config: ActorSystemConfig) -> Result<Cluster, ClusterError> {
@@ -251,6 +263,9 @@ impl Cluster {
                 placement: config.placement,
                 remote,
                 membership: std::sync::OnceLock::new(),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                groups: Arc::default(),
+                names: Arc::default(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
                 extensions: dashmap::DashMap::new(),
             }),
@@ -317,38 +332,79 @@ impl Cluster {
         self.inner.locals.len()
     }
 
-    /// Spawns an actor of kind `A`: on `opts.node` if given, else on the first node (this one
-    /// first) that the placement function picks. Its resources stay reserved on that node until
-    /// it stops.
+    /// Spawns an actor of kind `A`: on `opts.node` if given, else on the node the placement
+    /// function picks among this node (first) and the reachable nodes that know the kind. When
+    /// the picked node refuses (no room any more, draining, down), the placement function picks
+    /// again among the remaining candidates; the last refusal is returned when none is left. Its
+    /// resources stay reserved on that node until it stops.
     pub async fn spawn<A: RemoteActor>(
         &self,
         args: A::Args,
         opts: SpawnOptions,
     ) -> Result<ActorRef<A>, SpawnError> {
-        let target = match opts.node {
-            Some(n) => n,
-            None => {
-                let candidates = self.candidates(A::kind()).await;
-                self.inner
-                    .placement
-                    .place(&opts.resources, &candidates)
-                    .ok_or_else(|| SpawnError::NoNodeFits(format!("{:?}", opts.resources)))?
-            }
-        };
-        if target == self.inner.node {
-            self.spawn_here::<A>(args, &opts).await
-        } else {
-            let args = crate::codec::encode(&args).map_err(|e| SpawnError::Codec(e.to_string()))?;
-            let local = self.remote_spawn(target, A::kind(), args, &opts).await?;
-            Ok(ActorRef::new(
-                ActorId {
-                    node: target,
-                    local,
-                },
-                None,
-                self.clone(),
-            ))
+        if let Some(node) = opts.node {
+            return if node == self.inner.node {
+                self.spawn_here::<A>(args, &opts).await
+            } else {
+                let args = encode_args(&args)?;
+                self.spawn_there::<A>(node, args, &opts).await
+            };
         }
+        let mut candidates = self.candidates(A::kind()).await;
+        let mut args = Some(args);
+        let mut encoded: Option<Vec<u8>> = None;
+        let mut refused: Option<SpawnError> = None;
+        loop {
+            let Some(target) = self.inner.placement.place(&opts.resources, &candidates) else {
+                return Err(refused
+                    .unwrap_or_else(|| SpawnError::NoNodeFits(format!("{:?}", opts.resources))));
+            };
+            // The arguments are encoded once, before the local try consumes them, whenever
+            // another node may still need them.
+            let remote_next = target != self.inner.node || candidates.len() > 1;
+            if remote_next
+                && encoded.is_none()
+                && let Some(a) = &args
+            {
+                encoded = Some(encode_args(a)?);
+            }
+            let r = match (target == self.inner.node, args.take()) {
+                (true, Some(a)) => self.spawn_here::<A>(a, &opts).await,
+                (_, a) => {
+                    args = a;
+                    let Some(bytes) = encoded.clone() else {
+                        return Err(SpawnError::Codec("arguments already consumed".into()));
+                    };
+                    self.spawn_there::<A>(target, bytes, &opts).await
+                }
+            };
+            match r {
+                Err(
+                    e @ (SpawnError::NoNodeFits(_)
+                    | SpawnError::Draining
+                    | SpawnError::NodeDown(_)
+                    | SpawnError::Shutdown
+                    | SpawnError::UnknownKind(_)),
+                ) => {
+                    tracing::debug!(kind = A::kind(), node = %target.short(), error = %e,
+                        "spawn refused; trying the next candidate");
+                    candidates.retain(|c| c.node != target);
+                    refused = Some(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Spawns on another node from encoded arguments.
+    async fn spawn_there<A: RemoteActor>(
+        &self,
+        node: NodeId,
+        args: Vec<u8>,
+        opts: &SpawnOptions,
+    ) -> Result<ActorRef<A>, SpawnError> {
+        let local = self.remote_spawn(node, A::kind(), args, opts).await?;
+        Ok(ActorRef::new(ActorId { node, local }, None, self.clone()))
     }
 
     async fn spawn_here<A: RemoteActor>(
@@ -401,8 +457,12 @@ impl Cluster {
         }
     }
 
-    /// Reserves resources under a fresh ticket; the returned callback releases them.
+    /// Reserves resources under a fresh ticket; the returned callback releases them. Refused
+    /// while the node drains.
     fn reserve(&self, need: &Resources) -> Result<OnStop, SpawnError> {
+        if self.is_draining() {
+            return Err(SpawnError::Draining);
+        }
         let ticket = self
             .inner
             .next_ticket
@@ -419,9 +479,9 @@ impl Cluster {
     }
 
     /// Placement candidates: this node first, then the reachable remote nodes.
-    async fn candidates(&self, kind: &str) -> Vec<Candidate> {
+    pub(crate) async fn candidates(&self, kind: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
-        if self.inner.registry.contains(kind) {
+        if self.inner.registry.contains(kind) && !self.is_draining() {
             out.push(Candidate {
                 node: self.inner.node,
                 budget: self.local_budget(),
@@ -445,13 +505,13 @@ impl Cluster {
     /// Finds an actor of kind `A` registered under `name`: on this node first, then on the
     /// other nodes.
     pub async fn lookup<A: RemoteActor>(&self, name: &str) -> Option<ActorRef<A>> {
-        if let Some(cell) = self.inner.locals.by_name(name) {
-            if cell.kind() == A::kind() {
-                return Some(self.actor_ref::<A>(ActorId {
-                    node: self.inner.node,
-                    local: cell.local_id(),
-                }));
-            }
+        if let Some(cell) = self.inner.locals.by_name(name)
+            && cell.kind() == A::kind()
+        {
+            return Some(self.actor_ref::<A>(ActorId {
+                node: self.inner.node,
+                local: cell.local_id(),
+            }));
         }
         let id = self.remote_lookup(name, A::kind()).await?;
         Some(ActorRef::new(id, None, self.clone()))
@@ -576,6 +636,22 @@ impl Cluster {
         remote.tell(id, body, env.tail).await
     }
 
+    pub(crate) async fn remote_try_tell<A: RemoteActor>(
+        &self,
+        id: ActorId,
+        env: Envelope<A::Msg>,
+    ) -> Result<(), TellError> {
+        if id.node == self.inner.node {
+            return match self.inner.locals.typed::<A>(id.local) {
+                Some(l) => l.try_tell(env),
+                None => Err(TellError::ActorDead),
+            };
+        }
+        let remote = self.remote(id.node).map_err(TellError::NodeDown)?;
+        let body = crate::codec::encode(&env.msg).map_err(|e| TellError::Codec(e.to_string()))?;
+        remote.try_tell(id, body, env.tail).await
+    }
+
     pub(crate) async fn remote_ask<A: RemoteActor>(
         &self,
         id: ActorId,
@@ -679,4 +755,8 @@ impl Cluster {
             .flatten()
             .next()
     }
+}
+
+fn encode_args<T: serde::Serialize>(args: &T) -> Result<Vec<u8>, SpawnError> {
+    crate::codec::encode(args).map_err(|e| SpawnError::Codec(e.to_string()))
 }

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::envelope::Envelope;
+use super::error::ActorError;
 use super::kind::{ActorCtx, RemoteActor};
 use super::lifecycle::{Lifecycle, StopReason};
 use super::mailbox::{Mailbox, Slot};
@@ -17,9 +18,9 @@ pub(crate) enum ReplyTo<R> {
     /// `tell`: no reply.
     None,
     /// In-process `ask`: the typed reply.
-    Typed(oneshot::Sender<Result<Envelope<R>, String>>),
+    Typed(oneshot::Sender<Result<Envelope<R>, ActorError>>),
     /// Remote `ask`: the reply encoded (body, tail) by the hosting node.
-    Encoded(oneshot::Sender<Result<(Bytes, Bytes), String>>),
+    Encoded(oneshot::Sender<Result<(Bytes, Bytes), ActorError>>),
 }
 
 /// One message delivered to a host, holding its mailbox slot until handled.
@@ -104,7 +105,7 @@ impl<A: RemoteActor> Handler<Deliver<A>> for Host<A> {
     fn handle(&mut self, m: Deliver<A>, _ctx: &mut Self::Context) -> Self::Result {
         let Deliver { env, reply, slot } = m;
         let Some(mut actor) = self.actor.take() else {
-            send_reply(reply, Err("actor is not running".into()));
+            send_reply(reply, Err(ActorError::new("actor is not running")));
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         };
         let fut = async move {
@@ -116,12 +117,12 @@ impl<A: RemoteActor> Handler<Deliver<A>> for Host<A> {
                 match res {
                     Ok(r) => {
                         host.actor = Some(actor);
-                        send_reply(reply, r.map_err(|e| e.0));
+                        send_reply(reply, r);
                     }
                     Err(p) => {
                         let text = panic_text(&*p);
                         tracing::warn!(kind = A::kind(), "actor panicked: {text}");
-                        send_reply(reply, Err(format!("actor panicked: {text}")));
+                        send_reply(reply, Err(ActorError::Panicked(text.clone())));
                         // The actor's state may be inconsistent: drop it without its stop hook.
                         drop(actor);
                         host.reason = Some(StopReason::Panicked(text));
@@ -137,7 +138,7 @@ impl<A: RemoteActor> Handler<Deliver<A>> for Host<A> {
     }
 }
 
-fn send_reply<R: serde::Serialize>(to: ReplyTo<R>, r: Result<Envelope<R>, String>) {
+fn send_reply<R: serde::Serialize>(to: ReplyTo<R>, r: Result<Envelope<R>, ActorError>) {
     match to {
         ReplyTo::None => {}
         ReplyTo::Typed(tx) => {
@@ -147,7 +148,7 @@ fn send_reply<R: serde::Serialize>(to: ReplyTo<R>, r: Result<Envelope<R>, String
             let enc = r.and_then(|env| {
                 crate::codec::encode(&env.msg)
                     .map(|body| (Bytes::from(body), env.tail))
-                    .map_err(|e| format!("reply encoding failed: {e}"))
+                    .map_err(|e| ActorError::new(format!("reply encoding failed: {e}")))
             });
             let _ = tx.send(enc);
         }

@@ -95,7 +95,7 @@ impl ActorCtx {
 
     /// The node this actor runs on (absent in a standalone local actor system).
     pub fn node(&self) -> Option<crate::identity::NodeId> {
-        self.inner.node.clone()
+        self.inner.node
     }
 
     /// The cluster this actor lives in, to spawn, look up or message other actors (absent in a

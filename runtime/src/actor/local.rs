@@ -20,8 +20,8 @@ use super::lifecycle::{Lifecycle, StopReason};
 use super::mailbox::{Mailbox, MailboxClosed, Slot};
 use super::threads::{ActorThreads, ThreadsError};
 
-/// Reply channel of a remote ask: encoded (body, tail) or the handler's error text.
-pub(crate) type EncodedReply = oneshot::Sender<Result<(Bytes, Bytes), String>>;
+/// Reply channel of a remote ask: encoded (body, tail) or the handler's error.
+pub(crate) type EncodedReply = oneshot::Sender<Result<(Bytes, Bytes), ActorError>>;
 
 /// A live local actor, with its kind erased (used by remote delivery, lookup and watch).
 pub(crate) trait LocalCell: Send + Sync + 'static {
@@ -90,6 +90,20 @@ impl<A: RemoteActor> LocalActor<A> {
         })
     }
 
+    /// Queues the message if the mailbox has room right now.
+    pub(crate) fn try_tell(&self, env: Envelope<A::Msg>) -> Result<(), TellError> {
+        let slot = match self.mailbox.try_reserve() {
+            Some(Ok(slot)) => slot,
+            Some(Err(MailboxClosed)) => return Err(TellError::ActorDead),
+            None => return Err(TellError::MailboxFull),
+        };
+        self.push(Deliver {
+            env,
+            reply: ReplyTo::None,
+            slot,
+        })
+    }
+
     /// Queues the message and waits for the reply, all within `timeout`.
     pub(crate) async fn ask(
         &self,
@@ -110,7 +124,7 @@ impl<A: RemoteActor> LocalActor<A> {
             })?;
             match rx.await {
                 Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(AskError::Remote(e)),
+                Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(AskError::ActorDead),
             }
         };
@@ -308,12 +322,7 @@ impl LocalActors {
             opts.mailbox
         });
         let life = Lifecycle::new();
-        let ctx = ActorCtx::new(
-            local_id,
-            opts.name.clone(),
-            opts.node.clone(),
-            opts.cluster.clone(),
-        );
+        let ctx = ActorCtx::new(local_id, opts.name.clone(), opts.node, opts.cluster.clone());
         let (tx, rx) = oneshot::channel();
         let (mb, lf) = (mailbox.clone(), life.clone());
         let started = self.threads.pick().spawn(async move {
@@ -322,7 +331,7 @@ impl LocalActors {
             }));
             let r = match made {
                 Ok(Ok(actor)) => Ok(Host::new(actor, ctx, lf, mb).start()),
-                Ok(Err(ActorError(e))) => Err(SpawnError::Create(e)),
+                Ok(Err(e)) => Err(SpawnError::Create(e.to_string())),
                 Err(_) => Err(SpawnError::Create("constructor panicked".into())),
             };
             let _ = tx.send(r);
@@ -366,6 +375,11 @@ impl LocalActors {
     /// Number of live actors.
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Every live actor.
+    pub(crate) fn cells(&self) -> Vec<Arc<dyn LocalCell>> {
+        self.by_id.iter().map(|e| e.value().clone()).collect()
     }
 
     /// Stops every actor (their watchers see `Shutdown`) and the actor threads.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor_ref::ActorId;
-use super::error::{AskError, SpawnError, TellError};
+use super::error::{ActorError, AskError, SpawnError, TellError};
 use super::lifecycle::{Lifecycle, StopReason};
 use super::local::LocalCell;
 use super::placement::{Budget, Resources};
@@ -77,6 +77,33 @@ pub(crate) enum RpcRequest {
     Stop {
         local: u64,
     },
+    // Added after the variants above so their encodings are unchanged.
+    JoinGroup {
+        group: String,
+        local: u64,
+    },
+    LeaveGroup {
+        group: String,
+        local: u64,
+    },
+    GroupMembers {
+        group: String,
+        kind: String,
+    },
+    /// To the head: register a cluster-wide name.
+    ClaimName {
+        name: String,
+        id: ActorId,
+    },
+    /// To an actor's node: the actor holds this name from now on.
+    HoldName {
+        name: String,
+        local: u64,
+    },
+    /// Which local actor holds this name.
+    NameHolder {
+        name: String,
+    },
 }
 
 impl WireMessage for RpcRequest {
@@ -92,6 +119,15 @@ pub(crate) enum RpcResponse {
     Found(Option<u64>),
     Stopped(StopReason),
     Ack,
+    /// Whether the actor was alive to join the group.
+    Joined(bool),
+    /// A group's members of the asked kind on the answering node.
+    Members(Vec<u64>),
+    Claimed(Result<(), super::names::NameError>),
+    /// Whether the actor was alive to hold the name.
+    Held(bool),
+    /// The local actor holding the name, with its kind.
+    NameHeld(Option<(u64, String)>),
 }
 
 impl WireMessage for RpcResponse {
@@ -101,8 +137,12 @@ impl WireMessage for RpcResponse {
 /// Body of a `REPLY_ERR` frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum ReplyFault {
+    /// The handler's own error ([`ActorError::Failed`]), as text.
     Failed(String),
     ActorDead,
+    /// Any other [`ActorError`] (panic, unknown message type, undecodable message), typed.
+    /// Added after `Failed` and `ActorDead` so their encodings are unchanged.
+    Actor(ActorError),
 }
 
 /// Why a mail link ended.
@@ -164,6 +204,21 @@ impl Link {
             return Err(self.reason());
         }
         done.await.unwrap_or_else(|_| Err(self.reason()))
+    }
+
+    /// Queues a frame without a reply only if the writer can take it at once; `Ok(false)` when
+    /// it is still busy with an earlier frame.
+    fn try_send(&self, frame: Frame) -> Result<bool, LinkDown> {
+        let (written, _) = oneshot::channel();
+        match self.tx.try_send(Outgoing {
+            frame,
+            reply: None,
+            written,
+        }) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.reason()),
+        }
     }
 
     fn reason(&self) -> LinkDown {
@@ -439,6 +494,32 @@ impl Remote {
         r.map_err(|d| d.tell_error())
     }
 
+    /// Queues a tell frame if the stream can take it at once (see `ActorRef::try_tell`).
+    pub(crate) async fn try_tell(
+        &self,
+        id: ActorId,
+        body: Vec<u8>,
+        tail: Bytes,
+    ) -> Result<(), TellError> {
+        let frame = Frame {
+            msg_type: T_TELL,
+            flags: 0,
+            body: Bytes::from(body),
+            tail,
+        };
+        if self.tombstones.lock().contains(&id) {
+            return Err(TellError::ActorDead);
+        }
+        let link = self.link(id).await.map_err(|d| d.tell_error())?;
+        let r = link.try_send(frame);
+        self.forget_if_down(id, &link);
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TellError::MailboxFull),
+            Err(d) => Err(d.tell_error()),
+        }
+    }
+
     /// Sends an ask frame and waits for the encoded reply (no timeout here).
     pub(crate) async fn ask(&self, id: ActorId, body: Vec<u8>, tail: Bytes) -> ReplyResult {
         let frame = Frame {
@@ -612,6 +693,7 @@ async fn link_reader(
                     match crate::codec::decode::<ReplyFault>(&f.body) {
                         Ok(ReplyFault::Failed(s)) => Err(AskError::Remote(s)),
                         Ok(ReplyFault::ActorDead) => Err(AskError::ActorDead),
+                        Ok(ReplyFault::Actor(e)) => Err(e.into()),
                         Err(e) => Err(AskError::Codec(e.to_string())),
                     }
                 };
@@ -638,7 +720,7 @@ async fn link_reader(
 
 /// What the reply writer of an incoming mail stream sends next.
 enum ReplyItem {
-    Reply(oneshot::Receiver<Result<(Bytes, Bytes), String>>),
+    Reply(oneshot::Receiver<Result<(Bytes, Bytes), ActorError>>),
     Fault(String),
 }
 
@@ -694,7 +776,7 @@ async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
             let (tx, rx) = oneshot::channel();
             if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, Some(tx)) {
                 let (tx2, rx2) = oneshot::channel();
-                let _ = tx2.send(Err(e.to_string()));
+                let _ = tx2.send(Err(ActorError::new(e.to_string())));
                 let _ = rq_tx.send(ReplyItem::Reply(rx2)).await;
                 continue;
             }
@@ -722,7 +804,8 @@ async fn reply_writer(
                     body,
                     tail,
                 },
-                Ok(Err(e)) => fault_frame(T_REPLY_ERR, &ReplyFault::Failed(e)),
+                Ok(Err(ActorError::Failed(e))) => fault_frame(T_REPLY_ERR, &ReplyFault::Failed(e)),
+                Ok(Err(e)) => fault_frame(T_REPLY_ERR, &ReplyFault::Actor(e)),
                 Err(_) => fault_frame(T_REPLY_ERR, &ReplyFault::ActorDead),
             },
             ReplyItem::Fault(text) => fault_frame(T_FAULT, &text),
@@ -787,9 +870,9 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                 tracing::debug!(%kind, from = %peer.short(), "remote spawn");
                 RpcResponse::Spawned(c.spawn_encoded(&kind, &args, &opts).await)
             }
-            RpcRequest::Budget { kind } => {
-                RpcResponse::Budget(c.registry().contains(&kind).then(|| c.local_budget()))
-            }
+            RpcRequest::Budget { kind } => RpcResponse::Budget(
+                (c.registry().contains(&kind) && !c.is_draining()).then(|| c.local_budget()),
+            ),
             RpcRequest::Lookup { name, kind } => RpcResponse::Found(
                 c.inner
                     .locals
@@ -803,6 +886,23 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                 }
                 RpcResponse::Ack
             }
+            RpcRequest::JoinGroup { group, local } => {
+                RpcResponse::Joined(super::group::join_local(&c, &group, local))
+            }
+            RpcRequest::LeaveGroup { group, local } => {
+                c.inner.groups.remove(&group, local);
+                RpcResponse::Ack
+            }
+            RpcRequest::GroupMembers { group, kind } => {
+                RpcResponse::Members(c.inner.groups.members(&group, &kind))
+            }
+            RpcRequest::ClaimName { name, id } => {
+                RpcResponse::Claimed(super::names::claim(&c, &name, id).await)
+            }
+            RpcRequest::HoldName { name, local } => {
+                RpcResponse::Held(super::names::hold_local(&c, &name, local))
+            }
+            RpcRequest::NameHolder { name } => RpcResponse::NameHeld(c.inner.names.holder(&name)),
             RpcRequest::Watch { local } => {
                 let wait = c.inner.locals.get(local).map(|cell| cell.life().wait());
                 let buried = c.inner.locals.stop_reason(local);

@@ -39,9 +39,7 @@ pub(crate) async fn serve_probes(mut streams: mpsc::Receiver<IncomingStream>) {
             let mut got = 0u64;
             let read = async {
                 loop {
-                    let Some(f) = s.reader.read_frame().await.ok().flatten() else {
-                        return None;
-                    };
+                    let f = s.reader.read_frame().await.ok().flatten()?;
                     if f.msg_type == <ProbeEnd as WireMessage>::TYPE {
                         return Some(());
                     }
