@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod alias;
 pub mod bench;
 pub mod bench_pipeline;
 pub mod deploy_args;

@@ -6,6 +6,7 @@ use super::backend::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
     SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
+use super::readiness::Readiness;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -43,6 +44,7 @@ impl Default for EchoConfig {
 pub struct EchoBackend {
     config: EchoConfig,
     active: Arc<AtomicUsize>,
+    readiness: Arc<parking_lot::Mutex<Readiness>>,
 }
 
 struct ActiveGuard(Arc<AtomicUsize>);
@@ -59,7 +61,14 @@ impl EchoBackend {
         EchoBackend {
             config,
             active: Arc::new(AtomicUsize::new(0)),
+            readiness: Arc::default(),
         }
+    }
+
+    /// What `readiness` (and so `/health`) reports from now on, in every clone (to exercise
+    /// the gateway's answers during a redeployment).
+    pub fn set_readiness(&self, readiness: Readiness) {
+        *self.readiness.lock() = readiness;
     }
 
     /// Requests generating right now.
@@ -93,6 +102,10 @@ impl EchoBackend {
 impl CompletionBackend for EchoBackend {
     fn model_id(&self) -> String {
         self.config.model_id.clone()
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.readiness.lock().clone()
     }
 
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod logprobs;
 pub mod metrics;
 pub mod openai;
+pub mod readiness;
 pub mod server;
 pub mod stop;
 pub mod structured;
@@ -39,4 +40,5 @@ pub use backend::{
 pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;
 pub use metrics::{Counter, Gauge, Histogram, MetricsError, MetricsRegistry};
+pub use readiness::Readiness;
 pub use server::{Gateway, GatewayConfig, GatewayError, RunningGateway};

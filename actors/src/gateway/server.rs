@@ -370,14 +370,25 @@ async fn metrics(State(s): State<Arc<Inner>>) -> Response {
         .into_response()
 }
 
+/// `GET /health`: 200 `{"status": "ok", …}` while the backend serves; 503 with `"status":
+/// "redeploying"` (a failover in progress) or `"failed"` (and a `reason`) when it cannot.
 async fn health(State(s): State<Arc<Inner>>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
+    let readiness = s.backend.readiness();
+    let mut body = serde_json::json!({
+        "status": readiness.status_word(),
         "model": s.backend.model_id(),
         "in_flight": s.admission.in_flight(),
         "capacity": s.admission.capacity(),
-    }))
-    .into_response()
+    });
+    if let super::Readiness::Failed(why) = &readiness {
+        body["reason"] = why.clone().into();
+    }
+    let code = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 /// `POST /v1/embeddings`: `{"model", "input": text or [texts], "encoding_format": "float" |

@@ -13,7 +13,7 @@ use super::sequence::Finish;
 use super::service::Service;
 use crate::gateway::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
-    RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
+    Readiness, RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
 use crate::pipeline::protocol::TokenLogprobs;
 use edgeray_model::tokenizer::Tokenizer;
@@ -57,6 +57,13 @@ impl PipelineBackend {
         }
     }
 
+    /// Serve under `id` instead of the model's own name (`serve --alias`): `/v1/models` lists
+    /// it and requests must name it.
+    pub fn with_model_id(mut self, id: impl Into<String>) -> Self {
+        self.model_id = id.into();
+        self
+    }
+
     fn pipeline(&self) -> Result<Pipeline, SubmitError> {
         match &self.source {
             Source::Fixed(p) => Ok(p.clone()),
@@ -95,6 +102,17 @@ pub fn sampling_for(p: &RequestSampling) -> Result<ModelSampling, SubmitError> {
 impl CompletionBackend for PipelineBackend {
     fn model_id(&self) -> String {
         self.model_id.clone()
+    }
+
+    fn readiness(&self) -> Readiness {
+        match &self.source {
+            Source::Fixed(_) => Readiness::Ready,
+            Source::Supervised(s) => match (s.current(), s.failure()) {
+                (Some(_), _) => Readiness::Ready,
+                (None, Some(why)) => Readiness::Failed(why),
+                (None, None) => Readiness::Redeploying,
+            },
+        }
     }
 
     fn tokenize(
