@@ -9,6 +9,7 @@ pub mod bench_pipeline;
 pub mod deploy_args;
 pub mod generate;
 pub mod init;
+pub mod member_wait;
 pub mod model_info;
 pub mod node;
 pub mod perplexity;

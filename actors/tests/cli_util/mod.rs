@@ -64,13 +64,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stderr piped.
+    /// Spawns `cmd` with stderr piped (stdout as `cmd` sets it: inherited by default).
     pub fn spawn(mut cmd: Command, tag: &'static str) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("edgeray starts");
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("edgeray starts");
         let err = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -102,6 +98,42 @@ impl Proc {
             seen.join("\n")
         );
     }
+}
+
+impl Proc {
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every stderr line received so far (not yet taken by `wait_for`).
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+/// Writes a loopback cluster config `dir/NAME.toml` (mDNS off, state under `dir/NAME`) for a
+/// member listening on `127.0.0.1:port`, seeded to `seeds`.
+pub fn write_config(dir: &std::path::Path, name: &str, port: u16, seeds: &[u16]) -> PathBuf {
+    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        "secret = \"{}\"\ncluster_name = \"ops-test\"\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{}]\nmdns = false\nstate_dir = \"{}\"\n",
+        "6d".repeat(32),
+        seeds.join(", "),
+        dir.join(name).display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write the cluster config");
+    path
 }
 
 impl Drop for Proc {
