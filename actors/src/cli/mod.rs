@@ -12,6 +12,7 @@ pub mod init;
 pub mod member_wait;
 pub mod model_info;
 pub mod node;
+pub mod node_http;
 pub mod perplexity;
 pub mod placement;
 pub mod prompt_args;

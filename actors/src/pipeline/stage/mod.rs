@@ -22,6 +22,7 @@ pub use shard_dir::{
     user_cache_dir,
 };
 pub use shard_store::{
-    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash,
+    CacheListing, CachedShard, GcReport, Refusal, RemoveOutcome, ShardLease, ShardStore,
+    ShardStoreError, chunk_digest, content_hash,
 };
 pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};
