@@ -6,6 +6,7 @@ use std::process::ExitCode;
 pub mod alias;
 pub mod bench;
 pub mod bench_pipeline;
+pub mod chat;
 pub mod deploy_args;
 pub mod generate;
 pub mod init;
@@ -34,6 +35,7 @@ pub mod status;
 ///   edgeray revoke --config cluster.toml pi-03        # refuse a lost board from now on
 ///   edgeray run --config cluster.toml --prompt "..."  # generate across the boards
 ///   edgeray serve --config cluster.toml --http 0.0.0.0:8080   # OpenAI-compatible API
+///   edgeray chat --url http://127.0.0.1:8080                   # chat in the terminal
 ///
 /// The distributed path on one machine (an embedded 2-node cluster over loopback QUIC):
 ///   edgeray run --prompt "The capital of France is"
@@ -71,6 +73,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the model from the cluster with an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Chat in the terminal with the model (deployed here, or a running serve's `--url`).
+    Chat(chat::ChatArgs),
     /// Revoke a node (a lost or stolen board): add its id to `revoked` in cluster.toml.
     Revoke(revoke::RevokeArgs),
     /// Score a text like llama-perplexity: perplexity, per-token log-probabilities, and the
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Placement(args) => placement::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Revoke(args) => revoke::run(args),
         Command::Perplexity(args) => perplexity::run(args),
     };
