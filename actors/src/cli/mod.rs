@@ -12,6 +12,7 @@ pub mod generate;
 pub mod init;
 pub mod member_wait;
 pub mod model_info;
+pub mod models;
 pub mod node;
 pub mod node_http;
 pub mod perplexity;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Inspect GGUF model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The shard cache of this board (or coordinator): list, remove a shard, evict to a budget.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Measure prompt-processing and generation speed and peak memory.
     Bench(bench::BenchArgs),
     /// Write a fresh cluster.toml with a new cluster secret.
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Model(ModelCommand::Info(args)) => model_info::run(args),
+        Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => init::run(args),
         Command::Node(args) => node::run(args),
