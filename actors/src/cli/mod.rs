@@ -7,6 +7,7 @@ pub mod alias;
 pub mod bench;
 pub mod bench_pipeline;
 pub mod chat;
+pub mod dashboard;
 pub mod deploy_args;
 pub mod generate;
 pub mod init;

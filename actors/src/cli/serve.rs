@@ -1,5 +1,6 @@
 //! `edgeray serve`: deploy the model on the cluster and expose an OpenAI-compatible HTTP API
 //! (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`, `/health`).
+//! `/` is a dashboard and `/api/cluster` its JSON ([`super::dashboard`]).
 //! `--alias NAME` serves the model under NAME; `/health` answers 503 while a failed node's
 //! stages are being redeployed (or when they cannot be).
 //!
@@ -19,7 +20,7 @@ use anyhow::Context;
 
 use super::deploy_args::{DeployArgs, describe_placement};
 use crate::gateway::{
-    AccessConfig, ApiKey, CompletionBackend, Gateway, GatewayConfig, MetricsRegistry,
+    AccessConfig, ApiKey, CompletionBackend, ExtraRoutes, Gateway, GatewayConfig, MetricsRegistry,
 };
 use crate::pipeline::{PipelineBackend, Service};
 use edgeray_runtime::config::parse_duration;
@@ -130,12 +131,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let backend = Arc::new(backend);
         let served_id = backend.model_id();
+        let dashboard =
+            super::dashboard::routes(nodes[0].clone(), service.clone(), backend.clone());
         let gateway = Gateway::with_metrics(
             backend,
             GatewayConfig {
                 max_concurrent_requests: args.max_requests,
                 access,
                 request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
+                extra_routes: ExtraRoutes(Some(dashboard)),
                 ..GatewayConfig::default()
             },
             registry,

@@ -23,6 +23,7 @@ pub mod admission;
 pub mod backend;
 pub mod echo;
 pub mod error;
+pub mod extra_routes;
 pub mod logprobs;
 pub mod metrics;
 pub mod openai;
@@ -39,6 +40,7 @@ pub use backend::{
 };
 pub use echo::{EchoBackend, EchoConfig};
 pub use error::ApiError;
+pub use extra_routes::ExtraRoutes;
 pub use metrics::{Counter, Gauge, Histogram, MetricsError, MetricsRegistry};
 pub use readiness::Readiness;
 pub use server::{Gateway, GatewayConfig, GatewayError, RunningGateway};

@@ -56,6 +56,8 @@ pub struct GatewayConfig {
     /// A client whose request headers are not complete this long after it starts sending
     /// them (or after it connects) is disconnected. Default 10 s.
     pub header_read_timeout: Duration,
+    /// Routes added beside the API (e.g. `serve`'s dashboard), behind the same access layers.
+    pub extra_routes: super::ExtraRoutes,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +70,7 @@ impl Default for GatewayConfig {
             access: AccessConfig::default(),
             request_timeout: Some(Duration::from_secs(600)),
             header_read_timeout: Duration::from_secs(10),
+            extra_routes: super::ExtraRoutes::default(),
         }
     }
 }
@@ -243,9 +246,9 @@ impl Gateway {
     }
 
     /// The axum router: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`,
-    /// `/health`.
+    /// `/health`, and [`GatewayConfig::extra_routes`].
     pub fn router(&self) -> Router {
-        Router::new()
+        let api = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/models/{id}", get(model_by_id))
             .route("/v1/completions", post(completions))
@@ -257,7 +260,11 @@ impl Gateway {
             .route("/health", get(health))
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
-            .with_state(self.inner.clone())
+            .with_state(self.inner.clone());
+        match &self.inner.config.extra_routes.0 {
+            Some(extra) => api.merge(extra.clone()),
+            None => api,
+        }
     }
 
     /// [`Gateway::router`] behind the access layers (API key, CORS, and on a loopback

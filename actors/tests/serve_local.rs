@@ -1,5 +1,7 @@
 //! `edgeray serve --alias NAME` on the embedded 2-node cluster with the real gemma3 model: the
-//! alias is the only model id served; `--alias` with a bad name is refused before deploying.
+//! alias is the only model id served; the dashboard page and `/api/cluster` (the status schema
+//! with both members and the 2-stage placement); `--alias` with a bad name is refused before
+//! deploying.
 
 mod cli_util;
 
@@ -82,6 +84,61 @@ async fn serve_answers_under_its_alias_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // The dashboard: the page (embedded, no external asset) and the JSON it polls.
+    let page = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/api/cluster") && html.contains("/v1/chat/completions"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external asset"
+    );
+    // Roles travel in heartbeats: poll until every stage node advertises its stage.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let c: Value = loop {
+        let c: Value = client
+            .get(format!("{base}/api/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let all_roles = c["members"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .all(|m| m["roles"].as_array().is_some_and(|r| !r.is_empty()))
+        });
+        if all_roles || std::time::Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(c["schema"], 1, "{c}");
+    assert_eq!(c["model"], "qwen");
+    assert_eq!(c["serving"], "ok");
+    let members = c["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{c}");
+    assert!(members.iter().all(|m| m["state"] == "Up"), "{c}");
+    let stages = c["placement"]["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "{c}");
+    // Each stage's node is a member that advertises the stage as a role.
+    for st in stages {
+        let node = st["node_name"].as_str().unwrap();
+        let m = members
+            .iter()
+            .find(|m| m["name"] == node)
+            .expect("stage node is a member");
+        assert!(!m["roles"].as_array().unwrap().is_empty(), "{m}");
+    }
+    assert_eq!(stages[0]["layers"]["start"], 0);
+    assert_eq!(stages[0]["layers"]["end"], stages[1]["layers"]["start"]);
     drop(serve);
 }
 
