@@ -78,7 +78,7 @@ fn list_gc_and_rm_under_a_small_budget() {
     let newest = put(&shards, 3, 1000);
     assert_eq!(
         listed(&cfg),
-        [oldest.clone(), middle.clone(), newest.clone()]
+        [oldest.as_str(), middle.as_str(), newest.as_str()]
     );
     let (ok, table, _) = models(&cfg, &["list"]);
     assert!(
@@ -91,13 +91,13 @@ fn list_gc_and_rm_under_a_small_budget() {
     assert!(ok, "{err}");
     assert!(out.contains(&format!("evicted {oldest}")), "{out}");
     assert!(out.contains("1 shard(s) evicted"), "{out}");
-    assert_eq!(listed(&cfg), [middle.clone(), newest.clone()]);
+    assert_eq!(listed(&cfg), [middle.as_str(), newest.as_str()]);
     let (ok, out, err) = models(&cfg, &["gc", "--budget", "500KiB"]);
     assert!(
         ok && out.contains(&format!("evicted {middle}")),
         "{out}{err}"
     );
-    assert_eq!(listed(&cfg), [newest.clone()]);
+    assert_eq!(listed(&cfg), [newest.as_str()]);
 
     // rm: by a unique prefix; unknown and short prefixes are refused.
     let (ok, _, err) = models(&cfg, &["rm", "00000000"]);
