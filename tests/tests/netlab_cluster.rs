@@ -1,6 +1,7 @@
 //! Multi-host tests of the real `edgeray` binary in a network-namespace lab
 //! (`edgeray_tests::netlab`): mDNS discovery, failure detection on a cable cut, refusal of a
-//! node with another secret, and seeds-only formation with multicast blocked.
+//! node with another secret, seeds-only formation with multicast blocked, and `edgeray status`
+//! from a host that is not a member (found by mDNS, every announced address tried).
 //!
 //! Every node runs `edgeray node` inside its own lab host; membership is read with
 //! `edgeray status --json` run inside a host. Needs root (else `SKIP: <reason>`, a failure with
@@ -421,6 +422,51 @@ fn node_with_wrong_secret_is_refused() -> Result<()> {
             "no refusal with a reason in any node log\n{}",
             c.logs_tail(40)
         ),
+    }
+    Ok(())
+}
+
+/// `edgeray status --config` on a laptop that is not a member: no local node, no seed, only
+/// mDNS, whose announcements carry IPv6 link-local addresses beside the IPv4 ones. Five runs in
+/// a row must each list both members (before, 3 of 5 failed on "invalid remote address
+/// [fe80::…%2]").
+#[test]
+fn status_from_a_non_member_host() -> Result<()> {
+    let Some(mut c) = Cluster::new(3)? else {
+        return Ok(());
+    };
+    let cfg = c.write_config("good", &random_secret()?, &[])?;
+    for i in 1..=2 {
+        c.start_node(i, &cfg)?;
+    }
+    c.wait_status(1, &cfg, "2 members Up", Duration::from_secs(15), |m| {
+        all_up(m, 1..=2)
+    })?;
+    for run in 1..=5 {
+        let mut cmd = Command::new(&c.bin);
+        cmd.args(["status", "--config"])
+            .arg(&cfg)
+            .args([
+                "--json",
+                "--interface",
+                "eth0",
+                "--timeout",
+                "2s",
+                "--discover",
+                "10s",
+            ])
+            .current_dir(c.dir.path())
+            .env("NO_COLOR", "1");
+        let out = c.lab.run(3, "status", cmd, Duration::from_secs(30))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("run {run}: status from the non-member host failed: {stderr}");
+        }
+        let members = parse_members(&stdout)?;
+        if !all_up(&members, 1..=2) || members.len() != 2 {
+            bail!("run {run}: the non-member host saw {}", summarize(&members));
+        }
     }
     Ok(())
 }

@@ -818,6 +818,27 @@ async fn stream_through(
         tokio::spawn(async move { stream_completion(&cl, &b, "Gemma 3 270m", prompt, 64).await })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // `/health` every 50 ms through the failover: 503 "redeploying" while there is no pipeline.
+    let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let health = {
+        let (cl, url, on) = (
+            c.client.clone(),
+            c.base.replace("/v1", "/health"),
+            polling.clone(),
+        );
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while on.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(r) = cl.get(&url).send().await {
+                    let code = r.status().as_u16();
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    seen.push((code, v["status"].as_str().unwrap_or("").to_string()));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
     disturb(&mut c.workers[1].0);
     let t0 = std::time::Instant::now();
     let streamed = tokio::time::timeout(Duration::from_secs(180), streaming)
@@ -850,6 +871,27 @@ async fn stream_through(
         last,
         Ok(want),
         "the same answer from the redeployed pipeline"
+    );
+    polling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = health.await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|(code, st)| (*code, st.as_str()) == (200, "ok")
+                || (*code, st.as_str()) == (503, "redeploying")),
+        "{seen:?}"
+    );
+    // A redeploy of 0.3 s or more spans several polls: at least one must have seen it.
+    if redeploy >= 0.3 {
+        assert!(
+            seen.iter().any(|(code, _)| *code == 503),
+            "no 503 during a {redeploy:.2} s redeploy: {seen:?}"
+        );
+    }
+    assert_eq!(seen.last().map(|(c, _)| *c), Some(200), "{seen:?}");
+    eprintln!(
+        "/health during the failover: {} polls, {} answered 503 redeploying",
+        seen.len(),
+        seen.iter().filter(|(c, _)| *c == 503).count()
     );
     (total, detect, redeploy, replay)
 }

@@ -33,9 +33,12 @@ pub struct BenchArgs {
     /// Hidden states between stages: f32 (default, exact) or f16 (lossy, half the bytes).
     #[arg(long, default_value = "f32")]
     pub wire_dtype: crate::pipeline::WireDtype,
-    /// With `--config`: wait until this many members are up.
+    /// With `--config`: wait until this many members are up (at least `--stages` × `--tp`).
     #[arg(long, default_value_t = 1)]
     pub min_nodes: usize,
+    /// With `--config`: the longest wait for the members the placement needs to join.
+    #[arg(long, default_value = "60s", value_parser = edgeray_runtime::config::parse_duration)]
+    pub discover: std::time::Duration,
     /// Tokens of the prompt-processing test (one batch).
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: usize,
@@ -172,7 +175,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             local_nodes: args.local_nodes.unwrap_or(2),
             local_dir: None,
             min_nodes: args.min_nodes,
-            discover: std::time::Duration::from_secs(5),
+            discover: args.discover,
             listen: "0.0.0.0:0".parse().expect("literal address"),
             ctx: (args.gen_tokens + 64).max(256).max(args.long_prompt + 64),
             threads: args.threads,

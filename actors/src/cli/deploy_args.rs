@@ -9,9 +9,10 @@ use anyhow::Context;
 use edgeray_runtime::cluster::Cluster;
 use edgeray_runtime::config::{ClusterConfig, parse_duration};
 
+use super::member_wait::{members_needed, wait_for_needed_members};
 use crate::pipeline::coordinator::Service;
 use crate::pipeline::{DeployOptions, Pipeline, WireDtype, deploy};
-use crate::pipeline::{default_local_dir, embedded_cluster, start_hosting_node, wait_for_members};
+use crate::pipeline::{default_local_dir, embedded_cluster, start_hosting_node};
 
 /// Default model of the embedded demo cluster.
 pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
@@ -45,11 +46,14 @@ pub struct DeployArgs {
     /// Folder of the embedded cluster's node state and shard caches.
     #[arg(long)]
     pub local_dir: Option<PathBuf>,
-    /// With `--config`: wait until this many members (this process included) are up.
+    /// With `--config`: wait until this many members (this process included) are up; at least
+    /// `--stages` × `--tp` when `--stages` is given.
     #[arg(long, default_value_t = 1)]
     pub min_nodes: usize,
-    /// With `--config`: how long to wait for members to be discovered.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// With `--config`: the longest wait for the members the placement needs (`--min-nodes`,
+    /// `--stages` × `--tp`) to join, with a line on stderr saying which are up and which are
+    /// awaited; past it the command fails naming them.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub discover: Duration,
     /// With `--config`: this process's QUIC address (default: an ephemeral port, so a node
     /// running on the same board keeps its own).
@@ -123,14 +127,10 @@ impl DeployArgs {
                 if let Some(node) = cluster.node() {
                     node.watch_config_file(path.clone());
                 }
-                let seen = wait_for_members(&cluster, self.min_nodes, self.discover).await;
-                if seen < self.min_nodes {
+                let need = members_needed(self.min_nodes, self.stages, self.tp);
+                if let Err(e) = wait_for_needed_members(&cluster, need, self.discover).await {
                     cluster.shutdown().await;
-                    anyhow::bail!(
-                        "only {seen} of {} members came up within {:?}",
-                        self.min_nodes,
-                        self.discover
-                    );
+                    return Err(e.into());
                 }
                 (vec![cluster], self.stages)
             }

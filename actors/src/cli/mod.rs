@@ -3,13 +3,19 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod alias;
 mod bench;
 mod bench_pipeline;
+mod chat;
+mod dashboard;
 mod deploy_args;
 mod generate;
 mod init;
+mod member_wait;
 mod model_info;
+mod models;
 mod node;
+mod node_http;
 mod perplexity;
 mod placement;
 mod prompt_args;
@@ -31,6 +37,7 @@ mod status;
 ///   edgeray revoke --config cluster.toml pi-03        # refuse a lost board from now on
 ///   edgeray run --config cluster.toml --prompt "..."  # generate across the boards
 ///   edgeray serve --config cluster.toml --http 0.0.0.0:8080   # OpenAI-compatible API
+///   edgeray chat --url http://127.0.0.1:8080                   # chat in the terminal
 ///
 /// The distributed path on one machine (an embedded 2-node cluster over loopback QUIC):
 ///   edgeray run --prompt "The capital of France is"
@@ -54,6 +61,9 @@ pub enum Command {
     /// Inspect GGUF model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The shard cache of this board (or coordinator): list, remove a shard, evict to a budget.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Measure prompt-processing and generation speed and peak memory.
     Bench(bench::BenchArgs),
     /// Write a fresh cluster.toml with a new cluster secret.
@@ -68,6 +78,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the model from the cluster with an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Chat in the terminal with the model (deployed here, or a running serve's `--url`).
+    Chat(chat::ChatArgs),
     /// Revoke a node (a lost or stolen board): add its id to `revoked` in cluster.toml.
     Revoke(revoke::RevokeArgs),
     /// Score a text like llama-perplexity: perplexity, per-token log-probabilities, and the
@@ -94,6 +106,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Model(ModelCommand::Info(args)) => model_info::run(args),
+        Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => init::run(args),
         Command::Node(args) => node::run(args),
@@ -101,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Placement(args) => placement::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Revoke(args) => revoke::run(args),
         Command::Perplexity(args) => perplexity::run(args),
     };

@@ -13,6 +13,8 @@
 //! The node re-reads its config file on SIGHUP and whenever it changes, and applies its
 //! `revoked` list (see `edgeray revoke`): a revoked node is disconnected within seconds.
 //! Only one node runs per state directory: a second one exits at once naming the other.
+//!
+//! `--http ADDR` serves the board's `/metrics` and `/health` ([`super::node_http`]).
 
 use anyhow::Context;
 use edgeray_runtime::config::{ByteSize, ClusterConfig, Power, validate_node_name};
@@ -52,6 +54,10 @@ pub struct NodeArgs {
     /// Kernel threads of the stages this node hosts (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Serve `GET /metrics` (Prometheus) and `GET /health` for this board on this TCP address,
+    /// e.g. `0.0.0.0:9100` (read-only, no key).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
 }
 
 impl NodeArgs {
@@ -99,7 +105,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(super::generate::default_threads);
     rt.block_on(async move {
-        let cluster = crate::pipeline::start_hosting_node(config, threads).await?;
+        let cluster = crate::pipeline::start_hosting_node(config.clone(), threads).await?;
+        let http = match args.http {
+            Some(addr) => match super::node_http::NodeHttp::start(addr, cluster.clone(), config).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    cluster.shutdown().await;
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         let node = cluster
             .node()
             .context("the actor system has no node")?
@@ -111,6 +127,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             node.node_id().short(),
             node.local_addr()
         );
+        if let Some(h) = &http {
+            // The line scripts and tests wait for.
+            eprintln!("metrics at http://{}/metrics", h.local_addr);
+        }
         wait_for_signal().await?;
         let roles = node.roles();
         eprintln!(
@@ -126,6 +146,9 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(DRAIN_LIMIT) => {
                 eprintln!("draining took over {DRAIN_LIMIT:?}; exiting");
             }
+        }
+        if let Some(h) = http {
+            h.stop();
         }
         eprintln!("left the cluster");
         anyhow::Ok(())

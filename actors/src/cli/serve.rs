@@ -1,5 +1,8 @@
 //! `edgeray serve`: deploy the model on the cluster and expose an OpenAI-compatible HTTP API
 //! (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`, `/health`).
+//! `/` is a dashboard and `/api/cluster` its JSON ([`super::dashboard`]).
+//! `--alias NAME` serves the model under NAME; `/health` answers 503 while a failed node's
+//! stages are being redeployed (or when they cannot be).
 //!
 //! Access: with an API key (`--api-key-file FILE` or the `EDGERAY_API_KEY` environment
 //! variable) every endpoint but `/health` needs `Authorization: Bearer <key>`. A non-loopback
@@ -16,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::deploy_args::{DeployArgs, ServiceDeployment};
-use crate::gateway::{AccessConfig, ApiKey, Gateway, GatewayConfig, MetricsRegistry};
+use crate::gateway::{
+    AccessConfig, ApiKey, CompletionBackend, ExtraRoutes, Gateway, GatewayConfig, MetricsRegistry,
+};
 use crate::pipeline::PipelineBackend;
 use edgeray_runtime::config::parse_duration;
 
@@ -53,6 +58,10 @@ pub struct ServeArgs {
     /// no deadline. Past it the generation is cancelled and the client gets a timeout error.
     #[arg(long, default_value = "600s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Model id to serve under instead of the GGUF's name, e.g. `qwen`: `/v1/models` lists it
+    /// and requests must name it (another name gets 404 `model_not_found`).
+    #[arg(long, value_parser = super::alias::parse_alias)]
+    pub alias: Option<String>,
 }
 
 /// Name of the environment variable holding the API key.
@@ -100,11 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Failover plans only where nodes can be lost (not in the embedded cluster).
         let spares = args.deploy.config.is_some();
         let max_requests = args.max_requests.max(1);
-        let ServiceDeployment {
-            service,
-            first,
-            nodes,
-        } = args
+        let ServiceDeployment { service, nodes, .. } = args
             .deploy
             .start_service(spares, |opts| {
                 // The pipeline is the one admission point: its slots plus its queue.
@@ -114,15 +119,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await?;
         let registry = MetricsRegistry::new();
         service.export_metrics(&registry);
-        let backend = Arc::new(PipelineBackend::supervised(
-            service.clone(),
-            args.default_max_tokens,
-        ));
+        let mut backend = PipelineBackend::supervised(service.clone(), args.default_max_tokens);
+        if let Some(alias) = &args.alias {
+            backend = backend.with_model_id(alias.clone());
+        }
+        let backend = Arc::new(backend);
+        let served_id = backend.model_id();
+        let dashboard =
+            super::dashboard::routes(nodes[0].clone(), service.clone(), backend.clone());
         let gateway = Gateway::with_metrics(
             backend,
             GatewayConfig {
                 access,
                 request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
+                extra_routes: ExtraRoutes(Some(dashboard)),
                 ..GatewayConfig::default()
             },
             registry,
@@ -134,7 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The line scripts and tests wait for.
         eprintln!(
             "serving {} at {} (OpenAI API); Ctrl-C to stop",
-            first.model_id(),
+            served_id,
             running.base_url()
         );
         if spares {

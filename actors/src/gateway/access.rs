@@ -4,7 +4,7 @@
 //! The checks are tower-http layers ([`ValidateRequestHeaderLayer::custom`], [`CorsLayer`])
 //! wrapped around the router, outermost first: Host check, CORS (answers preflights), API key.
 //!
-//! - **API key**: with [`ApiKey`] configured every endpoint except `/health` needs
+//! - **API key**: with [`ApiKey`] configured every endpoint except `/health` and `/` needs
 //!   `Authorization: Bearer <key>`; anything else gets 401 with an OpenAI-style error
 //!   (`code: invalid_api_key`). Keys are compared in constant time (SHA-256 of both sides,
 //!   compared with `subtle`), so timing reveals neither the key nor its length.
@@ -90,7 +90,7 @@ impl ApiKey {
 /// Who may use the gateway (see the module docs). `Default`: no key, no CORS.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccessConfig {
-    /// Required bearer key for every endpoint but `/health`; `None` = open.
+    /// Required bearer key for every endpoint but `/health` and `/`; `None` = open.
     pub api_key: Option<ApiKey>,
     /// Serve a non-loopback address without a key (`--no-auth`).
     pub allow_no_auth: bool,
@@ -188,7 +188,9 @@ impl<B> ValidateRequest<B> for BearerKey {
     type ResponseBody = Body;
 
     fn validate(&mut self, req: &mut Request<B>) -> Result<(), Response<Body>> {
-        if req.uri().path() == "/health" {
+        // `/health` for load balancers; `/` is the dashboard's static page (no data: what it
+        // shows comes from the keyed API, the page asks for the key).
+        if matches!(req.uri().path(), "/health" | "/") {
             return Ok(());
         }
         let presented = req

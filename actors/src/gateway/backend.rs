@@ -243,6 +243,12 @@ pub trait CompletionBackend: Send + Sync + 'static {
     /// The model id clients must name (`/v1/models` lists it).
     fn model_id(&self) -> String;
 
+    /// Whether requests can be served right now (`/health` answers 503 when not). The
+    /// default: always ready.
+    fn readiness(&self) -> super::Readiness {
+        super::Readiness::Ready
+    }
+
     /// Start generating for `req`; must not block for long (queue the work and return the
     /// stream). Errors here reach the client as HTTP errors.
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError>;

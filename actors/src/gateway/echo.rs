@@ -6,6 +6,7 @@ use super::backend::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
     SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
+use super::readiness::Readiness;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,6 +47,7 @@ impl Default for EchoConfig {
 pub struct EchoBackend {
     config: EchoConfig,
     active: Arc<AtomicUsize>,
+    readiness: Arc<parking_lot::Mutex<Readiness>>,
 }
 
 struct ActiveGuard(Arc<AtomicUsize>);
@@ -62,7 +64,14 @@ impl EchoBackend {
         EchoBackend {
             config,
             active: Arc::new(AtomicUsize::new(0)),
+            readiness: Arc::default(),
         }
+    }
+
+    /// What `readiness` (and so `/health`) reports from now on, in every clone (to exercise
+    /// the gateway's answers during a redeployment).
+    pub fn set_readiness(&self, readiness: Readiness) {
+        *self.readiness.lock() = readiness;
     }
 
     /// Requests generating right now.
@@ -100,6 +109,10 @@ impl CompletionBackend for EchoBackend {
 
     fn capacity(&self) -> Option<usize> {
         self.config.max_active
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.readiness.lock().clone()
     }
 
     fn submit(&self, req: GenerationRequest) -> Result<TokenStream, SubmitError> {

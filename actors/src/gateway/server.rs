@@ -52,6 +52,8 @@ pub struct GatewayConfig {
     /// A client whose request headers are not complete this long after it starts sending
     /// them (or after it connects) is disconnected. Default 10 s.
     pub header_read_timeout: Duration,
+    /// Routes added beside the API (e.g. `serve`'s dashboard), behind the same access layers.
+    pub extra_routes: super::ExtraRoutes,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +64,7 @@ impl Default for GatewayConfig {
             access: AccessConfig::default(),
             request_timeout: Some(Duration::from_secs(600)),
             header_read_timeout: Duration::from_secs(10),
+            extra_routes: super::ExtraRoutes::default(),
         }
     }
 }
@@ -247,9 +250,9 @@ impl Gateway {
     }
 
     /// The axum router: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/metrics`,
-    /// `/health`.
+    /// `/health`, and [`GatewayConfig::extra_routes`].
     pub fn router(&self) -> Router {
-        Router::new()
+        let api = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/models/{id}", get(model_by_id))
             .route("/v1/completions", post(completions))
@@ -261,7 +264,11 @@ impl Gateway {
             .route("/health", get(health))
             .fallback(fallback)
             .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
-            .with_state(self.inner.clone())
+            .with_state(self.inner.clone());
+        match &self.inner.config.extra_routes.0 {
+            Some(extra) => api.merge(extra.clone()),
+            None => api,
+        }
     }
 
     /// [`Gateway::router`] behind the access layers (API key, CORS, and on a loopback
@@ -374,14 +381,25 @@ async fn metrics(State(s): State<Arc<Inner>>) -> Response {
         .into_response()
 }
 
+/// `GET /health`: 200 `{"status": "ok", …}` while the backend serves; 503 with `"status":
+/// "redeploying"` (a failover in progress) or `"failed"` (and a `reason`) when it cannot.
 async fn health(State(s): State<Arc<Inner>>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
+    let readiness = s.backend.readiness();
+    let mut body = serde_json::json!({
+        "status": readiness.status_word(),
         "model": s.backend.model_id(),
         "in_flight": s.in_flight.get(),
         "capacity": s.backend.capacity(),
-    }))
-    .into_response()
+    });
+    if let super::Readiness::Failed(why) = &readiness {
+        body["reason"] = why.clone().into();
+    }
+    let code = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 /// `POST /v1/embeddings`: `{"model", "input": text or [texts], "encoding_format": "float" |

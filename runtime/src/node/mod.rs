@@ -29,6 +29,7 @@
 //! `rejected peer ADDR: REASON` (warn), `goodbye sent to N peers`, `node stopped`.
 
 pub mod bandwidth;
+pub mod dial_order;
 pub mod dialer;
 pub mod messages;
 mod probe;

@@ -8,8 +8,11 @@
 //!
 //! Which node it asks, first answer wins: `--node host:port` if given; otherwise the local node
 //! (`127.0.0.1:<port of listen>`), the `listen` address itself if it is specific, every seed,
-//! and finally nodes found by mDNS (browse only) within the discovery timeout.
+//! and finally nodes found by mDNS (browse only) within the discovery timeout. Every address of
+//! a host or an mDNS announcement is tried, in [`super::dial_order`]'s order (IPv4 first, then
+//! IPv6, link-local ones with their scope id from a second, IPv6 endpoint), not only the first.
 
+use super::dial_order::{dial_order, skipped_reason, untried};
 use super::messages::{STATUS_STREAM_KIND, StatusReply, StatusRequest, status_reply_types};
 use crate::config::ClusterConfig;
 use crate::discovery::{Interfaces, MdnsDiscovery};
@@ -18,7 +21,7 @@ use crate::membership::status::{ClusterStatus, STATUS_SCHEMA};
 use crate::security::{ClusterSecret, ClusterSecurity};
 use crate::transport::{Transport, TransportConfig};
 use bytes::Bytes;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Errors querying the cluster.
@@ -51,43 +54,131 @@ pub struct StatusTarget {
     pub timeout: Duration,
 }
 
+/// The client's QUIC endpoints: an IPv4 one, and an IPv6 one where the host has IPv6 (a
+/// link-local `fe80::…%scope` address is only dialable from it).
+struct Dialers {
+    v4: Transport,
+    v6: Option<Transport>,
+    /// Nodes send their Join/Heartbeat control messages to every peer; they are accepted (and
+    /// ignored) as long as these receivers live: an unhandled control type would be a protocol
+    /// violation.
+    _control: Vec<tokio::sync::mpsc::Receiver<crate::transport::ControlMessage>>,
+}
+
+impl Dialers {
+    async fn bind(config: &ClusterConfig) -> Result<Dialers, StatusError> {
+        let v4 = bind_one(config, IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await?;
+        let v6 = match bind_one(config, IpAddr::V6(Ipv6Addr::UNSPECIFIED)).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!("no IPv6 endpoint for status: {e}");
+                None
+            }
+        };
+        let _control = std::iter::once(&v4)
+            .chain(v6.as_ref())
+            .map(|t| t.control_messages(super::messages::CONTROL_TYPES, 256))
+            .collect();
+        Ok(Dialers { v4, v6, _control })
+    }
+
+    fn ipv6(&self) -> bool {
+        self.v6.is_some()
+    }
+
+    /// The endpoint that can dial `addr`.
+    fn for_addr(&self, addr: &SocketAddr) -> &Transport {
+        match (addr, &self.v6) {
+            (SocketAddr::V6(_), Some(t)) => t,
+            _ => &self.v4,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.v4.shutdown().await;
+        if let Some(t) = self.v6 {
+            t.shutdown().await;
+        }
+    }
+}
+
+async fn bind_one(config: &ClusterConfig, ip: IpAddr) -> Result<Transport, StatusError> {
+    let secret = ClusterSecret::from_bytes(config.secret_bytes()?);
+    let identity = NodeIdentity::generate().map_err(|e| StatusError::Setup(e.to_string()))?;
+    let security =
+        ClusterSecurity::new(&secret, &identity).map_err(|e| StatusError::Setup(e.to_string()))?;
+    let mut tc = TransportConfig::new(SocketAddr::new(ip, 0), "edgeray-status");
+    tc.keep_alive = config.timing.keep_alive;
+    tc.idle_timeout = config.timing.idle_timeout;
+    Transport::bind(tc, security, crate::identity::Incarnation::random())
+        .await
+        .map_err(|e| StatusError::Setup(e.to_string()))
+}
+
 /// Query the member table (see the module documentation). Must run inside a tokio runtime.
 pub async fn query_status(
     config: &ClusterConfig,
     target: &StatusTarget,
 ) -> Result<ClusterStatus, StatusError> {
-    let secret = ClusterSecret::from_bytes(config.secret_bytes()?);
-    let identity = NodeIdentity::generate().map_err(|e| StatusError::Setup(e.to_string()))?;
-    let security =
-        ClusterSecurity::new(&secret, &identity).map_err(|e| StatusError::Setup(e.to_string()))?;
-    let bind: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-    let mut tc = TransportConfig::new(bind, "edgeray-status");
-    tc.keep_alive = config.timing.keep_alive;
-    tc.idle_timeout = config.timing.idle_timeout;
-    let transport = Transport::bind(tc, security, crate::identity::Incarnation::random())
-        .await
-        .map_err(|e| StatusError::Setup(e.to_string()))?;
-    // Nodes send their Join/Heartbeat control messages to every peer; accept (and ignore) them,
-    // an unhandled control type would be a protocol violation.
-    let _control = transport.control_messages(super::messages::CONTROL_TYPES, 256);
+    let dialers = Dialers::bind(config).await?;
     let timeout = if target.timeout.is_zero() {
         Duration::from_secs(3)
     } else {
         target.timeout
     };
-    let result = run(config, target, &transport, timeout).await;
-    transport.shutdown().await;
+    let result = run(config, target, &dialers, timeout).await;
+    dialers.shutdown().await;
     result
+}
+
+/// The addresses tried and the last failure, for the error message.
+#[derive(Default)]
+struct Attempts {
+    tried: Vec<String>,
+    dialed: Vec<SocketAddr>,
+    last: Option<String>,
+}
+
+impl Attempts {
+    /// Dials each of `addrs` (already in dial order, `note` appended in `tried`) until one
+    /// answers.
+    async fn try_all(
+        &mut self,
+        dialers: &Dialers,
+        addrs: &[SocketAddr],
+        note: &str,
+        timeout: Duration,
+    ) -> Option<ClusterStatus> {
+        for &a in addrs {
+            self.tried.push(format!("{a}{note}"));
+            self.dialed.push(a);
+            match ask(dialers.for_addr(&a), a, timeout).await {
+                Ok(s) => return Some(s),
+                Err(e) => self.last = Some(format!("{a}: {e}")),
+            }
+        }
+        None
+    }
+
+    /// Notes the addresses of `all` that are not dialed at all, with the reason.
+    fn skipped(&mut self, all: &[SocketAddr], ipv6: bool) {
+        for a in all {
+            if let Some(why) = skipped_reason(a, ipv6)
+                && !self.tried.iter().any(|t| t.starts_with(&a.to_string()))
+            {
+                self.tried.push(format!("{a} (skipped: {why})"));
+            }
+        }
+    }
 }
 
 async fn run(
     config: &ClusterConfig,
     target: &StatusTarget,
-    transport: &Transport,
+    dialers: &Dialers,
     timeout: Duration,
 ) -> Result<ClusterStatus, StatusError> {
-    let mut tried: Vec<String> = Vec::new();
-    let mut last = String::from("no candidate address");
+    let mut at = Attempts::default();
     let hosts: Vec<String> = match &target.node {
         Some(n) => vec![n.clone()],
         None => {
@@ -106,59 +197,68 @@ async fn run(
         let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(host.as_str()).await {
             Ok(a) => a.collect(),
             Err(e) => {
-                tried.push(host.clone());
-                last = format!("{host}: {e}");
+                at.tried.push(host.clone());
+                at.last = Some(format!("{host}: {e}"));
                 continue;
             }
         };
-        for a in addrs {
-            tried.push(a.to_string());
-            match ask(transport, a, timeout).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = format!("{a}: {e}"),
-            }
+        let order = dial_order(&addrs, dialers.ipv6());
+        if let Some(s) = at.try_all(dialers, &order, "", timeout).await {
+            return Ok(s);
         }
+        at.skipped(&addrs, dialers.ipv6());
     }
     if target.node.is_none() && config.mdns && !target.discovery_timeout.is_zero() {
-        let found = browse(config, transport, target.discovery_timeout).await;
-        match found {
-            Ok(cands) => {
-                for a in cands {
-                    tried.push(format!("{a} (mDNS)"));
-                    match ask(transport, a, timeout).await {
-                        Ok(s) => return Ok(s),
-                        Err(e) => last = format!("{a}: {e}"),
-                    }
-                }
-            }
-            Err(e) => last = format!("mDNS: {e}"),
+        match browse(config, dialers, target.discovery_timeout, timeout, &mut at).await {
+            Ok(s) => return Ok(s),
+            Err(e) => at.last = Some(at.last.take().map_or(e.clone(), |l| format!("{l}; {e}"))),
         }
     }
     Err(StatusError::NoAnswer {
-        tried: tried.join(", "),
-        last,
+        tried: at.tried.join(", "),
+        last: at.last.unwrap_or_else(|| "no candidate address".into()),
     })
 }
 
-/// Browse mDNS for up to `wait`; returns the first resolved node's addresses.
+/// Browses mDNS for up to `wait`, dialing every address nodes of this cluster announce (in
+/// [`dial_order`], IPv4 first; a node resolved again with more addresses gets those tried too)
+/// until one answers.
 async fn browse(
     config: &ClusterConfig,
-    transport: &Transport,
+    dialers: &Dialers,
     wait: Duration,
-) -> Result<Vec<SocketAddr>, String> {
+    timeout: Duration,
+    at: &mut Attempts,
+) -> Result<ClusterStatus, String> {
     let (d, mut rx) = MdnsDiscovery::start(
         None,
         &Interfaces::from_names(&config.interfaces),
-        transport.node_id(),
-        transport.cluster_id(),
+        dialers.v4.node_id(),
+        dialers.v4.cluster_id(),
     )
-    .map_err(|e| e.to_string())?;
-    let got = tokio::time::timeout(wait, rx.recv()).await;
+    .map_err(|e| format!("mDNS: {e}"))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut announced = false;
+    let found = loop {
+        let c = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(c)) => c,
+            _ => break None,
+        };
+        announced = true;
+        let fresh = untried(&c.addrs, &at.dialed, dialers.ipv6());
+        if let Some(s) = at.try_all(dialers, &fresh, " (mDNS)", timeout).await {
+            break Some(s);
+        }
+        at.skipped(&c.addrs, dialers.ipv6());
+    };
     d.shutdown().await;
-    match got {
-        Ok(Some(c)) => Ok(c.addrs),
-        _ => Err(format!(
-            "no node of this cluster announced itself within {wait:?}"
+    match found {
+        Some(s) => Ok(s),
+        None if announced => Err(format!(
+            "no announced address answered within the {wait:?} of mDNS discovery"
+        )),
+        None => Err(format!(
+            "no node of this cluster announced itself by mDNS within {wait:?}"
         )),
     }
 }

@@ -13,7 +13,7 @@ use super::sequence::Finish;
 use super::service::Service;
 use crate::gateway::{
     CompletionBackend, FinishReason, GenerationEvent, GenerationRequest, PromptInput, PromptToken,
-    RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
+    Readiness, RequestSampling, SubmitError, TokenLogprob, TokenStream, TopLogprob,
 };
 use crate::pipeline::protocol::TokenLogprobs;
 use edgeray_model::tokenizer::Tokenizer;
@@ -55,6 +55,13 @@ impl PipelineBackend {
             default_max_tokens,
             retry_after: Duration::from_secs(1),
         }
+    }
+
+    /// Serve under `id` instead of the model's own name (`serve --alias`): `/v1/models` lists
+    /// it and requests must name it.
+    pub fn with_model_id(mut self, id: impl Into<String>) -> Self {
+        self.model_id = id.into();
+        self
     }
 
     fn pipeline(&self) -> Result<Pipeline, SubmitError> {
@@ -123,6 +130,17 @@ impl CompletionBackend for PipelineBackend {
 
     fn capacity(&self) -> Option<usize> {
         self.pipeline().ok().map(|p| p.capacity())
+    }
+
+    fn readiness(&self) -> Readiness {
+        match &self.source {
+            Source::Fixed(_) => Readiness::Ready,
+            Source::Supervised(s) => match (s.current(), s.failure()) {
+                (Some(_), _) => Readiness::Ready,
+                (None, Some(why)) => Readiness::Failed(why),
+                (None, None) => Readiness::Redeploying,
+            },
+        }
     }
 
     fn tokenize(

@@ -24,6 +24,7 @@ pub use shard_dir::{
     user_cache_dir,
 };
 pub use shard_store::{
-    Refusal, ShardLease, ShardStore, ShardStoreError, chunk_digest, content_hash, validate_hash,
+    CacheListing, CachedShard, GcReport, Refusal, RemoveOutcome, ShardLease, ShardStore,
+    ShardStoreError, chunk_digest, content_hash, validate_hash,
 };
 pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};

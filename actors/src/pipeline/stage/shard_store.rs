@@ -31,11 +31,13 @@
 //! offered (a partial file counts at its current size), so they may overshoot the budget by
 //! the part of one another not yet written; free space is re-checked by the writes themselves.
 
+mod admin;
 mod budget;
 mod disk;
 mod fresh;
 pub mod sidecar;
 
+pub use admin::{CacheListing, GcReport, RemoveOutcome};
 pub use budget::{CachedShard, Refusal, Room, plan_room};
 
 use sha2::{Digest, Sha256};
