@@ -208,6 +208,47 @@ async fn drive(me: &Cluster, other: NodeId, pings: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Both nodes in this process: the ping-pong, then the death of a whole node seen by a
+/// watcher (what `main` runs without `--listen`/`--join`).
+pub async fn run_in_process(secret: &str, pings: u64) -> anyhow::Result<()> {
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let b = start(node_config(secret, any, None, "b")?).await?;
+    let b_addr = b.node().context("node")?.local_addr();
+    let a = start(node_config(secret, any, Some(b_addr), "a")?).await?;
+    wait_for_members(&a, 2).await?;
+    println!(
+        "node a {} and node b {} are Up",
+        a.node_id().short(),
+        b.node_id().short()
+    );
+    drive(&a, b.node_id(), pings).await?;
+
+    // Death of a whole node: a watcher on the driver side hears about it.
+    let victim = a
+        .spawn::<Pong>("doomed".into(), SpawnOptions::new().on(b.node_id()))
+        .await?;
+    let watch = victim.watch();
+    let mut events = a.subscribe().context("membership events")?;
+    b.shutdown().await;
+    let reason = tokio::time::timeout(Duration::from_secs(10), watch).await?;
+    println!("node b shut down; watch on its actor says: {reason:?}");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await
+            && let edgeray_runtime::membership::MembershipEvent::MemberDown { member, reason } = ev
+        {
+            println!("membership: {} is down ({reason:?})", member.name);
+            break;
+        }
+    }
+    a.shutdown().await;
+    for n in ["a", "b"] {
+        let _ = std::fs::remove_dir_all(state_dir(n));
+    }
+    Ok(())
+}
+
+#[allow(dead_code)] // also compiled into the examples test, which calls `run_in_process`
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -230,46 +271,7 @@ async fn main() -> anyhow::Result<()> {
             drive(&a, other, args.pings).await?;
             a.shutdown().await;
         }
-        (None, None) => {
-            let any: SocketAddr = "127.0.0.1:0".parse()?;
-            let b = start(node_config(&args.secret, any, None, "b")?).await?;
-            let b_addr = b.node().context("node")?.local_addr();
-            let a = start(node_config(&args.secret, any, Some(b_addr), "a")?).await?;
-            wait_for_members(&a, 2).await?;
-            println!(
-                "node a {} and node b {} are Up",
-                a.node_id().short(),
-                b.node_id().short()
-            );
-            drive(&a, b.node_id(), args.pings).await?;
-
-            // Death of a whole node: a watcher on the driver side hears about it.
-            let victim = a
-                .spawn::<Pong>("doomed".into(), SpawnOptions::new().on(b.node_id()))
-                .await?;
-            let watch = victim.watch();
-            let mut events = a.subscribe().context("membership events")?;
-            b.shutdown().await;
-            let reason = tokio::time::timeout(Duration::from_secs(10), watch).await?;
-            println!("node b shut down; watch on its actor says: {reason:?}");
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Ok(ev)) =
-                    tokio::time::timeout(Duration::from_secs(10), events.recv()).await
-                    && let edgeray_runtime::membership::MembershipEvent::MemberDown {
-                        member,
-                        reason,
-                    } = ev
-                {
-                    println!("membership: {} is down ({reason:?})", member.name);
-                    break;
-                }
-            }
-            a.shutdown().await;
-            for n in ["a", "b"] {
-                let _ = std::fs::remove_dir_all(state_dir(n));
-            }
-        }
+        (None, None) => run_in_process(&args.secret, args.pings).await?,
         _ => bail!("use either --listen or --join, not both"),
     }
     if args.join.is_some() {

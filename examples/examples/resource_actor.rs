@@ -126,8 +126,8 @@ async fn start_node(
     Ok(Cluster::start(cfg, Registry::new().with::<Matmul>(), actors).await?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The two nodes, the placements and the refusals (what `main` runs).
+pub async fn run() -> anyhow::Result<()> {
     let big = start_node(
         "big",
         None,
@@ -252,4 +252,10 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(state_dir(n));
     }
     Ok(())
+}
+
+#[allow(dead_code)] // also compiled into the examples test, which calls `run` directly
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run().await
 }
