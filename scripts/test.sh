@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the `edgeray` binary (multi-process and network-lab tests drive it)
 # and runs every test of the workspace, real-model exactness tests and the 2-minute overload
-# soak included, then runs each fuzz target for a bounded time (scripts/fuzz.sh;
+# soak included, checks the library docs (`cargo doc` with warnings as errors), then runs each fuzz target for a bounded time (scripts/fuzz.sh;
 # EDGERAY_FUZZ_SECS per target, default 60; 0 replays the seed corpus only).
 #
 # Needs the real models (scripts/setup.sh fetches them). The network-namespace tests need root:
@@ -15,4 +15,6 @@ fi
 
 cargo build -p edgeray --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${EDGERAY_TEST_THREADS:-2}"
+# The library docs: every public item documented, every intra-doc link resolving.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 scripts/fuzz.sh "${EDGERAY_FUZZ_SECS:-60}"

@@ -8,9 +8,6 @@ pub use edgeray_model as model;
 pub use edgeray_runtime as runtime;
 
 pub mod cli;
-/// The OpenAI-compatible HTTP gateway.
 pub mod gateway;
-/// Distributed pipeline inference: scheduler, stage actors, weight shipping.
 pub mod pipeline;
-/// Pipeline placement policies (pure).
 pub mod placement;

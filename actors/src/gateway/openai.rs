@@ -127,7 +127,7 @@ pub struct CommonParams {
     /// Repetition penalty (extension).
     pub repeat_penalty: Option<f32>,
     /// Structured output: `{"type": "json_object"}` or `{"type": "json_schema", ...}`
-    /// (checked by [`super::structured::response_format`]).
+    /// (checked by `structured::response_format`).
     pub response_format: Option<Value>,
     /// Client user id (ignored).
     pub user: Option<String>,

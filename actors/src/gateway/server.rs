@@ -43,7 +43,7 @@ pub struct GatewayConfig {
     /// Interval of SSE keep-alive comments. Default 15 s.
     pub sse_keep_alive: Duration,
     /// API key, CORS origins, and whether a non-loopback bind may go without a key
-    /// (see [`super::access`]). Default: no key, no CORS, loopback only.
+    /// (see [`super::AccessConfig`]). Default: no key, no CORS, loopback only.
     pub access: AccessConfig,
     /// Longest a completion request may take, streamed answers included; past it the
     /// generation is cancelled and the client gets a `timeout` error (504, or an SSE error

@@ -9,7 +9,8 @@
 //! - [`head`]: on the head node (the scheduler actor placing against the live cluster view);
 //! - [`protocol`]: what travels between them (messages, and the hidden-state wire codec).
 //!
-//! [`hosting`] starts a node that can take part in all three, and the embedded cluster.
+//! `hosting` starts a node that can take part in all three ([`start_hosting_node`]) and the
+//! embedded cluster ([`embedded_cluster`]).
 
 pub mod coordinator;
 pub mod head;

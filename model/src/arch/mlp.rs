@@ -66,7 +66,7 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// GELU (tanh approximation) as ggml's CPU backend computes it (`ggml_vec_gelu_f32` with
-/// `GGML_GELU_FP16`): see [`gelu_one`].
+/// `GGML_GELU_FP16`): see `gelu_one`.
 pub fn gelu_ggml<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let (dims, device) = (x.dims(), x.device());
     let v: Vec<f32> = to_vec(x).into_iter().map(gelu_one).collect();

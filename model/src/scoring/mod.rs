@@ -1,7 +1,7 @@
 //! Scoring text: log-probabilities ([`logprobs`]), perplexity the way llama.cpp's
 //! `llama-perplexity` computes it ([`perplexity`]), its `--kl-divergence-base` file format
 //! ([`logits_file`]), the distribution-level comparison with it ([`kld`]), and compact
-//! references that a test fixture can hold ([`reference`]).
+//! references that a test fixture can hold ([`reference`](mod@reference)).
 
 pub mod kld;
 pub mod logits_file;

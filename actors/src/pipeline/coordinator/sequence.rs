@@ -1,7 +1,7 @@
 //! The life of one sequence on the coordinator, as a pure state machine: admitted, its prompt
 //! sent in chunks, tokens decoded one at a time, interrupted by a failure, replayed on a
 //! redeployed pipeline, finished. No I/O, no clock and no channels: the async driver
-//! ([`super::engine`]) feeds it [`Event`]s (with the time they happened) and carries out the
+//! (`driver.rs`) feeds it [`Event`]s (with the time they happened) and carries out the
 //! [`Action`]s it returns, so every path, failover in every phase included, is unit-tested with
 //! scripted events.
 //!

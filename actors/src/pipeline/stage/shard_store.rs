@@ -246,7 +246,7 @@ impl ShardStore {
     }
 
     /// Opens (creating it if needed) the cache in `dir`, bounded to `budget` bytes, and removes
-    /// partial uploads older than [`STALE_PART_AGE`].
+    /// partial uploads older than `STALE_PART_AGE`.
     pub fn with_budget(dir: impl Into<PathBuf>, budget: u64) -> Result<Self, ShardStoreError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -516,7 +516,7 @@ impl ShardStore {
     }
 
     /// Opens cached shard `hash` for a stage: verified against its sidecar (unless an offer
-    /// verified it unchanged within [`fresh::FRESH_FOR`]; a damaged one is discarded), marked
+    /// verified it unchanged within `fresh::FRESH_FOR`; a damaged one is discarded), marked
     /// as used now (its place in the eviction order), and held against
     /// eviction while the returned lease lives.
     pub fn open_for_stage(&self, hash: &str) -> Result<ShardLease, ShardStoreError> {
