@@ -472,6 +472,14 @@ impl Remote {
         Ok(link)
     }
 
+    /// The mail link to a live actor (a known-dead one is refused at once).
+    async fn tell_link(&self, id: ActorId) -> Result<Arc<Link>, TellError> {
+        if self.tombstones.lock().contains(&id) {
+            return Err(TellError::ActorDead);
+        }
+        self.link(id).await.map_err(|d| d.tell_error())
+    }
+
     /// Sends a tell frame; returns once QUIC accepted it.
     pub(crate) async fn tell(
         &self,
@@ -479,17 +487,8 @@ impl Remote {
         body: Vec<u8>,
         tail: Bytes,
     ) -> Result<(), TellError> {
-        let frame = Frame {
-            msg_type: T_TELL,
-            flags: 0,
-            body: Bytes::from(body),
-            tail,
-        };
-        if self.tombstones.lock().contains(&id) {
-            return Err(TellError::ActorDead);
-        }
-        let link = self.link(id).await.map_err(|d| d.tell_error())?;
-        let r = link.send(frame, None).await;
+        let link = self.tell_link(id).await?;
+        let r = link.send(tell_frame(body, tail), None).await;
         self.forget_if_down(id, &link);
         r.map_err(|d| d.tell_error())
     }
@@ -501,17 +500,8 @@ impl Remote {
         body: Vec<u8>,
         tail: Bytes,
     ) -> Result<(), TellError> {
-        let frame = Frame {
-            msg_type: T_TELL,
-            flags: 0,
-            body: Bytes::from(body),
-            tail,
-        };
-        if self.tombstones.lock().contains(&id) {
-            return Err(TellError::ActorDead);
-        }
-        let link = self.link(id).await.map_err(|d| d.tell_error())?;
-        let r = link.try_send(frame);
+        let link = self.tell_link(id).await?;
+        let r = link.try_send(tell_frame(body, tail));
         self.forget_if_down(id, &link);
         match r {
             Ok(true) => Ok(()),
@@ -715,6 +705,16 @@ async fn link_reader(
     let err = link.reason().ask_error();
     for tx in pending.lock().drain(..) {
         let _ = tx.send(Err(err.clone()));
+    }
+}
+
+/// A tell frame: the encoded message and its raw tail.
+fn tell_frame(body: Vec<u8>, tail: Bytes) -> Frame {
+    Frame {
+        msg_type: T_TELL,
+        flags: 0,
+        body: Bytes::from(body),
+        tail,
     }
 }
 
