@@ -16,25 +16,8 @@ pub fn edgeray() -> Command {
 }
 
 /// A real model under `models/`; `None` (SKIP printed) when missing outside CI.
-pub fn model(file: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models")
-        .join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing in CI: run scripts/fetch-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIP: {} not found (run scripts/fetch-models.sh)",
-        p.display()
-    );
-    None
-}
+#[allow(unused_imports)] // not every test that shares these helpers runs a real model
+pub use edgeray_model::test_models::real_model as model;
 
 /// A TCP port free right now on 127.0.0.1.
 pub fn free_tcp_port() -> u16 {
