@@ -115,6 +115,26 @@ impl Block {
         })
     }
 
+    /// Keeps the packed copies of its projections whose formats have one (Q8_0, Q5_0, Q4_0 on
+    /// x86; see [`crate::ops::QuantWeight::prepack`]); results never change. Returns how many
+    /// it packed.
+    pub fn prepack(&mut self) -> usize {
+        let a = &mut self.attn;
+        let m = &mut self.mlp;
+        [
+            &mut a.wq,
+            &mut a.wk,
+            &mut a.wv,
+            &mut a.wo,
+            &mut m.gate,
+            &mut m.up,
+            &mut m.down,
+        ]
+        .into_iter()
+        .filter_map(|l| l.weight.prepack().then_some(()))
+        .count()
+    }
+
     /// Runs the block on `x` (`[n, d]`); `layer` is this block's index within `cache`.
     pub fn forward(
         &self,

@@ -137,10 +137,11 @@ impl Embedding {
     }
 }
 
-/// Whether head stages keep their output matrix packed for multi-token products (see
-/// [`QuantWeight::prepack`]); `EDGERAY_PREPACK=0` turns it off (to compare the two in one run:
-/// the results are the same bits either way).
-fn prepack_heads() -> bool {
+/// Whether stages keep their Q8_0 / Q5_0 / Q4_0 matrices in the kernels' packed layouts (see
+/// [`QuantWeight::prepack`]: the output head and the blocks' projections);
+/// `EDGERAY_PREPACK=0` turns it off (to compare the two in one run: the results are the same
+/// bits either way).
+pub(crate) fn prepack_enabled() -> bool {
     std::env::var("EDGERAY_PREPACK").map_or(true, |v| v != "0")
 }
 
@@ -194,7 +195,31 @@ impl Stage {
         spec: &StageSpec,
         device: &Device,
         pool: &Arc<KernelPool>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self, ArchError> {
+        Self::load_parts(file, spec, device, pool, progress, prepack_enabled())
+    }
+
+    /// Like [`Stage::load`] with every matrix left in the GGUF layout: for a tensor-parallel
+    /// member, which packs only the rows it keeps.
+    pub(crate) fn load_unpacked(
+        file: &GgufFile,
+        spec: &StageSpec,
+        device: &Device,
+        pool: &Arc<KernelPool>,
+    ) -> Result<Self, ArchError> {
+        Self::load_parts(file, spec, device, pool, |_, _| {}, false)
+    }
+
+    /// [`Stage::load_with_progress`], packing the matrices when `pack` (see
+    /// [`prepack_enabled`]).
+    fn load_parts(
+        file: &GgufFile,
+        spec: &StageSpec,
+        device: &Device,
+        pool: &Arc<KernelPool>,
         mut progress: impl FnMut(usize, usize),
+        pack: bool,
     ) -> Result<Self, ArchError> {
         let config = ModelConfig::from_gguf(file)?;
         spec.validate(&config)?;
@@ -209,7 +234,11 @@ impl Stage {
         };
         let mut blocks = Vec::with_capacity(spec.layers.len());
         for (k, il) in spec.layers.clone().enumerate() {
-            blocks.push(Block::load(file, &config, il, device, pool)?);
+            let mut block = Block::load(file, &config, il, device, pool)?;
+            if pack {
+                block.prepack();
+            }
+            blocks.push(block);
             progress(k + 1, total);
         }
         let (norm, output) = if spec.head {
@@ -223,7 +252,7 @@ impl Stage {
                 "output.weight"
             };
             let mut w = QuantWeight::from_gguf(file, name, pool)?;
-            if prepack_heads() {
+            if pack {
                 w.prepack();
             }
             if w.cols() != config.d_model || w.rows() != config.vocab_size {

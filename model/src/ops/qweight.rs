@@ -78,9 +78,9 @@ impl QuantWeight {
         self.matrix.cols()
     }
 
-    /// Keeps a packed copy of the rows for multi-token products where the kernels have one
-    /// (Q8_0 on x86; see [`QuantMatrix::prepack`]): results never change, decode steps of
-    /// several sequences get faster. Returns whether it packed.
+    /// Keeps a packed copy of the rows where the kernels have one (Q8_0, Q5_0 and Q4_0 on x86;
+    /// see [`QuantMatrix::prepack`]): results never change, decode steps of several sequences
+    /// get faster. Returns whether it packed.
     pub fn prepack(&mut self) -> bool {
         Arc::make_mut(&mut self.matrix).prepack()
     }

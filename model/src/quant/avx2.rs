@@ -106,6 +106,19 @@ pub(crate) trait LegacyRows8 {
         qs: [&[i8]; T],
         sy: [&[i16]; T],
     ) -> [[f32; 8]; T];
+
+    /// The same dots from an eight-row group of Q5_0 / Q4_0 rows in the compact layout of
+    /// `super::compact` (`tail`: the group's vectors, then the matrix's groups after it, which
+    /// the kernel prefetches).
+    ///
+    /// # Safety
+    /// As [`Self::rows8`], with `tail` whole compact groups of `nb` blocks.
+    unsafe fn compact_rows8<const K: u8, const T: usize>(
+        tail: &[__m256i],
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T];
 }
 
 /// The AVX2 (`maddubs` + `madd`) eight-row kernels.
@@ -255,6 +268,17 @@ impl LegacyRows8 for Avx2Rows8 {
         }
         acc.map(|v| lanes8(v))
     }
+
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn compact_rows8<const K: u8, const T: usize>(
+        tail: &[__m256i],
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T] {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::compact::rows8_avx2::<K, T>(tail, d, qs, sy) }
+    }
 }
 
 /// Tile kernel for Q8_0 / Q5_0 / Q4_0 weights: activation rows are sliced once per token group,
@@ -314,9 +338,10 @@ pub(crate) fn legacy_tile<const K: u8, R: LegacyRows8>(
     })
 }
 
-/// [`legacy_tile`] on rows already packed by [`pack_rows8`] (`p`: the vectors of `nrows / 8`
-/// consecutive groups; `nrows` a multiple of eight): the same results, without the per-token
-/// horizontal sums and without packing per call (see `super::packed`).
+/// [`legacy_tile`] on rows already packed (`p`: the vectors of `nrows / 8` consecutive groups;
+/// `nrows` a multiple of eight) — by [`pack_rows8`] for Q8_0, in the compact layout of
+/// `super::compact` for Q5_0 / Q4_0: the same results, without the per-token horizontal sums
+/// and without packing per call (see `super::packed`).
 pub(crate) fn legacy_tile_prepacked<const K: u8, R: LegacyRows8>(
     p: &[__m256i],
     nrows: usize,
@@ -327,9 +352,21 @@ pub(crate) fn legacy_tile_prepacked<const K: u8, R: LegacyRows8>(
 ) {
     let q = a.q8_0();
     let nb = a.cols() / QK32;
-    let per_group = PACKED_PER_BLOCK * nb;
+    let per_group = if K == L_Q8_0 {
+        PACKED_PER_BLOCK * nb
+    } else {
+        super::compact::group_vecs(K, nb)
+    };
     assert!(nrows.is_multiple_of(8) && p.len() == nrows / 8 * per_group);
     assert!(out.len() >= nt * nrows);
+    // Several token groups: decode the compact tile once into `pack_rows8`'s layout, which
+    // every token group then reuses (instead of unpacking it again per group).
+    let decoded = if K != L_Q8_0 && nt > PACK_ABOVE_TOKENS {
+        // SAFETY: the backends selecting this kernel have AVX2 and F16C.
+        unsafe { super::compact::decode_groups::<K>(p, nb) }
+    } else {
+        Vec::new()
+    };
     token_groups!(q, a.cols(), t0, nt, |t, rows| {
         let (d, qs) = (rows.map(|r| r.d), rows.map(|r| r.qs));
         let mut k = 0;
@@ -337,10 +374,20 @@ pub(crate) fn legacy_tile_prepacked<const K: u8, R: LegacyRows8>(
             k += 1;
             q.row_sums(t0 + t + k - 1, a.cols()).unwrap_or(&[])
         });
-        for (g, group) in p.chunks_exact(per_group).enumerate() {
+        for g in 0..nrows / 8 {
             // SAFETY: the backend selecting this kernel checked its target features; the
-            // group's length is exact (asserted) and the activation lengths are asserted inside.
-            let r = unsafe { R::packed_rows8::<K, _>(group, d, qs, sy) };
+            // groups' lengths are exact (asserted) and the activation lengths are asserted
+            // inside.
+            let r = unsafe {
+                if K == L_Q8_0 {
+                    R::packed_rows8::<K, _>(&p[g * per_group..][..per_group], d, qs, sy)
+                } else if !decoded.is_empty() {
+                    let per = PACKED_PER_BLOCK * nb;
+                    R::packed_rows8::<K, _>(&decoded[g * per..][..per], d, qs, sy)
+                } else {
+                    R::compact_rows8::<K, _>(&p[g * per_group..], d, qs, sy)
+                }
+            };
             for (k, v) in r.iter().enumerate() {
                 out[(t + k) * nrows + g * 8..][..8].copy_from_slice(v);
             }

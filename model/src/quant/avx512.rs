@@ -212,4 +212,15 @@ impl LegacyRows8 for Vnni {
         }
         acc.map(|v| lanes8(v))
     }
+
+    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn compact_rows8<const K: u8, const T: usize>(
+        tail: &[__m256i],
+        d: [&[f32]; T],
+        qs: [&[i8]; T],
+        sy: [&[i16]; T],
+    ) -> [[f32; 8]; T] {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::compact::rows8_vnni::<K, T>(tail, d, qs, sy) }
+    }
 }

@@ -286,25 +286,30 @@ impl Kernel {
     }
 }
 
-/// A tile kernel over Q8_0 rows packed by `super::packed::PackedRows8` (vectors of whole
-/// groups, row count, activations, first token, tokens, output).
+/// A tile kernel over rows packed by `super::packed::PackedRows8` (vectors of whole groups,
+/// row count, activations, first token, tokens, output).
 #[cfg(target_arch = "x86_64")]
 pub(crate) type PrepackedTileFn =
     fn(&[std::arch::x86_64::__m256i], usize, &super::matrix::Activations, usize, usize, &mut [f32]);
 
-/// The packed-Q8_0 kernel of `backend`, for the generic-order x86 backends that have one.
+/// The packed-rows kernel of `backend` for weights of `ty` (Q8_0, Q5_0, Q4_0), for the
+/// generic-order x86 backends that have one.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn prepacked_q8_0(backend: KernelBackend) -> Option<PrepackedTileFn> {
-    use super::avx2_blocks::L_Q8_0;
-    match backend {
-        KernelBackend::Avx512 if super::avx512::available() => {
-            Some(super::avx2::legacy_tile_prepacked::<L_Q8_0, super::avx512::Vnni>)
-        }
-        KernelBackend::Avx2 if backend.is_available() => {
-            Some(super::avx2::legacy_tile_prepacked::<L_Q8_0, super::avx2::Avx2Rows8>)
-        }
-        _ => None,
-    }
+pub(crate) fn prepacked(backend: KernelBackend, ty: GgmlType) -> Option<PrepackedTileFn> {
+    use super::avx2::{Avx2Rows8, legacy_tile_prepacked};
+    use super::avx2_blocks::{L_Q4_0, L_Q5_0, L_Q8_0};
+    use super::avx512::Vnni;
+    Some(match (backend, ty) {
+        (KernelBackend::Avx512, _) if !super::avx512::available() => return None,
+        (KernelBackend::Avx2, _) if !backend.is_available() => return None,
+        (KernelBackend::Avx512, GgmlType::Q8_0) => legacy_tile_prepacked::<L_Q8_0, Vnni>,
+        (KernelBackend::Avx512, GgmlType::Q5_0) => legacy_tile_prepacked::<L_Q5_0, Vnni>,
+        (KernelBackend::Avx512, GgmlType::Q4_0) => legacy_tile_prepacked::<L_Q4_0, Vnni>,
+        (KernelBackend::Avx2, GgmlType::Q8_0) => legacy_tile_prepacked::<L_Q8_0, Avx2Rows8>,
+        (KernelBackend::Avx2, GgmlType::Q5_0) => legacy_tile_prepacked::<L_Q5_0, Avx2Rows8>,
+        (KernelBackend::Avx2, GgmlType::Q4_0) => legacy_tile_prepacked::<L_Q4_0, Avx2Rows8>,
+        _ => return None,
+    })
 }
 
 /// The kernel for weights of `ty` on `backend` (the backend's reference scalar kernel for

@@ -249,9 +249,9 @@ impl QuantMatrix {
         })
     }
 
-    /// Keeps a packed copy of the rows for multi-token products (Q8_0 on x86 with AVX2; see
-    /// `packed`), releasing the raw rows' resident pages as it goes. Returns whether it did.
-    /// Results never change: packed and raw kernels give the same bits.
+    /// Keeps a packed copy of the rows (Q8_0, Q5_0 and Q4_0 on x86 with AVX2; see `packed`),
+    /// releasing the raw rows' resident pages as it goes. Returns whether it did. Results
+    /// never change: packed and raw kernels give the same bits.
     pub fn prepack(&mut self) -> bool {
         if self.packed.is_none() {
             self.packed = super::packed::PackedRows8::build(self).map(std::sync::Arc::new);
@@ -424,7 +424,9 @@ pub fn matmul_with_backend(
     }
     let kernel: Kernel = kernel(w.ty, backend)?;
     #[cfg(target_arch = "x86_64")]
-    if let (Some(p), Some(f)) = (&w.packed, super::kernels::prepacked_q8_0(backend)) {
+    if let Some(p) = &w.packed
+        && let Some(f) = super::kernels::prepacked(backend, p.ty())
+    {
         return matmul_prepacked(w, p, f, kernel, acts, y, pool);
     }
     let out = SyncPtr(y.as_mut_ptr());
@@ -485,6 +487,24 @@ fn matmul_prepacked(
     let (rows, rb, n, covered) = (w.rows, w.row_bytes, acts.n, p.rows());
     pool.for_each_range(rows, ROW_TILE, |range| {
         let out = &out;
+        if n == 1 {
+            // Decode: one call per part streams its rows straight into `y` (and lets the
+            // kernels prefetch across the whole range).
+            let split = range.end.min(covered).max(range.start);
+            for (r0, r1) in [(range.start, split), (split, range.end)] {
+                if r0 == r1 {
+                    continue;
+                }
+                // SAFETY: as below: disjoint row ranges per thread, `y` holds `rows` elements.
+                let y = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), r1 - r0) };
+                if r0 < covered {
+                    packed_tile(p.groups(r0 / 8, r1 / 8), r1 - r0, acts, 0, 1, y);
+                } else {
+                    raw.tile(&w.data[r0 * rb..r1 * rb], rb, acts, 0, 1, y);
+                }
+            }
+            return;
+        }
         let mut buf = [0f32; ROW_TILE * TOKEN_TILE];
         let mut r0 = range.start;
         while r0 < range.end {

@@ -23,6 +23,8 @@ mod avx2_x86;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bytes;
+#[cfg(target_arch = "x86_64")]
+mod compact;
 mod dequant;
 mod error;
 mod kernels;

@@ -290,16 +290,17 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-    /// A Q8_0 matrix with a packed copy gives every backend the same bits as without it (and as
-    /// the scalar reference), for decode-sized and prompt-sized token counts, with rows that
-    /// are not a multiple of eight (the tail runs the raw kernel); its dequantized rows too.
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    /// A Q8_0, Q5_0 or Q4_0 matrix with a packed copy (Q8_0's decoded layout, the others'
+    /// compact one) gives every backend the same bits as without it (and as the scalar
+    /// reference), for decode-sized and prompt-sized token counts, with rows that are not a
+    /// multiple of eight (the tail runs the raw kernel); its dequantized rows too.
     #[test]
-    fn prepacked_q8_0_equals_raw(seed in any::<u64>(), blocks in 1usize..30, rows in 1usize..70, n in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 9, 70])) {
+    fn prepacked_equals_raw(seed in any::<u64>(), ty in prop::sample::select(vec![GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0]), blocks in 1usize..30, rows in 1usize..70, n in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 9, 70])) {
         let cols = blocks * 32;
         let mut rng = StdRng::seed_from_u64(seed);
-        let data: Vec<u8> = (0..rows).flat_map(|_| random_row(GgmlType::Q8_0, cols, &mut rng)).collect();
-        let raw = QuantMatrix::new(GgmlType::Q8_0, rows, cols, data).unwrap();
+        let data: Vec<u8> = (0..rows).flat_map(|_| random_row(ty, cols, &mut rng)).collect();
+        let raw = QuantMatrix::new(ty, rows, cols, data).unwrap();
         let mut packed = raw.clone();
         let did = packed.prepack();
         #[cfg(target_arch = "x86_64")]
@@ -313,7 +314,7 @@ proptest! {
             let mut got = vec![0f32; n * rows];
             matmul_with_backend(&packed, &acts, &mut got, &pool, b).unwrap();
             for (g, e) in got.iter().zip(&want) {
-                prop_assert_eq!(g.to_bits(), e.to_bits(), "packed={} on {}: {} vs {}", did, b.name(), g, e);
+                prop_assert_eq!(g.to_bits(), e.to_bits(), "{} packed={} on {}: {} vs {}", ty, did, b.name(), g, e);
             }
         }
         let idx: Vec<usize> = (0..rows).rev().collect();

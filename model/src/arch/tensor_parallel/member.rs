@@ -30,7 +30,12 @@ fn slice_linear(l: &QLinear, rows: Range<usize>) -> Result<QLinear, TpError> {
         .bias
         .as_ref()
         .map(|b| b.val().narrow(0, rows.start, rows.len()));
-    Ok(QLinear::new(l.weight.slice_rows(rows)?, bias))
+    let mut weight = l.weight.slice_rows(rows)?;
+    // The member's own rows, packed as a whole stage's would be (see `Stage::load_unpacked`).
+    if crate::arch::stage::prepack_enabled() {
+        weight.prepack();
+    }
+    Ok(QLinear::new(weight, bias))
 }
 
 /// One layer as a member holds it: its query heads' rows of `attn_q`, its KV heads' rows of
@@ -243,7 +248,7 @@ impl MemberStage {
             ));
         }
         // A full stage's parts, zero-copy, then sliced.
-        let whole = crate::arch::Stage::load(file, spec, device, pool)?;
+        let whole = crate::arch::Stage::load_unpacked(file, spec, device, pool)?;
         let config = whole.config.clone();
         let blocks = whole
             .blocks
