@@ -38,9 +38,19 @@ impl Setup {
     }
 
     async fn deploy(&self, stages: usize, max_sequences: usize, max_queued: usize) -> Pipeline {
+        self.deploy_ctx(stages, max_sequences, max_queued, 64).await
+    }
+
+    async fn deploy_ctx(
+        &self,
+        stages: usize,
+        max_sequences: usize,
+        max_queued: usize,
+        ctx: usize,
+    ) -> Pipeline {
         let opts = DeployOptions {
             stages: Some(stages),
-            ctx: 64,
+            ctx,
             threads: 1,
             max_sequences,
             max_queued,
@@ -271,5 +281,87 @@ async fn a_stage_claiming_more_than_its_board_offers_is_refused() {
     let ok = spawn(args(64, 2)).await.expect("a fitting claim");
     assert_eq!(ok.node, node);
     p.shutdown().await;
+    s.shutdown().await;
+}
+
+/// Continuous batching is exact: random mixes of sequences — prompts long enough to be prefilled
+/// in chunks next to the others' decode steps, different answer lengths (so sequences leave
+/// while others run), joining at random moments — give each sequence exactly the tokens it
+/// gets alone on one node, over one stage and over two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_mix_of_joining_and_leaving_sequences_gets_each_its_solo_tokens() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    const CTX: usize = 256;
+    let s = Setup::new("qwen2", 2).await;
+    let g = Generator::load(&s.model, 1, Some(CTX), |_, _| {}).unwrap();
+    let words = [
+        "abc", "hello", "world", "edge", "ray", "once", "more", "x", "42",
+    ];
+    for stages in [1, 2] {
+        let p = s.deploy_ctx(stages, 4, 16, CTX).await;
+        for round in 0..3u64 {
+            let mut rng = StdRng::seed_from_u64(1000 * stages as u64 + round);
+            // (prompt, answer length, join delay in ms)
+            let mix: Vec<(Vec<u32>, usize, u64)> = (0..5)
+                .map(|_| {
+                    let n_words = if rng.random_bool(0.4) {
+                        rng.random_range(12..30)
+                    } else {
+                        rng.random_range(1..4)
+                    };
+                    let text: Vec<&str> = (0..n_words)
+                        .map(|_| words[rng.random_range(0..words.len())])
+                        .collect();
+                    let ids = g.encode(&text.join(" ")).unwrap();
+                    (ids, rng.random_range(1..16), rng.random_range(0..40))
+                })
+                .collect();
+            let want: Vec<Vec<u32>> = mix
+                .iter()
+                .map(|(ids, n, _)| {
+                    let opts = GenerateOptions {
+                        max_tokens: *n,
+                        ..Default::default()
+                    };
+                    g.generate_tokens(ids, &opts, |_| true).unwrap().tokens
+                })
+                .collect();
+            let tasks: Vec<_> = mix
+                .iter()
+                .cloned()
+                .map(|(ids, n, delay)| {
+                    let p = p.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                        let (tx, mut rx) = mpsc::channel(64);
+                        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                        let r = p.generate(ids, &greedy(n), &tx).await;
+                        drop(tx);
+                        drain.await.unwrap();
+                        r.map(|s| s.tokens)
+                    })
+                })
+                .collect();
+            for (i, (t, want)) in tasks.into_iter().zip(&want).enumerate() {
+                let got = t.await.unwrap().unwrap();
+                assert_eq!(
+                    &got,
+                    want,
+                    "{stages} stage(s), round {round}, sequence {i} (prompt of {} tokens)",
+                    mix[i].0.len()
+                );
+            }
+        }
+        // The mixes really shared stage runs.
+        for st in p.stage_stats().await {
+            let st = st.unwrap();
+            assert!(
+                st.max_batch >= 2,
+                "stage {}: runs of one sequence only",
+                st.index
+            );
+        }
+        p.shutdown().await;
+    }
     s.shutdown().await;
 }
