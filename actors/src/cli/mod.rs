@@ -49,6 +49,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "EDGERAY_LOG")]
     pub log: Option<String>,
 
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
