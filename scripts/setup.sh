@@ -18,7 +18,8 @@ for arg in "$@"; do
 done
 
 # System packages: iproute2 (ip, tc, bridge) for the namespace lab, python3-pip for the model
-# fetcher and the OpenAI-client test. Only installed when missing, and only as root.
+# fetcher and the OpenAI-client test, dpkg and systemd (systemd-analyze, systemd-sysusers) for
+# the board package's test. Only installed when missing, and only as root.
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v tc >/dev/null || need+=(iproute2)
@@ -27,6 +28,8 @@ command -v kill >/dev/null || need+=(procps)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v cc >/dev/null || need+=(gcc)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"
