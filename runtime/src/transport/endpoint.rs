@@ -93,10 +93,11 @@ struct StreamHandler {
 
 struct Inner {
     endpoint: quinn::Endpoint,
-    security: ClusterSecurity,
+    /// This node's security context (replaced when the certificate is renewed).
+    security: RwLock<ClusterSecurity>,
     config: TransportConfig,
-    server_config: quinn::ServerConfig,
-    client_config: quinn::ClientConfig,
+    server_config: RwLock<quinn::ServerConfig>,
+    client_config: RwLock<quinn::ClientConfig>,
     hello: Hello,
     local_addr: SocketAddr,
     peers: Mutex<HashMap<NodeId, PeerEntry>>,
@@ -192,10 +193,10 @@ impl Transport {
         Ok(Transport {
             inner: Arc::new(Inner {
                 endpoint,
-                security,
+                security: RwLock::new(security),
                 config,
-                server_config,
-                client_config,
+                server_config: RwLock::new(server_config),
+                client_config: RwLock::new(client_config),
                 hello,
                 local_addr,
                 peers: Mutex::new(HashMap::new()),
@@ -217,11 +218,50 @@ impl Transport {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner
-            .endpoint
-            .set_server_config(Some(self.inner.server_config.clone()));
+        let server = self.inner.server_config.read().clone();
+        self.inner.endpoint.set_server_config(Some(server));
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.accept_loop().await });
+        // Renew this node's certificate at a third of its lifetime, so a node that runs for
+        // months keeps a valid one (peers refuse an expired certificate).
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::security::NODE_CERT_LIFETIME / 3).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let t = Transport { inner };
+                match t.security().renewed(crate::security::NODE_CERT_LIFETIME) {
+                    Ok(s) => {
+                        if let Err(e) = t.renew_certificate(s) {
+                            warn!(error = %e, "cannot renew this node's certificate");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot renew this node's certificate"),
+                }
+            }
+        });
+    }
+
+    /// Uses `security` (the same node and cluster with a newer certificate, see
+    /// [`ClusterSecurity::renewed`]) for every handshake from now on; established connections
+    /// keep theirs.
+    pub fn renew_certificate(&self, security: ClusterSecurity) -> Result<(), TransportError> {
+        if security.node_id() != self.node_id() || security.cluster_id() != self.cluster_id() {
+            return Err(TransportError::InvalidConfig(
+                "a renewed certificate must be for the same node and cluster".into(),
+            ));
+        }
+        let server = self.inner.config.quinn_server(&security)?;
+        let client = self.inner.config.quinn_client(&security)?;
+        *self.inner.client_config.write() = client;
+        if self.inner.started.load(Ordering::Acquire) {
+            self.inner.endpoint.set_server_config(Some(server.clone()));
+        }
+        *self.inner.server_config.write() = server;
+        let until = security.validity().not_after;
+        *self.inner.security.write() = security;
+        info!(valid_until = ?until, "node certificate renewed");
+        Ok(())
     }
 
     /// The bound UDP address.
@@ -240,8 +280,8 @@ impl Transport {
     }
 
     /// The security context (cluster id, node certificate).
-    pub fn security(&self) -> &ClusterSecurity {
-        &self.inner.security
+    pub fn security(&self) -> ClusterSecurity {
+        self.inner.security.read().clone()
     }
 
     /// This node's hello (what peers receive).
@@ -624,7 +664,7 @@ impl Inner {
     ) -> Result<PeerInfo, TransportError> {
         let timeout = self.config.hello_timeout;
         let connecting = self.endpoint.connect_with(
-            self.client_config.clone(),
+            self.client_config.read().clone(),
             addr,
             &server_name_for(expected),
         )?;
