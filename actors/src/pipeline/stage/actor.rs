@@ -32,6 +32,7 @@ use super::claims::{StageClaim, check_claim};
 use super::group::{self, Group};
 use super::logprobs;
 use super::shard_dir::open_shard_store;
+use super::senders::{Senders, StageMsgKind};
 use super::shard_store::ShardLease;
 use crate::pipeline::coordinator::SinkActor;
 use crate::pipeline::protocol::hidden::{WireDtype, decode_hidden, encode_hidden};
@@ -174,6 +175,10 @@ pub struct StageActor {
     group: Option<Arc<Group>>,
     /// Holds the shard against eviction from the node's cache while the stage runs.
     _shard: ShardLease,
+    /// The nodes this stage takes messages from (its pipeline's).
+    senders: Senders,
+    /// This stage's node (a message sent from this process counts as sent by it).
+    here: edgeray_runtime::identity::NodeId,
 }
 
 /// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
@@ -210,6 +215,22 @@ impl RemoteActor for StageActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
+        // A stage serves the coordinator that deployed it: the node holding its sink.
+        let coordinator = args.sink.node;
+        if let Some(by) = ctx.spawned_by()
+            && by != coordinator
+        {
+            return Err(ActorError::new(format!(
+                "stage refused: spawned by node {} for a sink on node {} (a stage is deployed by its coordinator)",
+                by.short(),
+                coordinator.short()
+            )));
+        }
+        let senders = Senders {
+            coordinator,
+            upstream: args.upstream.unwrap_or(coordinator),
+            group: Vec::new(),
+        };
         let store = open_shard_store(&cluster).map_err(|e| ActorError::new(e.to_string()))?;
         // Checked against its sidecar before it is mapped: a damaged shard is discarded here
         // and this start fails, so the coordinator ships it again.
@@ -341,6 +362,8 @@ impl RemoteActor for StageActor {
             done,
             group,
             _shard: lease,
+            senders,
+            here: cluster.node_id(),
         })
     }
 
@@ -348,7 +371,13 @@ impl RemoteActor for StageActor {
         &mut self,
         msg: Envelope<StageMsg>,
     ) -> Result<Envelope<StageReply>, ActorError> {
-        let Envelope { msg, tail } = msg;
+        let from = msg.sent_by(self.here);
+        if let Err(refused) = self.senders.check(StageMsgKind::of(&msg.msg), from) {
+            tracing::warn!(stage = %self.label, "{refused}");
+            self.stats.lock().refused += 1;
+            return Err(ActorError::new(refused.to_string()));
+        }
+        let (msg, tail) = msg.into_parts();
         let job = match msg {
             StageMsg::Forward(f) => Job::Forward(f, tail, Instant::now()),
             StageMsg::Release { seq } => Job::Release(seq),
@@ -375,6 +404,10 @@ impl RemoteActor for StageActor {
                         ids.len(),
                         g.members
                     )));
+                }
+                self.senders.group = ids.iter().map(|id| id.node).collect();
+                if let Some(l) = &g.links {
+                    l.set_roster(self.senders.group.clone());
                 }
                 *g.roster.lock() = ids.into_iter().map(|id| cluster.actor_ref(id)).collect();
                 return Ok(Envelope::new(StageReply::Ok));

@@ -10,6 +10,7 @@ mod compute_score;
 mod constraint;
 mod group;
 mod logprobs;
+mod senders;
 mod shard_dir;
 pub(crate) mod shard_store;
 mod tp_link;
@@ -19,6 +20,7 @@ pub use actor::{StageActor, capped_threads};
 pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
 pub use claims::{ClaimError, StageClaim, check_claim};
 pub use compute_score::measure_compute_score;
+pub use senders::{Refused, Senders, StageMsgKind};
 pub use shard_dir::{
     ShardCacheBudget, ShardDir, open_shard_store, set_shard_cache_budget, set_shard_dir, shard_dir,
     user_cache_dir,
