@@ -16,6 +16,11 @@
 //!   server name is a node name ([`server_name_for`]), that the server is that node.
 //!   TLS 1.3 only, ALPN [`ALPN`].
 //!
+//! * Rotation: a node may also trust the CAs of other secrets ([`ClusterSecurity::with_trust`],
+//!   `trusted_secrets` in cluster.toml) — peers certified by any of them are accepted, while
+//!   this node's own certificate always comes from its `secret`. A running transport switches
+//!   to new settings without dropping connections ([`crate::transport::Transport::set_security`]).
+//!
 //! The secret itself never leaves the node: only certificates and signatures are sent.
 
 use std::fmt;
@@ -350,6 +355,8 @@ struct SecurityInner {
     /// The CA, to issue this node's next certificate ([`ClusterSecurity::renewed`]).
     ca: Arc<ClusterCa>,
     validity: CertValidity,
+    /// CAs of the other secrets this node also trusts (during a rotation), with their ids.
+    trusted: Vec<(ClusterId, CertificateDer<'static>)>,
     ca_cert: CertificateDer<'static>,
     cluster_id: ClusterId,
     node_cert: CertificateDer<'static>,
@@ -383,14 +390,59 @@ impl ClusterSecurity {
         identity: &NodeIdentity,
         validity: CertValidity,
     ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(secret, &[], identity, validity)
+    }
+
+    /// [`ClusterSecurity::new`] that also accepts peers certified by the CAs of `trusted`
+    /// (other secrets, during a rotation). This node's own certificate comes from `secret`.
+    pub fn with_trust(
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+        identity: &NodeIdentity,
+    ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(secret, trusted, identity, CertValidity::default())
+    }
+
+    /// The same node with its certificate from `secret`, trusting the CAs of `secret` and
+    /// `trusted` (a step of a rotation, applied with
+    /// [`crate::transport::Transport::set_security`]).
+    pub fn rekeyed(
+        &self,
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+    ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(
+            secret,
+            trusted,
+            &self.inner.identity,
+            CertValidity::default(),
+        )
+    }
+
+    fn build(
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+        identity: &NodeIdentity,
+        validity: CertValidity,
+    ) -> Result<ClusterSecurity, SecurityError> {
         let ca = ClusterCa::derive(secret)?;
         let node_cert = ca.issue_node_cert_valid(identity, validity)?;
+        let mut others: Vec<(ClusterId, CertificateDer<'static>)> = Vec::new();
+        for t in trusted {
+            let other = ClusterCa::derive(t)?;
+            if other.cluster_id() != ca.cluster_id()
+                && !others.iter().any(|(id, _)| *id == other.cluster_id())
+            {
+                others.push((other.cluster_id(), other.cert_der().clone()));
+            }
+        }
         Ok(ClusterSecurity {
             inner: Arc::new(SecurityInner {
                 ca_cert: ca.cert_der().clone(),
                 cluster_id: ca.cluster_id(),
                 ca: Arc::new(ca),
                 validity,
+                trusted: others,
                 node_cert,
                 identity: identity.clone(),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -406,6 +458,14 @@ impl ClusterSecurity {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.identity.node_id()
+    }
+
+    /// The cluster ids whose nodes this node accepts: its own first, then those of the
+    /// trusted secrets.
+    pub fn trusted_cluster_ids(&self) -> Vec<ClusterId> {
+        std::iter::once(self.inner.cluster_id)
+            .chain(self.inner.trusted.iter().map(|(id, _)| *id))
+            .collect()
     }
 
     /// This node's certificate (DER).
@@ -431,6 +491,7 @@ impl ClusterSecurity {
             inner: Arc::new(SecurityInner {
                 ca: self.inner.ca.clone(),
                 validity,
+                trusted: self.inner.trusted.clone(),
                 ca_cert: self.inner.ca_cert.clone(),
                 cluster_id: self.inner.cluster_id,
                 node_cert,
@@ -443,6 +504,9 @@ impl ClusterSecurity {
     fn roots(&self) -> Result<Arc<RootCertStore>, SecurityError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.inner.ca_cert.clone())?;
+        for (_, ca) in &self.inner.trusted {
+            roots.add(ca.clone())?;
+        }
         Ok(Arc::new(roots))
     }
 
@@ -617,14 +681,17 @@ mod tests {
         // (checking a server), at a time we choose.
         let me = ClusterSecurity::new(&secret, &NodeIdentity::generate().unwrap()).unwrap();
         let provider = me.inner.provider.clone();
-        let clients = WebPkiClientVerifier::builder_with_provider(me.roots().unwrap(), provider.clone())
-            .build()
-            .unwrap();
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(me.roots().unwrap(), provider.clone())
+                .build()
+                .unwrap();
         let servers = CaServerVerifier {
             roots: me.roots().unwrap(),
             algs: provider.signature_verification_algorithms,
         };
-        let at = |t: SystemTime| UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        let at = |t: SystemTime| {
+            UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap())
+        };
         let name = ServerName::try_from(id.node_id().dns_name()).unwrap();
         let check = |t: SystemTime| {
             let c = clients.verify_client_cert(&cert, &[], at(t)).map(|_| ());

@@ -97,7 +97,10 @@ impl TypedActor for Squatter {
     fn kind() -> &'static str {
         "test.squatter"
     }
-    fn create(_: (), _: edgeray_runtime::actor::ActorCtx) -> Result<Self, edgeray_runtime::actor::ActorError> {
+    fn create(
+        _: (),
+        _: edgeray_runtime::actor::ActorCtx,
+    ) -> Result<Self, edgeray_runtime::actor::ActorError> {
         Ok(Squatter)
     }
     fn messages(_: &mut edgeray_runtime::actor::Messages<'_, Self>) {}
@@ -121,11 +124,7 @@ async fn a_reserved_name_belongs_to_its_kind_on_the_head() {
 
     // Another kind cannot take the node-local name, on the head (spawned from afar) or at home.
     for (from, at) in [(other, head), (other, other)] {
-        match tc
-            .node(from)
-            .spawn::<Squatter>((), on(at).name(NAME))
-            .await
-        {
+        match tc.node(from).spawn::<Squatter>((), on(at).name(NAME)).await {
             Err(SpawnError::NameReserved { name, kind }) => {
                 assert_eq!((name.as_str(), kind.as_str()), (NAME, "test.calc"));
             }
@@ -138,7 +137,11 @@ async fn a_reserved_name_belongs_to_its_kind_on_the_head() {
         tc.node(other).register_global(NAME, &squat).await,
         Err(NameError::Reserved("test.calc".into()))
     );
-    let squat2 = tc.node(other).spawn::<Squatter>((), on(head)).await.unwrap();
+    let squat2 = tc
+        .node(other)
+        .spawn::<Squatter>((), on(head))
+        .await
+        .unwrap();
     assert_eq!(
         tc.node(other).register_global(NAME, &squat2).await,
         Err(NameError::Reserved("test.calc".into()))

@@ -66,7 +66,12 @@ pub(crate) fn hold_local(cluster: &Cluster, name: &str, local: u64) -> bool {
     let Some(cell) = cluster.inner.locals.get(local) else {
         return false;
     };
-    if cluster.inner.registry.check_name(name, cell.kind()).is_err() {
+    if cluster
+        .inner
+        .registry
+        .check_name(name, cell.kind())
+        .is_err()
+    {
         return false;
     }
     let names: Arc<Names> = cluster.inner.names.clone();

@@ -889,7 +889,9 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                 Some(cell) if cell.spawned_by() != Some(peer) => {
                     tracing::warn!(from = %peer.short(), actor = local, kind = cell.kind(),
                         "refused a stop request from a node that did not spawn the actor");
-                    c.inner.refused_stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.inner
+                        .refused_stops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     RpcResponse::StopRefused
                 }
                 Some(cell) => {

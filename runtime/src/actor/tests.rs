@@ -318,7 +318,12 @@ async fn spawn_by_kind_name_from_encoded_args() {
         .unwrap_err();
     assert_eq!(e, SpawnError::UnknownKind("no.such.kind".into()));
     let e = c
-        .spawn_encoded("test.actor", &[0xff, 0xff, 0xff], &SpawnOptions::new(), None)
+        .spawn_encoded(
+            "test.actor",
+            &[0xff, 0xff, 0xff],
+            &SpawnOptions::new(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, SpawnError::Codec(_)), "{e:?}");

@@ -232,7 +232,7 @@ impl Transport {
                 let t = Transport { inner };
                 match t.security().renewed(crate::security::NODE_CERT_LIFETIME) {
                     Ok(s) => {
-                        if let Err(e) = t.renew_certificate(s) {
+                        if let Err(e) = t.set_security(s) {
                             warn!(error = %e, "cannot renew this node's certificate");
                         }
                     }
@@ -242,13 +242,14 @@ impl Transport {
         });
     }
 
-    /// Uses `security` (the same node and cluster with a newer certificate, see
-    /// [`ClusterSecurity::renewed`]) for every handshake from now on; established connections
-    /// keep theirs.
-    pub fn renew_certificate(&self, security: ClusterSecurity) -> Result<(), TransportError> {
-        if security.node_id() != self.node_id() || security.cluster_id() != self.cluster_id() {
+    /// Uses `security` for every handshake from now on — the same node with a newer
+    /// certificate ([`ClusterSecurity::renewed`]) or with another secret and trust
+    /// ([`ClusterSecurity::rekeyed`], a step of a secret rotation); established connections
+    /// keep theirs, so nothing in flight is lost.
+    pub fn set_security(&self, security: ClusterSecurity) -> Result<(), TransportError> {
+        if security.node_id() != self.node_id() {
             return Err(TransportError::InvalidConfig(
-                "a renewed certificate must be for the same node and cluster".into(),
+                "new security settings must be for the same node".into(),
             ));
         }
         let server = self.inner.config.quinn_server(&security)?;
@@ -260,7 +261,7 @@ impl Transport {
         *self.inner.server_config.write() = server;
         let until = security.validity().not_after;
         *self.inner.security.write() = security;
-        info!(valid_until = ?until, "node certificate renewed");
+        info!(valid_until = ?until, cluster = %self.cluster_id().short(), "node certificate replaced");
         Ok(())
     }
 
@@ -276,7 +277,7 @@ impl Transport {
 
     /// The public cluster id.
     pub fn cluster_id(&self) -> ClusterId {
-        self.inner.hello.cluster_id
+        self.inner.security.read().cluster_id()
     }
 
     /// The security context (cluster id, node certificate).
@@ -285,8 +286,8 @@ impl Transport {
     }
 
     /// This node's hello (what peers receive).
-    pub fn local_hello(&self) -> &Hello {
-        &self.inner.hello
+    pub fn local_hello(&self) -> Hello {
+        self.inner.current_hello()
     }
 
     /// The frame limits in force on every stream.
@@ -520,6 +521,13 @@ impl Inner {
         peer_node_id(first).map_err(|e| e.to_string())
     }
 
+    /// This node's hello with the cluster id of its current certificate.
+    fn current_hello(&self) -> Hello {
+        let mut h = self.hello.clone();
+        h.cluster_id = self.security.read().cluster_id();
+        h
+    }
+
     async fn accept_loop(self: Arc<Self>) {
         let max = self.config.max_pending_handshakes.max(1);
         while let Some(incoming) = self.endpoint.accept().await {
@@ -609,10 +617,11 @@ impl Inner {
             Ok(Err(e)) => return Err(refuse(&conn, format!("bad hello: {e}"))),
             Err(_) => return Err(refuse(&conn, "no hello received in time".into())),
         };
+        let clusters = self.security.read().trusted_cluster_ids();
         let version = match check_hello(
             &hello,
             cert_id,
-            self.hello.cluster_id,
+            &clusters,
             self.hello.node_id,
             &self.config.versions,
         ) {
@@ -647,7 +656,7 @@ impl Inner {
         self.admit(conn.clone(), info, hello.node_id, control, reader);
         let accept = HelloReply::Accept {
             version,
-            hello: self.hello.clone(),
+            hello: self.current_hello(),
         };
         if let Err(e) = guard.send(&accept, Bytes::new()).await {
             debug!(%addr, error = %e, "sending hello reply failed");
@@ -709,7 +718,7 @@ impl Inner {
             Some(conn.clone()),
         );
         writer
-            .send(&self.hello, Bytes::new())
+            .send(&self.current_hello(), Bytes::new())
             .await
             .map_err(|e| hs(e.to_string()))?;
         let reply = match tokio::time::timeout(timeout, reader.read_message::<HelloReply>()).await {
@@ -733,10 +742,11 @@ impl Inner {
                 });
             }
         };
+        let clusters = self.security.read().trusted_cluster_ids();
         let ours = check_hello(
             &hello,
             cert_id,
-            self.hello.cluster_id,
+            &clusters,
             self.hello.node_id,
             &self.config.versions,
         )

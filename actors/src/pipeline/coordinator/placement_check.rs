@@ -26,7 +26,9 @@ pub enum PlacementCheckError {
     #[error("the placement has no stages")]
     NoStages,
     /// A stage names a node that is not a live, connected member.
-    #[error("stage {stage} is placed on {node}, which is not a live member this coordinator reaches")]
+    #[error(
+        "stage {stage} is placed on {node}, which is not a live member this coordinator reaches"
+    )]
     UnknownNode {
         /// Stage index.
         stage: usize,
@@ -234,7 +236,11 @@ mod tests {
         // Layers skipped, repeated, empty, beyond the model, or missing at the end.
         assert!(matches!(
             check(vec![stage("a", 0..3, 10), stage("b", 4..8, 10)]),
-            Err(PlacementCheckError::Layers { stage: 1, expected: 3, .. })
+            Err(PlacementCheckError::Layers {
+                stage: 1,
+                expected: 3,
+                ..
+            })
         ));
         assert!(matches!(
             check(vec![stage("a", 0..5, 10), stage("b", 3..8, 10)]),
@@ -259,7 +265,11 @@ mod tests {
         // Over a node's budget, alone or with its other stages.
         assert!(matches!(
             check(vec![stage("a", 0..4, 10), stage("b", 4..8, 101)]),
-            Err(PlacementCheckError::OverBudget { needed: 101, budget: 100, .. })
+            Err(PlacementCheckError::OverBudget {
+                needed: 101,
+                budget: 100,
+                ..
+            })
         ));
         assert!(matches!(
             check(vec![stage("a", 0..4, 60), stage("a", 4..8, 60)]),

@@ -377,7 +377,10 @@ async fn a_foreign_member_cannot_drive_or_stop_another_pipeline() {
         stage: 0,
         error: "forged".into(),
     };
-    assert!(matches!(sink.ask(failed, T).await, Err(AskError::Remote(_))));
+    assert!(matches!(
+        sink.ask(failed, T).await,
+        Err(AskError::Remote(_))
+    ));
     assert_eq!(p.sink_refusals(), 4);
     // The pipeline answers exactly as before.
     assert_eq!(answer(&p, prompt).await.unwrap(), before);

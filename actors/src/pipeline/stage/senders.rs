@@ -126,7 +126,10 @@ mod tests {
         assert!(s.check(StageMsgKind::TpPiece, node(2)).is_err());
         let e = s.check(StageMsgKind::Forward, stranger).unwrap_err();
         assert_eq!(e.kind, StageMsgKind::Forward);
-        assert!(e.to_string().contains("only the stage before this one"), "{e}");
+        assert!(
+            e.to_string().contains("only the stage before this one"),
+            "{e}"
+        );
     }
 
     #[test]
