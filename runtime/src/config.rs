@@ -450,6 +450,10 @@ pub struct Limits {
     /// used cached shards that no running stage uses until it fits; a shard that cannot fit
     /// (larger than this budget, or than the free disk space) is refused.
     pub shard_cache: ByteSize,
+    /// Keep cached shards encrypted on disk (ChaCha20-Poly1305, key derived from the cluster
+    /// secret): a stolen SD card leaks no weights. A stage then decrypts its shard into memory
+    /// when it starts instead of mapping the file.
+    pub encrypt_shards: bool,
 }
 
 /// Default of `limits.shard_cache`.
@@ -461,6 +465,7 @@ impl Default for Limits {
             max_members: 64,
             max_message: ByteSize(16 * 1024 * 1024),
             shard_cache: DEFAULT_SHARD_CACHE,
+            encrypt_shards: false,
         }
     }
 }

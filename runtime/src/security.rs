@@ -136,6 +136,17 @@ impl ClusterSecret {
         ClusterSecret(rand::random())
     }
 
+    /// A 32-byte key for `purpose` (e.g. `"edgeray shard encryption v1"`), derived from the
+    /// secret with HKDF-SHA256: different purposes get independent keys, and a key reveals
+    /// nothing about the secret. Rotating the secret changes every derived key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(b"edgeray-derived-key-v1"), &self.0);
+        let mut key = [0u8; 32];
+        hk.expand(purpose.as_bytes(), &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
+
     /// The raw bytes (to write them into `cluster.toml`; never send them anywhere).
     pub fn expose_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -633,6 +644,16 @@ mod tests {
         // The CA certificate must not contain the secret bytes.
         let der = a.cert_der().as_ref();
         assert!(!der.windows(32).any(|w| w == [7u8; 32]));
+    }
+
+    #[test]
+    fn derived_keys_depend_on_secret_and_purpose() {
+        let a = ClusterSecret::from_bytes([1; 32]);
+        let b = ClusterSecret::from_bytes([2; 32]);
+        assert_eq!(a.derive_key("x"), a.derive_key("x"));
+        assert_ne!(a.derive_key("x"), a.derive_key("y"));
+        assert_ne!(a.derive_key("x"), b.derive_key("x"));
+        assert_ne!(a.derive_key("x"), [1; 32]);
     }
 
     #[test]

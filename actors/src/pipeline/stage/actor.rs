@@ -22,7 +22,6 @@ use edgeray_model::arch::{
     BatchItem, KvCache, LogitsFor, ModelConfig, Stage, StageInput, StageOutput, StageSpec,
     hidden_from_vec, hidden_to_vec,
 };
-use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
 use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
@@ -241,8 +240,17 @@ impl RemoteActor for StageActor {
         let verify_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let path = lease.path();
-        let file = GgufFile::open(path)
-            .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
+        let file = match lease.open_gguf() {
+            Ok(f) => f,
+            // Unusable (e.g. sealed under a rotated secret): discarded, so that the next
+            // deployment ships it again.
+            Err(e) => {
+                drop(lease);
+                return Err(ActorError::new(
+                    store.discard_unusable(&args.shard, &e).to_string(),
+                ));
+            }
+        };
         // What the arguments claim from this board, before anything is loaded.
         let config = ModelConfig::from_gguf(&file)
             .map_err(|e| ActorError::new(format!("shard {}: {e}", path.display())))?;
@@ -348,7 +356,7 @@ impl RemoteActor for StageActor {
             held: std::collections::VecDeque::new(),
             arrivals: Arrivals::new(),
             last_run: std::time::Duration::ZERO,
-            vocab: super::constraint::VocabSlot::new(path.to_path_buf()),
+            vocab: super::constraint::VocabSlot::new(lease.opener()),
         };
         // On the actor's own thread (create runs there), next to the handler.
         let worker = tokio::task::spawn_local(w.run());
