@@ -382,7 +382,49 @@ async fn a_foreign_member_cannot_drive_or_stop_another_pipeline() {
         Err(AskError::Remote(_))
     ));
     assert_eq!(p.sink_refusals(), 4);
-    // The pipeline answers exactly as before.
+
+    // Squatting the scheduler's name: another kind under it on the head, or the attacker's own
+    // scheduler registered cluster-wide, is refused.
+    use crate::pipeline::head::{SCHEDULER_NAME, SchedulerActor};
+    use crate::pipeline::stage::{WeightsActor, WeightsMsg, WeightsReply};
+    use edgeray_runtime::actor::{NameError, SpawnError};
+    let head = attacker.name_head();
+    match attacker
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(head).name(SCHEDULER_NAME))
+        .await
+    {
+        Err(SpawnError::NameReserved { .. }) => {}
+        other => panic!("squatted the scheduler's name on the head: {other:?}"),
+    }
+    let own = attacker
+        .spawn::<SchedulerActor>((), SpawnOptions::new().on(attacker.node_id()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        attacker.register_global(SCHEDULER_NAME, &own).await,
+        Err(NameError::Reserved(_))
+    ));
+    // An offer far beyond a stage node's cache budget is refused before a byte is written.
+    let receiver = attacker
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(used[0]))
+        .await
+        .unwrap();
+    let offer = WeightsMsg::Offer {
+        hash: "ab".repeat(32),
+        len: 1 << 50,
+        chunk: 1 << 20,
+    };
+    match receiver.ask(offer, T).await.unwrap().msg {
+        WeightsReply::NoRoom(why) => assert!(!why.is_empty()),
+        other => panic!("a 1 PiB offer was taken: {other:?}"),
+    }
+    receiver.stop().await;
+
+    // The pipeline answers exactly as before, and a new deployment (placed by the head's
+    // scheduler, found by its name) too.
+    assert_eq!(answer(&p, prompt.clone()).await.unwrap(), before);
+    p.shutdown().await;
+    let p = s.deploy(2, 1, 1).await;
     assert_eq!(answer(&p, prompt).await.unwrap(), before);
     p.shutdown().await;
     s.shutdown().await;
