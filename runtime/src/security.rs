@@ -491,7 +491,7 @@ impl ClusterSecurity {
 
     /// The same identity and trust with a certificate issued now for `lifetime` (a long-running
     /// node renews its certificate before it expires: see
-    /// [`crate::transport::Transport::renew_certificate`]).
+    /// [`crate::transport::Transport::set_security`]).
     pub fn renewed(&self, lifetime: Duration) -> Result<ClusterSecurity, SecurityError> {
         let validity = CertValidity::from_now(lifetime);
         let node_cert = self

@@ -318,7 +318,7 @@ impl ShardStore {
         Ok(store)
     }
 
-    /// Stores shards that arrive from now on encrypted under `key` ([`crypt`]); reads both
+    /// Stores shards that arrive from now on encrypted under `key` (ChaCha20-Poly1305, see the `crypt` module); reads both
     /// plain and encrypted shards.
     pub fn with_encryption(mut self, key: Option<ShardKey>) -> Self {
         self.key = key;
