@@ -122,14 +122,19 @@ pub fn encrypt_file(key: &ShardKey, hash: &str, src: &Path, dst: &Path) -> std::
     out.sync_all()
 }
 
-/// Decrypts the encrypted shard at `path` (content hash `hash`) into memory.
+/// Decrypts the encrypted shard at `path` (content hash `hash`) into memory: read once, opened
+/// chunk by chunk in place and compacted, so the shard is held once (plus its tags).
 pub fn decrypt_file(key: &ShardKey, hash: &str, path: &Path) -> Result<Vec<u8>, CryptError> {
-    let data = std::fs::read(path)?;
-    decrypt(key, hash, &data)
+    decrypt_in_place(key, hash, std::fs::read(path)?)
 }
 
 /// Decrypts an encrypted shard's bytes.
-pub fn decrypt(key: &ShardKey, hash: &str, data: &[u8]) -> Result<Vec<u8>, CryptError> {
+#[cfg(test)]
+fn decrypt(key: &ShardKey, hash: &str, data: &[u8]) -> Result<Vec<u8>, CryptError> {
+    decrypt_in_place(key, hash, data.to_vec())
+}
+
+fn decrypt_in_place(key: &ShardKey, hash: &str, mut data: Vec<u8>) -> Result<Vec<u8>, CryptError> {
     let bad = |m: &str| CryptError::Invalid(m.to_string());
     if data.len() < HEADER || &data[..8] != MAGIC {
         return Err(bad("no encrypted-shard header"));
@@ -147,20 +152,21 @@ pub fn decrypt(key: &ShardKey, hash: &str, data: &[u8]) -> Result<Vec<u8>, Crypt
         return Err(bad("length does not match the header"));
     }
     let k = key.for_shard(hash);
-    let mut out = Vec::with_capacity(len as usize);
-    let mut buf = Vec::with_capacity(chunk + TAG);
-    let mut at = HEADER;
+    // Plaintext is written back from the start of the buffer: it always trails the
+    // ciphertext still to be read (each chunk shrinks by its tag, the header is dropped).
+    let (mut at, mut out) = (HEADER, 0usize);
     for i in 0..chunks {
         let n = (len - i * chunk as u64).min(chunk as u64) as usize + TAG;
-        buf.clear();
-        buf.extend_from_slice(&data[at..at + n]);
-        at += n;
         let plain = k
-            .open_in_place(nonce(i), aad(i + 1 == chunks), &mut buf)
-            .map_err(|_| bad("a chunk fails its tag (altered, or another cluster secret)"))?;
-        out.extend_from_slice(plain);
+            .open_in_place(nonce(i), aad(i + 1 == chunks), &mut data[at..at + n])
+            .map_err(|_| bad("a chunk fails its tag (altered, or another cluster secret)"))?
+            .len();
+        data.copy_within(at..at + plain, out);
+        out += plain;
+        at += n;
     }
-    Ok(out)
+    data.truncate(out);
+    Ok(data)
 }
 
 #[cfg(test)]
