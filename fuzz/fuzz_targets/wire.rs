@@ -28,7 +28,7 @@ fn decode_body(f: &Frame) {
                 let _ = protocol::check_hello(
                     &h,
                     h.node_id,
-                    ClusterId([7; 32]),
+                    &[ClusterId([7; 32])],
                     NodeId([9; 32]),
                     protocol::SUPPORTED_VERSIONS,
                 );

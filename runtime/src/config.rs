@@ -17,6 +17,7 @@
 //! state_dir = "edgeray-state"        # holds the node identity key
 //! backend = "cpu"                    # cpu | wgpu
 //! revoked = ["<64 hex node id>"]     # nodes every member refuses (`edgeray revoke`)
+//! trusted_secrets = ["<64 hex>"]     # other secrets whose nodes are accepted (secret rotation)
 //!
 //! [resources]                        # overrides of what /proc reports (tests, containers)
 //! memory_total = "8GiB"
@@ -449,6 +450,10 @@ pub struct Limits {
     /// used cached shards that no running stage uses until it fits; a shard that cannot fit
     /// (larger than this budget, or than the free disk space) is refused.
     pub shard_cache: ByteSize,
+    /// Keep cached shards encrypted on disk (ChaCha20-Poly1305, key derived from the cluster
+    /// secret): a stolen SD card leaks no weights. A stage then decrypts its shard into memory
+    /// when it starts instead of mapping the file.
+    pub encrypt_shards: bool,
 }
 
 /// Default of `limits.shard_cache`.
@@ -460,6 +465,7 @@ impl Default for Limits {
             max_members: 64,
             max_message: ByteSize(16 * 1024 * 1024),
             shard_cache: DEFAULT_SHARD_CACHE,
+            encrypt_shards: false,
         }
     }
 }
@@ -530,6 +536,12 @@ pub struct ClusterConfig {
     /// `NodeHandle::watch_config_file`).
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// Other cluster secrets (64 hex each) whose nodes this node also accepts, during a secret
+    /// rotation (README, "Rotating the cluster secret"). This node's own certificate always
+    /// comes from `secret`. A running node re-reads `secret` and this list like `revoked` and
+    /// switches without dropping its connections.
+    #[serde(default)]
+    pub trusted_secrets: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -551,6 +563,7 @@ impl ClusterConfig {
             timing: Timing::default(),
             limits: Limits::default(),
             revoked: Vec::new(),
+            trusted_secrets: Vec::new(),
         }
     }
 
@@ -662,6 +675,7 @@ impl ClusterConfig {
             });
         }
         self.revoked_ids()?;
+        self.trusted_secret_bytes()?;
         if self.limits.max_message.0 < 64 * 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_message",
@@ -694,23 +708,41 @@ impl ClusterConfig {
             .collect()
     }
 
-    /// The 32 secret bytes.
-    pub fn secret_bytes(&self) -> Result<[u8; 32], ConfigError> {
-        let s = self.secret.trim();
-        if s.is_empty() {
-            return Err(ConfigError::Secret("empty".into()));
-        }
-        let bytes = hex::decode(s).map_err(|e| ConfigError::Secret(format!("not hex: {e}")))?;
-        let secret = <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| ConfigError::Secret(format!("{} bytes", bytes.len())))?;
-        if secret == [0; 32] {
-            return Err(ConfigError::Secret(
-                "all zeros: this is the placeholder of the sample file, not a secret".into(),
-            ));
-        }
-        Ok(secret)
+    /// The `trusted_secrets`, parsed (each 32 bytes, not all zeros).
+    pub fn trusted_secret_bytes(&self) -> Result<Vec<[u8; 32]>, ConfigError> {
+        self.trusted_secrets
+            .iter()
+            .map(|t| {
+                parse_secret(t).map_err(|e| ConfigError::Invalid {
+                    key: "trusted_secrets",
+                    message: format!("an entry is not a secret: {e}"),
+                })
+            })
+            .collect()
     }
 
+    /// The 32 secret bytes.
+    pub fn secret_bytes(&self) -> Result<[u8; 32], ConfigError> {
+        parse_secret(&self.secret).map_err(ConfigError::Secret)
+    }
+}
+
+/// A secret's 32 bytes from its 64 hex characters (all zeros refused: the sample's placeholder).
+fn parse_secret(text: &str) -> Result<[u8; 32], String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    let bytes = hex::decode(s).map_err(|e| format!("not hex: {e}"))?;
+    let secret =
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| format!("{} bytes", bytes.len()))?;
+    if secret == [0; 32] {
+        return Err("all zeros: this is the placeholder of the sample file, not a secret".into());
+    }
+    Ok(secret)
+}
+
+impl ClusterConfig {
     /// This node's display name: `name`, else the host name, else `node`.
     pub fn node_name(&self) -> String {
         if let Some(n) = &self.name {
@@ -830,6 +862,23 @@ shard_cache = "2.5GiB"
         assert_eq!(cfg.limits.max_message, ByteSize(1 << 20));
         assert_eq!(cfg.limits.shard_cache, ByteSize(5 << 29));
         assert_eq!(cfg.node_name(), "pi-01");
+    }
+
+    #[test]
+    fn trusted_secrets_are_checked() {
+        let other = "22".repeat(32);
+        let cfg = ClusterConfig::from_toml_str(&format!(
+            "secret = \"{SECRET}\"\ntrusted_secrets = [\"{other}\"]"
+        ))
+        .unwrap();
+        assert_eq!(cfg.trusted_secret_bytes().unwrap(), vec![[0x22; 32]]);
+        for bad in ["abc", &"00".repeat(32)] {
+            let e = ClusterConfig::from_toml_str(&format!(
+                "secret = \"{SECRET}\"\ntrusted_secrets = [\"{bad}\"]"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("trusted_secrets"), "{e}");
+        }
     }
 
     #[test]

@@ -102,15 +102,16 @@ pub fn negotiate_version(ours: &[u16], theirs: &[u16]) -> Option<u16> {
 pub fn check_hello(
     hello: &Hello,
     cert_node_id: NodeId,
-    our_cluster: ClusterId,
+    our_clusters: &[ClusterId],
     our_node: NodeId,
     our_versions: &[u16],
 ) -> Result<u16, String> {
-    if hello.cluster_id != our_cluster {
+    if !our_clusters.contains(&hello.cluster_id) {
+        let ours: Vec<String> = our_clusters.iter().map(|c| c.short()).collect();
         return Err(format!(
             "cluster id mismatch: peer {} vs ours {}",
             hello.cluster_id.short(),
-            our_cluster.short()
+            ours.join(", ")
         ));
     }
     if hello.node_id != cert_node_id {
@@ -161,30 +162,30 @@ mod tests {
         let peer = NodeId([2; 32]);
         let me = NodeId([3; 32]);
         let c = ClusterId([1; 32]);
-        assert_eq!(check_hello(&hello(peer), peer, c, me, &[1]), Ok(1));
+        assert_eq!(check_hello(&hello(peer), peer, &[c], me, &[1]), Ok(1));
         assert!(
-            check_hello(&hello(peer), NodeId([9; 32]), c, me, &[1])
+            check_hello(&hello(peer), NodeId([9; 32]), &[c], me, &[1])
                 .unwrap_err()
                 .contains("node id mismatch")
         );
         assert!(
-            check_hello(&hello(peer), peer, ClusterId([0; 32]), me, &[1])
+            check_hello(&hello(peer), peer, &[ClusterId([0; 32])], me, &[1])
                 .unwrap_err()
                 .contains("cluster id")
         );
         assert!(
-            check_hello(&hello(me), me, c, me, &[1])
+            check_hello(&hello(me), me, &[c], me, &[1])
                 .unwrap_err()
                 .contains("itself")
         );
         assert!(
-            check_hello(&hello(peer), peer, c, me, &[7])
+            check_hello(&hello(peer), peer, &[c], me, &[7])
                 .unwrap_err()
                 .contains("no common protocol version")
         );
         let mut long = hello(peer);
         long.name = "x".repeat(65);
-        assert!(check_hello(&long, peer, c, me, &[1]).is_err());
+        assert!(check_hello(&long, peer, &[c], me, &[1]).is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!   fixed subject, serial and validity, and Ed25519 signatures are deterministic, so every node
 //!   holding the secret derives the byte-identical CA certificate ([`ClusterCa::derive`]).
 //! * The public [`ClusterId`] is the SHA-256 of the CA certificate DER (safe to announce in mDNS).
-//! * Each node certificate is issued by the CA for the node's persisted Ed25519 key and carries
+//! * Each node certificate is issued by the CA for the node's persisted Ed25519 key, afresh at
+//!   every start, valid for [`NODE_CERT_LIFETIME`] (from [`CERT_CLOCK_SKEW`] before the start,
+//!   so peers whose clocks lag a little accept it); an expired or not-yet-valid peer
+//!   certificate fails the handshake (both sides check validity against their clock). It carries
 //!   the DNS name [`NodeId::dns_name`] (`<hex[0..32]>.<hex[32..64]>.edgeray`). [`peer_node_id`] recomputes the [`NodeId`] from the
 //!   certificate's public key and checks that the name agrees.
 //! * Server side: client certificates are required and verified against the CA
@@ -13,10 +16,16 @@
 //!   server name is a node name ([`server_name_for`]), that the server is that node.
 //!   TLS 1.3 only, ALPN [`ALPN`].
 //!
+//! * Rotation: a node may also trust the CAs of other secrets ([`ClusterSecurity::with_trust`],
+//!   `trusted_secrets` in cluster.toml) — peers certified by any of them are accepted, while
+//!   this node's own certificate always comes from its `secret`. A running transport switches
+//!   to new settings without dropping connections ([`crate::transport::Transport::set_security`]).
+//!
 //! The secret itself never leaves the node: only certificates and signatures are sent.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use hkdf::Hkdf;
 use rcgen::{
@@ -40,6 +49,45 @@ pub const NODE_DNS_SUFFIX: &str = "edgeray";
 /// Server name used when dialling an address whose node id is not known yet: the CA chain is
 /// checked, and the node id is checked later against the peer's hello.
 pub const ANY_PEER_NAME: &str = "peer.edgeray";
+
+/// How long a node certificate is valid. A node issues its certificate afresh at every start;
+/// a stolen certificate (without the secret) is useless after this long.
+pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A node certificate is valid from this long before it is issued, so that peers whose clocks
+/// are a little behind accept it at once.
+pub const CERT_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// The validity period of a node certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertValidity {
+    /// Valid from.
+    pub not_before: SystemTime,
+    /// Valid until.
+    pub not_after: SystemTime,
+}
+
+impl CertValidity {
+    /// Valid for `lifetime` from now (and [`CERT_CLOCK_SKEW`] before now).
+    pub fn from_now(lifetime: Duration) -> CertValidity {
+        CertValidity::starting(SystemTime::now(), lifetime)
+    }
+
+    /// Valid for `lifetime` from `issued` (and [`CERT_CLOCK_SKEW`] before it).
+    pub fn starting(issued: SystemTime, lifetime: Duration) -> CertValidity {
+        CertValidity {
+            not_before: issued.checked_sub(CERT_CLOCK_SKEW).unwrap_or(issued),
+            not_after: issued + lifetime,
+        }
+    }
+}
+
+impl Default for CertValidity {
+    /// [`NODE_CERT_LIFETIME`] from now.
+    fn default() -> Self {
+        CertValidity::from_now(NODE_CERT_LIFETIME)
+    }
+}
 
 /// Errors of the security layer.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +134,17 @@ impl ClusterSecret {
     /// A fresh random secret (what `edgeray init` writes).
     pub fn random() -> ClusterSecret {
         ClusterSecret(rand::random())
+    }
+
+    /// A 32-byte key for `purpose` (e.g. `"edgeray shard encryption v1"`), derived from the
+    /// secret with HKDF-SHA256: different purposes get independent keys, and a key reveals
+    /// nothing about the secret. Rotating the secret changes every derived key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(b"edgeray-derived-key-v1"), &self.0);
+        let mut key = [0u8; 32];
+        hk.expand(purpose.as_bytes(), &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
     }
 
     /// The raw bytes (to write them into `cluster.toml`; never send them anywhere).
@@ -207,10 +266,20 @@ impl ClusterCa {
     }
 
     /// Issues the certificate of a node for its identity key, named [`NodeId::dns_name`],
-    /// usable for both TLS server and client authentication.
+    /// usable for both TLS server and client authentication, valid for [`NODE_CERT_LIFETIME`]
+    /// from now.
     pub fn issue_node_cert(
         &self,
         identity: &NodeIdentity,
+    ) -> Result<CertificateDer<'static>, SecurityError> {
+        self.issue_node_cert_valid(identity, CertValidity::default())
+    }
+
+    /// [`ClusterCa::issue_node_cert`] with an explicit validity period.
+    pub fn issue_node_cert_valid(
+        &self,
+        identity: &NodeIdentity,
+        validity: CertValidity,
     ) -> Result<CertificateDer<'static>, SecurityError> {
         let id = identity.node_id();
         let mut params = CertificateParams::default();
@@ -221,8 +290,8 @@ impl ClusterCa {
             vec![SanType::DnsName(id.dns_name().try_into().map_err(
                 |e: rcgen::Error| SecurityError::Cert(e.to_string()),
             )?)];
-        params.not_before = date_time_ymd(1975, 1, 1);
-        params.not_after = date_time_ymd(4096, 1, 1);
+        params.not_before = time::OffsetDateTime::from(validity.not_before);
+        params.not_after = time::OffsetDateTime::from(validity.not_after);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -293,8 +362,12 @@ pub struct ClusterSecurity {
     inner: Arc<SecurityInner>,
 }
 
-#[derive(Debug)]
 struct SecurityInner {
+    /// The CA, to issue this node's next certificate ([`ClusterSecurity::renewed`]).
+    ca: Arc<ClusterCa>,
+    validity: CertValidity,
+    /// CAs of the other secrets this node also trusts (during a rotation), with their ids.
+    trusted: Vec<(ClusterId, CertificateDer<'static>)>,
     ca_cert: CertificateDer<'static>,
     cluster_id: ClusterId,
     node_cert: CertificateDer<'static>,
@@ -302,18 +375,85 @@ struct SecurityInner {
     provider: Arc<CryptoProvider>,
 }
 
+impl fmt::Debug for SecurityInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterSecurity")
+            .field("cluster_id", &self.cluster_id)
+            .field("node", &self.identity.node_id())
+            .field("validity", &self.validity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClusterSecurity {
-    /// Derives the CA from the secret and issues this node's certificate.
+    /// Derives the CA from the secret and issues this node's certificate (valid for
+    /// [`NODE_CERT_LIFETIME`] from now).
     pub fn new(
         secret: &ClusterSecret,
         identity: &NodeIdentity,
     ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::with_validity(secret, identity, CertValidity::default())
+    }
+
+    /// [`ClusterSecurity::new`] with this node's certificate valid for `validity`.
+    pub fn with_validity(
+        secret: &ClusterSecret,
+        identity: &NodeIdentity,
+        validity: CertValidity,
+    ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(secret, &[], identity, validity)
+    }
+
+    /// [`ClusterSecurity::new`] that also accepts peers certified by the CAs of `trusted`
+    /// (other secrets, during a rotation). This node's own certificate comes from `secret`.
+    pub fn with_trust(
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+        identity: &NodeIdentity,
+    ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(secret, trusted, identity, CertValidity::default())
+    }
+
+    /// The same node with its certificate from `secret`, trusting the CAs of `secret` and
+    /// `trusted` (a step of a rotation, applied with
+    /// [`crate::transport::Transport::set_security`]).
+    pub fn rekeyed(
+        &self,
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+    ) -> Result<ClusterSecurity, SecurityError> {
+        ClusterSecurity::build(
+            secret,
+            trusted,
+            &self.inner.identity,
+            CertValidity::default(),
+        )
+    }
+
+    fn build(
+        secret: &ClusterSecret,
+        trusted: &[ClusterSecret],
+        identity: &NodeIdentity,
+        validity: CertValidity,
+    ) -> Result<ClusterSecurity, SecurityError> {
         let ca = ClusterCa::derive(secret)?;
-        let node_cert = ca.issue_node_cert(identity)?;
+        let node_cert = ca.issue_node_cert_valid(identity, validity)?;
+        let mut others: Vec<(ClusterId, CertificateDer<'static>)> = Vec::new();
+        for t in trusted {
+            let other = ClusterCa::derive(t)?;
+            if other.cluster_id() != ca.cluster_id()
+                && !others.iter().any(|(id, _)| *id == other.cluster_id())
+            {
+                others.push((other.cluster_id(), other.cert_der().clone()));
+            }
+        }
         Ok(ClusterSecurity {
             inner: Arc::new(SecurityInner {
                 ca_cert: ca.cert_der().clone(),
                 cluster_id: ca.cluster_id(),
+                ca: Arc::new(ca),
+                validity,
+                trusted: others,
                 node_cert,
                 identity: identity.clone(),
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
@@ -331,14 +471,53 @@ impl ClusterSecurity {
         self.inner.identity.node_id()
     }
 
+    /// The cluster ids whose nodes this node accepts: its own first, then those of the
+    /// trusted secrets.
+    pub fn trusted_cluster_ids(&self) -> Vec<ClusterId> {
+        std::iter::once(self.inner.cluster_id)
+            .chain(self.inner.trusted.iter().map(|(id, _)| *id))
+            .collect()
+    }
+
     /// This node's certificate (DER).
     pub fn node_cert(&self) -> &CertificateDer<'static> {
         &self.inner.node_cert
     }
 
+    /// When this node's certificate is valid.
+    pub fn validity(&self) -> CertValidity {
+        self.inner.validity
+    }
+
+    /// The same identity and trust with a certificate issued now for `lifetime` (a long-running
+    /// node renews its certificate before it expires: see
+    /// [`crate::transport::Transport::set_security`]).
+    pub fn renewed(&self, lifetime: Duration) -> Result<ClusterSecurity, SecurityError> {
+        let validity = CertValidity::from_now(lifetime);
+        let node_cert = self
+            .inner
+            .ca
+            .issue_node_cert_valid(&self.inner.identity, validity)?;
+        Ok(ClusterSecurity {
+            inner: Arc::new(SecurityInner {
+                ca: self.inner.ca.clone(),
+                validity,
+                trusted: self.inner.trusted.clone(),
+                ca_cert: self.inner.ca_cert.clone(),
+                cluster_id: self.inner.cluster_id,
+                node_cert,
+                identity: self.inner.identity.clone(),
+                provider: self.inner.provider.clone(),
+            }),
+        })
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, SecurityError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.inner.ca_cert.clone())?;
+        for (_, ca) in &self.inner.trusted {
+            roots.add(ca.clone())?;
+        }
         Ok(Arc::new(roots))
     }
 
@@ -468,6 +647,16 @@ mod tests {
     }
 
     #[test]
+    fn derived_keys_depend_on_secret_and_purpose() {
+        let a = ClusterSecret::from_bytes([1; 32]);
+        let b = ClusterSecret::from_bytes([2; 32]);
+        assert_eq!(a.derive_key("x"), a.derive_key("x"));
+        assert_ne!(a.derive_key("x"), a.derive_key("y"));
+        assert_ne!(a.derive_key("x"), b.derive_key("x"));
+        assert_ne!(a.derive_key("x"), [1; 32]);
+    }
+
+    #[test]
     fn secret_hex_parsing() {
         let hexs = "11".repeat(32);
         assert_eq!(
@@ -499,6 +688,64 @@ mod tests {
             "the CA cert is no node cert"
         );
         assert!(peer_node_id(&CertificateDer::from(vec![1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn node_certs_have_a_bounded_lifetime_and_expired_ones_are_refused() {
+        let secret = ClusterSecret::from_bytes([4; 32]);
+        let ca = ClusterCa::derive(&secret).unwrap();
+        let id = NodeIdentity::generate().unwrap();
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let validity = CertValidity::starting(issued, Duration::from_secs(30 * 86_400));
+        let cert = ca.issue_node_cert_valid(&id, validity).unwrap();
+        // The peer's side of the handshake, as a server (checking a client) and as a client
+        // (checking a server), at a time we choose.
+        let me = ClusterSecurity::new(&secret, &NodeIdentity::generate().unwrap()).unwrap();
+        let provider = me.inner.provider.clone();
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(me.roots().unwrap(), provider.clone())
+                .build()
+                .unwrap();
+        let servers = CaServerVerifier {
+            roots: me.roots().unwrap(),
+            algs: provider.signature_verification_algorithms,
+        };
+        let at = |t: SystemTime| {
+            UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap())
+        };
+        let name = ServerName::try_from(id.node_id().dns_name()).unwrap();
+        let check = |t: SystemTime| {
+            let c = clients.verify_client_cert(&cert, &[], at(t)).map(|_| ());
+            let s = servers
+                .verify_server_cert(&cert, &[], &name, &[], at(t))
+                .map(|_| ());
+            (c, s)
+        };
+        // Valid from an hour before issue to 30 days after.
+        for t in [
+            issued,
+            issued - Duration::from_secs(1800),
+            issued + Duration::from_secs(29 * 86_400),
+        ] {
+            let (c, s) = check(t);
+            assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        }
+        let expired = |r: Result<(), rustls::Error>| {
+            matches!(
+                r,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                ))
+            )
+        };
+        let (c, s) = check(issued + Duration::from_secs(31 * 86_400));
+        assert!(expired(c.clone()) && expired(s.clone()), "{c:?} {s:?}");
+        let (c, s) = check(issued - Duration::from_secs(2 * 3600));
+        assert!(c.is_err() && s.is_err(), "not yet valid: {c:?} {s:?}");
+        // The default: about NODE_CERT_LIFETIME from now, not the year 4096.
+        let v = CertValidity::default();
+        let life = v.not_after.duration_since(SystemTime::now()).unwrap();
+        assert!(life <= NODE_CERT_LIFETIME && life > NODE_CERT_LIFETIME - Duration::from_secs(60));
     }
 
     #[test]

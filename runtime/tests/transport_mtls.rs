@@ -263,6 +263,41 @@ async fn wrong_secret_is_rejected_on_both_sides_with_logged_reason() {
 }
 
 #[tokio::test]
+async fn an_expired_node_certificate_is_refused_both_ways() {
+    use edgeray_runtime::security::CertValidity;
+    use std::time::SystemTime;
+    let s = secret(1);
+    let good = node(&s, "good").await;
+    // Issued 31 days ago for 30 days (same secret, so only the date is wrong).
+    let identity = NodeIdentity::generate().unwrap();
+    let validity = CertValidity::starting(
+        SystemTime::now() - Duration::from_secs(31 * 86_400),
+        Duration::from_secs(30 * 86_400),
+    );
+    let security = ClusterSecurity::with_validity(&s, &identity, validity).unwrap();
+    let stale =
+        node_with_security(security, "stale", identity, Incarnation::random(), |_| {}).await;
+    for (from, to) in [(&stale, &good), (&good, &stale)] {
+        let err = from.t.connect(to.t.local_addr(), None).await.unwrap_err();
+        assert!(err.to_string().contains("certificate expired"), "{err}");
+    }
+    assert!(good.t.peers().is_empty() && stale.t.peers().is_empty());
+    // Renewed in place (what a running node does at a third of the lifetime): it connects.
+    let renewed = stale
+        .t
+        .security()
+        .renewed(Duration::from_secs(86_400))
+        .unwrap();
+    assert!(renewed.validity().not_after > SystemTime::now());
+    stale.t.set_security(renewed).unwrap();
+    let info = stale.t.connect(good.t.local_addr(), None).await.unwrap();
+    assert_eq!(info.node_id, good.t.node_id());
+    // New settings must keep the node.
+    let other = ClusterSecurity::new(&s, &NodeIdentity::generate().unwrap()).unwrap();
+    assert!(stale.t.set_security(other).is_err());
+}
+
+#[tokio::test]
 async fn dialling_with_the_wrong_expected_node_fails_the_handshake() {
     let s = secret(3);
     let a = node(&s, "a").await;

@@ -75,6 +75,17 @@ pub async fn start_hosting_node(
     // their shard cache here.
     set_shard_dir(&cluster, config.state_dir.join("shards"));
     set_shard_cache_budget(&cluster, config.limits.shard_cache.0);
+    if config.limits.encrypt_shards {
+        let secret = edgeray_runtime::security::ClusterSecret::from_bytes(
+            config
+                .secret_bytes()
+                .map_err(|e| HostingError::Config(e.to_string()))?,
+        );
+        crate::pipeline::stage::set_shard_encryption(
+            &cluster,
+            Some(crate::pipeline::stage::ShardKey::from_secret(&secret)),
+        );
+    }
     Ok(cluster)
 }
 

@@ -35,11 +35,26 @@ pub use stage::{
 
 use edgeray_runtime::actor::Registry;
 
-/// A registry with the pipeline's actor kinds (stage, weight receiver, sink, scheduler).
+/// A registry with the pipeline's actor kinds (stage, weight receiver, sink, scheduler). The
+/// scheduler's name is reserved for the scheduler kind, and cluster-wide for the head's own
+/// scheduler: no other member can squat it.
 pub fn registry() -> Registry {
     Registry::new()
         .with::<StageActor>()
         .with::<SchedulerActor>()
         .with::<WeightsActor>()
         .with::<SinkActor>()
+        .with_reserved_name::<SchedulerActor>(head::SCHEDULER_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scheduler_name_is_reserved_for_the_scheduler() {
+        let r = super::registry();
+        assert_eq!(
+            r.reserved_for(super::head::SCHEDULER_NAME),
+            Some("edgeray.scheduler")
+        );
+    }
 }

@@ -159,6 +159,8 @@ pub(crate) struct Inner {
     /// Set by [`Cluster::drain`]: no new actors here, not a placement candidate.
     pub(crate) draining: std::sync::atomic::AtomicBool,
     next_ticket: std::sync::atomic::AtomicU64,
+    /// Stop requests refused because they came from a node that did not spawn the actor.
+    pub(crate) refused_stops: std::sync::atomic::AtomicU64,
     /// Node-local state shared by the actors of this node, one value per type.
     extensions: dashmap::DashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -267,6 +269,7 @@ impl Cluster {
                 groups: Arc::default(),
                 names: Arc::default(),
                 next_ticket: std::sync::atomic::AtomicU64::new(1 << 63),
+                refused_stops: std::sync::atomic::AtomicU64::new(0),
                 extensions: dashmap::DashMap::new(),
             }),
         })
@@ -325,6 +328,14 @@ impl Cluster {
     /// This node's resource budget (capacity and current reservations).
     pub fn local_budget(&self) -> Budget {
         self.inner.ledger.lock().budget()
+    }
+
+    /// Stop requests for this node's actors that were refused because they came from a node
+    /// other than the one that spawned the actor (since the node started).
+    pub fn refused_stops(&self) -> u64 {
+        self.inner
+            .refused_stops
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of live actors on this node.
@@ -412,11 +423,14 @@ impl Cluster {
         args: A::Args,
         opts: &SpawnOptions,
     ) -> Result<ActorRef<A>, SpawnError> {
+        if let Some(name) = &opts.name {
+            self.inner.registry.check_name(name, A::kind())?;
+        }
         let on_stop = self.reserve(&opts.resources)?;
         let actor = self
             .inner
             .locals
-            .spawn::<A>(args, self.local_spawn(opts), Some(on_stop))
+            .spawn::<A>(args, self.local_spawn(opts, None), Some(on_stop))
             .await?;
         let id = ActorId {
             node: self.inner.node,
@@ -425,31 +439,37 @@ impl Cluster {
         Ok(ActorRef::new(id, Some(actor), self.clone()))
     }
 
-    /// Spawns by kind name with encoded args (the remote side of a spawn request).
+    /// Spawns by kind name with encoded args (the remote side of a spawn request, asked for by
+    /// the peer `from`).
     pub(crate) async fn spawn_encoded(
         &self,
         kind: &str,
         args: &[u8],
         opts: &SpawnOptions,
+        from: Option<NodeId>,
     ) -> Result<u64, SpawnError> {
         let entry = self
             .inner
             .registry
             .get(kind)
             .ok_or_else(|| SpawnError::UnknownKind(kind.to_string()))?;
+        if let Some(name) = &opts.name {
+            self.inner.registry.check_name(name, kind)?;
+        }
         let on_stop = self.reserve(&opts.resources)?;
         entry
             .spawn_encoded(
                 &self.inner.locals,
                 args,
-                self.local_spawn(opts),
+                self.local_spawn(opts, from),
                 Some(on_stop),
             )
             .await
     }
 
-    fn local_spawn(&self, opts: &SpawnOptions) -> LocalSpawn {
+    fn local_spawn(&self, opts: &SpawnOptions, spawned_by: Option<NodeId>) -> LocalSpawn {
         LocalSpawn {
+            spawned_by,
             name: opts.name.clone(),
             mailbox: opts.mailbox,
             node: Some(self.inner.node),
@@ -670,7 +690,7 @@ impl Cluster {
             .await
             .unwrap_or(Err(AskError::Timeout))?;
         let msg = crate::codec::decode(&body).map_err(|e| AskError::Codec(e.to_string()))?;
-        Ok(Envelope { msg, tail })
+        Ok(Envelope::with_tail(msg, tail))
     }
 
     pub(crate) async fn remote_stop(&self, id: ActorId) {
@@ -680,8 +700,12 @@ impl Cluster {
             }
             return;
         }
-        if let Ok(r) = self.remote(id.node) {
-            let _ = r.rpc(id.node, &RpcRequest::Stop { local: id.local }).await;
+        if let Ok(r) = self.remote(id.node)
+            && let Ok(RpcResponse::StopRefused) =
+                r.rpc(id.node, &RpcRequest::Stop { local: id.local }).await
+        {
+            tracing::warn!(actor = %id,
+                "stop refused: only the node that spawned an actor may stop it from afar");
         }
     }
 

@@ -153,4 +153,12 @@ pub enum SpawnError {
     /// The target node is draining ([`crate::actor::Cluster::drain`]) and takes no new actors.
     #[error("the node is draining")]
     Draining,
+    /// The name is reserved for another actor kind ([`crate::actor::Registry::reserve_name`]).
+    #[error("name `{name}` is reserved for actors of kind `{kind}`")]
+    NameReserved {
+        /// The name.
+        name: String,
+        /// The only kind that may hold it.
+        kind: String,
+    },
 }

@@ -54,6 +54,7 @@ struct CtxInner {
     stop: AtomicBool,
     cluster: Option<crate::actor::cluster::WeakCluster>,
     node: Option<crate::identity::NodeId>,
+    spawned_by: Option<crate::identity::NodeId>,
 }
 
 impl ActorCtx {
@@ -62,6 +63,7 @@ impl ActorCtx {
         name: Option<String>,
         node: Option<crate::identity::NodeId>,
         cluster: Option<crate::actor::cluster::WeakCluster>,
+        spawned_by: Option<crate::identity::NodeId>,
     ) -> Self {
         ActorCtx {
             inner: Arc::new(CtxInner {
@@ -70,11 +72,19 @@ impl ActorCtx {
                 stop: AtomicBool::new(false),
                 cluster,
                 node,
+                spawned_by,
             }),
         }
     }
 
-    /// The actor's id, unique on its node.
+    /// The peer node that asked for this actor, as the runtime authenticated it (the node
+    /// whose spawn request created it, e.g. a coordinator deploying a stage); `None` when it
+    /// was spawned by its own node. Only that node may stop the actor from afar.
+    pub fn spawned_by(&self) -> Option<crate::identity::NodeId> {
+        self.inner.spawned_by
+    }
+
+    /// The actor's id, unique on its node (random, so not guessable by other members).
     pub fn local_id(&self) -> u64 {
         self.inner.local_id
     }

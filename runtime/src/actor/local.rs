@@ -3,7 +3,6 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,14 +28,18 @@ pub(crate) trait LocalCell: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     fn mailbox(&self) -> &Mailbox;
     fn life(&self) -> &Lifecycle;
-    /// Decodes `body` as the actor's message and queues it in the reserved `slot`.
+    /// Decodes `body` as the actor's message from the peer `sender` and queues it in the
+    /// reserved `slot`.
     fn deliver_encoded(
         &self,
         slot: Slot,
         body: &[u8],
         tail: Bytes,
+        sender: crate::identity::NodeId,
         reply: Option<EncodedReply>,
     ) -> Result<(), TellError>;
+    /// The peer node that asked for this actor (`None`: spawned by its own node).
+    fn spawned_by(&self) -> Option<crate::identity::NodeId>;
     fn stop(&self);
     fn as_any(&self) -> &dyn Any;
 }
@@ -45,6 +48,7 @@ pub(crate) trait LocalCell: Send + Sync + 'static {
 pub(crate) struct LocalActor<A: RemoteActor> {
     local_id: u64,
     name: Option<String>,
+    spawned_by: Option<crate::identity::NodeId>,
     addr: Addr<Host<A>>,
     mailbox: Mailbox,
     life: Lifecycle,
@@ -55,6 +59,7 @@ impl<A: RemoteActor> Clone for LocalActor<A> {
         LocalActor {
             local_id: self.local_id,
             name: self.name.clone(),
+            spawned_by: self.spawned_by,
             addr: self.addr.clone(),
             mailbox: self.mailbox.clone(),
             life: self.life.clone(),
@@ -170,6 +175,7 @@ impl<A: RemoteActor> LocalCell for LocalActor<A> {
         slot: Slot,
         body: &[u8],
         tail: Bytes,
+        sender: crate::identity::NodeId,
         reply: Option<EncodedReply>,
     ) -> Result<(), TellError> {
         let msg: A::Msg =
@@ -179,10 +185,13 @@ impl<A: RemoteActor> LocalCell for LocalActor<A> {
             None => ReplyTo::None,
         };
         self.push(Deliver {
-            env: Envelope { msg, tail },
+            env: Envelope::from_peer(msg, tail, sender),
             reply,
             slot,
         })
+    }
+    fn spawned_by(&self) -> Option<crate::identity::NodeId> {
+        self.spawned_by
     }
     fn stop(&self) {
         LocalActor::stop(self)
@@ -199,6 +208,8 @@ pub(crate) struct LocalSpawn {
     pub(crate) mailbox: usize,
     pub(crate) node: Option<crate::identity::NodeId>,
     pub(crate) cluster: Option<crate::actor::cluster::WeakCluster>,
+    /// The peer node whose request this spawn serves (`None`: this node's own).
+    pub(crate) spawned_by: Option<crate::identity::NodeId>,
 }
 
 /// Callback run once an actor has stopped (e.g. to release its resource reservation).
@@ -209,38 +220,59 @@ const TOMBSTONES: usize = 4096;
 
 /// Why recently stopped actors stopped, so that a watch arriving just after the stop (a remote
 /// watch and stop travel on separate streams) still learns the reason instead of `NotFound`.
-/// Bounded: the oldest ids (ids only grow) are forgotten first.
+/// Bounded: the earliest buried are forgotten first.
 #[derive(Debug)]
 pub(crate) struct Tombstones {
     cap: usize,
-    reasons: parking_lot::Mutex<std::collections::BTreeMap<u64, StopReason>>,
+    reasons: parking_lot::Mutex<Buried>,
+}
+
+/// Stop reasons by id, and the ids in the order they were buried.
+#[derive(Debug, Default)]
+struct Buried {
+    by_id: std::collections::HashMap<u64, StopReason>,
+    order: std::collections::VecDeque<u64>,
 }
 
 impl Tombstones {
     pub(crate) fn new(cap: usize) -> Self {
         Tombstones {
             cap: cap.max(1),
-            reasons: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+            reasons: parking_lot::Mutex::new(Buried::default()),
         }
     }
     /// Remember why `local_id` stopped.
     pub(crate) fn bury(&self, local_id: u64, reason: StopReason) {
         let mut r = self.reasons.lock();
-        r.insert(local_id, reason);
-        while r.len() > self.cap {
-            r.pop_first();
+        if r.by_id.insert(local_id, reason).is_none() {
+            r.order.push_back(local_id);
+        }
+        while r.order.len() > self.cap {
+            if let Some(old) = r.order.pop_front() {
+                r.by_id.remove(&old);
+            }
         }
     }
     /// Why `local_id` stopped, if it stopped recently.
     pub(crate) fn reason(&self, local_id: u64) -> Option<StopReason> {
-        self.reasons.lock().get(&local_id).cloned()
+        self.reasons.lock().by_id.get(&local_id).cloned()
+    }
+}
+
+/// A fresh local actor id: random (so a member cannot guess the ids of other members'
+/// actors), never 0, and not `taken` by a live actor.
+fn fresh_id(taken: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 && !taken(id) {
+            return id;
+        }
     }
 }
 
 /// The live actors of one node.
 pub(crate) struct LocalActors {
     threads: ActorThreads,
-    next_id: AtomicU64,
     by_id: Arc<DashMap<u64, Arc<dyn LocalCell>>>,
     by_name: Arc<DashMap<String, u64>>,
     stopped: Arc<Tombstones>,
@@ -251,7 +283,6 @@ impl LocalActors {
     pub(crate) fn start(workers: usize) -> Result<Self, ThreadsError> {
         Ok(LocalActors {
             threads: ActorThreads::start(workers)?,
-            next_id: AtomicU64::new(1),
             by_id: Arc::new(DashMap::new()),
             by_name: Arc::new(DashMap::new()),
             stopped: Arc::new(Tombstones::new(TOMBSTONES)),
@@ -265,7 +296,7 @@ impl LocalActors {
         opts: LocalSpawn,
         on_stop: Option<OnStop>,
     ) -> Result<LocalActor<A>, SpawnError> {
-        let local_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let local_id = fresh_id(|id| self.by_id.contains_key(&id));
         // Reserve the name first so two concurrent spawns cannot both take it.
         if let Some(name) = &opts.name {
             match self.by_name.entry(name.clone()) {
@@ -322,7 +353,13 @@ impl LocalActors {
             opts.mailbox
         });
         let life = Lifecycle::new();
-        let ctx = ActorCtx::new(local_id, opts.name.clone(), opts.node, opts.cluster.clone());
+        let ctx = ActorCtx::new(
+            local_id,
+            opts.name.clone(),
+            opts.node,
+            opts.cluster.clone(),
+            opts.spawned_by,
+        );
         let (tx, rx) = oneshot::channel();
         let (mb, lf) = (mailbox.clone(), life.clone());
         let started = self.threads.pick().spawn(async move {
@@ -343,6 +380,7 @@ impl LocalActors {
         Ok(LocalActor {
             local_id,
             name: opts.name.clone(),
+            spawned_by: opts.spawned_by,
             addr,
             mailbox,
             life,

@@ -37,6 +37,10 @@ pub enum NameError {
     /// The head or the actor's node did not answer.
     #[error("node is down: {0}")]
     NodeDown(String),
+    /// The name is reserved ([`crate::actor::Registry::reserve_name`]) for actors of another
+    /// kind, or for an actor on the head, and this actor is not one.
+    #[error("name is reserved for a `{0}` actor on the head node")]
+    Reserved(String),
 }
 
 /// This node's part of the cluster-wide names: names held by its own actors, and (when it is
@@ -62,6 +66,14 @@ pub(crate) fn hold_local(cluster: &Cluster, name: &str, local: u64) -> bool {
     let Some(cell) = cluster.inner.locals.get(local) else {
         return false;
     };
+    if cluster
+        .inner
+        .registry
+        .check_name(name, cell.kind())
+        .is_err()
+    {
+        return false;
+    }
     let names: Arc<Names> = cluster.inner.names.clone();
     let fresh = names
         .held
@@ -85,6 +97,20 @@ pub(crate) fn hold_local(cluster: &Cluster, name: &str, local: u64) -> bool {
 /// The head's side of a registration: checks every reachable node, then has the actor's node
 /// hold the name. Registrations through this head run one at a time.
 pub(crate) async fn claim(cluster: &Cluster, name: &str, id: ActorId) -> Result<(), NameError> {
+    if let Some(kind) = cluster.inner.registry.reserved_for(name) {
+        let here = id.node == cluster.node_id();
+        let fits = here
+            && cluster
+                .inner
+                .locals
+                .get(id.local)
+                .is_some_and(|c| c.kind() == kind);
+        if !fits {
+            tracing::warn!(%name, actor = %id,
+                "refused a cluster-wide name reserved for the head's own actor");
+            return Err(NameError::Reserved(kind.to_string()));
+        }
+    }
     let names = cluster.inner.names.clone();
     let _one_at_a_time = names.claims.lock().await;
     if let Some((holder, _)) = holders(cluster, name).await.into_iter().next() {
@@ -165,7 +191,9 @@ impl Cluster {
 
     /// Registers `actor` (on any node) under the cluster-wide `name`, through the head. Fails
     /// with [`NameError::Taken`] while another live actor on a reachable node holds it;
-    /// registering the same actor again succeeds. The name is dropped when the actor stops or
+    /// registering the same actor again succeeds. A name reserved with
+    /// [`crate::actor::Registry::reserve_name`] is only given to an actor of its kind on the
+    /// head ([`NameError::Reserved`] otherwise). The name is dropped when the actor stops or
     /// its node is lost. See the module docs for partitions.
     pub async fn register_global<A: RemoteActor>(
         &self,
@@ -189,9 +217,17 @@ impl Cluster {
     /// The actor of kind `A` holding the cluster-wide `name` on a reachable node (after a
     /// healed partition, the holder with the lowest id).
     pub async fn lookup_global<A: RemoteActor>(&self, name: &str) -> Option<ActorRef<A>> {
+        // A reserved name counts only where the head holds it: another member's claim to
+        // hold it is not believed.
+        let head = self
+            .inner
+            .registry
+            .reserved_for(name)
+            .map(|_| self.name_head());
         holders(self, name)
             .await
             .into_iter()
+            .filter(|(id, _)| head.is_none_or(|h| id.node == h))
             .find(|(_, kind)| kind == A::kind())
             .map(|(id, _)| self.actor_ref::<A>(id))
     }

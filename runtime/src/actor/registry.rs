@@ -59,6 +59,8 @@ impl<A: RemoteActor> KindEntry for Entry<A> {
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn KindEntry>>,
+    /// Names only one kind may hold (see [`Registry::reserve_name`]).
+    reserved: BTreeMap<String, &'static str>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -94,6 +96,39 @@ impl Registry {
     /// The registered kind names.
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()
+    }
+
+    /// Reserves `name` for kind `A`: on a node with this registry, only an actor of kind `A`
+    /// may be spawned under that node-local name, and the cluster-wide name (see
+    /// [`crate::actor::Cluster::register_global`]) is only given to an actor of kind `A` on
+    /// the name head itself, and only looked up there. For a role that belongs to the head
+    /// (such as a scheduler), so that no other member can squat its name. Every node should
+    /// use the same reservations (the checks run on the node that spawns, and on the head).
+    pub fn reserve_name<A: RemoteActor>(&mut self, name: impl Into<String>) -> &mut Self {
+        self.reserved.insert(name.into(), A::kind());
+        self
+    }
+
+    /// Builder form of [`Registry::reserve_name`].
+    pub fn with_reserved_name<A: RemoteActor>(mut self, name: impl Into<String>) -> Self {
+        self.reserve_name::<A>(name);
+        self
+    }
+
+    /// The kind `name` is reserved for, if it is reserved.
+    pub fn reserved_for(&self, name: &str) -> Option<&'static str> {
+        self.reserved.get(name).copied()
+    }
+
+    /// Whether an actor of `kind` may hold the name `name` (`Err` names the reserving kind).
+    pub(crate) fn check_name(&self, name: &str, kind: &str) -> Result<(), SpawnError> {
+        match self.reserved_for(name) {
+            Some(k) if k != kind => Err(SpawnError::NameReserved {
+                name: name.to_string(),
+                kind: k.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn get(&self, kind: &str) -> Option<Arc<dyn KindEntry>> {

@@ -128,6 +128,8 @@ pub(crate) enum RpcResponse {
     Held(bool),
     /// The local actor holding the name, with its kind.
     NameHeld(Option<(u64, String)>),
+    /// A stop request from a node other than the one that spawned the actor: not done.
+    StopRefused,
 }
 
 impl WireMessage for RpcResponse {
@@ -726,7 +728,10 @@ enum ReplyItem {
 
 async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
     let IncomingStream {
-        mut reader, writer, ..
+        mut reader,
+        writer,
+        peer,
+        ..
     } = s;
     let Some(mut writer) = writer else { return };
     let Some(cell) = cell else {
@@ -768,13 +773,13 @@ async fn serve_mail(s: IncomingStream, cell: Option<Arc<dyn LocalCell>>) {
             }
         };
         if frame.msg_type == T_TELL {
-            if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, None) {
+            if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, peer, None) {
                 let _ = rq_tx.send(ReplyItem::Fault(e.to_string())).await;
                 break;
             }
         } else {
             let (tx, rx) = oneshot::channel();
-            if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, Some(tx)) {
+            if let Err(e) = cell.deliver_encoded(slot, &frame.body, frame.tail, peer, Some(tx)) {
                 let (tx2, rx2) = oneshot::channel();
                 let _ = tx2.send(Err(ActorError::new(e.to_string())));
                 let _ = rq_tx.send(ReplyItem::Reply(rx2)).await;
@@ -868,7 +873,7 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                     mailbox: mailbox as usize,
                 };
                 tracing::debug!(%kind, from = %peer.short(), "remote spawn");
-                RpcResponse::Spawned(c.spawn_encoded(&kind, &args, &opts).await)
+                RpcResponse::Spawned(c.spawn_encoded(&kind, &args, &opts, Some(peer)).await)
             }
             RpcRequest::Budget { kind } => RpcResponse::Budget(
                 (c.registry().contains(&kind) && !c.is_draining()).then(|| c.local_budget()),
@@ -880,12 +885,21 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
                     .filter(|cell| cell.kind() == kind)
                     .map(|cell| cell.local_id()),
             ),
-            RpcRequest::Stop { local } => {
-                if let Some(cell) = c.inner.locals.get(local) {
-                    cell.stop();
+            RpcRequest::Stop { local } => match c.inner.locals.get(local) {
+                Some(cell) if cell.spawned_by() != Some(peer) => {
+                    tracing::warn!(from = %peer.short(), actor = local, kind = cell.kind(),
+                        "refused a stop request from a node that did not spawn the actor");
+                    c.inner
+                        .refused_stops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    RpcResponse::StopRefused
                 }
-                RpcResponse::Ack
-            }
+                Some(cell) => {
+                    cell.stop();
+                    RpcResponse::Ack
+                }
+                None => RpcResponse::Ack,
+            },
             RpcRequest::JoinGroup { group, local } => {
                 RpcResponse::Joined(super::group::join_local(&c, &group, local))
             }
@@ -899,8 +913,14 @@ async fn serve_rpc(s: IncomingStream, cluster: Weak<crate::actor::cluster::Inner
             RpcRequest::ClaimName { name, id } => {
                 RpcResponse::Claimed(super::names::claim(&c, &name, id).await)
             }
-            RpcRequest::HoldName { name, local } => {
+            // Only the head hands out names: another member cannot make this node hold one.
+            RpcRequest::HoldName { name, local } if peer == c.name_head() => {
                 RpcResponse::Held(super::names::hold_local(&c, &name, local))
+            }
+            RpcRequest::HoldName { name, .. } => {
+                tracing::warn!(from = %peer.short(), %name,
+                    "refused to hold a cluster-wide name for a node that is not the head");
+                RpcResponse::Held(false)
             }
             RpcRequest::NameHolder { name } => RpcResponse::NameHeld(c.inner.names.holder(&name)),
             RpcRequest::Watch { local } => {

@@ -95,6 +95,7 @@ impl TestCluster {
             nodes: vec![NodeSpec::default(); n],
             workers: 2,
             placement: None,
+            secret: None,
         }
     }
 
@@ -187,6 +188,7 @@ pub struct TestClusterBuilder {
     nodes: Vec<NodeSpec>,
     workers: usize,
     placement: Option<Arc<dyn SpawnPlacement>>,
+    secret: Option<ClusterSecret>,
 }
 
 impl std::fmt::Debug for TestClusterBuilder {
@@ -230,6 +232,12 @@ impl TestClusterBuilder {
         self
     }
 
+    /// The cluster secret (default: a random one).
+    pub fn secret(mut self, secret: ClusterSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
     /// Actor threads per node (default 2).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -237,7 +245,7 @@ impl TestClusterBuilder {
     }
 
     async fn build(self) -> Result<TestCluster, TestClusterError> {
-        let secret = ClusterSecret::random();
+        let secret = self.secret.clone().unwrap_or_else(ClusterSecret::random);
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for (i, spec) in self.nodes.into_iter().enumerate() {
             let identity = NodeIdentity::generate()?;

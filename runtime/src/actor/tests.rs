@@ -300,7 +300,7 @@ async fn spawn_by_kind_name_from_encoded_args() {
     let c = cluster(Resources::none());
     let args = crate::codec::encode(&7usize).unwrap();
     let id = c
-        .spawn_encoded("test.actor", &args, &SpawnOptions::new())
+        .spawn_encoded("test.actor", &args, &SpawnOptions::new(), None)
         .await
         .unwrap();
     let a = c.actor_ref::<TestActor>(ActorId {
@@ -313,12 +313,17 @@ async fn spawn_by_kind_name_from_encoded_args() {
         "enc"
     );
     let e = c
-        .spawn_encoded("no.such.kind", &args, &SpawnOptions::new())
+        .spawn_encoded("no.such.kind", &args, &SpawnOptions::new(), None)
         .await
         .unwrap_err();
     assert_eq!(e, SpawnError::UnknownKind("no.such.kind".into()));
     let e = c
-        .spawn_encoded("test.actor", &[0xff, 0xff, 0xff], &SpawnOptions::new())
+        .spawn_encoded(
+            "test.actor",
+            &[0xff, 0xff, 0xff],
+            &SpawnOptions::new(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, SpawnError::Codec(_)), "{e:?}");

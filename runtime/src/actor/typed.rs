@@ -137,9 +137,8 @@ impl<'a, A: TypedActor> Messages<'a, A> {
         let is_it = matches!(&self.pending, Some((env, _)) if env.msg.name() == M::NAME);
         if is_it && let Some((env, actor)) = self.pending.take() {
             self.matched = Some(Box::pin(async move {
-                let Envelope { msg, tail } = env;
-                let msg = msg.take::<M>()?;
-                let reply = Handler::<M>::handle(actor, Envelope { msg, tail }).await?;
+                let env = env.try_map(|msg| msg.take::<M>())?;
+                let reply = Handler::<M>::handle(actor, env).await?;
                 Ok(reply.map(Response::new::<M>))
             }));
         }

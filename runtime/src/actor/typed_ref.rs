@@ -30,11 +30,8 @@ impl<A: TypedActor> ActorRef<A> {
     where
         A: Handler<M>,
     {
-        let Envelope { msg, tail } = self.ask(msg.map(Request::new), timeout).await?;
-        Ok(Envelope {
-            msg: msg.take::<M>()?,
-            tail,
-        })
+        let (msg, tail) = self.ask(msg.map(Request::new), timeout).await?.into_parts();
+        Ok(Envelope::with_tail(msg.take::<M>()?, tail))
     }
 
     /// Sends `msg` without waiting for a reply (its handler's reply is dropped); waits for

@@ -144,7 +144,12 @@ impl Node {
         // One process per identity: lock the folder before reading the key in it.
         let state_lock = StateLock::acquire(&config.state_dir)?;
         let identity = NodeIdentity::load_or_create(&config.state_dir)?;
-        let security = ClusterSecurity::new(&secret, &identity)?;
+        let trusted: Vec<ClusterSecret> = config
+            .trusted_secret_bytes()?
+            .into_iter()
+            .map(ClusterSecret::from_bytes)
+            .collect();
+        let security = ClusterSecurity::with_trust(&secret, &trusted, &identity)?;
         let incarnation = Incarnation::random();
         let name = config.node_name();
         let mut tc = TransportConfig::new(config.listen, name.clone());
@@ -335,9 +340,10 @@ impl NodeHandle {
     pub fn incarnation(&self) -> Incarnation {
         self.shared.incarnation
     }
-    /// Public cluster id.
+    /// Public cluster id (of this node's certificate in force: it changes when a rotation
+    /// switches this node to a new secret).
     pub fn cluster_id(&self) -> ClusterId {
-        self.shared.cluster_id
+        self.shared.transport.cluster_id()
     }
     /// Display name.
     pub fn name(&self) -> &str {
@@ -437,7 +443,8 @@ impl NodeHandle {
         self.shared.revoked.lock().clone()
     }
     /// Re-reads `path` (this node's cluster.toml) on SIGHUP and whenever it changes (checked
-    /// every [`CONFIG_POLL`]) and applies its `revoked` list ([`NodeHandle::set_revoked`]).
+    /// every [`CONFIG_POLL`]) and applies its `revoked` list ([`NodeHandle::set_revoked`]) and
+    /// its secrets ([`NodeHandle::reload_secrets`]).
     /// A file that does not parse is reported (warn) and changes nothing. Ends with the node.
     pub fn watch_config_file(&self, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
         let node = self.clone();
@@ -490,6 +497,66 @@ impl NodeHandle {
                 }
             };
             self.reload_revoked(&path, reason);
+            self.reload_secrets(&path, reason);
+        }
+    }
+
+    /// Applies `secret` and `trusted_secrets` of the config file at `path` when they differ
+    /// from those in force: this node's certificate and the CAs it accepts change for every new
+    /// handshake, established connections stay (a secret rotation loses no request; README,
+    /// "Rotating the cluster secret").
+    pub fn reload_secrets(&self, path: &std::path::Path, reason: &str) {
+        let parsed = ClusterConfig::load(path).and_then(|c| {
+            let secret = ClusterSecret::from_bytes(c.secret_bytes()?);
+            let trusted: Vec<ClusterSecret> = c
+                .trusted_secret_bytes()?
+                .into_iter()
+                .map(ClusterSecret::from_bytes)
+                .collect();
+            Ok((secret, trusted))
+        });
+        let (secret, trusted) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(
+                    "cannot reload {} ({reason}): {e}; the secrets in force are unchanged",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let current = self.shared.transport.security();
+        let next = match current.rekeyed(&secret, &trusted) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(
+                    "cannot use the secrets of {} ({reason}): {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        if next.cluster_id() == current.cluster_id()
+            && next.trusted_cluster_ids() == current.trusted_cluster_ids()
+        {
+            return;
+        }
+        let ids: Vec<String> = next
+            .trusted_cluster_ids()
+            .iter()
+            .map(|c| c.short())
+            .collect();
+        match self.shared.transport.set_security(next) {
+            Ok(()) => info!(
+                "secrets reloaded from {} ({reason}): cluster {} (accepting {})",
+                path.display(),
+                self.shared.transport.cluster_id().short(),
+                ids.join(", ")
+            ),
+            Err(e) => warn!(
+                "cannot apply the secrets of {} ({reason}): {e}",
+                path.display()
+            ),
         }
     }
 

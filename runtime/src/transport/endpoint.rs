@@ -93,10 +93,11 @@ struct StreamHandler {
 
 struct Inner {
     endpoint: quinn::Endpoint,
-    security: ClusterSecurity,
+    /// This node's security context (replaced when the certificate is renewed).
+    security: RwLock<ClusterSecurity>,
     config: TransportConfig,
-    server_config: quinn::ServerConfig,
-    client_config: quinn::ClientConfig,
+    server_config: RwLock<quinn::ServerConfig>,
+    client_config: RwLock<quinn::ClientConfig>,
     hello: Hello,
     local_addr: SocketAddr,
     peers: Mutex<HashMap<NodeId, PeerEntry>>,
@@ -192,10 +193,10 @@ impl Transport {
         Ok(Transport {
             inner: Arc::new(Inner {
                 endpoint,
-                security,
+                security: RwLock::new(security),
                 config,
-                server_config,
-                client_config,
+                server_config: RwLock::new(server_config),
+                client_config: RwLock::new(client_config),
                 hello,
                 local_addr,
                 peers: Mutex::new(HashMap::new()),
@@ -217,11 +218,51 @@ impl Transport {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner
-            .endpoint
-            .set_server_config(Some(self.inner.server_config.clone()));
+        let server = self.inner.server_config.read().clone();
+        self.inner.endpoint.set_server_config(Some(server));
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.accept_loop().await });
+        // Renew this node's certificate at a third of its lifetime, so a node that runs for
+        // months keeps a valid one (peers refuse an expired certificate).
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::security::NODE_CERT_LIFETIME / 3).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let t = Transport { inner };
+                match t.security().renewed(crate::security::NODE_CERT_LIFETIME) {
+                    Ok(s) => {
+                        if let Err(e) = t.set_security(s) {
+                            warn!(error = %e, "cannot renew this node's certificate");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot renew this node's certificate"),
+                }
+            }
+        });
+    }
+
+    /// Uses `security` for every handshake from now on — the same node with a newer
+    /// certificate ([`ClusterSecurity::renewed`]) or with another secret and trust
+    /// ([`ClusterSecurity::rekeyed`], a step of a secret rotation); established connections
+    /// keep theirs, so nothing in flight is lost.
+    pub fn set_security(&self, security: ClusterSecurity) -> Result<(), TransportError> {
+        if security.node_id() != self.node_id() {
+            return Err(TransportError::InvalidConfig(
+                "new security settings must be for the same node".into(),
+            ));
+        }
+        let server = self.inner.config.quinn_server(&security)?;
+        let client = self.inner.config.quinn_client(&security)?;
+        *self.inner.client_config.write() = client;
+        if self.inner.started.load(Ordering::Acquire) {
+            self.inner.endpoint.set_server_config(Some(server.clone()));
+        }
+        *self.inner.server_config.write() = server;
+        let until = security.validity().not_after;
+        *self.inner.security.write() = security;
+        info!(valid_until = ?until, cluster = %self.cluster_id().short(), "node certificate replaced");
+        Ok(())
     }
 
     /// The bound UDP address.
@@ -236,17 +277,17 @@ impl Transport {
 
     /// The public cluster id.
     pub fn cluster_id(&self) -> ClusterId {
-        self.inner.hello.cluster_id
+        self.inner.security.read().cluster_id()
     }
 
     /// The security context (cluster id, node certificate).
-    pub fn security(&self) -> &ClusterSecurity {
-        &self.inner.security
+    pub fn security(&self) -> ClusterSecurity {
+        self.inner.security.read().clone()
     }
 
     /// This node's hello (what peers receive).
-    pub fn local_hello(&self) -> &Hello {
-        &self.inner.hello
+    pub fn local_hello(&self) -> Hello {
+        self.inner.current_hello()
     }
 
     /// The frame limits in force on every stream.
@@ -480,6 +521,13 @@ impl Inner {
         peer_node_id(first).map_err(|e| e.to_string())
     }
 
+    /// This node's hello with the cluster id of its current certificate.
+    fn current_hello(&self) -> Hello {
+        let mut h = self.hello.clone();
+        h.cluster_id = self.security.read().cluster_id();
+        h
+    }
+
     async fn accept_loop(self: Arc<Self>) {
         let max = self.config.max_pending_handshakes.max(1);
         while let Some(incoming) = self.endpoint.accept().await {
@@ -569,10 +617,11 @@ impl Inner {
             Ok(Err(e)) => return Err(refuse(&conn, format!("bad hello: {e}"))),
             Err(_) => return Err(refuse(&conn, "no hello received in time".into())),
         };
+        let clusters = self.security.read().trusted_cluster_ids();
         let version = match check_hello(
             &hello,
             cert_id,
-            self.hello.cluster_id,
+            &clusters,
             self.hello.node_id,
             &self.config.versions,
         ) {
@@ -607,7 +656,7 @@ impl Inner {
         self.admit(conn.clone(), info, hello.node_id, control, reader);
         let accept = HelloReply::Accept {
             version,
-            hello: self.hello.clone(),
+            hello: self.current_hello(),
         };
         if let Err(e) = guard.send(&accept, Bytes::new()).await {
             debug!(%addr, error = %e, "sending hello reply failed");
@@ -624,7 +673,7 @@ impl Inner {
     ) -> Result<PeerInfo, TransportError> {
         let timeout = self.config.hello_timeout;
         let connecting = self.endpoint.connect_with(
-            self.client_config.clone(),
+            self.client_config.read().clone(),
             addr,
             &server_name_for(expected),
         )?;
@@ -669,7 +718,7 @@ impl Inner {
             Some(conn.clone()),
         );
         writer
-            .send(&self.hello, Bytes::new())
+            .send(&self.current_hello(), Bytes::new())
             .await
             .map_err(|e| hs(e.to_string()))?;
         let reply = match tokio::time::timeout(timeout, reader.read_message::<HelloReply>()).await {
@@ -693,10 +742,11 @@ impl Inner {
                 });
             }
         };
+        let clusters = self.security.read().trusted_cluster_ids();
         let ours = check_hello(
             &hello,
             cert_id,
-            self.hello.cluster_id,
+            &clusters,
             self.hello.node_id,
             &self.config.versions,
         )

@@ -85,6 +85,15 @@ impl Message for WhereAmI {
     const NAME: &'static str = "test.calc.where";
 }
 
+/// Replies with the node the message came from (`Envelope::sender`) and the node that spawned
+/// the actor (`ActorCtx::spawned_by`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WhoSent;
+impl Message for WhoSent {
+    type Reply = (Option<NodeId>, Option<NodeId>);
+    const NAME: &'static str = "test.calc.who_sent";
+}
+
 /// A message type `Calc` does not handle (not listed in its `messages`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Unlisted;
@@ -109,7 +118,8 @@ impl TypedActor for Calc {
             .on::<Fail>()
             .on::<Crash>()
             .on::<Quit>()
-            .on::<WhereAmI>();
+            .on::<WhereAmI>()
+            .on::<WhoSent>();
     }
 }
 
@@ -149,6 +159,15 @@ impl Handler<Quit> for Calc {
     async fn handle(&mut self, _: Envelope<Quit>) -> Result<Envelope<()>, ActorError> {
         self.ctx.stop();
         Ok(().into())
+    }
+}
+
+impl Handler<WhoSent> for Calc {
+    async fn handle(
+        &mut self,
+        m: Envelope<WhoSent>,
+    ) -> Result<Envelope<(Option<NodeId>, Option<NodeId>)>, ActorError> {
+        Ok((m.sender(), self.ctx.spawned_by()).into())
     }
 }
 

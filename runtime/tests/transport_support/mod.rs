@@ -56,6 +56,17 @@ pub async fn node_with_identity(
     f: impl FnOnce(&mut TransportConfig),
 ) -> TestNode {
     let security = ClusterSecurity::new(secret, &identity).unwrap();
+    node_with_security(security, name, identity, incarnation, f).await
+}
+
+/// A test node with a security context built by the caller.
+pub async fn node_with_security(
+    security: ClusterSecurity,
+    name: &str,
+    identity: NodeIdentity,
+    incarnation: Incarnation,
+    f: impl FnOnce(&mut TransportConfig),
+) -> TestNode {
     let mut cfg = TransportConfig::new("127.0.0.1:0".parse().unwrap(), name);
     f(&mut cfg);
     let t = Transport::bind(cfg, security, incarnation).await.unwrap();

@@ -15,10 +15,11 @@ use edgeray_runtime::actor::{Resources, SpawnError};
 use edgeray_runtime::cluster::{Cluster, SpawnOptions};
 
 use super::engine::{Deployed, Pipeline};
+use super::placement_check::{KnownMember, PlacementCheckError, check_placement};
 use super::shipping::{ShipError, node_has_shard, ship_shard};
-use super::sink::{Routes, SinkActor, register_routes, unregister_routes};
+use super::sink::{Routes, SinkActor, SinkSenders, register_routes, unregister_routes};
 use crate::pipeline::head::{PlaceAsk, PolicySpec, ask_placement};
-use crate::pipeline::head::{ScheduleError, runtime_id};
+use crate::pipeline::head::{ScheduleError, cluster_view, place_id, runtime_id};
 use crate::pipeline::protocol::WireDtype;
 use crate::pipeline::protocol::{StageArgs, StageMsg, TpArgs};
 use crate::pipeline::stage::StageActor;
@@ -89,6 +90,9 @@ pub enum DeployError {
     /// No placement.
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// The head's placement did not pass the coordinator's own checks (nothing was shipped).
+    #[error("the head's placement was refused: {0}")]
+    Placement(#[from] PlacementCheckError),
     /// A shard could not be built.
     #[error("cannot build the shard of stage {stage}: {reason}")]
     Shard {
@@ -277,7 +281,11 @@ pub(crate) async fn deploy_prepared(
             let answer = ask_placement(cluster, &ask)
                 .await
                 .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
-            answer.placement.map_err(ScheduleError::Rejected)?
+            let placement = answer.placement.map_err(ScheduleError::Rejected)?;
+            // The head is just another member: its answer is checked against what this node
+            // knows itself before any shard leaves it.
+            check_placement(&placement, config.n_layers, &known_members(cluster))?;
+            placement
         }
     };
     let mut placement = placement;
@@ -377,7 +385,7 @@ pub(crate) async fn deploy_prepared(
 
     // The sink on this node, then the stages from last to first.
     let routes: Arc<Routes> = Arc::new(Routes::new());
-    let sink_key = register_routes(cluster, routes.clone());
+    let sink_key = register_routes(cluster, routes.clone(), sink_senders(&placement)?);
     let mailbox = opts.max_sequences * 2 + 4;
     let sink = match cluster
         .spawn::<SinkActor>(
@@ -406,6 +414,11 @@ pub(crate) async fn deploy_prepared(
     let mut next = None;
     for (k, st) in placement.stages.iter().enumerate().rev() {
         let node = runtime_id(&st.node)?;
+        // The node whose batches this stage runs (the coordinator feeds the first).
+        let upstream = match k {
+            0 => None,
+            _ => Some(runtime_id(&placement.stages[k - 1].node)?),
+        };
         let n_group = st.group.len().max(1);
         let speeds = vec![1.0; n_group];
         let tp_args = |member: usize| {
@@ -429,6 +442,7 @@ pub(crate) async fn deploy_prepared(
                 max_sequences: opts.max_sequences,
                 next: None,
                 sink: sink.id(),
+                upstream,
                 dtype: opts.dtype,
                 label: format!(
                     "stage {}/{} layers {}..{} member {}/{n_group} of {model_name} (coordinator {coordinator})",
@@ -483,6 +497,7 @@ pub(crate) async fn deploy_prepared(
             max_sequences: opts.max_sequences,
             next,
             sink: sink.id(),
+            upstream,
             dtype: opts.dtype,
             label: format!(
                 "stage {}/{} layers {}..{} of {model_name} (coordinator {coordinator})",
@@ -585,6 +600,25 @@ pub(crate) async fn deploy_prepared(
     }))
 }
 
+/// The nodes the sink of `placement`'s pipeline takes messages from.
+fn sink_senders(placement: &Placement) -> Result<SinkSenders, DeployError> {
+    let last = placement
+        .stages
+        .last()
+        .ok_or_else(|| DeployError::Options("a placement without stages".into()))?;
+    let mut stages = Vec::new();
+    for st in &placement.stages {
+        stages.push(runtime_id(&st.node)?);
+        for slot in &st.group {
+            stages.push(runtime_id(&slot.node)?);
+        }
+    }
+    Ok(SinkSenders {
+        last: runtime_id(&last.node)?,
+        stages,
+    })
+}
+
 /// The model's id: GGUF `general.name`, else the file stem.
 fn model_display_name(file: &GgufFile, path: &Path) -> String {
     file.metadata()
@@ -597,6 +631,23 @@ fn model_display_name(file: &GgufFile, path: &Path) -> String {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         })
+}
+
+/// The live members this node reaches, with the memory budgets their heartbeats report.
+fn known_members(cluster: &Cluster) -> Vec<KnownMember> {
+    let live: Vec<_> = live_nodes(cluster)
+        .into_iter()
+        .map(|m| place_id(&m.node_id))
+        .collect();
+    cluster_view(cluster)
+        .nodes
+        .into_iter()
+        .filter(|n| live.contains(&n.id))
+        .map(|n| KnownMember {
+            id: n.id,
+            memory_budget_bytes: n.memory_budget_bytes,
+        })
+        .collect()
 }
 
 /// The live members of the cluster (this node included) this node is connected to (a member

@@ -320,6 +320,22 @@ impl Pipeline {
         &self.inner.d.cluster
     }
 
+    /// The stage actors, first to last (the leader of each tensor-parallel group).
+    pub fn stage_ids(&self) -> Vec<edgeray_runtime::actor::ActorId> {
+        self.inner.d.stages.iter().map(|s| s.id()).collect()
+    }
+
+    /// The token sink's actor id (on this node).
+    pub fn sink_id(&self) -> edgeray_runtime::actor::ActorId {
+        self.inner.d.sink.id()
+    }
+
+    /// Messages this pipeline's sink refused because they came from a node other than its
+    /// stages'.
+    pub fn sink_refusals(&self) -> u64 {
+        super::sink::sink_refusals(&self.inner.d.cluster, self.inner.d.sink_key)
+    }
+
     /// Where the time of this pipeline's deployment went.
     pub fn deploy_timings(&self) -> super::deploy::DeployTimings {
         self.inner.d.timings

@@ -9,6 +9,7 @@ mod deploy;
 mod driver;
 mod engine;
 pub mod latency_window;
+pub mod placement_check;
 pub mod sequence;
 mod service;
 mod shipping;
@@ -29,5 +30,5 @@ pub use engine::{
 pub use sequence::{Finish, Stall, Watchdog};
 pub use service::{FAILOVER_WAIT, Resumable, Service};
 pub use shipping::{ShipError, ShipReport, node_has_shard, ship_shard, ship_shard_windowed};
-pub use sink::SinkActor;
+pub use sink::{SinkActor, SinkSenders, sink_refusals};
 pub use spares::{FailoverPlans, failover_view, nodes_to_cover};

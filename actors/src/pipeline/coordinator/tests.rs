@@ -258,6 +258,7 @@ async fn a_stage_claiming_more_than_its_board_offers_is_refused() {
         max_sequences,
         next: None,
         sink: ActorId { node, local: 1 },
+        upstream: None,
         dtype: Default::default(),
         label: "a claim".into(),
         tp: None,
@@ -363,5 +364,158 @@ async fn any_mix_of_joining_and_leaving_sequences_gets_each_its_solo_tokens() {
         }
         p.shutdown().await;
     }
+
+/// A member of the cluster that is neither a pipeline's coordinator nor one of its stage
+/// nodes tries to stop its stages, feed them work, read their counters, plant a stage of its
+/// own on the pipeline's sink and write tokens into the sink: every attempt is refused (and
+/// counted), and the pipeline answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_member_cannot_drive_or_stop_another_pipeline() {
+    use crate::pipeline::protocol::{Forward, SinkMsg, StageArgs, StageMsg, StageReply};
+    use crate::pipeline::stage::StageActor;
+    use edgeray_runtime::actor::AskError;
+    use edgeray_runtime::cluster::SpawnOptions;
+    use std::time::Duration;
+    const T: Duration = Duration::from_secs(10);
+
+    let s = Setup::new("qwen2", 4).await;
+    let p = s.deploy(2, 1, 1).await;
+    let prompt = p.encode("hello world").unwrap();
+    let before = answer(&p, prompt.clone()).await.unwrap();
+    let stages = p.stage_ids();
+    let used: Vec<_> = stages.iter().map(|id| id.node).collect();
+    let attacker = s.nodes[1..]
+        .iter()
+        .find(|n| !used.contains(&n.node_id()))
+        .expect("4 nodes, 2 stages: one node is left")
+        .clone();
+
+    for (k, &id) in stages.iter().enumerate() {
+        let stage = attacker.actor_ref::<StageActor>(id);
+        let forged = Forward {
+            seq: 1,
+            pos: 0,
+            n: 1,
+            tokens: vec![1],
+            dtype: p.wire_dtype(),
+            start: None,
+            sample: true,
+            sent_at_us: 0,
+            hops: Vec::new(),
+        };
+        for msg in [
+            StageMsg::Forward(forged),
+            StageMsg::Release { seq: 1 },
+            StageMsg::Stats,
+        ] {
+            match stage.ask(msg, T).await {
+                Err(AskError::Remote(e)) => assert!(e.contains("refused"), "stage {k}: {e}"),
+                other => panic!("stage {k} took a foreign message: {other:?}"),
+            }
+        }
+        // The runtime refuses a stop from a node that did not spawn the stage.
+        stage.stop().await;
+        let host = s.nodes.iter().find(|n| n.node_id() == id.node).unwrap();
+        assert!(host.refused_stops() >= 1, "stage {k}");
+        // Its coordinator still reads its counters, and sees the refusals.
+        let own = p.cluster().actor_ref::<StageActor>(id);
+        match own.ask(StageMsg::Stats, T).await.unwrap().msg {
+            StageReply::Stats(st) => assert_eq!(st.refused, 3, "stage {k}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A stage planted by the attacker on the pipeline's sink is refused at creation.
+    let planted = attacker
+        .spawn::<StageActor>(
+            StageArgs {
+                shard: "0".repeat(64),
+                layers: 0..1,
+                n_layers: 4,
+                index: 1,
+                ctx: 16,
+                threads: 1,
+                max_sequences: 1,
+                next: None,
+                sink: p.sink_id(),
+                upstream: Some(attacker.node_id()),
+                dtype: p.wire_dtype(),
+                label: "planted".into(),
+                tp: None,
+            },
+            SpawnOptions::new().on(used[0]),
+        )
+        .await;
+    match planted {
+        Err(e) => assert!(e.to_string().contains("deployed by its coordinator"), "{e}"),
+        Ok(r) => panic!("a foreign node planted stage {r:?}"),
+    }
+    // Tokens written straight into the sink are refused and counted.
+    let sink = attacker.actor_ref::<crate::pipeline::SinkActor>(p.sink_id());
+    for seq in [0, 1, u64::MAX] {
+        let token = SinkMsg::Token {
+            seq,
+            pos: 2,
+            token: 7,
+            top2_gap: 1.0,
+            logprobs: None,
+            hops: Vec::new(),
+        };
+        assert!(matches!(sink.ask(token, T).await, Err(AskError::Remote(_))));
+    }
+    let failed = SinkMsg::Failed {
+        seq: 1,
+        stage: 0,
+        error: "forged".into(),
+    };
+    assert!(matches!(
+        sink.ask(failed, T).await,
+        Err(AskError::Remote(_))
+    ));
+    assert_eq!(p.sink_refusals(), 4);
+
+    // Squatting the scheduler's name: another kind under it on the head, or the attacker's own
+    // scheduler registered cluster-wide, is refused.
+    use crate::pipeline::head::{SCHEDULER_NAME, SchedulerActor};
+    use crate::pipeline::stage::{WeightsActor, WeightsMsg, WeightsReply};
+    use edgeray_runtime::actor::{NameError, SpawnError};
+    let head = attacker.name_head();
+    match attacker
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(head).name(SCHEDULER_NAME))
+        .await
+    {
+        Err(SpawnError::NameReserved { .. }) => {}
+        other => panic!("squatted the scheduler's name on the head: {other:?}"),
+    }
+    let own = attacker
+        .spawn::<SchedulerActor>((), SpawnOptions::new().on(attacker.node_id()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        attacker.register_global(SCHEDULER_NAME, &own).await,
+        Err(NameError::Reserved(_))
+    ));
+    // An offer far beyond a stage node's cache budget is refused before a byte is written.
+    let receiver = attacker
+        .spawn::<WeightsActor>((), SpawnOptions::new().on(used[0]))
+        .await
+        .unwrap();
+    let offer = WeightsMsg::Offer {
+        hash: "ab".repeat(32),
+        len: 1 << 50,
+        chunk: 1 << 20,
+    };
+    match receiver.ask(offer, T).await.unwrap().msg {
+        WeightsReply::NoRoom(why) => assert!(!why.is_empty()),
+        other => panic!("a 1 PiB offer was taken: {other:?}"),
+    }
+    receiver.stop().await;
+
+    // The pipeline answers exactly as before, and a new deployment (placed by the head's
+    // scheduler, found by its name) too.
+    assert_eq!(answer(&p, prompt.clone()).await.unwrap(), before);
+    p.shutdown().await;
+    let p = s.deploy(2, 1, 1).await;
+    assert_eq!(answer(&p, prompt).await.unwrap(), before);
+    p.shutdown().await;
     s.shutdown().await;
 }

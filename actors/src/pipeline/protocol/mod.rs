@@ -6,6 +6,7 @@
 
 use edgeray_model::sampling::SamplingParams;
 use edgeray_runtime::actor::ActorId;
+use edgeray_runtime::identity::NodeId;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -35,8 +36,13 @@ pub struct StageArgs {
     pub max_sequences: usize,
     /// The next stage (`None`: this is the last stage, it samples).
     pub next: Option<ActorId>,
-    /// Where the last stage sends sampled tokens and any stage reports failures.
+    /// Where the last stage sends sampled tokens and any stage reports failures. Its node is
+    /// the coordinator's: the only node the stage takes control messages from.
     pub sink: ActorId,
+    /// The node of the stage before this one, the only node whose batches this stage runs
+    /// (`None`: this is the first stage, fed by the coordinator).
+    #[serde(default)]
+    pub upstream: Option<NodeId>,
     /// Element type of the hidden states this stage sends.
     pub dtype: WireDtype,
     /// What `edgeray status` shows for this stage on its node, e.g. `stage 2/3 layers 6..12 of
@@ -254,6 +260,10 @@ pub struct StageStats {
     /// Tensor-parallel member: bytes of pieces it sent (to all other members).
     #[serde(default)]
     pub tp_bytes_sent: u64,
+    /// Messages refused because their node has no business sending them (not this stage's
+    /// coordinator, upstream stage or group).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// Replies of a stage actor.

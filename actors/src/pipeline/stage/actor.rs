@@ -22,7 +22,6 @@ use edgeray_model::arch::{
     BatchItem, KvCache, LogitsFor, ModelConfig, Stage, StageInput, StageOutput, StageSpec,
     hidden_from_vec, hidden_to_vec,
 };
-use edgeray_model::gguf::GgufFile;
 use edgeray_model::quant::KernelPool;
 use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_runtime::actor::{ActorCtx, ActorError, ActorRef, Envelope, RemoteActor};
@@ -31,6 +30,7 @@ use super::batching::{Arrivals, BatchPlan, compute_shares, gather_budget};
 use super::claims::{StageClaim, check_claim};
 use super::group::{self, Group};
 use super::logprobs;
+use super::senders::{Senders, StageMsgKind};
 use super::shard_dir::open_shard_store;
 use super::shard_store::ShardLease;
 use crate::pipeline::coordinator::SinkActor;
@@ -174,6 +174,10 @@ pub struct StageActor {
     group: Option<Arc<Group>>,
     /// Holds the shard against eviction from the node's cache while the stage runs.
     _shard: ShardLease,
+    /// The nodes this stage takes messages from (its pipeline's).
+    senders: Senders,
+    /// This stage's node (a message sent from this process counts as sent by it).
+    here: edgeray_runtime::identity::NodeId,
 }
 
 /// The part of a stage that computes: owns the sequences' caches and runs the queued batches.
@@ -210,6 +214,22 @@ impl RemoteActor for StageActor {
         let cluster = ctx
             .cluster()
             .ok_or_else(|| ActorError::new("a stage needs a cluster"))?;
+        // A stage serves the coordinator that deployed it: the node holding its sink.
+        let coordinator = args.sink.node;
+        if let Some(by) = ctx.spawned_by()
+            && by != coordinator
+        {
+            return Err(ActorError::new(format!(
+                "stage refused: spawned by node {} for a sink on node {} (a stage is deployed by its coordinator)",
+                by.short(),
+                coordinator.short()
+            )));
+        }
+        let senders = Senders {
+            coordinator,
+            upstream: args.upstream.unwrap_or(coordinator),
+            group: Vec::new(),
+        };
         let store = open_shard_store(&cluster).map_err(|e| ActorError::new(e.to_string()))?;
         // Checked against its sidecar before it is mapped: a damaged shard is discarded here
         // and this start fails, so the coordinator ships it again.
@@ -220,8 +240,17 @@ impl RemoteActor for StageActor {
         let verify_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let path = lease.path();
-        let file = GgufFile::open(path)
-            .map_err(|e| ActorError::new(format!("cannot open shard {}: {e}", path.display())))?;
+        let file = match lease.open_gguf() {
+            Ok(f) => f,
+            // Unusable (e.g. sealed under a rotated secret): discarded, so that the next
+            // deployment ships it again.
+            Err(e) => {
+                drop(lease);
+                return Err(ActorError::new(
+                    store.discard_unusable(&args.shard, &e).to_string(),
+                ));
+            }
+        };
         // What the arguments claim from this board, before anything is loaded.
         let config = ModelConfig::from_gguf(&file)
             .map_err(|e| ActorError::new(format!("shard {}: {e}", path.display())))?;
@@ -327,7 +356,7 @@ impl RemoteActor for StageActor {
             held: std::collections::VecDeque::new(),
             arrivals: Arrivals::new(),
             last_run: std::time::Duration::ZERO,
-            vocab: super::constraint::VocabSlot::new(path.to_path_buf()),
+            vocab: super::constraint::VocabSlot::new(lease.opener()),
         };
         // On the actor's own thread (create runs there), next to the handler.
         let worker = tokio::task::spawn_local(w.run());
@@ -341,6 +370,8 @@ impl RemoteActor for StageActor {
             done,
             group,
             _shard: lease,
+            senders,
+            here: cluster.node_id(),
         })
     }
 
@@ -348,7 +379,13 @@ impl RemoteActor for StageActor {
         &mut self,
         msg: Envelope<StageMsg>,
     ) -> Result<Envelope<StageReply>, ActorError> {
-        let Envelope { msg, tail } = msg;
+        let from = msg.sent_by(self.here);
+        if let Err(refused) = self.senders.check(StageMsgKind::of(&msg.msg), from) {
+            tracing::warn!(stage = %self.label, "{refused}");
+            self.stats.lock().refused += 1;
+            return Err(ActorError::new(refused.to_string()));
+        }
+        let (msg, tail) = msg.into_parts();
         let job = match msg {
             StageMsg::Forward(f) => Job::Forward(f, tail, Instant::now()),
             StageMsg::Release { seq } => Job::Release(seq),
@@ -375,6 +412,10 @@ impl RemoteActor for StageActor {
                         ids.len(),
                         g.members
                     )));
+                }
+                self.senders.group = ids.iter().map(|id| id.node).collect();
+                if let Some(l) = &g.links {
+                    l.set_roster(self.senders.group.clone());
                 }
                 *g.roster.lock() = ids.into_iter().map(|id| cluster.actor_ref(id)).collect();
                 return Ok(Envelope::new(StageReply::Ok));

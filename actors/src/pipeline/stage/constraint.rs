@@ -8,10 +8,8 @@
 //! out. The top-2 gap reported with each token is that of the masked logits (the choice the
 //! sampler actually made).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use edgeray_model::gguf::GgufFile;
 use edgeray_model::sampling::constraint::{Constraint, ConstraintVocab, OutputFormat};
 use edgeray_model::sampling::{Sampler, top2_gap};
 use edgeray_model::tokenizer::Tokenizer;
@@ -20,12 +18,12 @@ use edgeray_model::tokenizer::Tokenizer;
 /// first constrained sequence (0.4–0.7 s for qwen2.5's 151,936 tokens on a 2-core x86 box) and
 /// kept for the stage's life.
 pub(super) struct VocabSlot {
-    shard: PathBuf,
+    shard: super::shard_store::ShardOpener,
     vocab: Option<Arc<ConstraintVocab>>,
 }
 
 impl VocabSlot {
-    pub(super) fn new(shard: PathBuf) -> Self {
+    pub(super) fn new(shard: super::shard_store::ShardOpener) -> Self {
         Self { shard, vocab: None }
     }
 
@@ -33,8 +31,7 @@ impl VocabSlot {
         if let Some(v) = &self.vocab {
             return Ok(v.clone());
         }
-        let file = GgufFile::open(&self.shard)
-            .map_err(|e| format!("cannot open shard {}: {e}", self.shard.display()))?;
+        let file = self.shard.open()?;
         let tokenizer = Tokenizer::from_gguf(&file)
             .map_err(|e| format!("no tokenizer for structured output: {e}"))?;
         let t0 = std::time::Instant::now();

@@ -10,6 +10,7 @@ mod compute_score;
 mod constraint;
 mod group;
 mod logprobs;
+mod senders;
 mod shard_dir;
 pub(crate) mod shard_store;
 mod tp_link;
@@ -19,12 +20,13 @@ pub use actor::{StageActor, capped_threads};
 pub use batching::{BatchPlan, MAX_BATCH_ROWS, compute_shares};
 pub use claims::{ClaimError, StageClaim, check_claim};
 pub use compute_score::measure_compute_score;
+pub use senders::{Refused, Senders, StageMsgKind};
 pub use shard_dir::{
-    ShardCacheBudget, ShardDir, open_shard_store, set_shard_cache_budget, set_shard_dir, shard_dir,
-    user_cache_dir,
+    ShardCacheBudget, ShardDir, ShardEncryption, open_shard_store, set_shard_cache_budget,
+    set_shard_dir, set_shard_encryption, shard_dir, user_cache_dir,
 };
 pub use shard_store::{
-    CacheListing, CachedShard, GcReport, Refusal, RemoveOutcome, ShardLease, ShardStore,
-    ShardStoreError, chunk_digest, content_hash, validate_hash,
+    CacheListing, CachedShard, GcReport, Refusal, RemoveOutcome, ShardKey, ShardLease, ShardOpener,
+    ShardStore, ShardStoreError, chunk_digest, content_hash, validate_hash,
 };
 pub use weights::{CHUNK_BYTES, WeightsActor, WeightsMsg, WeightsReply};

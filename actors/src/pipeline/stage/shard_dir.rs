@@ -29,13 +29,27 @@ pub fn set_shard_cache_budget(cluster: &Cluster, bytes: u64) {
     cluster.insert_extension(ShardCacheBudget(bytes));
 }
 
+/// The key this node's cached shards are encrypted with (a cluster extension; absent: shards
+/// are stored in plain).
+#[derive(Debug, Clone)]
+pub struct ShardEncryption(pub super::shard_store::ShardKey);
+
+/// Stores the node's shards encrypted under `key` (`limits.encrypt_shards`), or in plain.
+pub fn set_shard_encryption(cluster: &Cluster, key: Option<super::shard_store::ShardKey>) {
+    if let Some(k) = key {
+        cluster.insert_extension(ShardEncryption(k));
+    }
+}
+
 /// Opens the shard cache of the node `cluster` runs on: its folder ([`shard_dir`]) bounded by
-/// its budget ([`set_shard_cache_budget`]).
+/// its budget ([`set_shard_cache_budget`]), encrypting what arrives when the node was told to
+/// ([`set_shard_encryption`]).
 pub fn open_shard_store(cluster: &Cluster) -> Result<ShardStore, ShardStoreError> {
     let budget = cluster
         .extension::<ShardCacheBudget>()
         .map_or(edgeray_runtime::config::DEFAULT_SHARD_CACHE.0, |b| b.0);
-    ShardStore::with_budget(shard_dir(cluster), budget)
+    let key = cluster.extension::<ShardEncryption>().map(|k| k.0.clone());
+    Ok(ShardStore::with_budget(shard_dir(cluster), budget)?.with_encryption(key))
 }
 
 /// The shard cache folder of the node `cluster` runs on: the one set with [`set_shard_dir`],

@@ -33,12 +33,14 @@
 
 mod admin;
 mod budget;
+pub mod crypt;
 mod disk;
 mod fresh;
 pub mod sidecar;
 
 pub use admin::{CacheListing, GcReport, RemoveOutcome};
 pub use budget::{CachedShard, Refusal, Room, plan_room};
+pub use crypt::ShardKey;
 
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -218,6 +220,8 @@ pub fn validate_hash(hash: &str) -> Result<(), ShardStoreError> {
 #[derive(Debug)]
 pub struct ShardLease {
     path: PathBuf,
+    hash: String,
+    key: Option<ShardKey>,
     _locked: File,
 }
 
@@ -226,6 +230,59 @@ impl ShardLease {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Opens the shard: mapped from disk, or decrypted into memory when it is stored
+    /// encrypted (`limits.encrypt_shards`).
+    pub fn open_gguf(&self) -> Result<edgeray_model::gguf::GgufFile, String> {
+        open_shard(&self.path, &self.hash, self.key.as_ref())
+    }
+
+    /// What [`ShardLease::open_gguf`] needs, to open the shard again later (the stage's
+    /// vocabulary for structured output).
+    pub fn opener(&self) -> ShardOpener {
+        ShardOpener {
+            path: self.path.clone(),
+            hash: self.hash.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// Opens one cached shard (plain or encrypted) again.
+#[derive(Debug, Clone)]
+pub struct ShardOpener {
+    path: PathBuf,
+    hash: String,
+    key: Option<ShardKey>,
+}
+
+impl ShardOpener {
+    /// See [`ShardLease::open_gguf`].
+    pub fn open(&self) -> Result<edgeray_model::gguf::GgufFile, String> {
+        open_shard(&self.path, &self.hash, self.key.as_ref())
+    }
+}
+
+fn open_shard(
+    path: &Path,
+    hash: &str,
+    key: Option<&ShardKey>,
+) -> Result<edgeray_model::gguf::GgufFile, String> {
+    use edgeray_model::gguf::GgufFile;
+    let encrypted = crypt::is_encrypted(path)
+        .map_err(|e| format!("cannot read shard {}: {e}", path.display()))?;
+    if !encrypted {
+        return GgufFile::open(path)
+            .map_err(|e| format!("cannot open shard {}: {e}", path.display()));
+    }
+    let key = key.ok_or_else(|| {
+        format!(
+            "shard {} is encrypted but this node has no shard key",
+            path.display()
+        )
+    })?;
+    let plain = crypt::decrypt_file(key, hash, path).map_err(|e| format!("shard {hash}: {e}"))?;
+    GgufFile::from_bytes(plain).map_err(|e| format!("cannot open shard {}: {e}", path.display()))
 }
 
 /// Serialises the room-making of the stores in this process (a snapshot, a plan and its
@@ -237,6 +294,8 @@ static ROOM: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 pub struct ShardStore {
     dir: PathBuf,
     budget: u64,
+    /// Set: shards are stored encrypted under this key (`limits.encrypt_shards`).
+    key: Option<ShardKey>,
 }
 
 impl ShardStore {
@@ -250,9 +309,20 @@ impl ShardStore {
     pub fn with_budget(dir: impl Into<PathBuf>, budget: u64) -> Result<Self, ShardStoreError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let store = ShardStore { dir, budget };
+        let store = ShardStore {
+            dir,
+            budget,
+            key: None,
+        };
         store.remove_stale(STALE_PART_AGE)?;
         Ok(store)
+    }
+
+    /// Stores shards that arrive from now on encrypted under `key` (ChaCha20-Poly1305, see the `crypt` module); reads both
+    /// plain and encrypted shards.
+    pub fn with_encryption(mut self, key: Option<ShardKey>) -> Self {
+        self.key = key;
+        self
     }
 
     /// The cache directory.
@@ -299,12 +369,17 @@ impl ShardStore {
             let t = std::time::Instant::now();
             let checked = self.verify(hash);
             tracing::debug!(shard = %hash, verify_ms = t.elapsed().as_secs_f64() * 1e3, ok = checked.is_ok(), "cached shard checked at the offer");
+            // An encrypted shard's header states its plaintext length.
+            let checked = checked.and_then(|c| {
+                let plain = crypt::plain_len(&done).map_err(io(&done))?;
+                Ok(plain.unwrap_or(c.len))
+            });
             match checked {
-                Ok(c) if c.len == len => return Ok(len),
-                Ok(c) => {
+                Ok(have) if have == len => return Ok(len),
+                Ok(have) => {
                     return Err(ShardStoreError::LengthMismatch {
                         hash: hash.into(),
-                        cached: c.len,
+                        cached: have,
                         offered: len,
                     });
                 }
@@ -422,6 +497,20 @@ impl ShardStore {
             });
         }
         f.sync_all().map_err(io(&part))?;
+        // Encrypted at rest: the sealed file replaces the plaintext, and the sidecar is the
+        // sealed file's checksum.
+        let (f, part, sum) = match &self.key {
+            None => (f, part, sum),
+            Some(key) => {
+                let sealed = self.dir.join(format!("{hash}.enc.tmp"));
+                crypt::encrypt_file(key, hash, &part, &sealed)
+                    .map_err(|e| self.write_failed(hash, &sealed, e))?;
+                let _ = std::fs::remove_file(&part);
+                let mut g = File::open(&sealed).map_err(io(&sealed))?;
+                let sum = sidecar::checksum_of(&mut g).map_err(io(&sealed))?;
+                (g, sealed, sum)
+            }
+        };
         self.write_sidecar(hash, sum)
             .map_err(|e| self.write_failed(hash, &part, e))?;
         // Arrival counts as a use: a new shard is not the first to be evicted.
@@ -505,6 +594,14 @@ impl ShardStore {
     }
 
     /// Removes cached shard `hash` and its sidecar; the [`ShardStoreError::Corrupt`] to report.
+    /// Removes cached shard `hash`, which could not be used (`why`: e.g. it does not decrypt
+    /// under this node's key after a secret rotation), so that the next offer receives it
+    /// again; the [`ShardStoreError::Corrupt`] to report.
+    pub fn discard_unusable(&self, hash: &str, why: &str) -> ShardStoreError {
+        tracing::warn!(shard = %hash, "cached shard discarded: {why}");
+        self.discard(hash, why)
+    }
+
     fn discard(&self, hash: &str, why: &str) -> ShardStoreError {
         for p in [self.path(hash), self.sum_path(hash)].into_iter().flatten() {
             let _ = std::fs::remove_file(p);
@@ -542,7 +639,12 @@ impl ShardStore {
         if let Err(e) = f.set_modified(SystemTime::now()) {
             tracing::warn!(error = %e, path = %path.display(), "cannot record the shard's use (eviction order)");
         }
-        Ok(ShardLease { path, _locked: f })
+        Ok(ShardLease {
+            path,
+            hash: hash.to_string(),
+            key: self.key.clone(),
+            _locked: f,
+        })
     }
 
     /// The complete shards in the cache, with their size, last use and whether a stage holds
@@ -666,7 +768,7 @@ impl ShardStore {
                     .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d >= age))
             };
             let remove = match ext {
-                "part" | "sum.tmp" => stale(),
+                "part" | "sum.tmp" | "enc.tmp" => stale(),
                 "sum" => !self.dir.join(format!("{hash}.gguf")).exists(),
                 _ => false,
             };
@@ -719,6 +821,57 @@ fn same_file(_f: &File, path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn shards_can_be_kept_encrypted_at_rest() {
+        use edgeray_model::test_models::RandomModel;
+        use edgeray_runtime::security::ClusterSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let key = |b: u8| Some(ShardKey::from_secret(&ClusterSecret::from_bytes([b; 32])));
+        let store = ShardStore::open(dir.path())
+            .unwrap()
+            .with_encryption(key(1));
+        let data = RandomModel::small("qwen2", 3).to_bytes();
+        let hash = content_hash(&data);
+        let len = data.len() as u64;
+        assert_eq!(store.begin(&hash, len, 4096).unwrap(), 0);
+        upload(&store, &data, 4096, 0);
+        let path = store.finish(&hash, len).unwrap();
+        // On disk: sealed, no plaintext run of the shard, no plaintext left behind.
+        let disk = std::fs::read(&path).unwrap();
+        assert!(crypt::is_encrypted(&path).unwrap());
+        assert!(
+            !disk
+                .windows(256)
+                .any(|w| w == &data[data.len() / 2..][..256])
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.ends_with(".gguf") && !n.ends_with(".sum"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // Offered again: cached, at its plaintext length.
+        assert_eq!(store.begin(&hash, len, 4096).unwrap(), len);
+        // A stage opens it: the same tensors as the plaintext.
+        let lease = store.open_for_stage(&hash).unwrap();
+        let file = lease.open_gguf().unwrap();
+        let plain = edgeray_model::gguf::GgufFile::from_bytes(data.clone()).unwrap();
+        assert_eq!(file.raw_bytes().as_ref(), plain.raw_bytes().as_ref());
+        drop(lease);
+        // Another secret (rotated, or a thief's guess) or no key at all: unreadable.
+        for other in [key(2), None] {
+            let s = ShardStore::open(dir.path()).unwrap().with_encryption(other);
+            let e = s.open_for_stage(&hash).unwrap().open_gguf().unwrap_err();
+            assert!(e.contains("decrypt") || e.contains("no shard key"), "{e}");
+        }
+        // The stage discards it, so the next offer receives it again.
+        let s = ShardStore::open(dir.path())
+            .unwrap()
+            .with_encryption(key(2));
+        s.discard_unusable(&hash, "does not decrypt");
+        assert_eq!(s.begin(&hash, len, 4096).unwrap(), 0);
+    }
 
     fn upload(store: &ShardStore, data: &[u8], chunk: usize, from: u64) -> u64 {
         let hash = content_hash(data);

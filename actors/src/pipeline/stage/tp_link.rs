@@ -9,7 +9,9 @@
 //! [`TpPiece`] tell, so the values are exact.
 //!
 //! A receiving node routes an incoming stream by its target (the member actor's local id) to
-//! that member's [`Links`]; the stream's first frame ([`T_HELLO`]) names the sending member.
+//! that member's [`Links`]; the stream's first frame ([`T_HELLO`]) names the sending member,
+//! which must be the member the group's roster places on the stream's (authenticated) peer
+//! node: another member of the cluster cannot slip pieces into a group.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -49,6 +51,8 @@ pub struct Links {
     /// Pieces read ahead of the one waited for, by (run, step, member).
     early: Mutex<HashMap<PieceKey, (TpPiece, Bytes)>>,
     closed: tokio::sync::watch::Sender<bool>,
+    /// Every member's node in member order (empty until the roster came).
+    roster: Mutex<Vec<edgeray_runtime::identity::NodeId>>,
 }
 
 impl Links {
@@ -69,11 +73,18 @@ impl Links {
             arrived: Condvar::new(),
             early: Mutex::new(HashMap::new()),
             closed: tokio::sync::watch::Sender::new(false),
+            roster: Mutex::new(Vec::new()),
         });
         let mut m = streams.members.lock();
         m.retain(|_, w| w.strong_count() > 0);
         m.insert(local_id, Arc::downgrade(&links));
         Some(links)
+    }
+
+    /// The group's roster: member `i` runs on `nodes[i]`; a stream is taken only from the
+    /// node of the member it names.
+    pub fn set_roster(&self, nodes: Vec<edgeray_runtime::identity::NodeId>) {
+        *self.roster.lock() = nodes;
     }
 
     /// The member stopped: a compute thread waiting for a piece gives up.
@@ -233,7 +244,10 @@ async fn accept(
         let members = members.clone();
         tokio::spawn(async move {
             let IncomingStream {
-                mut reader, target, ..
+                mut reader,
+                target,
+                peer,
+                ..
             } = s;
             let links = members.lock().get(&target).and_then(Weak::upgrade);
             let Some(links) = links else {
@@ -250,6 +264,12 @@ async fn accept(
                 }
                 _ => return,
             };
+            if links.roster.lock().get(member as usize) != Some(&peer) {
+                tracing::warn!(from = %peer.short(), member,
+                    "refused a group stream from a node that is not that member's");
+                reader.stop(0x200);
+                return;
+            }
             links.readers.lock().insert(member, reader);
             links.arrived.notify_all();
         });

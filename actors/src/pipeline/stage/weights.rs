@@ -89,7 +89,7 @@ impl RemoteActor for WeightsActor {
         msg: Envelope<WeightsMsg>,
     ) -> Result<Envelope<WeightsReply>, ActorError> {
         let store = self.store.clone();
-        let Envelope { msg, tail } = msg;
+        let (msg, tail) = msg.into_parts();
         let offered = |hash: &str, len: u64| {
             self.offer
                 .as_ref()
