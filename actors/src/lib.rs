@@ -11,3 +11,4 @@ pub mod cli;
 pub mod gateway;
 pub mod pipeline;
 pub mod placement;
+pub mod sim;
