@@ -42,11 +42,10 @@ pub fn forward_s(stage: &SimStage, batch: &[Positions], model: &SimModel, p: &Si
         .iter()
         .map(|x| (x.n * x.ctx) as f64 + (x.n * (x.n + 1)) as f64 / 2.0)
         .sum();
-    let attention = stage.n_layers as f64
-        * model.profile.kv_bytes_per_token_per_layer as f64
-        * kv_positions
-        / t
-        / c;
+    let attention =
+        stage.n_layers as f64 * model.profile.kv_bytes_per_token_per_layer as f64 * kv_positions
+            / t
+            / c;
     let sync = if stage.nodes.len() > 1 {
         let l = &stage.group_link;
         let values = (2 * model.profile.hidden_size + model.ffn()) as f64 * k as f64;

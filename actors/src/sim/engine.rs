@@ -21,14 +21,29 @@ struct Item {
 
 #[derive(Debug)]
 enum Event {
-    Arrive { stage: usize, item: Item },
+    Arrive {
+        stage: usize,
+        item: Item,
+    },
     /// An idle stage takes its mailbox (after every arrival of the same instant).
-    Start { stage: usize },
-    ForwardDone { stage: usize },
-    TokenBack { seq: usize },
-    Fail { index: usize },
-    Detected { index: usize },
-    Redeployed { index: usize },
+    Start {
+        stage: usize,
+    },
+    ForwardDone {
+        stage: usize,
+    },
+    TokenBack {
+        seq: usize,
+    },
+    Fail {
+        index: usize,
+    },
+    Detected {
+        index: usize,
+    },
+    Redeployed {
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -118,7 +133,13 @@ pub fn simulate(
                 n: work.prompt_tokens.max(1),
                 ctx: 0,
             };
-            e.push(0.0, Event::Arrive { stage: 0, item: Item { seq, pos } });
+            e.push(
+                0.0,
+                Event::Arrive {
+                    stage: 0,
+                    item: Item { seq, pos },
+                },
+            );
         }
     }
     for (index, f) in failures.iter().enumerate() {
@@ -190,7 +211,9 @@ impl Engine<'_> {
     }
 
     fn dep(&mut self) -> &mut Deployment {
-        self.deployments.last_mut().expect("one deployment at least")
+        self.deployments
+            .last_mut()
+            .expect("one deployment at least")
     }
 
     fn register_nodes(&mut self, p: &SimPipeline) {
@@ -358,7 +381,13 @@ impl Engine<'_> {
                 ctx: 0,
             };
             replayed += pos.n;
-            self.push(self.now, Event::Arrive { stage: 0, item: Item { seq, pos } });
+            self.push(
+                self.now,
+                Event::Arrive {
+                    stage: 0,
+                    item: Item { seq, pos },
+                },
+            );
         }
         self.failure_reports[index].replayed_tokens = replayed;
     }

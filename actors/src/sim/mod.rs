@@ -34,5 +34,5 @@ pub use engine::simulate;
 pub use report::{FailureReport, SimReport, StageReport, TbtStats};
 pub use setup::{
     SetupError, SimFailure, SimModel, SimNode, SimParams, SimPipeline, SimStage, Workload,
-    pipeline_from_placement,
+    pipeline_from_placement, pipeline_with_groups, tensor_groups,
 };

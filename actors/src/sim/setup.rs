@@ -168,6 +168,62 @@ pub enum SetupError {
     /// The placement has no stages.
     #[error("the placement has no stages")]
     Empty,
+    /// Too few nodes for the tensor-parallel groups asked for.
+    #[error("--tp {tp} with {stages} stage(s) needs {} nodes; the cluster has {up} up", tp * stages)]
+    TooFewNodes {
+        /// Group width asked for.
+        tp: usize,
+        /// Stages of the placement.
+        stages: usize,
+        /// Nodes up.
+        up: usize,
+    },
+}
+
+/// The boards of each stage when every stage becomes a tensor-parallel group of `tp`, chosen
+/// as a deployment does: the stage's node leads, the others are up nodes no stage uses, in id
+/// order. Too few nodes: [`SetupError::TooFewNodes`] when `strict`, otherwise groups as wide as
+/// the nodes allow. Stages that already carry a group keep it.
+pub fn tensor_groups(
+    placement: &Placement,
+    cluster: &ClusterView,
+    tp: usize,
+    strict: bool,
+) -> Result<Vec<Vec<MemberId>>, SetupError> {
+    let n = placement.stages.len();
+    let used: Vec<&MemberId> = placement.stages.iter().map(|s| &s.node).collect();
+    let mut free: Vec<&MemberId> = cluster
+        .nodes
+        .iter()
+        .filter(|v| v.up && !used.contains(&&v.id))
+        .map(|v| &v.id)
+        .collect();
+    free.sort();
+    let want = tp.saturating_sub(1) * n;
+    let width = if free.len() >= want {
+        tp.max(1)
+    } else if strict {
+        return Err(SetupError::TooFewNodes {
+            tp,
+            stages: n,
+            up: n + free.len(),
+        });
+    } else {
+        1 + free.len() / n.max(1)
+    };
+    let mut free = free.into_iter();
+    Ok(placement
+        .stages
+        .iter()
+        .map(|s| {
+            if !s.group.is_empty() {
+                return s.group.iter().map(|g| g.node.clone()).collect();
+            }
+            let mut g = vec![s.node.clone()];
+            g.extend(free.by_ref().take(width - 1).cloned());
+            g
+        })
+        .collect())
 }
 
 fn node<'a>(cluster: &'a ClusterView, id: &MemberId) -> Result<&'a NodeView, SetupError> {
@@ -186,17 +242,25 @@ pub fn pipeline_from_placement(
     model: &ModelProfile,
     cluster: &ClusterView,
 ) -> Result<SimPipeline, SetupError> {
+    let groups = tensor_groups(placement, cluster, 1, false)?;
+    pipeline_with_groups(placement, model, cluster, &groups)
+}
+
+/// [`pipeline_from_placement`] with the boards of each stage given (e.g. by
+/// [`tensor_groups`]); the first board of each group must be the stage's node.
+pub fn pipeline_with_groups(
+    placement: &Placement,
+    model: &ModelProfile,
+    cluster: &ClusterView,
+    groups: &[Vec<MemberId>],
+) -> Result<SimPipeline, SetupError> {
     if placement.stages.is_empty() {
         return Err(SetupError::Empty);
     }
     let mut stages = Vec::new();
     let mut leaders = Vec::new();
-    for s in &placement.stages {
-        let ids: Vec<&MemberId> = if s.group.is_empty() {
-            vec![&s.node]
-        } else {
-            s.group.iter().map(|g| &g.node).collect()
-        };
+    for (s, group) in placement.stages.iter().zip(groups) {
+        let ids: Vec<&MemberId> = group.iter().collect();
         let mut nodes = Vec::new();
         for id in &ids {
             let v = node(cluster, id)?;
@@ -231,9 +295,5 @@ pub fn pipeline_from_placement(
     let link = |a: &MemberId, b: &MemberId| (a != b).then(|| cluster.link(a, b));
     let hops = leaders.windows(2).map(|w| link(w[0], w[1])).collect();
     let back = link(leaders[leaders.len() - 1], leaders[0]);
-    Ok(SimPipeline {
-        stages,
-        hops,
-        back,
-    })
+    Ok(SimPipeline { stages, hops, back })
 }

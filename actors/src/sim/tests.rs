@@ -221,7 +221,13 @@ fn a_failure_is_detected_redeployed_and_replayed() {
         at_s: 0.35,
         replacement: Some(on("b")),
     };
-    let r = simulate(&m, &on("a"), one(1, 1, 5), &params, &[fail.clone()]);
+    let r = simulate(
+        &m,
+        &on("a"),
+        one(1, 1, 5),
+        &params,
+        std::slice::from_ref(&fail),
+    );
     assert_eq!(r.tokens, 5);
     let f = &r.failures[0];
     assert!(f.in_pipeline);

@@ -1,0 +1,180 @@
+//! `edgeray sim` and `edgeray model profile`, run as the binary, on the shipped profiles.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use edgeray_model::test_models::real_model as model;
+
+fn profiles(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../profiles")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeray"))
+        .args(args)
+        .output()
+        .expect("run edgeray")
+}
+
+fn sim_json(extra: &[&str]) -> Value {
+    let nodes = profiles("clusters/pi5x4-gigabit.toml");
+    let m = profiles("models/llama3-8b-q4_k_m.json");
+    let mut args = vec!["sim", "--nodes", &nodes, "--model-profile", &m, "--json"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn sim_json_reports_tokens_per_s_for_a_shipped_model_and_cluster() {
+    let one = sim_json(&["--stages", "1", "--gen-tokens", "32"]);
+    let tps = one["tokens_per_s"].as_f64().unwrap();
+    let decode = one["decode_tokens_per_s"].as_f64().unwrap();
+    // one Pi 5 streams ~4.6 GB of Llama 3 8B weights per token at 8000 MiB/s: ~1.8 tokens/s
+    assert!((1.5..2.2).contains(&decode), "{decode}");
+    assert!(tps > 0.0 && tps <= decode);
+    assert_eq!(one["placement"]["stages"].as_array().unwrap().len(), 1);
+    assert!(one["joules_per_token"].as_f64().unwrap() > 0.0);
+    // a 4-board tensor-parallel group is faster for one stream than one board
+    let tp = sim_json(&["--stages", "1", "--tp", "4", "--gen-tokens", "32"]);
+    assert!(tp["decode_tokens_per_s"].as_f64().unwrap() > 2.0 * decode);
+    assert_eq!(
+        tp["pipeline"]["stages"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // four streams through four stages: more aggregate tokens/s than one stream
+    let streams = sim_json(&["--stages", "4", "--streams", "4", "--gen-tokens", "32"]);
+    assert!(streams["tokens_per_s"].as_f64().unwrap() > 2.0 * tps);
+}
+
+#[test]
+fn sim_failures_replay_and_unknown_nodes_are_named() {
+    let r = sim_json(&["--stages", "2", "--gen-tokens", "40", "--fail", "pi5-2@5"]);
+    let f = &r["failures"][0];
+    assert_eq!(f["in_pipeline"], true);
+    assert!(f["replayed_tokens"].as_u64().unwrap() > 16);
+    assert_eq!(r["tokens"], 40);
+    assert_eq!(r["stalled"], false);
+    assert!(
+        r["tbt"]["max_s"].as_f64().unwrap() > 8.0,
+        "detect 3 s + redeploy 5 s"
+    );
+
+    let nodes = profiles("clusters/pi5x4-gigabit.toml");
+    let m = profiles("models/llama3-8b-q4_k_m.json");
+    let out = run(&[
+        "sim",
+        "--nodes",
+        &nodes,
+        "--model-profile",
+        &m,
+        "--fail",
+        "nosuch@3",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nosuch`") && err.contains("pi5-1"), "{err}");
+}
+
+#[test]
+fn sim_is_deterministic_for_a_seed() {
+    let args = |seed: &'static str| {
+        vec![
+            "--stages",
+            "2",
+            "--streams",
+            "3",
+            "--gen-tokens",
+            "24",
+            "--jitter",
+            "0.1",
+            "--seed",
+            seed,
+        ]
+    };
+    let a = sim_json(&args("7"));
+    let b = sim_json(&args("7"));
+    let c = sim_json(&args("8"));
+    assert_eq!(a, b);
+    assert_ne!(a["duration_s"], c["duration_s"]);
+}
+
+#[test]
+fn sim_csv_has_a_header_and_a_row() {
+    let nodes = profiles("boards/pi4-8gb.toml");
+    let m = profiles("models/qwen2.5-7b-q4_k_m.json");
+    let out = run(&["sim", "--nodes", &nodes, "--model-profile", &m, "--csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with("model,policy,stages,tp,streams,"));
+    // fields, with commas inside quotes (the model name has one) not separating
+    let cols = |l: &str| {
+        let mut quoted = false;
+        1 + l
+            .chars()
+            .filter(|&c| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                c == ',' && !quoted
+            })
+            .count()
+    };
+    assert!(lines[1].starts_with("\"Qwen2.5 7B (Q4_K_M, from"));
+    assert_eq!(cols(lines[0]), cols(lines[1]));
+}
+
+#[test]
+fn model_profile_of_a_gguf_feeds_the_simulator() {
+    let Some(gguf) = model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    let out = run(&["model", "profile", gguf.to_str().unwrap(), "--ctx", "2048"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["layer_bytes"].as_array().unwrap().len(), 24);
+    assert_eq!(p["context_length"], 2048);
+    assert_eq!(p["ffn_size"], 4864);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let nodes = profiles("boards/pi5-8gb.toml");
+    let out = run(&[
+        "sim",
+        "--nodes",
+        &nodes,
+        "--model-profile",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["tokens_per_s"].as_f64().unwrap() > 5.0);
+}
