@@ -178,3 +178,41 @@ fn model_profile_of_a_gguf_feeds_the_simulator() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["tokens_per_s"].as_f64().unwrap() > 5.0);
 }
+
+#[test]
+fn bench_json_predicts_next_to_the_measurement() {
+    let Some(gguf) = model("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    let out = run(&[
+        "bench",
+        "--local",
+        "2",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--gen-tokens",
+        "8",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let r: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let measured = r["cluster_tokens_per_s"].as_f64().unwrap();
+    let predicted = r["predicted_tokens_per_s"].as_f64().unwrap();
+    assert!(measured > 0.0 && predicted > 0.0, "{r}");
+    assert!(r["predicted_aggregate_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // the existing keys stay
+    for k in [
+        "baseline_tokens_per_s",
+        "cluster_aggregate_tokens_per_s",
+        "placement",
+    ] {
+        assert!(r.get(k).is_some(), "{k}");
+    }
+}

@@ -95,6 +95,12 @@ pub struct PipelineBench {
     pub baseline_tokens_per_s: f64,
     /// The chosen placement, one stream (= `pipeline_tokens_per_s`).
     pub cluster_tokens_per_s: f64,
+    /// The simulator's prediction ([`crate::sim`]) of `cluster_tokens_per_s` for the placement
+    /// that ran, from the coordinator's view of the cluster (compute scores, measured RTTs);
+    /// `null` when the view lacks a node of the placement.
+    pub predicted_tokens_per_s: Option<f64>,
+    /// The simulator's prediction of `cluster_aggregate_tokens_per_s` (`streams` streams).
+    pub predicted_aggregate_tokens_per_s: Option<f64>,
     /// Boards per stage (`--tp`).
     pub tp: usize,
     /// The placement: stages, each with its board(s) and, for groups, every board's slice.
@@ -265,6 +271,45 @@ async fn prefill_interference(
     })
 }
 
+/// The simulator's `(one stream decode, streams aggregate)` tokens/s for the placement `p`
+/// runs, on the coordinator's view of the cluster; `None` (with a warning) when it cannot be
+/// built.
+fn predict(
+    coordinator: &edgeray_runtime::cluster::Cluster,
+    p: &crate::pipeline::Pipeline,
+    model: &std::path::Path,
+    ctx: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    streams: usize,
+) -> Option<(f64, f64)> {
+    use crate::sim::{SimParams, Workload, pipeline_from_placement, simulate};
+    let built = (|| {
+        let mut m = super::model_profile::sim_model_from_gguf(model, Some(ctx))?;
+        m.profile.activation_bytes_per_token =
+            (m.profile.hidden_size * p.wire_dtype().size()) as u64;
+        let view = crate::pipeline::head::cluster_view(coordinator);
+        let pipeline = pipeline_from_placement(p.placement(), &m.profile, &view)?;
+        anyhow::Ok((m, pipeline))
+    })();
+    let (m, pipeline) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("no prediction: {e:#}");
+            return None;
+        }
+    };
+    let run = |streams| {
+        let work = Workload {
+            streams,
+            prompt_tokens,
+            gen_tokens,
+        };
+        simulate(&m, &pipeline, work, &SimParams::default(), &[])
+    };
+    Some((run(1).decode_tokens_per_s, run(streams.max(1)).tokens_per_s))
+}
+
 /// Runs the benchmark on `deploy` (stages default to one per embedded node).
 /// `streams` concurrent requests give `cluster_aggregate_tokens_per_s` (4 are always measured).
 /// With `long_prompt` > 0, also the running stream's gaps while a prompt of that many tokens
@@ -306,6 +351,7 @@ pub fn run(
             let (n1, _) = stream(p, PROMPTS[0], 1).await?;
             anyhow::ensure!(n1 == 1, "the pipeline produced no token");
             let ids = p.encode(PROMPTS[0])?;
+            let ids_len = ids.len();
             let (tx, mut rx) = mpsc::channel(64);
             let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let s = p
@@ -376,9 +422,20 @@ pub fn run(
                     }
                 })
                 .collect();
+            let predicted = predict(
+                &d.nodes[0],
+                p,
+                &model,
+                deploy.ctx,
+                ids_len,
+                gen_tokens,
+                streams,
+            );
             anyhow::Ok(PipelineBench {
                 baseline_tokens_per_s: single,
                 cluster_tokens_per_s: one,
+                predicted_tokens_per_s: predicted.map(|p| p.0),
+                predicted_aggregate_tokens_per_s: predicted.map(|p| p.1),
                 tp: deploy.tp,
                 placement: serde_json::to_value(p.placement())?,
                 tp_sync,
@@ -430,6 +487,16 @@ pub fn run(
                 report.streams,
                 report.cluster_aggregate_tokens_per_s,
                 report.cluster_aggregate_tokens_per_s / report.cluster_tokens_per_s
+            );
+        }
+        if let (Some(pred), Some(agg)) = (
+            report.predicted_tokens_per_s,
+            report.predicted_aggregate_tokens_per_s,
+        ) {
+            println!(
+                "simulator's prediction:     {pred:.2} tokens/s one stream ({:+.0} % off the measurement), {agg:.2} aggregate over {} streams",
+                (pred / report.cluster_tokens_per_s - 1.0) * 100.0,
+                report.streams
             );
         }
         if let Some(i) = &report.prefill_interference {

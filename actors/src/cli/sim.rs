@@ -37,6 +37,10 @@ pub struct SimArgs {
     /// Placement policy: memory, power or throughput.
     #[arg(long, default_value = "throughput")]
     pub policy: String,
+    /// Hidden states between stages: f32 (the runtime's default) or f16; sets the activation
+    /// bytes per token (hidden size × 4 or × 2).
+    #[arg(long, default_value = "f32")]
+    pub wire_dtype: crate::pipeline::WireDtype,
     /// Concurrent streams.
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
@@ -250,6 +254,9 @@ pub fn run(args: SimArgs) -> Result<()> {
         args.model.as_deref(),
         args.ctx,
     )?;
+    let mut model = model;
+    model.profile.activation_bytes_per_token =
+        (model.profile.hidden_size * args.wire_dtype.size()) as u64;
     let cluster = cluster_from_file(&args.nodes)?;
     let spec = PolicySpec::named(args.policy.clone());
     let planned = plan(&model, &cluster, &spec, args.stages, args.tp, true)?;
