@@ -216,3 +216,56 @@ fn bench_json_predicts_next_to_the_measurement() {
         assert!(r.get(k).is_some(), "{k}");
     }
 }
+
+#[test]
+fn sim_calibrates_from_a_trace() {
+    // records of a known curve: 1e9 B/s, batch cost 0.1, KV reads at 2e9 B/s
+    let (c, beta, ckv, l, h) = (1.0e9, 0.1, 2.0e9, 3.0e8, 1.0e8);
+    let mut text = String::new();
+    for k in [1.0f64, 2.0, 4.0] {
+        for kv in [0.0, 1.0e6, 1.0e7] {
+            let t = (l + h) / c + beta / c * (l + h) * (k - 1.0) + kv / ckv;
+            text.push_str(&format!(
+                "{{\"node\":\"pi5\",\"stage\":0,\"layers\":8,\"layer_bytes\":{l},\"head_bytes\":{h},\"positions\":{k},\"sequences\":{k},\"kv_read_bytes\":{kv},\"compute_s\":{t},\"runs\":5}}\n"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    std::fs::write(&trace, text).unwrap();
+    let nodes = profiles("boards/pi5-8gb.toml");
+    let m = profiles("models/qwen2.5-7b-q4_k_m.json");
+    let base = ["sim", "--nodes", &nodes, "--model-profile", &m, "--json"];
+    let out = run(&[&base[..], &["--calibrate", trace.to_str().unwrap()]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cal = &r["calibration"][0];
+    let near = |v: &Value, want: f64| (v.as_f64().unwrap() / want - 1.0).abs() < 1e-6;
+    assert!(near(&cal["compute_bytes_per_s"], c), "{cal}");
+    assert!(near(&cal["batch_cost"], beta), "{cal}");
+    assert!(near(&cal["kv_bytes_per_s"], ckv), "{cal}");
+    // the simulation runs on the fitted board: 1e9 B/s instead of the file's 8000 MiB/s
+    assert!(near(
+        &r["pipeline"]["stages"][0]["nodes"][0]["compute_bytes_per_s"],
+        c
+    ));
+    let plain: Value = serde_json::from_slice(&run(&base).stdout).unwrap();
+    assert!(r["decode_tokens_per_s"].as_f64() < plain["decode_tokens_per_s"].as_f64());
+    // a traced node the nodes file lacks is named
+    let other = profiles("boards/pi4-8gb.toml");
+    let out = run(&[
+        "sim",
+        "--nodes",
+        &other,
+        "--model-profile",
+        &m,
+        "--calibrate",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`pi5`"));
+}

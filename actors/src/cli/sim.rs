@@ -5,6 +5,7 @@
 use super::placement::cluster_from_file;
 use crate::pipeline::head::{PolicySpec, schedule};
 use crate::placement::{ClusterView, Placement};
+use crate::sim::calibrate::{NodeCurve, fit, parse_trace};
 use crate::sim::{
     SimFailure, SimModel, SimParams, SimPipeline, SimReport, Workload, pipeline_with_groups,
     simulate, tensor_groups,
@@ -74,6 +75,11 @@ pub struct SimArgs {
     /// Seed of the simulator's generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Calibrate first: fit each node's cost curve to this trace (`edgeray bench ... --trace
+    /// FILE`) and simulate with the fitted compute scores, batch costs and KV read speeds
+    /// (every traced node must be in the nodes file, by name).
+    #[arg(long, value_name = "TRACE.jsonl")]
+    pub calibrate: Option<PathBuf>,
     /// Machine-readable JSON output (the report, plus `policy` and `placement`).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -257,10 +263,24 @@ pub fn run(args: SimArgs) -> Result<()> {
     let mut model = model;
     model.profile.activation_bytes_per_token =
         (model.profile.hidden_size * args.wire_dtype.size()) as u64;
-    let cluster = cluster_from_file(&args.nodes)?;
+    let mut cluster = cluster_from_file(&args.nodes)?;
+    let curves = match &args.calibrate {
+        Some(path) => {
+            let curves = calibrate(path)?;
+            apply_to_cluster(&mut cluster, &curves)?;
+            curves
+        }
+        None => Vec::new(),
+    };
     let spec = PolicySpec::named(args.policy.clone());
-    let planned = plan(&model, &cluster, &spec, args.stages, args.tp, true)?;
-    let failures = plan_failures(&fails, &model, &cluster, &spec, args.stages, args.tp)?;
+    let mut planned = plan(&model, &cluster, &spec, args.stages, args.tp, true)?;
+    let mut failures = plan_failures(&fails, &model, &cluster, &spec, args.stages, args.tp)?;
+    apply_to_pipeline(&mut planned.pipeline, &curves);
+    for f in &mut failures {
+        if let Some(p) = &mut f.replacement {
+            apply_to_pipeline(p, &curves);
+        }
+    }
     let work = Workload {
         streams: args.streams,
         prompt_tokens: args.prompt_tokens,
@@ -274,6 +294,9 @@ pub fn run(args: SimArgs) -> Result<()> {
         v["policy"] = args.policy.clone().into();
         v["placement"] = serde_json::to_value(&planned.placement)?;
         v["pipeline"] = serde_json::to_value(&planned.pipeline)?;
+        if args.calibrate.is_some() {
+            v["calibration"] = serde_json::to_value(&curves)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if args.csv {
         println!("model,policy,stages,tp,{}", SimReport::CSV_HEADER);
@@ -286,9 +309,75 @@ pub fn run(args: SimArgs) -> Result<()> {
             report.csv_row()
         );
     } else {
+        if !curves.is_empty() {
+            print!("{}", render_curves(&curves));
+        }
         print!("{}", render(&model, &planned, &report));
     }
     Ok(())
+}
+
+/// Read and fit a trace.
+pub fn calibrate(path: &Path) -> Result<Vec<NodeCurve>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read trace {}", path.display()))?;
+    let records =
+        parse_trace(&text).map_err(|e| anyhow::anyhow!("invalid trace {}: {e}", path.display()))?;
+    fit(&records).with_context(|| format!("cannot calibrate from {}", path.display()))
+}
+
+/// Put the fitted compute scores into the cluster the policy places on.
+fn apply_to_cluster(cluster: &mut ClusterView, curves: &[NodeCurve]) -> Result<()> {
+    for c in curves {
+        let Some(n) = cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == c.node || n.id.0 == c.node)
+        else {
+            let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            bail!(
+                "the trace measured node `{}`, which the nodes file does not have (it has: {})",
+                c.node,
+                names.join(", ")
+            );
+        };
+        n.compute_bytes_per_s = c.compute_bytes_per_s;
+    }
+    Ok(())
+}
+
+/// Give the pipeline's boards their fitted batch costs and KV read speeds.
+fn apply_to_pipeline(p: &mut SimPipeline, curves: &[NodeCurve]) {
+    for n in p.stages.iter_mut().flat_map(|s| s.nodes.iter_mut()) {
+        if let Some(c) = curves.iter().find(|c| c.node == n.name) {
+            n.compute_bytes_per_s = c.compute_bytes_per_s;
+            n.batch_cost = c.batch_cost;
+            n.kv_bytes_per_s = c.kv_bytes_per_s;
+        }
+    }
+}
+
+fn render_curves(curves: &[NodeCurve]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("calibrated cost curves:\n");
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("unknown".into(), f);
+    for c in curves {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>9.1} MiB/s, batch cost {}, KV reads {}, {} records, rms {:.2} ms",
+            c.node,
+            c.compute_bytes_per_s / (1024.0 * 1024.0),
+            opt(c.batch_cost, &|b| format!("{b:.3}")),
+            opt(c.kv_bytes_per_s, &|k| format!(
+                "{:.1} MiB/s",
+                k / (1024.0 * 1024.0)
+            )),
+            c.samples,
+            c.rms_error_s * 1e3
+        );
+    }
+    out.push('\n');
+    out
 }
 
 /// `s` quoted for CSV when it holds a comma or quote.

@@ -11,6 +11,7 @@
 //! - [`setup`]: the inputs (pipeline, model, workload, parameters, failures), and
 //!   [`pipeline_from_placement`] from a placement policy's result;
 //! - [`cost`]: one forward's duration;
+//! - [`calibrate`]: per-node cost curves fitted to measured stage runs;
 //! - [`engine`]: the event loop, [`simulate`];
 //! - [`report`]: the outputs;
 //! - [`queue`], [`rng`]: the event queue and the seeded generator.
@@ -20,6 +21,7 @@
 //! placement's predicted single-stream tokens/s, less the attention's KV-cache reads, which the
 //! closed-form model leaves out.
 
+pub mod calibrate;
 pub mod cost;
 pub mod engine;
 pub mod queue;

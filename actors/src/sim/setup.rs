@@ -38,6 +38,12 @@ pub struct SimNode {
     pub compute_bytes_per_s: f64,
     /// Power while computing, watts.
     pub power_watts: f64,
+    /// Its own batch cost (calibrated); `None`: [`SimParams::batch_cost`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_cost: Option<f64>,
+    /// Its own KV-cache read speed, bytes/s (calibrated); `None`: `compute_bytes_per_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes_per_s: Option<f64>,
 }
 
 impl SimNode {
@@ -47,6 +53,8 @@ impl SimNode {
             name: n.name.clone(),
             compute_bytes_per_s: n.compute_bytes_per_s,
             power_watts: n.power_watts,
+            batch_cost: None,
+            kv_bytes_per_s: None,
         }
     }
 }

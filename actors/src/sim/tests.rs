@@ -27,6 +27,8 @@ fn node(name: &str, speed: f64, watts: f64) -> SimNode {
         name: name.into(),
         compute_bytes_per_s: speed,
         power_watts: watts,
+        batch_cost: None,
+        kv_bytes_per_s: None,
     }
 }
 
@@ -153,6 +155,11 @@ fn a_batch_of_four() {
     };
     let r = simulate(&m, &p, one(4, 2, 3), &params, &[]);
     close(r.stages[0].mean_batch, 2.0);
+    // a calibrated batch cost of the board overrides the default: 0.1 × (1 + 0.2 × 3)
+    let mut p = p;
+    p.stages[0].nodes[0].batch_cost = Some(0.2);
+    let r = simulate(&m, &p, one(4, 2, 3), &SimParams::default(), &[]);
+    close(r.tbt.mean_s, 0.16);
 }
 
 #[test]
