@@ -98,13 +98,12 @@ fn least_squares(rows: &[[f64; 3]], ys: &[f64], cols: &[usize]) -> Option<Vec<f6
         for v in a[c].iter_mut() {
             *v /= pivot;
         }
-        for r in 0..n {
-            if r != c {
-                let f = a[r][c];
-                if f != 0.0 {
-                    for k in 0..=n {
-                        a[r][k] -= f * a[c][k];
-                    }
+        let pivot_row = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            let f = row[c];
+            if r != c && f != 0.0 {
+                for (v, p) in row.iter_mut().zip(&pivot_row) {
+                    *v -= f * p;
                 }
             }
         }
