@@ -269,3 +269,61 @@ fn sim_calibrates_from_a_trace() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`pi5`"));
 }
+
+#[test]
+fn sweep_writes_a_row_per_configuration_and_a_pareto_chart() {
+    let a = profiles("clusters/pi5x4-gigabit.toml");
+    let b = profiles("boards/pi4-8gb.toml");
+    let nodes = format!("{a},{b}");
+    let m = profiles("models/llama3-70b-q4_k_m.json");
+    let small = profiles("models/llama3-8b-q4_k_m.json");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("pareto.svg");
+    let out = run(&[
+        "sim",
+        "--sweep",
+        "--nodes",
+        &nodes,
+        "--model-profile",
+        &small,
+        "--policy",
+        "throughput,power",
+        "--streams",
+        "1,4",
+        "--ctx",
+        "1024,4096",
+        "--gen-tokens",
+        "16",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // 2 nodes files × 2 contexts × 2 policies × 2 stream counts
+    assert_eq!(lines.len(), 1 + 16);
+    assert!(lines[0].starts_with("nodes,policy,ctx,model,stages,tp,streams,"));
+    assert!(
+        lines[1..].iter().all(|l| l.ends_with(',')),
+        "no errors: {text}"
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("Pareto front"));
+    assert_eq!(chart.matches("<circle").count(), 16 + 1);
+    // a 70B model fits no Pi 4: the rows say why
+    let out = run(&["sim", "--sweep", "--nodes", &b, "--model-profile", &m]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("pi4-8gb,throughput,4096,") && row.contains("GiB more"),
+        "{row}"
+    );
+    // without --sweep a list is refused
+    let out = run(&["sim", "--nodes", &nodes, "--model-profile", &small]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes takes one value"));
+}

@@ -25,6 +25,7 @@ mod run;
 mod sampling_args;
 mod serve;
 mod sim;
+mod sim_sweep;
 mod status;
 
 /// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.

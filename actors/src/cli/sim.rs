@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 /// Arguments of `edgeray sim`.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
-    /// Cluster description (the nodes file of `edgeray placement preview`).
-    #[arg(long)]
-    pub nodes: PathBuf,
+    /// Cluster description (the nodes file of `edgeray placement preview`); with `--sweep`,
+    /// several (repeat the flag or separate with commas).
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub nodes: Vec<PathBuf>,
     /// Model profile JSON (`edgeray model profile MODEL.gguf > model.json`, or one under
     /// `profiles/models/`).
     #[arg(long, required_unless_present = "model", conflicts_with = "model")]
@@ -26,25 +27,27 @@ pub struct SimArgs {
     /// A GGUF model file instead of a profile.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Context length the KV cache is sized for (default: the profile's).
-    #[arg(long)]
-    pub ctx: Option<usize>,
+    /// Context length the KV cache is sized for (default: the profile's); with `--sweep`,
+    /// several.
+    #[arg(long, value_delimiter = ',')]
+    pub ctx: Vec<usize>,
     /// Exactly this many pipeline stages (default: the policy decides).
     #[arg(long)]
     pub stages: Option<usize>,
     /// Make every stage a tensor-parallel group of this many boards (unused nodes join).
     #[arg(long, default_value_t = 1)]
     pub tp: usize,
-    /// Placement policy: memory, power or throughput.
-    #[arg(long, default_value = "throughput")]
-    pub policy: String,
+    /// Placement policy: memory, power, throughput or a registered one; with `--sweep`,
+    /// several.
+    #[arg(long, default_value = "throughput", value_delimiter = ',')]
+    pub policy: Vec<String>,
     /// Hidden states between stages: f32 (the runtime's default) or f16; sets the activation
     /// bytes per token (hidden size × 4 or × 2).
     #[arg(long, default_value = "f32")]
     pub wire_dtype: crate::pipeline::WireDtype,
-    /// Concurrent streams.
-    #[arg(long, default_value_t = 1)]
-    pub streams: usize,
+    /// Concurrent streams; with `--sweep`, several.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub streams: Vec<usize>,
     /// Prompt tokens per stream.
     #[arg(long, default_value_t = 16)]
     pub prompt_tokens: usize,
@@ -80,6 +83,14 @@ pub struct SimArgs {
     /// (every traced node must be in the nodes file, by name).
     #[arg(long, value_name = "TRACE.jsonl")]
     pub calibrate: Option<PathBuf>,
+    /// Simulate every combination of `--nodes` × `--policy` × `--streams` × `--ctx` and print
+    /// one CSV row each (configurations that cannot be placed get their error).
+    #[arg(long, conflicts_with_all = ["json", "fail"])]
+    pub sweep: bool,
+    /// With `--sweep`: also write an SVG chart of tokens/s against joules/token with the
+    /// Pareto front.
+    #[arg(long, requires = "sweep", value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Machine-readable JSON output (the report, plus `policy` and `placement`).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -215,7 +226,8 @@ pub fn plan_failures(
     Ok(out)
 }
 
-fn params(args: &SimArgs) -> Result<SimParams> {
+/// The simulator parameters of the command line.
+pub fn sim_params(args: &SimArgs) -> Result<SimParams> {
     for (name, v) in [
         ("--detect-s", args.detect_s),
         ("--redeploy-s", args.redeploy_s),
@@ -244,26 +256,39 @@ fn params(args: &SimArgs) -> Result<SimParams> {
 
 /// Run `edgeray sim`.
 pub fn run(args: SimArgs) -> Result<()> {
-    if args.streams == 0 || args.gen_tokens == 0 {
+    if args.streams.contains(&0) || args.gen_tokens == 0 {
         bail!("--streams and --gen-tokens must be at least 1");
     }
     if args.tp == 0 {
         bail!("--tp must be at least 1");
     }
+    if args.sweep {
+        return super::sim_sweep::run(&args);
+    }
+    for (flag, n) in [
+        ("--nodes", args.nodes.len()),
+        ("--policy", args.policy.len()),
+        ("--streams", args.streams.len()),
+        ("--ctx", args.ctx.len()),
+    ] {
+        if n > 1 {
+            bail!("{flag} takes one value without --sweep (got {n})");
+        }
+    }
+    let nodes_file = &args.nodes[0];
+    let policy_name = args.policy[0].clone();
+    let streams = args.streams[0];
+    let ctx = args.ctx.first().copied();
     let fails = args
         .fail
         .iter()
         .map(|s| parse_fail(s))
         .collect::<Result<Vec<_>>>()?;
-    let model = load_model(
-        args.model_profile.as_deref(),
-        args.model.as_deref(),
-        args.ctx,
-    )?;
+    let model = load_model(args.model_profile.as_deref(), args.model.as_deref(), ctx)?;
     let mut model = model;
     model.profile.activation_bytes_per_token =
         (model.profile.hidden_size * args.wire_dtype.size()) as u64;
-    let mut cluster = cluster_from_file(&args.nodes)?;
+    let mut cluster = cluster_from_file(nodes_file)?;
     let curves = match &args.calibrate {
         Some(path) => {
             let curves = calibrate(path)?;
@@ -272,7 +297,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         }
         None => Vec::new(),
     };
-    let spec = PolicySpec::named(args.policy.clone());
+    let spec = PolicySpec::named(policy_name.clone());
     let mut planned = plan(&model, &cluster, &spec, args.stages, args.tp, true)?;
     let mut failures = plan_failures(&fails, &model, &cluster, &spec, args.stages, args.tp)?;
     apply_to_pipeline(&mut planned.pipeline, &curves);
@@ -282,16 +307,16 @@ pub fn run(args: SimArgs) -> Result<()> {
         }
     }
     let work = Workload {
-        streams: args.streams,
+        streams,
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
     };
-    let params = params(&args)?;
+    let params = sim_params(&args)?;
     let report = simulate(&model, &planned.pipeline, work, &params, &failures);
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["model"] = model.profile.name.clone().into();
-        v["policy"] = args.policy.clone().into();
+        v["policy"] = policy_name.clone().into();
         v["placement"] = serde_json::to_value(&planned.placement)?;
         v["pipeline"] = serde_json::to_value(&planned.pipeline)?;
         if args.calibrate.is_some() {
@@ -303,7 +328,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         println!(
             "{},{},{},{},{}",
             csv_field(&model.profile.name),
-            csv_field(&args.policy),
+            csv_field(&policy_name),
             planned.pipeline.stages.len(),
             planned.pipeline.stages[0].nodes.len(),
             report.csv_row()
@@ -327,7 +352,7 @@ pub fn calibrate(path: &Path) -> Result<Vec<NodeCurve>> {
 }
 
 /// Put the fitted compute scores into the cluster the policy places on.
-fn apply_to_cluster(cluster: &mut ClusterView, curves: &[NodeCurve]) -> Result<()> {
+pub fn apply_to_cluster(cluster: &mut ClusterView, curves: &[NodeCurve]) -> Result<()> {
     for c in curves {
         let Some(n) = cluster
             .nodes
@@ -347,7 +372,7 @@ fn apply_to_cluster(cluster: &mut ClusterView, curves: &[NodeCurve]) -> Result<(
 }
 
 /// Give the pipeline's boards their fitted batch costs and KV read speeds.
-fn apply_to_pipeline(p: &mut SimPipeline, curves: &[NodeCurve]) {
+pub fn apply_to_pipeline(p: &mut SimPipeline, curves: &[NodeCurve]) {
     for n in p.stages.iter_mut().flat_map(|s| s.nodes.iter_mut()) {
         if let Some(c) = curves.iter().find(|c| c.node == n.name) {
             n.compute_bytes_per_s = c.compute_bytes_per_s;

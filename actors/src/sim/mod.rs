@@ -13,7 +13,7 @@
 //! - [`cost`]: one forward's duration;
 //! - [`calibrate`]: per-node cost curves fitted to measured stage runs;
 //! - [`engine`]: the event loop, [`simulate`];
-//! - [`report`]: the outputs;
+//! - [`report`]: the outputs; [`plot`]: SVG charts of sweeps;
 //! - [`queue`], [`rng`]: the event queue and the seeded generator.
 //!
 //! The per-forward cost reuses the placement cost model's inputs (weight bytes per layer, each
@@ -24,6 +24,7 @@
 pub mod calibrate;
 pub mod cost;
 pub mod engine;
+pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod rng;
