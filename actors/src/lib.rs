@@ -60,3 +60,4 @@ pub mod cli;
 pub mod gateway;
 pub mod pipeline;
 pub mod placement;
+pub mod sim;

@@ -9,11 +9,15 @@
 //! `QuietBoards` keeps every stage off boards that draw more than a power limit (a fanless
 //! shelf of Pis next to a loud Jetson) and lets the `throughput` policy split the model over
 //! the rest. The same trait object goes to `PlacementBench`, which runs every policy on the
-//! same inputs and prints their predictions side by side.
+//! same inputs and prints their predictions side by side. Registered
+//! ([`edgeray::placement::register_policy`]), it is found by name like a built-in: by a live
+//! deployment's scheduler, and by the CLI of a binary that registers it before
+//! `edgeray::cli::main()`.
 
 use edgeray::placement::{
     Candidate, ClusterView, ModelProfile, Placement, PlacementBench, PlacementPolicy,
-    ThroughputPolicy, Unplaceable, builtin_policies, parse_nodes_toml,
+    ThroughputPolicy, Unplaceable, builtin_policies, parse_nodes_toml, policy_by_name,
+    register_policy,
 };
 
 /// Stages only on boards drawing at most `max_watts`; the split is the throughput policy's.
@@ -119,10 +123,27 @@ pub fn run() -> anyhow::Result<Placement> {
     );
     // The custom policy next to the built-ins, on the same inputs.
     let mut policies = builtin_policies();
-    policies.push(Box::new(policy));
+    policies.push(Box::new(QuietBoards { max_watts: 10.0 }));
     print!(
         "{}",
         PlacementBench::run(&policies, &model, &cluster).table()
+    );
+    // Registered, it is a policy like the built-ins wherever edgeray resolves one by name: a
+    // deployment (`DeployOptions { policy: "quiet-boards".into(), .. }`), the failover planner,
+    // and the CLI of a binary that registers it before calling `edgeray::cli::main()`
+    // (`placement preview --policy quiet-boards`, `--compare`, `edgeray sim --policy ...`).
+    register_policy(std::sync::Arc::new(policy))?;
+    let by_name = policy_by_name("quiet-boards")?.place(&model, &cluster)?;
+    anyhow::ensure!(
+        by_name == placement,
+        "the registered policy places as the value does"
+    );
+    anyhow::ensure!(
+        PlacementBench::registered(&model, &cluster)
+            .rows
+            .iter()
+            .any(|r| r.policy == "quiet-boards"),
+        "the comparison of every registered policy includes it"
     );
     Ok(placement)
 }

@@ -60,6 +60,12 @@ pub struct BenchArgs {
     /// prompt of this many tokens arrives and is prefilled (`prefill_interference`).
     #[arg(long, default_value_t = 0)]
     pub long_prompt: usize,
+    /// With `--local`/`--config`: also run calibration experiments (1 and 4 streams, a short
+    /// and a 3× longer generation) and write one JSON line per stage and experiment — the
+    /// stage's mean run (positions, sequences, compute time, estimated KV bytes read) — for
+    /// `edgeray sim --calibrate`.
+    #[arg(long, value_name = "TRACE.jsonl")]
+    pub trace: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -177,7 +183,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             min_nodes: args.min_nodes,
             discover: args.discover,
             listen: "0.0.0.0:0".parse().expect("literal address"),
-            ctx: (args.gen_tokens + 64).max(256).max(args.long_prompt + 64),
+            ctx: (args.gen_tokens + 64)
+                .max(256)
+                .max(args.long_prompt + 64)
+                .max(if args.trace.is_some() {
+                    3 * args.gen_tokens + 64
+                } else {
+                    0
+                }),
             threads: args.threads,
             wire_dtype: args.wire_dtype,
             max_sequences: args.streams.unwrap_or(4).max(4),
@@ -188,8 +201,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.gen_tokens,
             args.streams.unwrap_or(4),
             args.long_prompt,
+            args.trace.as_deref(),
             args.json,
         );
+    }
+    if args.trace.is_some() {
+        anyhow::bail!("--trace records stage runs of a pipeline: give --local N or --config");
     }
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
     let ctx = args.prompt_tokens.max(args.gen_tokens + STREAM_PROMPT) + 1;

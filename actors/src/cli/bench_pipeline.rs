@@ -2,6 +2,7 @@
 //! run — decode tokens/s of one stream on one node (the baseline) and across the stages, their
 //! ratio, hidden-state bytes per token per hop, and aggregate tokens/s at 1 and 4 streams.
 
+use anyhow::Context as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -95,6 +96,12 @@ pub struct PipelineBench {
     pub baseline_tokens_per_s: f64,
     /// The chosen placement, one stream (= `pipeline_tokens_per_s`).
     pub cluster_tokens_per_s: f64,
+    /// The simulator's prediction ([`crate::sim`]) of `cluster_tokens_per_s` for the placement
+    /// that ran, from the coordinator's view of the cluster (compute scores, measured RTTs);
+    /// `null` when the view lacks a node of the placement.
+    pub predicted_tokens_per_s: Option<f64>,
+    /// The simulator's prediction of `cluster_aggregate_tokens_per_s` (`streams` streams).
+    pub predicted_aggregate_tokens_per_s: Option<f64>,
     /// Boards per stage (`--tp`).
     pub tp: usize,
     /// The placement: stages, each with its board(s) and, for groups, every board's slice.
@@ -265,6 +272,97 @@ async fn prefill_interference(
     })
 }
 
+/// Calibration experiments: `streams` ∈ {1, 4} × generation ∈ {`gen_tokens`, 3 × that}; per stage
+/// and experiment the mean stage run from the stages' own counters. The KV bytes a run reads
+/// are estimated from its positions at the experiment's mean context (prompt + half the
+/// generation).
+async fn trace_runs(
+    p: &Pipeline,
+    model: &std::path::Path,
+    ctx: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+) -> anyhow::Result<Vec<crate::sim::calibrate::TraceRecord>> {
+    let profile = super::placement::profile_from_gguf(model, Some(ctx), 0)?;
+    let placement = p.placement().clone();
+    let mut out = Vec::new();
+    for streams in [1, 4] {
+        for tokens in [gen_tokens, 3 * gen_tokens] {
+            // the stage's KV cache must hold the prompt and the generation
+            let tokens = tokens.min(ctx.saturating_sub(prompt_tokens + 8)).max(1);
+            let before = stage_counters(p).await;
+            concurrent(p, streams, tokens).await?;
+            let after = stage_counters(p).await;
+            let mean_ctx = prompt_tokens as f64 + tokens as f64 / 2.0;
+            for (i, s) in placement.stages.iter().enumerate() {
+                let (Some(a), Some(b)) = (after.get(i), before.get(i)) else {
+                    continue;
+                };
+                let runs = a.batches.saturating_sub(b.batches);
+                if runs == 0 {
+                    continue;
+                }
+                let positions = (a.tokens - b.tokens) as f64 / runs as f64;
+                let kv_per_position =
+                    (s.layers.len() as u64 * profile.kv_bytes_per_token_per_layer) as f64;
+                out.push(crate::sim::calibrate::TraceRecord {
+                    node: s.node_name.clone(),
+                    stage: i,
+                    layers: s.layers.len(),
+                    layer_bytes: profile.layer_bytes[s.layers.clone()].iter().sum(),
+                    head_bytes: if s.head { profile.head_bytes } else { 0 },
+                    positions,
+                    sequences: (a.forwards - b.forwards) as f64 / runs as f64,
+                    kv_read_bytes: positions * mean_ctx * kv_per_position,
+                    compute_s: (a.compute_us - b.compute_us) as f64 / runs as f64 / 1e6,
+                    runs,
+                    experiment: format!("{streams} streams, {tokens} tokens"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The simulator's `(one stream decode, streams aggregate)` tokens/s for the placement `p`
+/// runs, on the coordinator's view of the cluster; `None` (with a warning) when it cannot be
+/// built.
+fn predict(
+    coordinator: &edgeray_runtime::cluster::Cluster,
+    p: &crate::pipeline::Pipeline,
+    model: &std::path::Path,
+    ctx: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    streams: usize,
+) -> Option<(f64, f64)> {
+    use crate::sim::{SimParams, Workload, pipeline_from_placement, simulate};
+    let built = (|| {
+        let mut m = super::model_profile::sim_model_from_gguf(model, Some(ctx))?;
+        m.profile.activation_bytes_per_token =
+            (m.profile.hidden_size * p.wire_dtype().size()) as u64;
+        let view = crate::pipeline::head::cluster_view(coordinator);
+        let pipeline = pipeline_from_placement(p.placement(), &m.profile, &view)?;
+        anyhow::Ok((m, pipeline))
+    })();
+    let (m, pipeline) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("no prediction: {e:#}");
+            return None;
+        }
+    };
+    let run = |streams| {
+        let work = Workload {
+            streams,
+            prompt_tokens,
+            gen_tokens,
+        };
+        simulate(&m, &pipeline, work, &SimParams::default(), &[])
+    };
+    Some((run(1).decode_tokens_per_s, run(streams.max(1)).tokens_per_s))
+}
+
 /// Runs the benchmark on `deploy` (stages default to one per embedded node).
 /// `streams` concurrent requests give `cluster_aggregate_tokens_per_s` (4 are always measured).
 /// With `long_prompt` > 0, also the running stream's gaps while a prompt of that many tokens
@@ -274,8 +372,12 @@ pub fn run(
     gen_tokens: usize,
     streams: usize,
     long_prompt: usize,
+    trace: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<()> {
+    if trace.is_some() && deploy.tp > 1 {
+        anyhow::bail!("--trace fits one-board stages; run it without --tp");
+    }
     // The same kernel threads per board as the stages use (capped to this process's CPUs).
     let threads = crate::pipeline::stage::capped_threads(deploy.threads());
     let model: PathBuf = deploy.model.clone();
@@ -306,6 +408,7 @@ pub fn run(
             let (n1, _) = stream(p, PROMPTS[0], 1).await?;
             anyhow::ensure!(n1 == 1, "the pipeline produced no token");
             let ids = p.encode(PROMPTS[0])?;
+            let ids_len = ids.len();
             let (tx, mut rx) = mpsc::channel(64);
             let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let s = p
@@ -376,9 +479,37 @@ pub fn run(
                     }
                 })
                 .collect();
+            if let Some(path) = trace {
+                let records = trace_runs(p, &model, deploy.ctx, ids_len, gen_tokens).await?;
+                let mut text = String::new();
+                for r in &records {
+                    text.push_str(&serde_json::to_string(r)?);
+                    text.push('\n');
+                }
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write trace {}", path.display()))?;
+                if !json {
+                    eprintln!(
+                        "{} trace records written to {}",
+                        records.len(),
+                        path.display()
+                    );
+                }
+            }
+            let predicted = predict(
+                &d.nodes[0],
+                p,
+                &model,
+                deploy.ctx,
+                ids_len,
+                gen_tokens,
+                streams,
+            );
             anyhow::Ok(PipelineBench {
                 baseline_tokens_per_s: single,
                 cluster_tokens_per_s: one,
+                predicted_tokens_per_s: predicted.map(|p| p.0),
+                predicted_aggregate_tokens_per_s: predicted.map(|p| p.1),
                 tp: deploy.tp,
                 placement: serde_json::to_value(p.placement())?,
                 tp_sync,
@@ -430,6 +561,16 @@ pub fn run(
                 report.streams,
                 report.cluster_aggregate_tokens_per_s,
                 report.cluster_aggregate_tokens_per_s / report.cluster_tokens_per_s
+            );
+        }
+        if let (Some(pred), Some(agg)) = (
+            report.predicted_tokens_per_s,
+            report.predicted_aggregate_tokens_per_s,
+        ) {
+            println!(
+                "simulator's prediction:     {pred:.2} tokens/s one stream ({:+.0} % off the measurement), {agg:.2} aggregate over {} streams",
+                (pred / report.cluster_tokens_per_s - 1.0) * 100.0,
+                report.streams
             );
         }
         if let Some(i) = &report.prefill_interference {

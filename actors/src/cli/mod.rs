@@ -13,6 +13,7 @@ mod generate;
 mod init;
 mod member_wait;
 mod model_info;
+mod model_profile;
 mod models;
 mod node;
 mod node_http;
@@ -23,6 +24,8 @@ mod revoke;
 mod run;
 mod sampling_args;
 mod serve;
+mod sim;
+mod sim_sweep;
 mod status;
 
 /// edgeray — turn a handful of edge boards on one LAN into one machine that runs a quantized LLM.
@@ -83,6 +86,9 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Revoke a node (a lost or stolen board): add its id to `revoked` in cluster.toml.
     Revoke(revoke::RevokeArgs),
+    /// Simulate a placement of a model on a (synthetic) cluster: tokens/s, time between
+    /// tokens, energy per token, stage utilisation, failures.
+    Sim(sim::SimArgs),
     /// Score a text like llama-perplexity: perplexity, per-token log-probabilities, and the
     /// KL divergence against a llama-perplexity --kl-divergence-base file.
     Perplexity(perplexity::PerplexityArgs),
@@ -93,6 +99,9 @@ pub enum Command {
 pub enum ModelCommand {
     /// Architecture, hyper-parameters, tensor table and per-layer memory of a GGUF file.
     Info(model_info::ModelInfoArgs),
+    /// The model's simulator profile as JSON (per-layer quantized bytes, KV and activation
+    /// sizes, MLP width), for `edgeray sim --model-profile`.
+    Profile(model_profile::ModelProfileArgs),
 }
 
 /// Parse arguments, set up logging, run the subcommand; errors print as `error: ...` with exit 1.
@@ -107,6 +116,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Model(ModelCommand::Info(args)) => model_info::run(args),
+        Command::Model(ModelCommand::Profile(args)) => model_profile::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => init::run(args),
@@ -118,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Revoke(args) => revoke::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

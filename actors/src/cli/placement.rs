@@ -64,7 +64,8 @@ pub struct PreviewArgs {
     /// Power policy: absolute per-token latency target, milliseconds.
     #[arg(long, conflicts_with = "latency_factor")]
     pub latency_target_ms: Option<f64>,
-    /// Also run every built-in policy and print a comparison table.
+    /// Also run every policy (built-in and registered; the one of --policy with its settings)
+    /// and print a comparison table.
     #[arg(long)]
     pub compare: bool,
     /// Machine-readable JSON output.
@@ -137,7 +138,7 @@ fn preview(args: PreviewArgs) -> Result<()> {
         (None, Some(config)) => {
             let ask = PlaceAsk {
                 profile: model.clone(),
-                policy: spec,
+                policy: spec.clone(),
                 stages: None,
                 known: Vec::new(),
             };
@@ -150,9 +151,20 @@ fn preview(args: PreviewArgs) -> Result<()> {
         }
         (None, None) => bail!("give --nodes FILE or --config cluster.toml"),
     };
-    let bench = args
-        .compare
-        .then(|| PlacementBench::builtin(&model, &cluster));
+    // every registered policy; the one of --policy with the settings given
+    let bench = args.compare.then(|| {
+        let policies: Vec<_> = placement::all_policies()
+            .into_iter()
+            .map(|p| {
+                if p.name() == policy.name() {
+                    spec.build().unwrap_or(p)
+                } else {
+                    p
+                }
+            })
+            .collect();
+        PlacementBench::run(&policies, &model, &cluster)
+    });
     if args.json {
         let json = serde_json::json!({
             "model": model,

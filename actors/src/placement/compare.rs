@@ -3,7 +3,7 @@
 use super::plan::{Placement, Unplaceable};
 use super::types::{ClusterView, ModelProfile};
 use super::units::{fmt_bytes, fmt_secs};
-use super::{PlacementPolicy, builtin_policies};
+use super::{PlacementPolicy, all_policies, builtin_policies};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -53,6 +53,12 @@ impl PlacementBench {
     /// Run every built-in policy with default settings.
     pub fn builtin(model: &ModelProfile, cluster: &ClusterView) -> Self {
         Self::run(&builtin_policies(), model, cluster)
+    }
+
+    /// Run every policy [`super::policy_by_name`] knows: the built-ins with default settings and
+    /// the registered custom policies ([`super::register_policy`]).
+    pub fn registered(model: &ModelProfile, cluster: &ClusterView) -> Self {
+        Self::run(&all_policies(), model, cluster)
     }
 
     /// A plain-text comparison table.

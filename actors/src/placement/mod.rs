@@ -4,7 +4,8 @@
 //! [`ClusterView`] to a [`Placement`] (or an [`Unplaceable`] naming the shortfall), using the
 //! shared cost model in [`cost`]. Built-in policies: [`MemoryPolicy`] (`memory`),
 //! [`PowerPolicy`] (`power`) and [`ThroughputPolicy`] (`throughput`); [`policy_by_name`] finds
-//! them by name and [`PlacementBench`] compares them.
+//! them by name (custom policies too, once in the [`registry`]) and [`PlacementBench`]
+//! compares them.
 //!
 //! Every placement keeps each stage within its node's usable memory (weights + KV cache at the
 //! configured context + fixed overhead), and its stages cover layers `0..n_layers` contiguously,
@@ -18,6 +19,7 @@ pub mod nodes_file;
 pub mod plan;
 pub mod power;
 pub mod profile;
+pub mod registry;
 pub mod search;
 pub mod throughput;
 pub mod types;
@@ -34,6 +36,7 @@ pub use power::{LatencyTarget, PowerPolicy};
 pub use profile::{
     GgufProfileError, ProfileError, ProfileParams, profile_from_gguf, profile_from_tensors,
 };
+pub use registry::{RegistryError, register_policy, registered_names, unregister_policy};
 pub use throughput::ThroughputPolicy;
 pub use types::{ClusterView, LinkView, MemberId, ModelProfile, NodeView};
 
@@ -50,27 +53,49 @@ pub trait PlacementPolicy: Send + Sync {
     fn candidates(&self, model: &ModelProfile, cluster: &ClusterView) -> Vec<Candidate>;
 }
 
-/// Names [`policy_by_name`] accepts.
+/// Names of the built-in policies.
 pub const POLICY_NAMES: [&str; 3] = ["memory", "power", "throughput"];
+
+/// Every name [`policy_by_name`] accepts now: the built-ins, then the registered policies.
+pub fn policy_names() -> Vec<String> {
+    POLICY_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .chain(registered_names())
+        .collect()
+}
 
 /// An unknown policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown placement policy `{name}`; valid policies: {}", POLICY_NAMES.join(", "))]
+#[error("unknown placement policy `{name}`; valid policies: {}", policy_names().join(", "))]
 pub struct UnknownPolicy {
     /// The name asked for.
     pub name: String,
 }
 
-/// The built-in policy called `name`, with default settings.
+/// The policy called `name`: a built-in with default settings, or a registered custom policy
+/// ([`register_policy`]).
 pub fn policy_by_name(name: &str) -> Result<Box<dyn PlacementPolicy>, UnknownPolicy> {
     match name {
         "memory" => Ok(Box::new(MemoryPolicy)),
         "power" => Ok(Box::new(PowerPolicy::default())),
         "throughput" => Ok(Box::new(ThroughputPolicy)),
-        _ => Err(UnknownPolicy {
+        _ => registry::registered_policy(name).ok_or_else(|| UnknownPolicy {
             name: name.to_string(),
         }),
     }
+}
+
+/// Every policy [`policy_by_name`] knows: the built-ins with default settings, then the
+/// registered custom policies by name.
+pub fn all_policies() -> Vec<Box<dyn PlacementPolicy>> {
+    let mut all = builtin_policies();
+    all.extend(
+        registered_names()
+            .iter()
+            .filter_map(|n| registry::registered_policy(n)),
+    );
+    all
 }
 
 /// Every built-in policy with default settings, in [`POLICY_NAMES`] order.

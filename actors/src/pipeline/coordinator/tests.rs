@@ -519,3 +519,103 @@ async fn a_foreign_member_cannot_drive_or_stop_another_pipeline() {
     p.shutdown().await;
     s.shutdown().await;
 }
+
+/// A custom policy for the registry test: the throughput policy on every node but `avoid`.
+struct Avoid {
+    name: String,
+    avoid: crate::placement::MemberId,
+}
+
+impl Avoid {
+    fn view(&self, cluster: &crate::placement::ClusterView) -> crate::placement::ClusterView {
+        let mut c = cluster.clone();
+        c.nodes.retain(|n| n.id != self.avoid);
+        c
+    }
+}
+
+impl crate::placement::PlacementPolicy for Avoid {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn place(
+        &self,
+        model: &crate::placement::ModelProfile,
+        cluster: &crate::placement::ClusterView,
+    ) -> Result<crate::placement::Placement, crate::placement::Unplaceable> {
+        let mut p = crate::placement::ThroughputPolicy.place(model, &self.view(cluster))?;
+        p.policy = self.name.clone();
+        Ok(p)
+    }
+
+    fn candidates(
+        &self,
+        model: &crate::placement::ModelProfile,
+        cluster: &crate::placement::ClusterView,
+    ) -> Vec<crate::placement::Candidate> {
+        let mut all = crate::placement::ThroughputPolicy.candidates(model, &self.view(cluster));
+        for c in &mut all {
+            if let crate::placement::CandidateOutcome::Placed(p) = &mut c.outcome {
+                p.policy = self.name.clone();
+            }
+        }
+        all
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_custom_policy_places_a_live_deployment() {
+    use crate::pipeline::head::place_id;
+    use crate::placement::{register_policy, unregister_policy};
+    let s = Setup::new("qwen2", 2).await;
+    let g = Generator::load(&s.model, 1, Some(64), |_, _| {}).unwrap();
+    let prompt = "abc abc";
+    let opts = GenerateOptions {
+        max_tokens: TOKENS,
+        ..Default::default()
+    };
+    let want = g
+        .generate_tokens(&g.encode(prompt).unwrap(), &opts, |_| true)
+        .unwrap()
+        .tokens;
+    let ids: Vec<_> = s.nodes.iter().map(|n| place_id(&n.node_id())).collect();
+    let name = "test-avoid-one-node";
+    // Whichever node the built-in policy would pick, one of the two runs goes against it.
+    for (avoid, want_node) in [(0, 1), (1, 0)] {
+        register_policy(std::sync::Arc::new(Avoid {
+            name: name.into(),
+            avoid: ids[avoid].clone(),
+        }))
+        .unwrap();
+        let deploy_opts = DeployOptions {
+            policy: name.into(),
+            stages: Some(1),
+            ctx: 64,
+            threads: 1,
+            max_sequences: 1,
+            max_queued: 1,
+            progress: false,
+            ..DeployOptions::default()
+        };
+        let p = deploy(&s.nodes[0], &s.model, &deploy_opts)
+            .await
+            .unwrap_or_else(|e| panic!("deploy with the custom policy: {e}"));
+        assert_eq!(p.placement().policy, name);
+        assert_eq!(p.placement().stages[0].node, ids[want_node]);
+        let got = answer(&p, p.encode(prompt).unwrap()).await.unwrap();
+        assert_eq!(got, want);
+        p.shutdown().await;
+    }
+    assert!(unregister_policy(name));
+    let opts = DeployOptions {
+        policy: name.into(),
+        ctx: 64,
+        threads: 1,
+        progress: false,
+        ..DeployOptions::default()
+    };
+    let err = deploy(&s.nodes[0], &s.model, &opts).await.err().unwrap();
+    assert!(err.to_string().contains(name), "{err}");
+    s.shutdown().await;
+}
