@@ -54,18 +54,24 @@ fn the_deb_installs_into_a_clean_root_and_its_unit_verifies() {
     let script = workspace_root().join("scripts/package-deb.sh");
     // Bad input: a clear error, no package.
     let bad = Command::new(&script)
-        .args([edgeray_bin().to_str().unwrap(), "sparc", out.to_str().unwrap()])
+        .args([
+            edgeray_bin().to_str().unwrap(),
+            "sparc",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown Debian architecture"));
 
     // No compression: the debug binary is ~190 MB and xz would take minutes.
-    let deb = run(Command::new(&script).env("EDGERAY_DEB_COMPRESSION", "none").args([
-        edgeray_bin().to_str().unwrap(),
-        "amd64",
-        out.to_str().unwrap(),
-    ]));
+    let deb = run(Command::new(&script)
+        .env("EDGERAY_DEB_COMPRESSION", "none")
+        .args([
+            edgeray_bin().to_str().unwrap(),
+            "amd64",
+            out.to_str().unwrap(),
+        ]));
     let deb = deb.trim();
     assert!(deb.ends_with("_amd64.deb"), "{deb}");
     let info = run(Command::new("dpkg-deb").args(["--info", deb]));
@@ -84,7 +90,9 @@ fn the_deb_installs_into_a_clean_root_and_its_unit_verifies() {
     assert!(version.starts_with("edgeray "), "{version}");
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(
-        passwd.lines().any(|l| l.starts_with("edgeray:") && l.contains(":/var/lib/edgeray:")),
+        passwd
+            .lines()
+            .any(|l| l.starts_with("edgeray:") && l.contains(":/var/lib/edgeray:")),
         "the system user: {passwd}"
     );
     assert!(root.join("var/lib/edgeray").is_dir());
@@ -92,8 +100,8 @@ fn the_deb_installs_into_a_clean_root_and_its_unit_verifies() {
 
     // The unit as installed, its ExecStart pointed at the installed binary (verify checks
     // that the executable exists).
-    let unit = std::fs::read_to_string(root.join("lib/systemd/system/edgeray-node.service"))
-        .unwrap();
+    let unit =
+        std::fs::read_to_string(root.join("lib/systemd/system/edgeray-node.service")).unwrap();
     for want in [
         "ExecStart=/usr/bin/edgeray node --config /etc/edgeray/cluster.toml --state-dir /var/lib/edgeray",
         "Restart=on-failure",
@@ -106,14 +114,21 @@ fn the_deb_installs_into_a_clean_root_and_its_unit_verifies() {
     let units = tmp.path().join("units");
     std::fs::create_dir_all(&units).unwrap();
     let checked = units.join("edgeray-node.service");
-    std::fs::write(&checked, unit.replace("/usr/bin/edgeray", bin.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &checked,
+        unit.replace("/usr/bin/edgeray", bin.to_str().unwrap()),
+    )
+    .unwrap();
     let verify = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&checked)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 
     // Purge: files, state and the package are gone.
     run(dpkg(&root).args(["--purge", "edgeray"]));

@@ -364,6 +364,8 @@ async fn any_mix_of_joining_and_leaving_sequences_gets_each_its_solo_tokens() {
         }
         p.shutdown().await;
     }
+    s.shutdown().await;
+}
 
 /// A member of the cluster that is neither a pipeline's coordinator nor one of its stage
 /// nodes tries to stop its stages, feed them work, read their counters, plant a stage of its
