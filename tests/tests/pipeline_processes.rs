@@ -812,10 +812,15 @@ async fn stream_through(
         complete(&c.client, &c.base, prompt, 12).await,
         Ok(want.clone())
     );
-    let long_want = single_node_text(model, prompt, 64);
+    // Long enough to still be streaming when the worker is disturbed 1.5 s in (64 tokens were
+    // done by then once the Q5_0 kernels got faster).
+    const LONG: usize = 200;
+    let long_want = single_node_text(model, prompt, LONG);
     let streaming = {
         let (cl, b) = (c.client.clone(), c.base.clone());
-        tokio::spawn(async move { stream_completion(&cl, &b, "Gemma 3 270m", prompt, 64).await })
+        tokio::spawn(async move {
+            stream_completion(&cl, &b, "Gemma 3 270m", prompt, LONG as u32).await
+        })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // `/health` every 50 ms through the failover: 503 "redeploying" while there is no pipeline.
